@@ -148,10 +148,10 @@ _DENSE = re.compile(r"^(\d+)$")
 
 
 def _point_at(text: str, index: int, why: str) -> SpikeGradError:
+    """An error naming token ``index`` and marking it in the string: ``28x28-[15Q5]-10``."""
     tokens = text.split("-")
-    start = sum(len(t) + 1 for t in tokens[:index])
-    caret = " " * start + "^" * max(1, len(tokens[index]) if index < len(tokens) else 1)
-    return SpikeGradError(f"bad topology token {index + 1} {tokens[index]!r}: {why}\n  {text}\n  {caret}")
+    marked = "-".join(f"[{t}]" if i == index else t for i, t in enumerate(tokens))
+    return SpikeGradError(f"bad topology token {index + 1} {tokens[index]!r} in {marked}: {why}")
 
 
 def parse_topology(text: str) -> Topology:

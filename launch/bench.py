@@ -1,0 +1,157 @@
+"""``spikegrad bench train``: training-step throughput, optionally against PyTorch, with a profile.
+
+A measurement is forward + backward + update (+ the synaptic-operation counters
+the trainer keeps) on fixed synthetic batches of the topology's input shape,
+MNIST-like in range ([0, 1), about 19 % nonzero); a dense product's time does not
+depend on the values. Each number is the median over ``--repeats`` windows of
+``--seconds`` each, after two warm-up steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from cluster.backend import get_backend, to_device
+from cluster.network import backward, forward, layer_error_below, layer_forward, layer_increment_sums, \
+    output_error, gate
+from cluster.topology import Dense, parse_topology
+
+from .config import TrainConfig
+from .trainer import Trainer
+
+
+def synthetic_batch(shape: tuple[int, int, int], B: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = (rng.random((B, *shape)) * (rng.random((B, *shape)) < 0.19)).astype(np.float32)
+    return x, rng.integers(0, classes, B)
+
+
+def _rate(step: Callable[[], Any], B: int, seconds: float, repeats: int, sync: Callable[[], None]) -> list[float]:
+    for _ in range(2):
+        step()
+    sync()
+    rates = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            step()
+            n += 1
+            sync()
+            dt = time.perf_counter() - t0
+            if dt >= seconds:
+                break
+        rates.append(n * B / dt)
+    return rates
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def profile_step(trainer: Trainer, x: np.ndarray, y: np.ndarray, steps: int = 5) -> dict[str, float]:
+    """Milliseconds per step by (layer, phase), measured with a device sync around each piece."""
+    be, xp, topo, cfg = trainer.backend, trainer.xp, trainer.topo, trainer.cfg.step
+    xd, yd = to_device(be, x, trainer.dtype), to_device(be, y.astype(np.int64))
+    out: dict[str, float] = {}
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        be.synchronize()
+        t0 = time.perf_counter()
+        r = fn()
+        be.synchronize()
+        out[key] = out.get(key, 0.0) + (time.perf_counter() - t0) * 1e3 / steps
+        return r
+
+    L = len(topo.layers) - 1
+    for _ in range(steps):
+        S = xp.ascontiguousarray(xd.transpose(1, 0, 2, 3))
+        fwd = []
+        for l, layer in enumerate(topo.layers):
+            lf = timed(f"l{l} {layer.token():>8} forward", lambda: layer_forward(
+                xp, layer, trainer.params.get(l), S, cfg, l == L))
+            fwd.append(lf)
+            S = lf.S
+        E, _ = timed("   output error", lambda: output_error(xp, fwd[-1].S, yd, cfg))
+        for l in range(L, -1, -1):
+            layer = topo.layers[l]
+            if layer.trainable:
+                timed(f"l{l} {layer.token():>8} increments", lambda: layer_increment_sums(
+                    xp, layer, trainer.params[l], E, fwd[l].cache))
+            if l == 0:
+                break
+            below = topo.layers[l - 1]
+            E = timed(f"l{l} {layer.token():>8} error below", lambda: gate(xp, layer_error_below(
+                xp, layer, trainer.params.get(l), E, below.out_shape, not isinstance(below, Dense), cfg),
+                fwd[l - 1].mask, cfg))
+    return out
+
+
+def bench_train(a: Any) -> int:
+    topo = parse_topology(a.topology)
+    backend = get_backend(a.backend)
+    results: dict[str, Any] = dict(topology=topo.text, backend=backend.name, dtype=a.dtype,
+                                   machine=machine_line(), date=time.strftime("%Y-%m-%d"), rows=[])
+    torch_step = None
+    if a.torch:
+        from .torch_ref import make_torch_step, torch_available  # noqa: PLC0415
+
+        ok, ver = torch_available()
+        if not ok:
+            print(f"spikegrad bench: --torch skipped: {ver}", file=sys.stderr)
+        else:
+            import torch  # noqa: PLC0415
+
+            results["torch"] = ver
+            results["torch_threads"] = torch.get_num_threads()
+    for B in a.batch_sizes:
+        cfg = TrainConfig(dataset="mnist", topology=topo.text, batch_size=B, backend=backend.name,
+                          dtype=a.dtype, theta_ff=0.25, lr=1e-5, epochs=1)
+        trainer = Trainer(cfg, topo=topo, backend=backend)
+        x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
+        ours = _rate(lambda: trainer.train_step(x, y), B, a.seconds, a.repeats, backend.synchronize)
+        row = dict(batch=B, images_per_second=statistics.median(ours), runs=[round(r, 1) for r in ours])
+        if a.torch and "torch" in results:
+            import torch  # noqa: PLC0415
+
+            dev = "cuda" if backend.is_gpu else "cpu"
+            host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in
+                    Trainer(cfg, topo=topo, backend=get_backend("numpy")).params.items()}
+            tstep = make_torch_step(topo, host, dev, a.dtype, cfg.theta_ff, cfg.step.theta_bp,
+                                    cfg.alpha, cfg.eta, cfg.momentum)
+            tx = torch.tensor(x, device=dev, dtype=getattr(torch, a.dtype))
+            ty = torch.tensor(y, device=dev)
+            tsync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+            theirs = _rate(lambda: float(tstep(tx, ty)), B, a.seconds, a.repeats, tsync)
+            row["torch_images_per_second"] = statistics.median(theirs)
+            row["ratio_vs_torch"] = row["images_per_second"] / row["torch_images_per_second"]
+        if a.profile:
+            row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(trainer, x, y).items()}
+        results["rows"].append(row)
+        line = f"batch {B:5d}: {row['images_per_second']:9.1f} img/s"
+        if "torch_images_per_second" in row:
+            line += f"   torch {row['torch_images_per_second']:9.1f} img/s   ratio {row['ratio_vs_torch']:.2f}"
+        print(line, file=sys.stderr)
+        if a.profile:
+            total = sum(row["profile_ms"].values())
+            for k, v in sorted(row["profile_ms"].items(), key=lambda kv: -kv[1]):
+                print(f"    {k:32s} {v:8.2f} ms  {100 * v / total:5.1f} %", file=sys.stderr)
+    if a.json:
+        print(json.dumps(results), flush=True)
+    return 0

@@ -1,0 +1,192 @@
+"""The ``spikegrad`` command line: train, eval, conformance, bench.
+
+Bad input of any kind ends with one line ``spikegrad: error: ...`` on stderr and
+exit status 2, never a traceback. Progress goes to stderr; ``--json`` prints one
+JSON line of final metrics on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from cluster.errors import SpikeGradError
+from cluster.topology import PRESETS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SpikeGradError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a network (default: digits, embedded, no download)",
+                       description="Train a SpikeGrad network. Flags not given take the dataset's "
+                                   "measured defaults (README).")
+    p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), default="digits")
+    p.add_argument("--data-dir", help="directory holding the dataset files (mnist, cifar10)")
+    p.add_argument("--download", action="store_true", help="fetch missing dataset files first")
+    p.add_argument("--topology", help=f"preset ({', '.join(PRESETS)}) or string like 28x28-15C5-P2-10")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float, help="learning rate on the batch sum; eta = lr/alpha")
+    p.add_argument("--momentum", type=float, help="0 = plain SGD as in Algorithm 3")
+    p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument("--alpha", type=_positive_float, help="error scale of the top layer")
+    p.add_argument("--theta-ff", type=_positive_float, help="forward threshold")
+    p.add_argument("--theta-bp", type=_positive_float, help="error threshold (default: theta-ff)")
+    p.add_argument("--gradient", choices=("spike", "float"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
+    p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
+    p.add_argument("--engine", choices=("local",), help="'local': one process")
+    p.add_argument("--backend", choices=("numpy", "cupy"))
+    p.add_argument("--dtype", choices=("float32", "float64"))
+    p.add_argument("--out", help="run directory (default runs/<dataset>-<gradient>-s<seed>-<time>)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run directory's checkpoint on its test set")
+    p.add_argument("--checkpoint", required=True, help="run directory")
+    p.add_argument("--data-dir")
+    p.add_argument("--limit-test", type=_positive_int)
+    p.add_argument("--backend", choices=("numpy", "cupy"))
+    p.add_argument("--json", action="store_true")
+
+
+def _add_conformance(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("conformance", help="one training step of a case file, all DESIGN §4 arrays")
+    p.add_argument("case", help="CASE.npz")
+    p.add_argument("--out", required=True, help="OUT.npz to write")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--expected", help="compare with this .npz and fail on any difference > 1e-9")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (numbers for the README)")
+    bsub = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    t = bsub.add_parser("train", help="forward + backward + update images/s of a topology")
+    t.add_argument("--topology", default="mnist")
+    t.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[64, 256])
+    t.add_argument("--seconds", type=_positive_float, default=5.0, help="time per measurement")
+    t.add_argument("--repeats", type=_positive_int, default=3, help="median of this many measurements")
+    t.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
+    t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
+    t.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="spikegrad", description="SpikeGrad: backpropagation with spikes, "
+                     "trained through its equivalent ANN.")
+    sub = parser.add_subparsers(dest="command", required=False, parser_class=_Parser)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_conformance(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .config import make_config  # noqa: PLC0415
+    from .runs import train  # noqa: PLC0415
+
+    cfg = make_config(
+        a.dataset, data_dir=a.data_dir, topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
+        lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
+        theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
+        limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
+        download=a.download or None)
+    summary = train(cfg, progress=not a.quiet)
+    if a.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(f"test accuracy {summary['test_accuracy']:.2f}% after {summary['epochs']} epochs, "
+              f"{summary['train_seconds']:.1f} s training ({summary['images_per_second']:.0f} img/s); "
+              f"run directory {summary['run_dir']}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .runs import evaluate_run  # noqa: PLC0415
+
+    res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
+    if a.json:
+        print(json.dumps(res), flush=True)
+    else:
+        print(f"test accuracy {res['test_accuracy']:.2f}% on {res['images']} {res['dataset']} test images "
+              f"({res['run_dir']}, {res['epochs_done']} epochs trained)")
+    return 0
+
+
+def _cmd_conformance(a: argparse.Namespace) -> int:
+    from .conformance import compare, load_case, run_case, write_npz_atomic  # noqa: PLC0415
+
+    got = run_case(load_case(a.case), backend=a.backend, name=str(a.case))
+    write_npz_atomic(a.out, got)
+    if a.expected:
+        problems = compare(got, load_case(a.expected))
+        if problems:
+            raise SpikeGradError(f"{a.case} differs from {a.expected}: {'; '.join(problems)}")
+        print(f"{a.case}: {len(got)} arrays written to {a.out}, all equal to {a.expected}")
+    else:
+        print(f"{a.case}: {len(got)} arrays written to {a.out}")
+    return 0
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import bench_train  # noqa: PLC0415
+
+    return bench_train(a)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv or ["train"])
+        if args.command is None:
+            args = build_parser().parse_args(["train", *argv])
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
+                   "bench": _cmd_bench}[args.command]
+        return handler(args)
+    except SpikeGradError as exc:
+        print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikegrad: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"spikegrad: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Training configuration: one frozen dataclass, per-dataset defaults, strict checking.
+
+The defaults per dataset were chosen by measurement (README, "Choosing Θff and the
+optimizer"); a flag given on the command line always wins over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from cluster.errors import SpikeGradError
+from cluster.network import GRADIENT_MODES, StepConfig
+from cluster.topology import PRESETS, parse_topology
+
+ENGINES = ("local",)
+BACKENDS = ("numpy", "cupy")
+DTYPES = ("float32", "float64")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` in the run directory.
+
+    lr: learning rate applied to the batch *sum* of increments (Algorithm 3 applies
+    Σ_batch once per batch); η = lr / α for spike gradients, lr for float gradients.
+    momentum: 0 is plain SGD exactly as Algorithm 3; > 0 keeps a velocity per weight.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    topology: str = "digits"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.005
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    alpha: float = 100.0
+    theta_ff: float = 0.25
+    theta_bp: float | None = None   # None: equal to theta_ff (section 3: no explicit rescaling)
+    gradient: str = "spike"
+    seed: int = 0
+    limit_train: int | None = None
+    limit_test: int | None = None
+    engine: str = "local"
+    backend: str = "numpy"
+    dtype: str = "float32"
+    out: str | None = None
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def step(self) -> StepConfig:
+        return StepConfig(theta_ff=self.theta_ff,
+                          theta_bp=self.theta_ff if self.theta_bp is None else self.theta_bp,
+                          alpha=self.alpha, gradient=self.gradient)  # type: ignore[arg-type]
+
+    @property
+    def eta(self) -> float:
+        """η, the factor of Σ E ⊗ S in ΔW = −η Σ E ⊗ S (section 2: rescaled by 1/α)."""
+        return self.lr / self.step.error_scale
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# Per-dataset defaults, measured (README). Keys are TrainConfig fields.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(topology="digits", epochs=10, batch_size=32, lr=0.005, momentum=0.9,
+                   alpha=100.0, theta_ff=0.25),
+    "mnist": dict(topology="mnist", epochs=5, batch_size=64, lr=0.002, momentum=0.9,
+                  alpha=100.0, theta_ff=0.25),
+    "cifar10": dict(topology="cifar10", epochs=30, batch_size=64, lr=0.0005, momentum=0.9,
+                    alpha=500.0, theta_ff=0.25),
+}
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.dataset not in DATASET_DEFAULTS:
+        raise SpikeGradError(f"unknown dataset {cfg.dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
+    for name, allowed in (("gradient", GRADIENT_MODES), ("engine", ENGINES), ("backend", BACKENDS),
+                          ("dtype", DTYPES), ("schedule", SCHEDULES)):
+        if getattr(cfg, name) not in allowed:
+            raise SpikeGradError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    for name in ("epochs", "batch_size"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("limit_train", "limit_test"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("lr", "alpha", "theta_ff"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise SpikeGradError(f"{name} must be a finite number > 0, got {v!r}")
+    if cfg.theta_bp is not None and (not math.isfinite(cfg.theta_bp) or cfg.theta_bp <= 0):
+        raise SpikeGradError(f"theta_bp must be a finite number > 0, got {cfg.theta_bp!r}")
+    if not (0 <= cfg.momentum < 1):
+        raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
+    parse_topology(cfg.topology)  # raises with the offending token
+
+
+def make_config(dataset: str = "digits", **overrides: Any) -> TrainConfig:
+    """The dataset's measured defaults, then ``overrides`` (None values are ignored)."""
+    if dataset not in DATASET_DEFAULTS:
+        raise SpikeGradError(f"unknown dataset {dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SpikeGradError(f"unknown config keys {unknown}; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = dict(DATASET_DEFAULTS[dataset], dataset=dataset)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def config_from_json(text: str) -> TrainConfig:
+    """Rebuild a saved config; unknown keys or wrong types are errors."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpikeGradError(f"config.json is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SpikeGradError(f"config.json must hold an object, got {type(data).__name__}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpikeGradError(f"config.json has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**data)
+
+
+__all__ = ["TrainConfig", "make_config", "config_from_json", "DATASET_DEFAULTS", "PRESETS", "field"]

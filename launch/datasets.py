@@ -1,0 +1,379 @@
+"""Datasets for SpikeGrad: scikit-learn digits, MNIST (IDX) and CIFAR-10 (binary release).
+
+Every loader returns a :class:`Dataset` of float32 images shaped (N, C, H, W) and int64 labels:
+
+* ``digits``: scikit-learn's bundled 8x8 digits (no download), x = value / 16, shape (N, 1, 8, 8).
+  Split: ``np.random.default_rng(0).permutation(1797)``; the first 1437 indices are the
+  training set, the remaining 360 the test set (the same split on every call and machine).
+* ``mnist``: x = pixel / 256, shape (N, 1, 28, 28). The divisor is a power of two, so every x
+  and every sum of them is exact in binary floating point; max x = 255/256 < 1.
+* ``cifar10``: x = (pixel - 128) / 128, shape (N, 3, 32, 32), range [-1, 127/128].
+
+Files are read only from ``data_dir``; nothing is cached on disk. Every bad input raises
+:class:`DataError` naming the file, what was expected and what came. Pickle is never used.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cluster.errors import SpikeGradError
+
+DATASETS = ("digits", "mnist", "cifar10")
+
+# Mirrors in the order torchvision tries them; each serves "<base><name>.gz".
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+# name -> (MD5 of the original .gz file, SHA-256 of the uncompressed IDX payload)
+MNIST_FILES = {
+    "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432",
+                                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3",
+                               "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c",
+                               "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CIFAR_SUBDIR = "cifar-10-batches-bin"
+CIFAR_FULL = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+CIFAR_SUBSET = {"train_subset.bin": "07704ae233cc40e200a600eed4f4e13c",
+                "test_subset.bin": "371f65da31ad652f5e24b3699a3e6515"}
+CIFAR_META = "batches.meta.txt"
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_RECORD = 1 + 3 * 32 * 32  # CIFAR binary record: label byte + R, G, B planes of 32x32
+_IDX_MAGIC = {0x0801: 1, 0x0803: 3}  # unsigned-byte labels (1 dim) / images (3 dims)
+_TIMEOUT_S = 30
+
+
+class DataError(SpikeGradError):
+    """A data file or data directory is missing, damaged or not what was expected."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train/test split: x_* float32 (N, C, H, W), y_* int64 (N,), class names, and the source."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: expected a readable file, got {exc.strerror or exc}") from None
+
+
+def _gunzip_if_gzip(raw: bytes, path: Path) -> bytes:
+    """Decompress when the gzip magic 1f 8b leads, whatever the file is called."""
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: expected a complete gzip stream, got a damaged one ({exc})") from None
+
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+    if len(data) < 4:
+        raise DataError(f"{path}: expected an IDX header of at least 4 bytes, got {len(data)} bytes")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in _IDX_MAGIC:
+        raise DataError(f"{path}: expected IDX magic 0x00000801 (uint8 labels) or 0x00000803 "
+                        f"(uint8 images), got 0x{magic:08x}")
+    ndim = _IDX_MAGIC[magic]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: expected a {header}-byte IDX header, got {len(data)} bytes")
+    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims, dtype=np.int64))
+    got = len(data) - header
+    if got != expected:
+        what = "truncated" if got < expected else "trailing bytes"
+        raise DataError(f"{path}: {what}: dims {dims} need {expected} payload bytes, got {got} bytes")
+    # copy(): frombuffer over bytes is read-only; callers get an ordinary writable array.
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (gzip or plain): uint8 array shaped (N,) for labels or (N, H, W) for images."""
+    path = Path(path)
+    return _parse_idx(_gunzip_if_gzip(_read_bytes(path), path), path)
+
+
+def _parse_cifar(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if len(raw) == 0 or len(raw) % _RECORD:
+        raise DataError(f"{path}: expected a positive multiple of {_RECORD} bytes (CIFAR-10 records), "
+                        f"got {len(raw)} bytes")
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _RECORD)
+    labels = records[:, 0].astype(np.int64)
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise DataError(f"{path}: expected labels 0..9, got {labels[bad[0]]} in record {bad[0]}")
+    images = np.ascontiguousarray(records[:, 1:].reshape(-1, 3, 32, 32))
+    return images, labels
+
+
+def read_cifar_bin(path) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR-10 binary records: (uint8 images (N, 3, 32, 32) as R, G, B planes, int64 labels (N,))."""
+    path = Path(path)
+    return _parse_cifar(_read_bytes(path), path)
+
+
+def _check_digest(path: Path, algo: str, data: bytes, expected: str) -> None:
+    actual = hashlib.new(algo, data).hexdigest()
+    if actual != expected:
+        raise DataError(f"{path}: checksum mismatch: expected {algo.upper()} {expected}, got {actual}")
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits  # lazy: importing scikit-learn takes about a second
+
+    bunch = load_digits()
+    values, labels = np.asarray(bunch.data), np.asarray(bunch.target, dtype=np.int64)
+    if values.shape != (1797, 64) or values.min() < 0 or values.max() > 16:
+        raise DataError(f"scikit-learn load_digits: expected (1797, 64) values in 0..16, "
+                        f"got shape {values.shape} range {values.min()}..{values.max()}")
+    x = (values / 16).astype(np.float32).reshape(-1, 1, 8, 8)
+    order = np.random.default_rng(0).permutation(len(x))  # fixed seed: same split everywhere
+    tr, te = order[:1437], order[1437:]
+    return Dataset("digits", x[tr], labels[tr], x[te], labels[te], tuple(str(i) for i in range(10)),
+                   "scikit-learn load_digits (bundled; split rng seed 0: 1437 train / 360 test)")
+
+
+def _mnist_path(root: Path, name: str) -> Path | None:
+    for candidate in (root / f"{name}.gz", root / name):  # .gz first: it is the original file
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_mnist_file(path: Path, name: str) -> np.ndarray:
+    raw = _read_bytes(path)
+    data = _gunzip_if_gzip(raw, path)
+    array = _parse_idx(data, path)  # structure first: "truncated" says more than a digest
+    md5, sha256 = MNIST_FILES[name]
+    if raw is data:
+        _check_digest(path, "sha256", data, sha256)
+    elif hashlib.md5(raw).hexdigest() != md5:
+        # A re-compressed copy has another gzip header but may hold the very same payload.
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise DataError(f"{path}: checksum mismatch: expected MD5 {md5} (or uncompressed SHA-256 "
+                            f"{sha256}), got MD5 {hashlib.md5(raw).hexdigest()} (SHA-256 {actual})")
+    return array
+
+
+def _load_mnist(root: Path, download: bool, progress: bool) -> Dataset:
+    missing = [n for n in MNIST_FILES if _mnist_path(root, n) is None]
+    if missing and download:
+        download_dataset("mnist", root, progress=progress)
+    elif missing:
+        raise DataError(f"mnist: expected {', '.join(n + '[.gz]' for n in missing)} in {root}, "
+                        f"got no such file; pass --download or copy them there")
+    paths = {n: _mnist_path(root, n) for n in MNIST_FILES}
+    arrays = {n: _read_mnist_file(p, n) for n, p in paths.items()}
+    parts = []
+    for split in ("train", "t10k"):
+        images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
+        img_path, lab_path = paths[f"{split}-images-idx3-ubyte"], paths[f"{split}-labels-idx1-ubyte"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"{img_path}: expected images shaped (N, 28, 28), got {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{lab_path}: expected {len(images)} labels (as many as images in "
+                            f"{img_path.name}), got shape {labels.shape}")
+        # pixel / 256 in float32 is exact (dyadic); it keeps x strictly below 1.
+        parts += [images[:, None].astype(np.float32) * np.float32(1 / 256), labels.astype(np.int64)]
+    kinds = sorted({"gzip" if p.suffix == ".gz" else "plain" for p in paths.values()})
+    return Dataset("mnist", *parts, tuple(str(i) for i in range(10)), f"{root} (IDX, {'+'.join(kinds)})")
+
+
+def _cifar_dir(root: Path, names) -> Path | None:
+    for d in (root, root / CIFAR_SUBDIR):
+        if all((d / n).is_file() for n in names):
+            return d
+    return None
+
+
+def _cifar_classes(folder: Path) -> tuple[str, ...]:
+    meta = folder / CIFAR_META
+    if not meta.is_file():
+        return CIFAR_CLASSES
+    names = tuple(line.strip() for line in _read_bytes(meta).decode("utf-8", "replace").splitlines())
+    names = tuple(n for n in names if n)
+    if len(names) != 10:
+        raise DataError(f"{meta}: expected 10 class names, one a line, got {len(names)}")
+    return names
+
+
+def _load_cifar(root: Path, download: bool, progress: bool) -> Dataset:
+    folder = _cifar_dir(root, CIFAR_FULL)
+    partial = any((d / n).is_file() for d in (root, root / CIFAR_SUBDIR) for n in CIFAR_FULL)
+    subset = _cifar_dir(root, CIFAR_SUBSET) if folder is None and not partial else None
+    if folder is None and subset is None:
+        if not download:
+            got = "an incomplete binary release" if partial else "neither layout"
+            raise DataError(f"cifar10: expected {', '.join(CIFAR_FULL)} in {root} (or {root / CIFAR_SUBDIR}), "
+                            f"or the subset {' + '.join(CIFAR_SUBSET)}; got {got}; pass --download "
+                            f"or copy the files there")
+        download_dataset("cifar10", root, progress=progress)
+        folder = _cifar_dir(root, CIFAR_FULL)
+        if folder is None:
+            raise DataError(f"{root / CIFAR_SUBDIR}: expected {', '.join(CIFAR_FULL)} after the download, "
+                            f"got an archive without them")
+    if folder is not None:  # the full release is preferred whenever it is complete
+        batches = [read_cifar_bin(folder / n) for n in CIFAR_FULL]
+        train = (np.concatenate([b[0] for b in batches[:5]]), np.concatenate([b[1] for b in batches[:5]]))
+        test, source = batches[5], f"{folder} (CIFAR-10 binary release)"
+    else:
+        folder = subset
+        raws = {n: _read_bytes(folder / n) for n in CIFAR_SUBSET}
+        for n, md5 in CIFAR_SUBSET.items():
+            _check_digest(folder / n, "md5", raws[n], md5)
+        train, test = (_parse_cifar(raws[n], folder / n) for n in CIFAR_SUBSET)
+        source = f"{folder} (CIFAR-10 development subset: {len(train[1])} train / {len(test[1])} test)"
+
+    def scale(images: np.ndarray) -> np.ndarray:  # (pixel - 128) / 128, exact in float32
+        return (images.astype(np.float32) - np.float32(128)) * np.float32(1 / 128)
+
+    return Dataset("cifar10", scale(train[0]), train[1], scale(test[0]), test[1], _cifar_classes(folder), source)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
+                 download: bool = False, progress: bool = True) -> Dataset:
+    """Load ``name`` (one of :data:`DATASETS`) from ``data_dir``; see the module docstring for scaling.
+
+    ``download=True`` fetches only the files that are missing (``progress`` shows a tqdm bar).
+    ``digits`` ignores ``data_dir``; ``mnist`` and ``cifar10`` require it.
+    """
+    key = str(name).strip().lower()
+    if key not in DATASETS:
+        raise DataError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    if key == "digits":
+        return _load_digits()
+    root = _require_dir(key, data_dir, create=download)
+    return (_load_mnist if key == "mnist" else _load_cifar)(root, download, progress)
+
+
+def _require_dir(name: str, data_dir, *, create: bool) -> Path:
+    if data_dir is None:
+        raise DataError(f"{name}: expected --data-dir (the folder holding the {name} files), got none")
+    root = Path(data_dir).expanduser()
+    if create:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{root}: expected a data directory that can be created, got {exc}") from None
+    if not root.is_dir():
+        raise DataError(f"{name}: expected an existing data directory, got {root} "
+                        f"({'a file' if root.exists() else 'no such directory'}); pass --download to create it")
+    return root
+
+
+# ----------------------------------------------------------------------------- downloads
+
+def _fetch(url: str, target: Path, md5: str, progress: bool) -> None:
+    """Download ``url`` to ``target``: temp file in the same folder, MD5 check, then atomic rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != md5:
+            raise DataError(f"{url}: checksum mismatch: expected MD5 {md5}, got {digest.hexdigest()}")
+        os.replace(tmp, target)  # same filesystem, so readers see the whole file or none of it
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fetch_any(urls, target: Path, md5: str, progress: bool, expected: str) -> None:
+    errors, offline = [], True
+    for url in urls:
+        try:
+            return _fetch(url, target, md5, progress)
+        except DataError as exc:  # wrong bytes from one mirror: another may serve the right ones
+            errors.append(str(exc))
+            offline = False
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # includes HTTPError, timeouts
+            errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+    hint = "the machine seems offline" if offline else "no mirror served the expected file"
+    raise DataError(f"download of {target.name} failed ({'; '.join(errors)}): {hint}; "
+                    f"expected files in {target.parent}: put {expected} there by hand")
+
+
+def _extract_cifar(archive: Path, root: Path) -> None:
+    """Extract only the .bin and meta files into root/cifar-10-batches-bin, refusing unsafe names."""
+    wanted = set(CIFAR_FULL) | {CIFAR_META}
+    out_dir = root / CIFAR_SUBDIR
+    out_dir.mkdir(exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.name.startswith(("/", "\\")) or Path(member.name).is_absolute() or ".." in parts:
+                    raise DataError(f"{archive}: expected relative member names, got {member.name!r}")
+                if not member.isfile() or not parts or parts[-1] not in wanted:
+                    continue  # links, folders, readme.html: never written
+                data = tar.extractfile(member).read()
+                fd, tmp = tempfile.mkstemp(prefix=f".{parts[-1]}.", suffix=".part", dir=out_dir)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, out_dir / parts[-1])
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{archive}: expected a readable tar.gz archive, got {exc}") from None
+
+
+def download_dataset(name: str, data_dir, *, progress: bool = True) -> None:
+    """Download the files of ``name`` that ``data_dir`` lacks (digits needs none: it ships with scikit-learn)."""
+    key = str(name).strip().lower()
+    if key not in DATASETS:
+        raise DataError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    if key == "digits":
+        return
+    root = _require_dir(key, data_dir, create=True)
+    if key == "mnist":
+        expected = ", ".join(f"{n}.gz" for n in MNIST_FILES)
+        for n, (md5, _) in MNIST_FILES.items():
+            if _mnist_path(root, n) is None:
+                _fetch_any([base + n + ".gz" for base in MNIST_MIRRORS], root / f"{n}.gz", md5, progress, expected)
+        return
+    if _cifar_dir(root, CIFAR_FULL) is not None:
+        return
+    archive = root / Path(CIFAR_URL).name
+    if not (archive.is_file() and hashlib.md5(_read_bytes(archive)).hexdigest() == CIFAR_MD5):
+        expected = f"{archive.name} (or {', '.join(CIFAR_FULL)} in {CIFAR_SUBDIR}/)"
+        _fetch_any([CIFAR_URL], archive, CIFAR_MD5, progress, expected)
+    _extract_cifar(archive, root)
+    archive.unlink()  # the extracted batches are all that is read; keep no second copy

@@ -1,0 +1,85 @@
+"""A whole training run and a checkpoint evaluation, as the CLI drives them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from cluster.errors import SpikeGradError
+
+from .config import TrainConfig
+from .datasets import load_dataset
+from .trainer import (
+    Trainer, check_fit, epoch_rows, load_run, save_checkpoint, select, write_parquet, _write_atomic,
+)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.dataset}-{cfg.gradient}-s{cfg.seed}-{stamp}"
+
+
+def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Train as configured; writes the run directory; returns the final metrics.
+
+    Returned keys: test_accuracy (percent), train_seconds (training only, no evaluation),
+    images_per_second (training), engine, backend, run_dir, epochs, and the last epoch's row.
+    """
+    log = log or (lambda s: print(s, file=sys.stderr))
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
+    trainer = Trainer(cfg)
+    check_fit(trainer.topo, data)
+    xtr, ytr, xte, yte = select(data, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "config.json").exists():
+        raise SpikeGradError(f"run directory {run_dir} already holds a run; choose another --out")
+    _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
+    log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train / {len(xte)} test images")
+    log(f"spikegrad: topology {trainer.topo.describe()}")
+    log(f"spikegrad: engine {cfg.engine}, backend {trainer.backend.name} ({cfg.dtype}), "
+        f"{cfg.gradient} gradient, alpha {cfg.alpha:g}, theta_ff {cfg.theta_ff:g}, "
+        f"theta_bp {cfg.step.theta_bp:g}, lr {cfg.lr:g} ({cfg.schedule}), momentum {cfg.momentum:g}, "
+        f"batch {cfg.batch_size}, seed {cfg.seed}; run directory {run_dir}")
+    rows, layer_rows = [], []
+    train_seconds, images = 0.0, 0
+    for _ in range(cfg.epochs):
+        res = trainer.run_epoch(data, xtr, ytr, xte, yte, progress=progress)
+        row, lrows = epoch_rows(res, trainer.topo, cfg)
+        rows.append(row)
+        layer_rows.extend(lrows)
+        train_seconds += res.seconds
+        images += res.images
+        log(f"epoch {res.epoch}: train loss {res.train_loss:.4f}, train acc {res.train_accuracy:.2f}%, "
+            f"test acc {res.test_accuracy:.2f}%, {row['images_per_second']:.0f} img/s, "
+            f"spikes/neuron {row['spikes_per_neuron']:.3f}, rel. synops fwd {row['rel_synops_forward']:.3f} "
+            f"bwd {row['rel_synops_backward']:.4f}")
+        write_parquet(run_dir / "metrics.parquet", rows)
+        write_parquet(run_dir / "layers.parquet", layer_rows)
+        save_checkpoint(run_dir, trainer)
+    summary = dict(
+        test_accuracy=rows[-1]["test_accuracy"], train_accuracy=rows[-1]["train_accuracy"],
+        train_loss=rows[-1]["train_loss"], train_seconds=round(train_seconds, 3),
+        images_per_second=round(images / train_seconds, 1) if train_seconds > 0 else None,
+        engine=cfg.engine, backend=trainer.backend.name, dataset=cfg.dataset, gradient=cfg.gradient,
+        epochs=cfg.epochs, seed=cfg.seed, run_dir=str(run_dir),
+    )
+    _write_atomic(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
+    return summary
+
+
+def evaluate_run(run_dir: str, data_dir: str | None = None, limit_test: int | None = None,
+                 backend: str | None = None, progress: bool = True) -> dict:
+    """Test accuracy of a run directory's checkpoint on its dataset's test set."""
+    trainer = load_run(run_dir, backend=backend)
+    cfg = trainer.cfg
+    data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
+    check_fit(trainer.topo, data)
+    xte, yte = data.x_test[:limit_test], data.y_test[:limit_test]
+    t0 = time.perf_counter()
+    acc = trainer.evaluate(xte, yte)
+    return dict(test_accuracy=acc, images=len(xte), seconds=round(time.perf_counter() - t0, 3),
+                run_dir=str(run_dir), dataset=cfg.dataset, epochs_done=trainer.epochs_done)

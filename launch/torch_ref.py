@@ -1,0 +1,107 @@
+"""The same equivalent ANN written in PyTorch, for speed comparisons only.
+
+PyTorch is not a dependency: this module imports it lazily and is used by
+``spikegrad bench train --torch`` and the GPU check when torch is installed.
+The step mirrors :mod:`cluster.network` (integer activations, rounded errors,
+increments Σ E ⊗ S, SGD with momentum) with PyTorch's own kernels (oneDNN on a
+CPU, cuDNN/cuBLAS on a GPU), written by hand rather than through autograd so
+that both sides do the same work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from cluster.topology import Conv, Dense, Pool, Topology
+
+
+def torch_available() -> tuple[bool, str]:
+    try:
+        import torch  # noqa: PLC0415
+    except Exception as exc:
+        return False, f"torch is not importable ({type(exc).__name__})"
+    return True, torch.__version__
+
+
+def make_torch_step(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], device: str,
+                    dtype: str, theta_ff: float, theta_bp: float, alpha: float, eta: float,
+                    momentum: float) -> Callable[[Any, Any], Any]:
+    """A function step(x, y) doing forward, backward and the update in place; returns the loss sum."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+    from torch.nn.grad import conv2d_input, conv2d_weight  # noqa: PLC0415
+
+    tdtype = getattr(torch, dtype)
+    P = {l: [torch.tensor(W, dtype=tdtype, device=device), torch.tensor(b, dtype=tdtype, device=device)]
+         for l, (W, b) in params.items()}
+    Vel = {l: [torch.zeros_like(W), torch.zeros_like(b)] for l, (W, b) in P.items()}
+    L = len(topo.layers) - 1
+
+    def rnd(t: Any) -> Any:  # round half away from zero (torch.round is half-to-even)
+        return torch.sign(t) * torch.floor(torch.abs(t) + 0.5)
+
+    @torch.no_grad()
+    def step(x: Any, y: Any) -> Any:
+        S, ins, masks = x, [], []
+        for l, layer in enumerate(topo.layers):
+            if isinstance(layer, Dense) and S.dim() == 4:
+                S = S.reshape(S.shape[0], -1)
+            ins.append(S)
+            if isinstance(layer, Pool):
+                S = rnd(F.avg_pool2d(S, layer.size))
+                masks.append(None)
+                continue
+            W, b = P[l]
+            pre = F.conv2d(S, W, b, padding=layer.padding) if isinstance(layer, Conv) else F.linear(S, W, b)
+            if l == L:
+                S = pre
+                masks.append(None)
+                break
+            pre = pre / theta_ff
+            masks.append((pre > 0).to(tdtype))
+            S = torch.floor(torch.relu(pre) + 0.5)
+        V = S
+        p = torch.softmax(V, dim=1)
+        loss = -torch.log(p.gather(1, y[:, None]).clamp_min(1e-30)).sum()
+        U = p
+        U[torch.arange(V.shape[0], device=V.device), y] -= 1
+        E = rnd(U * alpha / theta_bp)
+        for l in range(L, -1, -1):
+            layer = topo.layers[l]
+            S_prev = ins[l]
+            if not isinstance(layer, Pool):
+                W, b = P[l]
+                if isinstance(layer, Conv):
+                    gW = conv2d_weight(S_prev, W.shape, E, padding=layer.padding)
+                    gb = E.sum(dim=(0, 2, 3))
+                else:
+                    gW, gb = E.T @ S_prev, E.sum(dim=0)
+            if l > 0:
+                if isinstance(layer, Pool):
+                    k = layer.size
+                    Z = F.interpolate(E, scale_factor=k, mode="nearest") * (theta_ff / k / k)
+                    if Z.shape[2:] != S_prev.shape[2:]:
+                        Z = F.pad(Z, (0, S_prev.shape[3] - Z.shape[3], 0, S_prev.shape[2] - Z.shape[2]))
+                elif isinstance(layer, Conv):
+                    Z = conv2d_input(S_prev.shape, W, E, padding=layer.padding)
+                else:
+                    Z = E @ W
+                Z = Z / theta_bp
+                below_shape = topo.layers[l - 1].out_shape
+                if Z.dim() == 2 and not isinstance(topo.layers[l - 1], Dense):
+                    Z = Z.reshape(Z.shape[0], *below_shape)
+                m = masks[l - 1]
+                E_next = rnd(Z) if m is None else rnd(Z) * m
+            if not isinstance(layer, Pool):
+                vW, vb = Vel[l]
+                vW.mul_(momentum).sub_(eta * gW)
+                vb.mul_(momentum).sub_(eta * gb)
+                W.add_(vW)
+                b.add_(vb)
+            if l > 0:
+                E = E_next
+        return loss
+
+    return step

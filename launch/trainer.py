@@ -1,0 +1,264 @@
+"""The single-process trainer (``--engine local``): batches, SGD, metrics, run directory.
+
+Algorithm 3 per batch: forward, backward, then w ← w + ΔW once. With momentum μ
+the applied step is v ← μ v + ΔW, w ← w + v (μ = 0 is Algorithm 3 exactly).
+
+Run directory (``--out``): ``config.json`` (the resolved config), ``metrics.parquet``
+(one row per epoch), ``layers.parquet`` (one row per epoch and layer: spikes per
+neuron, synaptic operations and their ratio to the ANN's MACs), ``checkpoint.npz``
+(weights and velocities, loaded with ``allow_pickle=False``) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cluster.backend import Backend, get_backend, to_device, to_host
+from cluster.errors import SpikeGradError
+from cluster.network import backward, forward, init_params
+from cluster.synops import COUNTERS, SynopCounter
+from cluster.topology import Topology, parse_topology
+
+from .config import TrainConfig, config_from_json
+from .datasets import Dataset, load_dataset
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    images: int
+    layer_counts: np.ndarray  # (L+1, len(COUNTERS))
+
+
+def lr_factor(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier: constant, or cosine from 1 down to 0 over the whole run."""
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (epoch * steps_per_epoch + step) / max(1, cfg.epochs * steps_per_epoch)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Owns the parameters (on the backend) and runs epochs.
+
+    params: {layer l: (W, b)} in the DESIGN layouts; velocity: same shapes.
+    """
+
+    def __init__(self, cfg: TrainConfig, topo: Topology | None = None, backend: Backend | None = None) -> None:
+        self.cfg = cfg
+        self.topo = topo or parse_topology(cfg.topology)
+        self.backend = backend or get_backend(cfg.backend)
+        self.xp = self.backend.xp
+        self.dtype = np.dtype(cfg.dtype)
+        # One generator, seeded once: initial weights, then the batch order of each epoch.
+        self.rng = np.random.default_rng(cfg.seed)
+        host = init_params(self.topo, self.rng, cfg.theta_ff, self.dtype)
+        self.params = {l: (to_device(self.backend, W), to_device(self.backend, b)) for l, (W, b) in host.items()}
+        self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
+        self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.gradient == "spike"))
+        self.epochs_done = 0
+
+    # -- one batch -------------------------------------------------------------------------
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
+        """One batch: x (B, C, H, W) host float, y (B,) host int. Returns (loss sum, correct)."""
+        xp, step = self.xp, self.cfg.step
+        xd = to_device(self.backend, x, self.dtype)
+        yd = to_device(self.backend, y.astype(np.int64))
+        fp = forward(xp, self.topo, self.params, xd, step)
+        correct = (fp.V.argmax(axis=1) == yd).sum()
+        S = [lf.S for lf in fp.layers]
+        # Count before backward: backward may reuse arrays (the output's V becomes its error).
+        bp = backward(xp, self.topo, self.params, fp, yd, step)
+        self.counter.add(fp.x, S, bp.E, x.shape[0])
+        eta = self.cfg.eta * lr_scale
+        mu = self.cfg.momentum
+        for l, (gW, gb) in bp.sums.items():
+            W, b = self.params[l]
+            vW, vb = self.velocity[l]
+            # ΔW = −η Σ E ⊗ S (Eq. (14)); applied once per batch (Algorithm 3).
+            vW *= mu
+            vW -= eta * gW
+            vb *= mu
+            vb -= eta * gb
+            W += vW
+            b += vb
+        return float(bp.loss.sum()), int(correct)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+        """Test accuracy in percent over all of x (B, C, H, W), y (B,)."""
+        correct = 0
+        for i in range(0, len(x), batch):
+            xd = to_device(self.backend, x[i:i + batch], self.dtype)
+            V = forward(self.xp, self.topo, self.params, xd, self.cfg.step).V
+            correct += int((to_host(V.argmax(axis=1)) == y[i:i + batch]).sum())
+        return 100.0 * correct / max(1, len(x))
+
+    # -- epochs ----------------------------------------------------------------------------
+    def run_epoch(self, data: Dataset, x_train: np.ndarray, y_train: np.ndarray,
+                  x_test: np.ndarray, y_test: np.ndarray, progress: bool = True) -> EpochResult:
+        from tqdm import tqdm  # noqa: PLC0415  (only the CLI path draws bars)
+
+        epoch = self.epochs_done
+        order = self.rng.permutation(len(x_train))
+        B = self.cfg.batch_size
+        steps = math.ceil(len(order) / B)
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+                   disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True)
+        for s in bar:
+            idx = order[s * B:(s + 1) * B]
+            l_sum, c = self.train_step(x_train[idx], y_train[idx], lr_factor(self.cfg, epoch, s, steps))
+            loss_sum += l_sum
+            correct += c
+            seen += len(idx)
+            if s % 20 == 0 or s == steps - 1:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+        self.backend.synchronize()
+        seconds = time.perf_counter() - t0
+        counts = self.counter.totals()
+        test_acc = self.evaluate(x_test, y_test)
+        bar.close()
+        self.epochs_done += 1
+        return EpochResult(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_acc, seconds, seen, counts)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"epochs_done": np.asarray(self.epochs_done)}
+        for t, l in enumerate(self.topo.trainable):
+            W, b = self.params[l]
+            vW, vb = self.velocity[l]
+            out[f"W{t}"], out[f"b{t}"] = to_host(W), to_host(b)
+            out[f"vW{t}"], out[f"vb{t}"] = to_host(vW), to_host(vb)
+        return out
+
+    def load_state(self, arrays: dict[str, np.ndarray], path: str) -> None:
+        for t, l in enumerate(self.topo.trainable):
+            W, _ = self.params[l]
+            for key in (f"W{t}", f"b{t}"):
+                if key not in arrays:
+                    raise SpikeGradError(f"checkpoint {path}: missing {key} for layer {l}")
+            if arrays[f"W{t}"].shape != tuple(W.shape):
+                raise SpikeGradError(f"checkpoint {path}: W{t} has shape {arrays[f'W{t}'].shape}, "
+                                     f"topology {self.topo.text!r} expects {tuple(W.shape)}")
+            self.params[l] = (to_device(self.backend, arrays[f"W{t}"], self.dtype),
+                              to_device(self.backend, arrays[f"b{t}"], self.dtype))
+            if f"vW{t}" in arrays:
+                self.velocity[l] = (to_device(self.backend, arrays[f"vW{t}"], self.dtype),
+                                    to_device(self.backend, arrays[f"vb{t}"], self.dtype))
+        self.epochs_done = int(arrays.get("epochs_done", 0))
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, mode) as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, trainer: Trainer) -> None:
+    _write_atomic(run_dir / CHECKPOINT, lambda f: np.savez(f, **trainer.state_arrays()))
+
+
+def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Trainer:
+    """A Trainer restored from a run directory's config.json and checkpoint.npz."""
+    run = Path(run_dir)
+    cfg_path, ckpt = run / "config.json", run / CHECKPOINT
+    for p in (cfg_path, ckpt):
+        if not p.is_file():
+            raise SpikeGradError(f"{run} is not a run directory: {p.name} is missing")
+    cfg = config_from_json(cfg_path.read_text())
+    if backend is not None:
+        cfg = TrainConfig(**{**json.loads(cfg.to_json()), "backend": backend})
+    trainer = Trainer(cfg)
+    try:
+        with np.load(ckpt, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise SpikeGradError(f"checkpoint {ckpt} is unreadable ({exc})") from None
+    trainer.load_state(arrays, str(ckpt))
+    return trainer
+
+
+def select(data: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, ...]:
+    """The training and test arrays, cut to --limit-train / --limit-test (first N, in file order)."""
+    xtr, ytr = data.x_train[:cfg.limit_train], data.y_train[:cfg.limit_train]
+    xte, yte = data.x_test[:cfg.limit_test], data.y_test[:cfg.limit_test]
+    return xtr, ytr, xte, yte
+
+
+def check_fit(topo: Topology, data: Dataset) -> None:
+    if tuple(data.input_shape) != topo.input_shape:
+        raise SpikeGradError(
+            f"topology {topo.text!r} expects input {topo.input_shape} (C, H, W), but {data.name} "
+            f"images are {tuple(data.input_shape)}")
+    classes = int(max(data.y_train.max(), data.y_test.max())) + 1
+    if topo.num_classes < classes:
+        raise SpikeGradError(f"topology {topo.text!r} has {topo.num_classes} outputs, "
+                             f"{data.name} has {classes} classes")
+
+
+def epoch_rows(res: EpochResult, topo: Topology, cfg: TrainConfig) -> tuple[dict, list[dict]]:
+    """The epoch's metrics row and its per-layer rows (for the Parquet files)."""
+    counts = res.layer_counts
+    c = {name: counts[:, i] for i, name in enumerate(COUNTERS)}
+    layer_rows = []
+    L = len(topo.layers) - 1
+    for l, layer in enumerate(topo.layers):
+        macs = c["macs"][l]
+        neurons = topo.neurons(l) * res.images
+        layer_rows.append(dict(
+            epoch=res.epoch, layer=l, kind=layer.kind, token=layer.token(),
+            spikes=c["spikes"][l], spikes_per_neuron=(c["spikes"][l] / neurons) if l < L else float("nan"),
+            error_spikes=c["error_spikes"][l],
+            acc_forward=c["acc_forward"][l], acc_backward=c["acc_backward"][l], acc_update=c["acc_update"][l],
+            macs=macs,
+            rel_forward=c["acc_forward"][l] / macs,
+            rel_backward=(c["acc_backward"][l] / macs) if l > 0 else float("nan"),
+            rel_update=(c["acc_update"][l] / macs) if layer.trainable else float("nan"),
+            input_is_float=(l == 0),
+        ))
+    hidden = range(L)
+    spikes = float(sum(c["spikes"][l] for l in hidden))
+    neurons = float(sum(topo.neurons(l) for l in hidden)) * res.images
+    back_l = [l for l in range(1, L + 1)]
+    row = dict(
+        epoch=res.epoch, train_loss=res.train_loss, train_accuracy=res.train_accuracy,
+        test_accuracy=res.test_accuracy, seconds=res.seconds, images=res.images,
+        images_per_second=res.images / res.seconds if res.seconds > 0 else float("nan"),
+        spikes_per_neuron=spikes / neurons if neurons else float("nan"),
+        rel_synops_forward=float(sum(c["acc_forward"][1:]) / sum(c["macs"][1:])) if L else float("nan"),
+        rel_synops_backward=float(sum(c["acc_backward"][l] for l in back_l) / sum(c["macs"][l] for l in back_l)),
+        gradient=cfg.gradient, alpha=cfg.alpha,
+    )
+    return row, layer_rows
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    table = pa.Table.from_pylist(rows)
+    _write_atomic(path, lambda f: pq.write_table(table, f))
+
+
+def read_parquet_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    return pq.read_table(path).to_pylist()

@@ -1,0 +1,25 @@
+"""Shared test fixtures: where ../shared lives, and a skip with a reason when it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not found at {SHARED}: real-data and conformance tests need it")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(shared_dir: Path) -> Path:
+    d = shared_dir / "data" / "mnist"
+    if not (d / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST not found in {d}")
+    return d
