@@ -36,7 +36,7 @@ class TrainConfig:
     topology: str = "digits"
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 0.005
+    lr: float = 1e-4
     momentum: float = 0.9
     schedule: str = "cosine"
     alpha: float = 100.0
@@ -72,11 +72,11 @@ class TrainConfig:
 
 # Per-dataset defaults, measured (README). Keys are TrainConfig fields.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(topology="digits", epochs=10, batch_size=32, lr=0.005, momentum=0.9,
+    "digits": dict(topology="digits", epochs=10, batch_size=32, lr=1e-4, momentum=0.9,
                    alpha=100.0, theta_ff=0.25),
-    "mnist": dict(topology="mnist", epochs=5, batch_size=64, lr=0.002, momentum=0.9,
+    "mnist": dict(topology="mnist", epochs=5, batch_size=64, lr=3e-5, momentum=0.9,
                   alpha=100.0, theta_ff=0.25),
-    "cifar10": dict(topology="cifar10", epochs=30, batch_size=64, lr=0.0005, momentum=0.9,
+    "cifar10": dict(topology="cifar10", epochs=30, batch_size=64, lr=1e-5, momentum=0.9,
                     alpha=500.0, theta_ff=0.25),
 }
 

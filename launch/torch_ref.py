@@ -28,7 +28,10 @@ def torch_available() -> tuple[bool, str]:
 def make_torch_step(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], device: str,
                     dtype: str, theta_ff: float, theta_bp: float, alpha: float, eta: float,
                     momentum: float) -> Callable[[Any, Any], Any]:
-    """A function step(x, y) doing forward, backward and the update in place; returns the loss sum."""
+    """A function step(x, y) doing forward, backward and the update in place; returns the loss sum.
+
+    ``step.params`` holds {layer l: [W, b]} as torch tensors (updated in place).
+    """
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
     from torch.nn.grad import conv2d_input, conv2d_weight  # noqa: PLC0415
@@ -104,4 +107,5 @@ def make_torch_step(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarr
                 E = E_next
         return loss
 
+    step.params = P  # type: ignore[attr-defined]  # {layer: [W, b]} torch tensors, updated in place
     return step

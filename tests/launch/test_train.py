@@ -1,0 +1,81 @@
+"""Training end to end: digits, a real MNIST slice, determinism, run directory, eval."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from launch.cli import main
+from launch.config import make_config
+from launch.runs import evaluate_run, train
+
+
+def test_digits_default_learns(tmp_path):
+    summary = train(make_config("digits", out=str(tmp_path / "run")), progress=False, log=lambda s: None)
+    assert summary["test_accuracy"] >= 95.0
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.parquet", "layers.parquet", "checkpoint.npz", "summary.json"):
+        assert (run / name).is_file(), name
+    metrics = pq.read_table(run / "metrics.parquet").to_pylist()
+    assert [m["epoch"] for m in metrics] == list(range(1, 11))
+    layers = pq.read_table(run / "layers.parquet").to_pylist()
+    assert {r["layer"] for r in layers} == {0, 1, 2, 3}
+    # the backward pass is sparse: fewer accumulations than the ANN's MACs
+    assert 0 < metrics[-1]["rel_synops_backward"] < 1
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+        assert {"W0", "b0", "W1", "b1", "W2", "b2"} <= set(z.files)
+    again = evaluate_run(str(run), progress=False)
+    assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_same_seed_same_weights_bit_for_bit(tmp_path):
+    kw = dict(epochs=2, limit_train=400)
+    train(make_config("digits", out=str(tmp_path / "a"), **kw), progress=False, log=lambda s: None)
+    train(make_config("digits", out=str(tmp_path / "b"), **kw), progress=False, log=lambda s: None)
+    train(make_config("digits", out=str(tmp_path / "c"), seed=1, **kw), progress=False, log=lambda s: None)
+    with np.load(tmp_path / "a" / "checkpoint.npz") as a, np.load(tmp_path / "b" / "checkpoint.npz") as b, \
+            np.load(tmp_path / "c" / "checkpoint.npz") as c:
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
+        assert not np.array_equal(a["W0"], c["W0"])
+
+
+def test_float_gradient_baseline_learns(tmp_path):
+    s = train(make_config("digits", out=str(tmp_path / "f"), gradient="float", epochs=5),
+              progress=False, log=lambda s: None)
+    assert s["test_accuracy"] >= 90.0
+
+
+def test_mnist_slice_real_data(mnist_dir, tmp_path):
+    """The whole path on real MNIST: 3000 training images, 1 epoch, 1000 test images."""
+    s = train(make_config("mnist", data_dir=str(mnist_dir), epochs=1, limit_train=3000, limit_test=1000,
+                          out=str(tmp_path / "m")), progress=False, log=lambda s: None)
+    assert s["test_accuracy"] >= 85.0
+
+
+def test_cli_json_line(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--limit-train", "200", "--limit-test", "50", "--quiet",
+                 "--json", "--out", str(tmp_path / "j")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    d = json.loads(out[0])
+    for key in ("test_accuracy", "train_seconds", "images_per_second", "engine", "run_dir"):
+        assert key in d
+    assert d["engine"] == "local"
+
+
+def test_run_dir_is_not_overwritten(tmp_path, capsys):
+    args = ["train", "--epochs", "1", "--limit-train", "64", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_eval_cli(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--limit-train", "200", "--quiet", "--out", str(tmp_path / "e")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "e"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["images"] == 360 and 0 <= d["test_accuracy"] <= 100
+    assert main(["eval", "--checkpoint", str(tmp_path / "nothing")]) == 2
