@@ -38,6 +38,6 @@ Eˡ         ``E``           gated error S′ ⊙ Z                    float int 
 n, n_min   ``spikes``      spikes emitted / best case Σ|S|       float      per layer           (21)
 =========  ==============  ====================================  =========  ==================  ==========
 
-Layout: maps are held (C, B, H, W) inside the engine (a convolution is then one
+Layout: maps are held (C, H, W, B) inside the engine (a convolution is then one
 matrix product); every exported array is (B, N) with N in (C, H, W) order.
 """

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import layers as ops
 from .errors import SpikeGradError
-from .kernels import error_gate, relu_activation, round_any
+from .kernels import activation, error_gate, round_any
 from .topology import Conv, Dense, Pool, Topology
 
 GradientMode = Literal["spike", "float"]
@@ -66,7 +66,7 @@ class StepConfig:
 class LayerForward:
     """What layer l keeps from its forward phase for its backward phase.
 
-    S: its output (CBHW (C, B, H, W) for conv/pool, (B, N) for dense; Vᴸ for the output layer).
+    S: its output (CHWB (C, H, W, B) for conv/pool, (B, N) for dense; Vᴸ for the output layer).
     mask: S′ (same shape as S) for ReLU layers, None for pooling and the output.
     cache: im2col patches (conv) or the flattened input (dense), for the increments.
     """
@@ -78,7 +78,7 @@ class LayerForward:
 
 @dataclass
 class ForwardPass:
-    x: Any                       # CBHW input, the float S⁻¹
+    x: Any                       # CHWB input (C, H, W, B), the float S⁻¹
     layers: list[LayerForward] = field(default_factory=list)
 
     @property
@@ -94,9 +94,9 @@ class BackwardPass:
     loss: Any                            # (B,) cross-entropy of softmax(Vᴸ)
 
 
-def to_cbhw(xp: Any, x: Any) -> Any:
-    """(B, C, H, W) -> (C, B, H, W) contiguous."""
-    return xp.ascontiguousarray(x.transpose(1, 0, 2, 3))
+def to_chwb(xp: Any, x: Any) -> Any:
+    """(B, C, H, W) -> (C, H, W, B) contiguous, the engine's map layout."""
+    return xp.ascontiguousarray(x.transpose(1, 2, 3, 0))
 
 
 def layer_input(xp: Any, layer: Any, S_prev: Any) -> Any:
@@ -115,13 +115,18 @@ def layer_forward(xp: Any, layer: Any, params: tuple[Any, Any] | None, S_prev: A
         return LayerForward(round_any(xp, ops.pool_forward(xp, layer, S_prev)), None, None)
     W, b = params  # type: ignore[misc]
     if isinstance(layer, Conv):
-        pre, cache = ops.conv_forward(xp, layer, W, b, S_prev)
+        pre, cache = ops.conv_forward(xp, layer, W, S_prev)  # (Co, Ho·Wo·B)
+        bias = b[:, None]
     else:
-        pre, cache = ops.dense_forward(W, b, S_prev), S_prev
+        pre, cache = ops.dense_forward(W, S_prev), S_prev      # (B, N_out)
+        bias = b[None, :]
     if is_output:
-        return LayerForward(pre, None, cache)  # Vᴸ integrates only: no threshold, no rounding
-    pre /= cfg.theta_ff  # division, not a reciprocal product: the reference divides
-    S, mask = relu_activation(xp, pre, out=pre)
+        pre += bias  # Vᴸ integrates only: no threshold, no rounding
+        return LayerForward(pre, None, cache)
+    S, mask = activation(xp, pre, bias, cfg.theta_ff)
+    if isinstance(layer, Conv):
+        Co, Ho, Wo = layer.out_shape
+        S, mask = S.reshape(Co, Ho, Wo, -1), mask.reshape(Co, Ho, Wo, -1)
     return LayerForward(S, mask, cache)
 
 
@@ -131,7 +136,7 @@ def forward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], x: Any,
     if tuple(x.shape[1:]) != topo.input_shape:
         raise SpikeGradError(f"input shape {tuple(x.shape[1:])} does not fit topology "
                              f"{topo.text!r}, which expects {topo.input_shape} (C, H, W)")
-    fp = ForwardPass(x=to_cbhw(xp, x))
+    fp = ForwardPass(x=to_chwb(xp, x))
     S = fp.x
     L = len(topo.layers) - 1
     for l, layer in enumerate(topo.layers):
@@ -170,17 +175,16 @@ def output_error(xp: Any, V: Any, y: Any, cfg: StepConfig) -> tuple[Any, Any]:
 def layer_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any,
                       below_shape: tuple[int, int, int], below_is_map: bool,
                       cfg: StepConfig) -> Any:
-    """Ẑ of the layer below, before rounding: (Wˡ)ᵀ ⋆ Eˡ / Θbp, in the lower layer's layout."""
+    """(Wˡ)ᵀ ⋆ Eˡ for the layer below, in its layout (÷ Θbp and rounding follow in :func:`gate`)."""
     if isinstance(layer, Pool):
-        return ops.pool_backward_input(xp, layer, E, cfg.theta_ff / layer.size ** 2 / cfg.theta_bp)
+        return ops.pool_backward_input(xp, layer, E, cfg.theta_ff / layer.size ** 2)
     W, _ = params  # type: ignore[misc]
     if isinstance(layer, Conv):
         Z = ops.conv_backward_input(xp, layer, W, E)
+    elif below_is_map:
+        Z = ops.dense_error_to_map(W, E, below_shape)
     else:
         Z = ops.dense_backward_input(W, E)
-        if below_is_map:
-            Z = ops.unflatten(xp, Z, below_shape)
-    Z /= cfg.theta_bp
     return Z
 
 
@@ -193,13 +197,9 @@ def layer_increment_sums(xp: Any, layer: Any, params: tuple[Any, Any], E: Any,
     return ops.dense_increment_sums(E, cache)
 
 
-def gate(xp: Any, Z_hat: Any, mask: Any | None, cfg: StepConfig) -> Any:
-    """Eˡ = S′ˡ ⊙ round(Ẑˡ) (spike) or S′ˡ ⊙ Ẑˡ (float); mask None means S′ = 1."""
-    if cfg.gradient == "spike":
-        return error_gate(xp, Z_hat, mask)
-    if mask is not None:
-        Z_hat *= mask
-    return Z_hat
+def gate(xp: Any, Z: Any, mask: Any | None, cfg: StepConfig) -> Any:
+    """Eˡ = S′ˡ ⊙ round(Zˡ / Θbp) (spike) or S′ˡ ⊙ Zˡ / Θbp (float); mask None means S′ = 1."""
+    return error_gate(xp, Z, mask, cfg.theta_bp, rounding=(cfg.gradient == "spike"))
 
 
 def backward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], fp: ForwardPass,
@@ -262,5 +262,5 @@ def predict(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], x: Any,
 
 
 def export_layer(xp: Any, S: Any) -> Any:
-    """A layer array in the DESIGN layout (B, N), N in (C, H, W) order."""
-    return ops.flatten(xp, S) if S.ndim == 4 else S
+    """A layer array in the DESIGN layout (B, N), N in (C, H, W) order (a contiguous copy for maps)."""
+    return xp.ascontiguousarray(ops.flatten(xp, S)) if S.ndim == 4 else S

@@ -80,22 +80,36 @@ def topology_fans(topo: Topology) -> list[Fan]:
     return [layer_fan(layer) for layer in topo.layers]
 
 
-def _weighted_events(xp: Any, A: Any, fan: np.ndarray, fan_dev: Any, spike: bool) -> Any:
-    """Σ events(A) · fan. A is CBHW (C, B, H, W) against a (H, W) fan, or any shape against a scalar."""
-    ev = xp.abs(A) if spike else (A != 0).astype(A.dtype)
+def _events(xp: Any, A: Any, kind: str) -> Any:
+    """Events per position: A itself for spike counts known ≥ 0 (ReLU and pooling outputs),
+    |A| for signed error spikes, [A ≠ 0] for the float input and float errors."""
+    if kind == "nonneg":
+        return A
+    if kind == "abs":
+        return xp.abs(A)
+    return A != 0
+
+
+def _weighted_events(xp: Any, A: Any, fan: np.ndarray, fan_dev: Any, kind: str) -> tuple[Any, Any]:
+    """(Σ events(A), Σ events(A) · fan). A is CHWB (C, H, W, B) against a (H, W) fan, or
+    any shape against a scalar fan. Sums per position are exact in float32 while
+    C · B · max|A| < 2²⁴; the totals are taken in float64."""
+    ev = _events(xp, A, kind)
     if fan.ndim == 0:
-        return ev.sum() * float(fan)
-    if A.ndim == 4:
-        return (ev.sum(axis=(0, 1)) * fan_dev).sum()
-    # A dense map flattened (B, C·H·W) feeding a conv cannot happen (topology forbids it).
-    raise AssertionError(f"array of shape {A.shape} against a fan of shape {fan.shape}")
+        total = ev.sum(dtype=np.float64)
+        return total, total * float(fan)
+    assert A.ndim == 4, f"array of shape {A.shape} against a fan of shape {fan.shape}"
+    per_pos = ev.sum(axis=(0, 3), dtype=None if ev.dtype.kind == "f" else np.float32)
+    per_pos = per_pos.astype(np.float64)
+    return per_pos.sum(), (per_pos * fan_dev).sum()
 
 
 class SynopCounter:
     """Accumulates COUNTERS per layer over batches, on the array backend (no device sync per batch).
 
-    ``add(x_cbhw, S_list, E_list, batch)`` after each training step; ``totals()`` gives
-    a host (L+1, len(COUNTERS)) float64 array and resets.
+    ``add(x_chwb, S_list, E_list, batch)`` after each training step (or ``measure`` in a
+    worker thread and ``accumulate`` in order); ``totals()`` gives a host
+    (L+1, len(COUNTERS)) float64 array and resets.
     """
 
     def __init__(self, xp: Any, topo: Topology, spike_errors: bool) -> None:
@@ -113,26 +127,40 @@ class SynopCounter:
     def reset(self) -> None:
         self._acc = [[0.0] * len(COUNTERS) for _ in self.topo.layers]
 
-    def add(self, x: Any, S: list[Any], E: list[Any] | None, batch: int) -> None:
-        """x: CBHW float input; S[l]: layer outputs (S[L] = Vᴸ is skipped); E[l]: errors or None."""
+    def measure(self, x: Any, S: list[Any], E: list[Any] | None, batch: int) -> list[list[Any]]:
+        """The counts of one (micro-)batch, (L+1) rows of COUNTERS, without touching the totals.
+
+        x: CHWB float input; S[l]: layer outputs (S[L] = Vᴸ is not a spike count); E[l]: errors
+        or None. Pure: safe to call from several threads at once.
+        """
         xp = self.xp
-        L = len(self.topo.layers) - 1
+        err_kind = "abs" if self.spike else "nonzero"
+        rows: list[list[Any]] = [[0.0] * len(COUNTERS) for _ in self.topo.layers]
         for l, (layer, fan) in enumerate(zip(self.topo.layers, self.fans)):
-            row = self._acc[l]
+            row = rows[l]
             below = x if l == 0 else S[l - 1]
-            spike_in = l > 0  # the float input is an event where x != 0
-            row[2] = row[2] + _weighted_events(xp, below, fan.fan_out, self._fan_out_dev[l], spike_in)
-            row[5] = row[5] + float(fan.connections * batch)
-            if l < L:
-                row[0] = row[0] + xp.abs(S[l]).sum()
+            # Hidden outputs are ReLU or pooling of ReLU outputs: S ≥ 0, so |S| = S.
+            total, row[2] = _weighted_events(xp, below, fan.fan_out, self._fan_out_dev[l],
+                                             "nonzero" if l == 0 else "nonneg")
+            if l >= 1:  # the spikes layer l−1 emitted are the events layer l received
+                rows[l - 1][0] = total
+            row[5] = float(fan.connections * batch)
             if E is not None and E[l] is not None:
-                ev = xp.abs(E[l]).sum() if self.spike else (E[l] != 0).sum()
-                row[1] = row[1] + ev
-                weighted = _weighted_events(xp, E[l], fan.fan_in, self._fan_in_dev[l], self.spike)
+                row[1], weighted = _weighted_events(xp, E[l], fan.fan_in, self._fan_in_dev[l], err_kind)
                 if l > 0:
-                    row[3] = row[3] + weighted
+                    row[3] = weighted
                 if layer.trainable:
-                    row[4] = row[4] + weighted
+                    row[4] = weighted
+        return rows
+
+    def accumulate(self, rows: list[list[Any]]) -> None:
+        for acc, row in zip(self._acc, rows):
+            for i, v in enumerate(row):
+                acc[i] = acc[i] + v
+
+    def add(self, x: Any, S: list[Any], E: list[Any] | None, batch: int) -> None:
+        """measure() then accumulate()."""
+        self.accumulate(self.measure(x, S, E, batch))
 
     def totals(self) -> np.ndarray:
         out = np.array([[float(v) for v in row] for row in self._acc], dtype=np.float64)

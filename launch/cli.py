@@ -101,6 +101,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
+    t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the trainer's)")
     t.add_argument("--json", action="store_true")
 
 

@@ -32,6 +32,9 @@ from .config import TrainConfig, config_from_json
 from .datasets import Dataset, load_dataset
 
 CHECKPOINT = "checkpoint.npz"
+# Samples per micro-batch on the CPU: enough to keep every worker busy, between these
+# bounds (measured with `spikegrad bench train --micro-batch N`, README).
+MICRO_BATCH_MIN, MICRO_BATCH_MAX = 16, 64
 
 
 @dataclass
@@ -72,41 +75,107 @@ class Trainer:
         self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
         self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.gradient == "spike"))
         self.epochs_done = 0
+        # CPU parallelism: micro-batches on worker threads (see train_step).
+        self.micro_batch: int | None = None  # None: chosen per batch size (see _split)
+        self.workers = max(1, min(len(os.sched_getaffinity(0)), 8))
+        self._executor: Any = None
+        self._blas: Any = None
 
     # -- one batch -------------------------------------------------------------------------
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
-        """One batch: x (B, C, H, W) host float, y (B,) host int. Returns (loss sum, correct)."""
+    def _micro_step(self, x: np.ndarray, y: np.ndarray) -> tuple[dict, Any, Any, list]:
+        """Forward and backward of one micro-batch: (increment sums, loss sum, correct, counts).
+
+        Reads the parameters, writes nothing shared: several run at once in worker threads.
+        """
         xp, step = self.xp, self.cfg.step
         xd = to_device(self.backend, x, self.dtype)
         yd = to_device(self.backend, y.astype(np.int64))
         fp = forward(xp, self.topo, self.params, xd, step)
         correct = (fp.V.argmax(axis=1) == yd).sum()
         S = [lf.S for lf in fp.layers]
-        # Count before backward: backward may reuse arrays (the output's V becomes its error).
         bp = backward(xp, self.topo, self.params, fp, yd, step)
-        self.counter.add(fp.x, S, bp.E, x.shape[0])
+        counts = self.counter.measure(fp.x, S, bp.E, x.shape[0])
+        return bp.sums, bp.loss.sum(), correct, counts
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
+        """One batch: x (B, C, H, W) host float, y (B,) host int. Returns (loss sum, correct).
+
+        On NumPy the batch is cut into micro-batches of ``micro_batch`` samples that run on
+        ``workers`` threads (NumPy and single-threaded BLAS release the GIL), each small
+        enough for its layers to stay in cache. Every sample's forward and backward pass
+        is independent of the others, and the increment sums are added in micro-batch
+        order, so the result does not depend on thread timing; the layers fed by spikes
+        get exactly the same integer sums as one whole-batch step.
+        """
+        parts = self._split(len(x))
+        if len(parts) == 1:
+            results = [self._micro_step(x, y)]
+        else:
+            with self._blas_single_thread():
+                results = list(self._pool().map(lambda p: self._micro_step(x[p], y[p]), parts))
+        sums = {l: (gW.copy(), gb.copy()) for l, (gW, gb) in results[0][0].items()}
+        for r in results[1:]:
+            for l, (gW, gb) in r[0].items():
+                sums[l][0].__iadd__(gW)
+                sums[l][1].__iadd__(gb)
+        for r in results:
+            self.counter.accumulate(r[3])
+        self.apply(sums, lr_scale)
+        return float(sum(float(r[1]) for r in results)), int(sum(int(r[2]) for r in results))
+
+    def apply(self, sums: dict, lr_scale: float = 1.0) -> None:
+        """w ← w + v, v ← μ v − η Σ E ⊗ S (Eq. (14)); once per batch (Algorithm 3)."""
         eta = self.cfg.eta * lr_scale
         mu = self.cfg.momentum
-        for l, (gW, gb) in bp.sums.items():
+        for l, (gW, gb) in sums.items():
             W, b = self.params[l]
             vW, vb = self.velocity[l]
-            # ΔW = −η Σ E ⊗ S (Eq. (14)); applied once per batch (Algorithm 3).
             vW *= mu
             vW -= eta * gW
             vb *= mu
             vb -= eta * gb
             W += vW
             b += vb
-        return float(bp.loss.sum()), int(correct)
+
+    def _split(self, n: int) -> list[slice]:
+        mb = self.micro_batch or min(MICRO_BATCH_MAX, max(MICRO_BATCH_MIN, -(-n // self.workers)))
+        if self.backend.is_gpu or mb >= n:
+            return [slice(0, n)]
+        return [slice(i, min(n, i + mb)) for i in range(0, n, mb)]
+
+    def _pool(self) -> Any:
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="spikegrad")
+        return self._executor
+
+    def _blas_single_thread(self) -> Any:
+        """BLAS limited to one thread while the worker threads run: the threads are the parallelism."""
+        if self._blas is None:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+            self._blas = ThreadpoolController()
+        return self._blas.limit(limits=1, user_api="blas")
 
     # -- evaluation ------------------------------------------------------------------------
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """argmax Vᴸ for x (B, C, H, W) host float -> (B,) host int, micro-batched like training."""
+        def one(p: slice) -> np.ndarray:
+            xd = to_device(self.backend, x[p], self.dtype)
+            return to_host(forward(self.xp, self.topo, self.params, xd, self.cfg.step).V.argmax(axis=1))
+
+        parts = self._split(len(x))
+        if len(parts) == 1:
+            return one(parts[0])
+        with self._blas_single_thread():
+            return np.concatenate(list(self._pool().map(one, parts)))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> float:
         """Test accuracy in percent over all of x (B, C, H, W), y (B,)."""
         correct = 0
         for i in range(0, len(x), batch):
-            xd = to_device(self.backend, x[i:i + batch], self.dtype)
-            V = forward(self.xp, self.topo, self.params, xd, self.cfg.step).V
-            correct += int((to_host(V.argmax(axis=1)) == y[i:i + batch]).sum())
+            correct += int((self.predict(x[i:i + batch]) == y[i:i + batch]).sum())
         return 100.0 * correct / max(1, len(x))
 
     # -- epochs ----------------------------------------------------------------------------

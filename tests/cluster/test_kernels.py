@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from cluster.backend import cupy_available
-from cluster.kernels import error_gate_numpy, relu_activation_numpy, round_half_away
+from cluster.kernels import BLOCK, activation_numpy, error_gate_numpy, round_half_away
 
 
 def exact_round(v: float) -> float:
@@ -35,19 +35,35 @@ def test_round_matches_exact_reference(x):
     np.testing.assert_array_equal(round_half_away(x.copy()), expected)
 
 
-@given(arrays(np.float64, st.integers(0, 40), elements=finite | st.sampled_from([0.5, -0.5, 1.5, 0.0, -0.0])))
-def test_relu_activation(x):
-    S, mask = relu_activation_numpy(x.copy())
-    np.testing.assert_array_equal(S, np.array([max(0.0, exact_round(v)) for v in x]))
+@given(arrays(np.float64, st.integers(0, 40), elements=finite | st.sampled_from([0.5, -0.5, 1.5, 0.0, -0.0])),
+       st.sampled_from([0.0, 0.25, -1.5]), st.sampled_from([1.0, 0.5, 3.0]))
+def test_activation(x, bias, theta):
+    pre = x.copy().reshape(1, -1)
+    S, mask = activation_numpy(pre, np.full((1, 1), bias), theta)
+    s_hat = (x + bias) / theta
+    np.testing.assert_array_equal(S.ravel(), np.array([max(0.0, exact_round(v)) for v in s_hat]))
     # S' comes from S_hat > 0, not S > 0: 0 < S_hat < 0.5 still passes error (Eq. 5)
-    np.testing.assert_array_equal(mask, (x > 0).astype(np.float64))
+    np.testing.assert_array_equal(mask.ravel(), s_hat > 0)
+
+
+def test_activation_blocks_and_bias_axes():
+    rng = np.random.default_rng(0)
+    for shape, bias_shape in [((3, BLOCK + 17), (3, 1)), ((BLOCK // 7, 9), (1, 9)), ((1, 2 * BLOCK + 5), (1, 1))]:
+        pre = (rng.standard_normal(shape) * 5).astype(np.float32)
+        b = rng.standard_normal(bias_shape).astype(np.float32)
+        s_hat = (pre + b) / np.float32(0.75)
+        S, mask = activation_numpy(pre.copy(), b, 0.75)
+        np.testing.assert_array_equal(S, np.maximum(0, round_half_away(s_hat.copy())))
+        np.testing.assert_array_equal(mask, s_hat > 0)
 
 
 @given(arrays(np.float32, 30, elements=st.floats(-100, 100, width=32)),
-       arrays(np.float32, 30, elements=st.sampled_from([0.0, 1.0])))
-def test_error_gate(z, mask):
-    E = error_gate_numpy(z.copy(), mask)
-    np.testing.assert_array_equal(E, np.array([exact_round(float(v)) for v in z], np.float32) * mask)
+       arrays(np.bool_, 30), st.sampled_from([1.0, 0.5, 2.0]))
+def test_error_gate(z, mask, theta):
+    E = error_gate_numpy(z.copy(), mask, theta, rounding=True)
+    np.testing.assert_array_equal(E, np.array([exact_round(float(v)) for v in z / np.float32(theta)], np.float32) * mask)
+    F = error_gate_numpy(z.copy(), mask, theta, rounding=False)
+    np.testing.assert_array_equal(F, z / np.float32(theta) * mask)
 
 
 HAVE_CUDA, CUDA_WHY = cupy_available()
@@ -60,15 +76,17 @@ def test_cupy_kernels_match_numpy_twins(dtype):
     from cluster import kernels
 
     rng = np.random.default_rng(1)
-    x = (rng.standard_normal(1_000_003) * 8).astype(dtype)
-    x[:8] = [0.5, -0.5, 1.5, -1.5, 0.0, 2.5, -2.5, 0.25]
-    m = (rng.random(x.size) < 0.5).astype(dtype)
-    S_ref, M_ref = relu_activation_numpy(x.copy())
-    S, M = kernels.relu_activation(cp, cp.asarray(x))
+    x = (rng.standard_normal((7, 150_001)) * 8).astype(dtype)
+    x[0, :8] = [0.5, -0.5, 1.5, -1.5, 0.0, 2.5, -2.5, 0.25]
+    b = rng.standard_normal((7, 1)).astype(dtype)
+    m = rng.random(x.shape) < 0.5
+    S_ref, M_ref = activation_numpy(x.copy(), b, 0.5)
+    S, M = kernels.activation(cp, cp.asarray(x), cp.asarray(b), 0.5)
     np.testing.assert_array_equal(S.get(), S_ref)
     np.testing.assert_array_equal(M.get(), M_ref)
-    E = kernels.error_gate(cp, cp.asarray(x), cp.asarray(m))
-    np.testing.assert_array_equal(E.get(), error_gate_numpy(x.copy(), m))
+    for rounding in (True, False):
+        E = kernels.error_gate(cp, cp.asarray(x), cp.asarray(m), 2.0, rounding)
+        np.testing.assert_array_equal(E.get(), error_gate_numpy(x.copy(), m, 2.0, rounding))
     R = kernels.round_any(cp, cp.asarray(x))
     np.testing.assert_array_equal(R.get(), round_half_away(x.copy()))
     # the kernels really ran on the device: results are CuPy arrays

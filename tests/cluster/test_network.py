@@ -9,7 +9,7 @@ from cluster.topology import Pool, parse_topology
 
 from .reference import bias_vector, connection_matrix
 
-TOPOLOGIES = ["6x6-2C3-P2-3", "7x7x2-3C3p1-P2-4C2-5-3", "5x5-2C2p1-P3-4-3", "1x9-5-4-3", "8x8-2C5p2-3C3-4"]
+TOPOLOGIES = ["6x6-2C3-P2-3", "8x8-2C3-P2-3C2p1-4", "6x6x2-2C3p1-3C3p1-4", "7x7x2-3C3p1-P2-4C2-5-3", "5x5-2C2p1-P3-4-3", "1x9-5-4-3", "8x8-2C5p2-3C3-4"]
 
 
 def dyadic(rng, shape, scale=8, span=8):
