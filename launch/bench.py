@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cluster.backend import get_backend, to_device
-from cluster.network import backward, forward, layer_error_below, layer_forward, layer_increment_sums, \
+from cluster.network import init_params, layer_error_below, layer_forward, layer_increment_sums, \
     output_error, gate, to_chwb
 from cluster.topology import Dense, parse_topology
 
@@ -130,8 +130,9 @@ def bench_train(a: Any) -> int:
             import torch  # noqa: PLC0415
 
             dev = "cuda" if backend.is_gpu else "cpu"
-            host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in
-                    Trainer(cfg, topo=topo, backend=get_backend("numpy")).params.items()}
+            # The same initial weights as our trainer's, without creating one: PyTorch is timed
+            # as a plain user would run it, before our process-wide allocator setting.
+            host = init_params(topo, np.random.default_rng(cfg.seed), cfg.theta_ff, np.dtype(a.dtype))
             tstep = make_torch_step(topo, host, dev, a.dtype, cfg.theta_ff, cfg.step.theta_bp,
                                     cfg.alpha, cfg.eta, cfg.momentum)
             tx = torch.tensor(x, device=dev, dtype=getattr(torch, a.dtype))

@@ -74,7 +74,7 @@ class TrainConfig:
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": dict(topology="digits", epochs=10, batch_size=32, lr=1e-4, momentum=0.9,
                    alpha=100.0, theta_ff=0.25),
-    "mnist": dict(topology="mnist", epochs=5, batch_size=64, lr=3e-5, momentum=0.9,
+    "mnist": dict(topology="mnist", epochs=5, batch_size=64, lr=6e-5, momentum=0.9,
                   alpha=100.0, theta_ff=0.25),
     "cifar10": dict(topology="cifar10", epochs=30, batch_size=64, lr=1e-5, momentum=0.9,
                     alpha=500.0, theta_ff=0.25),

@@ -28,13 +28,14 @@ from cluster.network import backward, forward, init_params
 from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Topology, parse_topology
 
+from .allocator import keep_freed_memory
 from .config import TrainConfig, config_from_json
 from .datasets import Dataset, load_dataset
 
 CHECKPOINT = "checkpoint.npz"
 # Samples per micro-batch on the CPU: enough to keep every worker busy, between these
 # bounds (measured with `spikegrad bench train --micro-batch N`, README).
-MICRO_BATCH_MIN, MICRO_BATCH_MAX = 16, 64
+MICRO_BATCH_MIN, MICRO_BATCH_MAX = 16, 128
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Trainer:
         self.topo = topo or parse_topology(cfg.topology)
         self.backend = backend or get_backend(cfg.backend)
         self.xp = self.backend.xp
+        if not self.backend.is_gpu:
+            keep_freed_memory()
         self.dtype = np.dtype(cfg.dtype)
         # One generator, seeded once: initial weights, then the batch order of each epoch.
         self.rng = np.random.default_rng(cfg.seed)
