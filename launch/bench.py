@@ -108,7 +108,6 @@ def bench_train(a: Any) -> int:
     backend = get_backend(a.backend)
     results: dict[str, Any] = dict(topology=topo.text, backend=backend.name, dtype=a.dtype,
                                    machine=machine_line(), date=time.strftime("%Y-%m-%d"), rows=[])
-    torch_step = None
     if a.torch:
         from .torch_ref import make_torch_step, torch_available  # noqa: PLC0415
 

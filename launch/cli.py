@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import NoReturn, Sequence
 
 from cluster.errors import SpikeGradError

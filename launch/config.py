@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from cluster.errors import SpikeGradError
@@ -135,4 +135,4 @@ def config_from_json(text: str) -> TrainConfig:
     return TrainConfig(**data)
 
 
-__all__ = ["TrainConfig", "make_config", "config_from_json", "DATASET_DEFAULTS", "PRESETS", "field"]
+__all__ = ["TrainConfig", "make_config", "config_from_json", "DATASET_DEFAULTS", "PRESETS"]

@@ -30,7 +30,7 @@ from cluster.topology import Topology, parse_topology
 
 from .allocator import keep_freed_memory
 from .config import TrainConfig, config_from_json
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset
 
 CHECKPOINT = "checkpoint.npz"
 # Samples per micro-batch on the CPU: enough to keep every worker busy, between these

@@ -7,7 +7,7 @@ output neuron ``out`` (neurons flattened in (C, H, W) order), built by loops.
 
 import numpy as np
 
-from cluster.topology import Conv, Dense, Pool
+from cluster.topology import Dense, Pool
 
 
 def connection_matrix(layer, W=None, theta_ff=1.0):

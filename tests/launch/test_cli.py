@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from launch.cli import main
 from launch.conformance import compare, load_case
