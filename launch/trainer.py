@@ -80,7 +80,8 @@ class Trainer:
         self.epochs_done = 0
         # CPU parallelism: micro-batches on worker threads (see train_step).
         self.micro_batch: int | None = None  # None: chosen per batch size (see _split)
-        self.workers = max(1, min(len(os.sched_getaffinity(0)), 8))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = max(1, min(cores, 8))
         self._executor: Any = None
         self._blas: Any = None
 
@@ -116,11 +117,12 @@ class Trainer:
         else:
             with self._blas_single_thread():
                 results = list(self._pool().map(lambda p: self._micro_step(x[p], y[p]), parts))
-        sums = {l: (gW.copy(), gb.copy()) for l, (gW, gb) in results[0][0].items()}
+        sums = results[0][0]  # fresh arrays of this step: safe to accumulate into
         for r in results[1:]:
             for l, (gW, gb) in r[0].items():
-                sums[l][0].__iadd__(gW)
-                sums[l][1].__iadd__(gb)
+                acc_W, acc_b = sums[l]
+                acc_W += gW
+                acc_b += gb
         for r in results:
             self.counter.accumulate(r[3])
         self.apply(sums, lr_scale)
