@@ -127,31 +127,43 @@ class SynopCounter:
     def reset(self) -> None:
         self._acc = [[0.0] * len(COUNTERS) for _ in self.topo.layers]
 
+    def measure_layer(self, l: int, below: Any, S_l: Any | None, E_l: Any | None, batch: int) -> list[Any]:
+        """The COUNTERS row of layer l for one (micro-)batch.
+
+        below: what layer l received (the CHWB float input for l = 0, else Sˡ⁻¹); S_l: its
+        spikes (None for the output layer); E_l: its errors or None. Pure: thread-safe.
+        """
+        xp, layer, fan = self.xp, self.topo.layers[l], self.fans[l]
+        row: list[Any] = [0.0] * len(COUNTERS)
+        # Hidden outputs are ReLU or pooling of ReLU outputs: S ≥ 0, so |S| = S.
+        _, row[2] = _weighted_events(xp, below, fan.fan_out, self._fan_out_dev[l],
+                                     "nonzero" if l == 0 else "nonneg")
+        if S_l is not None:
+            row[0] = _events(xp, S_l, "nonneg").sum(dtype=np.float64)
+        row[5] = float(fan.connections * batch)
+        if E_l is not None:
+            row[1], weighted = _weighted_events(xp, E_l, fan.fan_in, self._fan_in_dev[l],
+                                                "abs" if self.spike else "nonzero")
+            if l > 0:
+                row[3] = weighted
+            if layer.trainable:
+                row[4] = weighted
+        return row
+
     def measure(self, x: Any, S: list[Any], E: list[Any] | None, batch: int) -> list[list[Any]]:
         """The counts of one (micro-)batch, (L+1) rows of COUNTERS, without touching the totals.
 
         x: CHWB float input; S[l]: layer outputs (S[L] = Vᴸ is not a spike count); E[l]: errors
         or None. Pure: safe to call from several threads at once.
         """
-        xp = self.xp
-        err_kind = "abs" if self.spike else "nonzero"
-        rows: list[list[Any]] = [[0.0] * len(COUNTERS) for _ in self.topo.layers]
-        for l, (layer, fan) in enumerate(zip(self.topo.layers, self.fans)):
-            row = rows[l]
-            below = x if l == 0 else S[l - 1]
-            # Hidden outputs are ReLU or pooling of ReLU outputs: S ≥ 0, so |S| = S.
-            total, row[2] = _weighted_events(xp, below, fan.fan_out, self._fan_out_dev[l],
-                                             "nonzero" if l == 0 else "nonneg")
-            if l >= 1:  # the spikes layer l−1 emitted are the events layer l received
-                rows[l - 1][0] = total
-            row[5] = float(fan.connections * batch)
-            if E is not None and E[l] is not None:
-                row[1], weighted = _weighted_events(xp, E[l], fan.fan_in, self._fan_in_dev[l], err_kind)
-                if l > 0:
-                    row[3] = weighted
-                if layer.trainable:
-                    row[4] = weighted
-        return rows
+        L = len(self.topo.layers) - 1
+        return [self.measure_layer(l, x if l == 0 else S[l - 1], S[l] if l < L else None,
+                                   None if E is None else E[l], batch) for l in range(L + 1)]
+
+    def accumulate_row(self, l: int, row: list[Any]) -> None:
+        acc = self._acc[l]
+        for i, v in enumerate(row):
+            acc[i] = acc[i] + v
 
     def accumulate(self, rows: list[list[Any]]) -> None:
         for acc, row in zip(self._acc, rows):

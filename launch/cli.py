@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from cluster.errors import SpikeGradError
@@ -63,7 +64,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
-    p.add_argument("--engine", choices=("local",), help="'local': one process")
+    p.add_argument("--engine", choices=("chips", "local"),
+                   help="'chips' (default): every layer a Ray actor; 'local': one process")
+    p.add_argument("--chips", help="layer groups per chip, e.g. 0-1,2-3,4,5 (default: one layer per chip)")
+    p.add_argument("--replicas", type=_positive_int, help="data-parallel copies of the chip pipeline")
+    p.add_argument("--placement", choices=("pack", "spread"), help="chips packed on few nodes or spread")
+    p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on chips")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
     p.add_argument("--backend", choices=("numpy", "cupy"))
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--out", help="run directory (default runs/<dataset>-<gradient>-s<seed>-<time>)")
@@ -86,6 +93,12 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="OUT.npz to write")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     p.add_argument("--expected", help="compare with this .npz and fail on any difference > 1e-9")
+
+
+def _add_traffic(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("traffic", help="print a chip run's traffic matrix and per-chip operations")
+    p.add_argument("run_dir")
+    p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_conformance(sub)
+    _add_traffic(sub)
     _add_bench(sub)
     return parser
 
@@ -124,8 +138,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
         theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
-        download=a.download or None)
-    summary = train(cfg, progress=not a.quiet)
+        download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
+        micro_batch=a.micro_batch)
+    summary = train(cfg, progress=not a.quiet, address=a.address)
     if a.json:
         print(json.dumps(summary), flush=True)
     else:
@@ -162,6 +177,22 @@ def _cmd_conformance(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_traffic(a: argparse.Namespace) -> int:
+    from .chip_format import format_traffic  # noqa: PLC0415
+    from .trainer import read_parquet_rows  # noqa: PLC0415
+
+    run = Path(a.run_dir)
+    for name in ("traffic.parquet", "chips.parquet"):
+        if not (run / name).is_file():
+            raise SpikeGradError(f"{run} has no {name}: traffic is recorded by '--engine chips' runs")
+    links, chips = read_parquet_rows(run / "traffic.parquet"), read_parquet_rows(run / "chips.parquet")
+    epochs = sorted({r["epoch"] for r in chips})
+    if a.epoch is not None and a.epoch not in epochs:
+        raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
+    print(format_traffic(links, chips, a.epoch))
+    return 0
+
+
 def _cmd_bench(a: argparse.Namespace) -> int:
     from .bench import bench_train  # noqa: PLC0415
 
@@ -175,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             args = build_parser().parse_args(["train", *argv])
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
-                   "bench": _cmd_bench}[args.command]
+                   "traffic": _cmd_traffic, "bench": _cmd_bench}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

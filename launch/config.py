@@ -16,7 +16,8 @@ from cluster.errors import SpikeGradError
 from cluster.network import GRADIENT_MODES, StepConfig
 from cluster.topology import PRESETS, parse_topology
 
-ENGINES = ("local",)
+ENGINES = ("chips", "local")
+PLACEMENTS = ("pack", "spread")
 BACKENDS = ("numpy", "cupy")
 DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "cosine")
@@ -46,7 +47,11 @@ class TrainConfig:
     seed: int = 0
     limit_train: int | None = None
     limit_test: int | None = None
-    engine: str = "local"
+    engine: str = "chips"
+    chips: str | None = None        # --chips groups, e.g. "0-1,2-3,4,5"; None: one layer per chip
+    replicas: int = 1
+    placement: str = "pack"
+    micro_batch: int | None = None  # chips: samples per micro-batch (None: batch / 4, >= 8)
     backend: str = "numpy"
     dtype: str = "float32"
     out: str | None = None
@@ -85,14 +90,14 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.dataset not in DATASET_DEFAULTS:
         raise SpikeGradError(f"unknown dataset {cfg.dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
     for name, allowed in (("gradient", GRADIENT_MODES), ("engine", ENGINES), ("backend", BACKENDS),
-                          ("dtype", DTYPES), ("schedule", SCHEDULES)):
+                          ("dtype", DTYPES), ("schedule", SCHEDULES), ("placement", PLACEMENTS)):
         if getattr(cfg, name) not in allowed:
             raise SpikeGradError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "replicas"):
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
-    for name in ("limit_train", "limit_test"):
+    for name in ("limit_train", "limit_test", "micro_batch"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
@@ -104,7 +109,13 @@ def _check(cfg: TrainConfig) -> None:
         raise SpikeGradError(f"theta_bp must be a finite number > 0, got {cfg.theta_bp!r}")
     if not (0 <= cfg.momentum < 1):
         raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
-    parse_topology(cfg.topology)  # raises with the offending token
+    topo = parse_topology(cfg.topology)  # raises with the offending token
+    if cfg.engine == "chips":
+        from actors.chip import parse_chips  # noqa: PLC0415
+
+        parse_chips(cfg.chips, len(topo.layers))
+        if cfg.replicas > cfg.batch_size:
+            raise SpikeGradError(f"replicas ({cfg.replicas}) cannot exceed the batch size ({cfg.batch_size})")
 
 
 def make_config(dataset: str = "digits", **overrides: Any) -> TrainConfig:

@@ -12,6 +12,9 @@ from cluster.errors import SpikeGradError
 
 from .config import TrainConfig
 from .datasets import load_dataset
+from cluster.topology import parse_topology
+
+from .chip_format import format_traffic, traffic_rows
 from .trainer import (
     Trainer, check_fit, epoch_rows, load_run, save_checkpoint, select, write_parquet, _write_atomic,
 )
@@ -22,7 +25,17 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.dataset}-{cfg.gradient}-s{cfg.seed}-{stamp}"
 
 
-def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+def make_trainer(cfg: TrainConfig, address: str | None = None) -> Trainer:
+    if cfg.engine == "chips":
+        from .chip_trainer import ChipTrainer  # noqa: PLC0415  (imports Ray)
+
+        return ChipTrainer(cfg, chips=cfg.chips, replicas=cfg.replicas, placement=cfg.placement,
+                           micro_batch=cfg.micro_batch, address=address)
+    return Trainer(cfg)
+
+
+def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None,
+          address: str | None = None) -> dict:
     """Train as configured; writes the run directory; returns the final metrics.
 
     Returned keys: test_accuracy (percent), train_seconds (training only, no evaluation),
@@ -30,21 +43,31 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
-    trainer = Trainer(cfg)
-    check_fit(trainer.topo, data)
-    xtr, ytr, xte, yte = select(data, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "config.json").exists():
         raise SpikeGradError(f"run directory {run_dir} already holds a run; choose another --out")
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
+    check_fit(parse_topology(cfg.topology), data)
+    xtr, ytr, xte, yte = select(data, cfg)
+    trainer = make_trainer(cfg, address)
+    try:
+        return _train(cfg, trainer, data, xtr, ytr, xte, yte, run_dir, progress, log)
+    finally:
+        trainer.close()
+
+
+def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir: Path, progress: bool,
+           log: Callable[[str], None]) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
     log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train / {len(xte)} test images")
     log(f"spikegrad: topology {trainer.topo.describe()}")
+    if cfg.engine == "chips":
+        log(f"spikegrad: chips: {trainer.describe()}")  # type: ignore[attr-defined]
     log(f"spikegrad: engine {cfg.engine}, backend {trainer.backend.name} ({cfg.dtype}), "
         f"{cfg.gradient} gradient, alpha {cfg.alpha:g}, theta_ff {cfg.theta_ff:g}, "
         f"theta_bp {cfg.step.theta_bp:g}, lr {cfg.lr:g} ({cfg.schedule}), momentum {cfg.momentum:g}, "
         f"batch {cfg.batch_size}, seed {cfg.seed}; run directory {run_dir}")
-    rows, layer_rows = [], []
+    rows, layer_rows, link_rows, chip_rows = [], [], [], []
     train_seconds, images = 0.0, 0
     for _ in range(cfg.epochs):
         res = trainer.run_epoch(data, xtr, ytr, xte, yte, progress=progress)
@@ -59,7 +82,15 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
             f"bwd {row['rel_synops_backward']:.4f}")
         write_parquet(run_dir / "metrics.parquet", rows)
         write_parquet(run_dir / "layers.parquet", layer_rows)
+        if cfg.engine == "chips":
+            links, chips = traffic_rows(res.epoch, trainer.last_reports)  # type: ignore[attr-defined]
+            link_rows += links
+            chip_rows += chips
+            write_parquet(run_dir / "traffic.parquet", link_rows)
+            write_parquet(run_dir / "chips.parquet", chip_rows)
         save_checkpoint(run_dir, trainer)
+    if cfg.engine == "chips":
+        log(format_traffic(link_rows, chip_rows))
     summary = dict(
         test_accuracy=rows[-1]["test_accuracy"], train_accuracy=rows[-1]["train_accuracy"],
         train_loss=rows[-1]["train_loss"], train_seconds=round(train_seconds, 3),

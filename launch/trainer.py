@@ -28,7 +28,7 @@ from cluster.network import backward, forward, init_params
 from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Topology, parse_topology
 
-from .allocator import keep_freed_memory
+from actors.allocator import keep_freed_memory
 from .config import TrainConfig, config_from_json
 from .datasets import Dataset
 
@@ -206,11 +206,21 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
         self.backend.synchronize()
         seconds = time.perf_counter() - t0
-        counts = self.counter.totals()
+        counts = self.collect_counts()
         test_acc = self.evaluate(x_test, y_test)
         bar.close()
         self.epochs_done += 1
         return EpochResult(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_acc, seconds, seen, counts)
+
+    def collect_counts(self) -> np.ndarray:
+        """The epoch's synaptic-operation counts, (L+1, len(COUNTERS)), and reset them."""
+        return self.counter.totals()
+
+    def close(self) -> None:
+        """Release workers (and, for chips, actors)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:

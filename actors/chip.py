@@ -1,0 +1,344 @@
+"""A chip: one layer, or a group of consecutive layers, of the spiking network (DESIGN §5).
+
+A chip is a plain class, testable without Ray; :mod:`actors.ray_chip` wraps it as a Ray
+actor. It holds its layers' weights Wˡ, bˡ, the momentum velocities, the increment
+accumulators ω (Eq. (8)) and its counters. Its protocol, per batch, in order:
+
+=========  ================================================================================
+phase      what happens
+=========  ================================================================================
+FORWARD    per micro-batch: spike counts Sˡ⁻¹ in (the float input x on the first chip),
+           Ŝ, S, S′ for each of its layers, the top layer's spike counts out
+           (the output chip keeps Vᴸ instead)
+BACKWARD   per micro-batch, in reverse: integer error spike counts Z of its top layer in
+           (the output chip makes Eᴸ from Vᴸ and the labels), Eˡ = S′ ⊙ Z, ω += Σ E ⊗ Sˡ⁻¹
+           for each layer, and Zˡ⁻¹ = round((Wˡ)ᵀ ⋆ Eˡ / Θbp) out to the chip below
+APPLY      once per batch (Algorithm 3): v ← μ v − η Σ ω (its own and its replicas'),
+           w ← w + v, ω ← 0
+=========  ================================================================================
+
+What crosses a link backward is Zˡ⁻¹, the error spikes the boundary neurons' U
+compartments emit (Eq. (6)): the synapses Wˡ live on the chip that owns layer l, so
+the sum Σₖ wₖᵢ δₖ is taken there and only integer spike counts travel (floats only
+for the float-gradient baseline). The receiving chip gates them with its S′ (Eq. (7)).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from cluster.backend import get_backend, to_device, to_host
+from cluster.errors import SpikeGradError
+from cluster.kernels import error_gate
+from cluster.network import (
+    LayerForward, StepConfig, layer_error_below, layer_forward, layer_increment_sums, output_error,
+    to_chwb,
+)
+from cluster.synops import COUNTERS, SynopCounter
+from cluster.topology import Dense, parse_topology
+
+from . import wire
+
+
+class Phase(str, Enum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    APPLY = "apply"
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    """What every chip of a run shares: topology, thresholds, learning rule, arrays."""
+
+    topology: str
+    step: StepConfig
+    eta: float
+    momentum: float
+    dtype: str = "float32"
+    backend: str = "numpy"
+
+
+def parse_chips(spec: str | None, n_layers: int) -> list[tuple[int, int]]:
+    """``"0-1,2-3,4,5"`` -> [(0, 1), (2, 3), (4, 4), (5, 5)]; None: one layer per chip.
+
+    The groups must cover layers 0..L once, in order.
+    """
+    if not spec:
+        return [(l, l) for l in range(n_layers)]
+    groups = []
+    for part in spec.split(","):
+        try:
+            a, _, b = part.strip().partition("-")
+            lo, hi = int(a), int(b) if b else int(a)
+        except ValueError:
+            raise SpikeGradError(f"bad --chips group {part!r}: expected 'N' or 'N-M', e.g. 0-1,2-3,4,5") from None
+        groups.append((lo, hi))
+    expected = 0
+    for lo, hi in groups:
+        if lo != expected or hi < lo:
+            raise SpikeGradError(f"--chips {spec!r}: groups must cover layers 0..{n_layers - 1} in order; "
+                                 f"expected a group starting at layer {expected}, got {lo}-{hi}")
+        expected = hi + 1
+    if expected != n_layers:
+        raise SpikeGradError(f"--chips {spec!r}: groups cover layers 0..{expected - 1}, the network has "
+                             f"0..{n_layers - 1}")
+    return groups
+
+
+class Chip:
+    """Layers ``first..last`` of the network; see the module docstring for the protocol.
+
+    params: {layer l: (W, b)} host arrays for its trainable layers (the run's initial weights).
+    """
+
+    def __init__(self, index: int, first: int, last: int, cfg: ChipConfig,
+                 params: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.index, self.first, self.last, self.cfg = index, first, last, cfg
+        self.topo = parse_topology(cfg.topology)
+        self.L = len(self.topo.layers) - 1
+        self.layers = list(range(first, last + 1))
+        self.backend = get_backend(cfg.backend)
+        self.xp = self.backend.xp
+        self.dtype = np.dtype(cfg.dtype)
+        missing = [l for l in self.layers if self.topo.layers[l].trainable and l not in params]
+        if missing:
+            raise SpikeGradError(f"chip {index}: no initial weights for layers {missing}")
+        # Copies: arrays that came through Ray's object store are read-only views of it.
+        self.params = {l: (self._own(params[l][0]), self._own(params[l][1]))
+                       for l in self.layers if self.topo.layers[l].trainable}
+        self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
+        self.omega = {l: None for l in self.params}  # Σ E ⊗ S over the batch so far (None: nothing yet)
+        self.pending: dict[tuple[int, int], tuple[Any, list[LayerForward]]] = {}
+        self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.step.gradient == "spike"))
+        self.reset_counters()
+
+    def _own(self, a: np.ndarray) -> Any:
+        """A private, writable copy of a host array on this chip's backend."""
+        return np.array(a, dtype=self.dtype) if self.xp is np else to_device(self.backend, a, self.dtype)
+
+    # -- shapes ------------------------------------------------------------------------------
+    @property
+    def is_first(self) -> bool:
+        return self.first == 0
+
+    @property
+    def is_output(self) -> bool:
+        return self.last == self.L
+
+    def _in_shape(self) -> tuple[int, ...]:
+        return self.topo.layers[self.first].in_shape
+
+    def _out_shape(self) -> tuple[int, ...]:
+        return self.topo.layers[self.last].out_shape
+
+    def _to_layout(self, values: np.ndarray, l_below: int) -> Any:
+        """Wire rows (B, N) -> the layout of layer ``l_below``'s output (CHWB map or (B, N))."""
+        v = to_device(self.backend, values, self.dtype)
+        layer = self.topo.layers[l_below] if l_below >= 0 else None
+        if layer is None or isinstance(layer, Dense):
+            return v
+        C, H, W = layer.out_shape
+        return self.xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
+
+    def _to_rows(self, A: Any) -> np.ndarray:
+        """A layer array (CHWB map or (B, N)) -> host rows (B, N) for the wire."""
+        if A.ndim == 4:
+            A = A.reshape(-1, A.shape[-1]).T
+        return to_host(A)
+
+    def _send(self, values: Any, kind: str, dst: int, batch: int, micro: int, shape: tuple,
+              count: bool = True) -> Any:
+        """Encode ``values`` for chip ``dst``; ``count`` False (evaluation) leaves the traffic counters alone."""
+        t0 = time.perf_counter()
+        rows = self._to_rows(values)
+        buf = wire.encode(rows, kind=kind, src=self.index, dst=dst, batch=batch, micro=micro, shape=shape)
+        self.timing["encode"] += time.perf_counter() - t0
+        if not count:
+            return buf
+        link = self.traffic.setdefault(dst, [0, 0, 0.0])
+        link[0] += 1
+        link[1] += buf.size
+        link[2] += float(np.abs(rows).sum())
+        return buf
+
+    def _receive(self, buf: Any, kind: str, batch: int, micro: int, shape: tuple) -> np.ndarray:
+        t0 = time.perf_counter()
+        _, values = wire.decode(buf, kind=kind, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
+        self.timing["decode"] += time.perf_counter() - t0
+        return values
+
+    # -- FORWARD -----------------------------------------------------------------------------
+    def forward(self, inputs: Any, batch: int, micro: int, lo: int = 0, hi: int | None = None,
+                train: bool = True) -> Any:
+        """Spikes in, spikes out for micro-batch ``micro`` of batch ``batch``.
+
+        inputs: on the first chip the float images (N, C, H, W) of the whole batch, of which
+        rows lo:hi are this micro-batch; elsewhere a wire message (kind forward). Returns the
+        wire message for the next chip; the output chip returns nothing when training (it
+        keeps Vᴸ for BACKWARD) and the predictions argmax Vᴸ (B,) when ``train`` is False.
+        """
+        t0 = time.perf_counter()
+        if self.is_first:
+            x = np.asarray(inputs)[lo:hi]
+            if tuple(x.shape[1:]) != self.topo.input_shape:
+                raise SpikeGradError(f"chip {self.index}: input images {tuple(x.shape[1:])}, topology "
+                                     f"expects {self.topo.input_shape}")
+            if not np.isfinite(x).all():
+                raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
+            S_in = to_chwb(self.xp, to_device(self.backend, x, self.dtype))
+        else:
+            S_in = self._to_layout(self._receive(inputs, "forward", batch, micro,
+                                                 self._in_shape()), self.first - 1)
+        S, kept = S_in, []
+        for l in self.layers:
+            lf = layer_forward(self.xp, self.topo.layers[l], self.params.get(l), S, self.cfg.step,
+                               is_output=(l == self.L))
+            kept.append(lf)
+            S = lf.S
+        if train:
+            if (batch, micro) in self.pending:
+                raise SpikeGradError(f"chip {self.index}: micro-batch {micro} of batch {batch} arrived twice")
+            self.pending[(batch, micro)] = (S_in, kept)
+        if self.is_output:
+            out = None if train else to_host(S.argmax(axis=1))
+        else:
+            out = self._send(S, "forward", self.index + 1, batch, micro, self._out_shape(), count=train)
+        self.timing["busy"] += time.perf_counter() - t0
+        return out
+
+    # -- BACKWARD ----------------------------------------------------------------------------
+    def backward(self, errors: Any, batch: int, micro: int, labels: Any = None, lo: int = 0,
+                 hi: int | None = None) -> Any:
+        """Error spikes in, error spikes out for one micro-batch (after its FORWARD).
+
+        errors: a wire message (kind error) with Z of this chip's top layer; on the output
+        chip None, and ``labels`` (the batch's labels, rows lo:hi) instead. Returns the wire
+        message for the chip below (None on the first chip); the output chip returns
+        (message, [loss sum, correct]).
+        """
+        t0 = time.perf_counter()
+        key = (batch, micro)
+        if key not in self.pending:
+            raise SpikeGradError(f"chip {self.index}: error for micro-batch {micro} of batch {batch} "
+                                 f"without its forward pass")
+        S_in, kept = self.pending.pop(key)
+        xp, step = self.xp, self.cfg.step
+        stats = None
+        if self.is_output:
+            y = np.asarray(labels)[lo:hi].astype(np.int64)
+            V = kept[-1].S
+            yd = to_device(self.backend, y)
+            correct = int((V.argmax(axis=1) == yd).sum())
+            E, loss = output_error(xp, V, yd, step)
+            stats = [float(loss.sum()), correct]
+        else:
+            Z = self._to_layout(self._receive(errors, "error", batch, micro, self._out_shape()), self.last)
+            E = error_gate(xp, Z, kept[-1].mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
+        B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
+        out = None
+        for i in range(len(self.layers) - 1, -1, -1):
+            l = self.layers[i]
+            layer = self.topo.layers[l]
+            below = S_in if i == 0 else kept[i - 1].S
+            rows = self.counter.measure_layer(l, below, kept[i].S if l < self.L else None, E, B)
+            self.counter.accumulate_row(l, rows)
+            if layer.trainable:
+                gW, gb = layer_increment_sums(xp, layer, self.params[l], E, kept[i].cache)
+                if self.omega[l] is None:
+                    self.omega[l] = (gW.copy(), gb.copy())
+                else:
+                    acc_W, acc_b = self.omega[l]
+                    acc_W += gW
+                    acc_b += gb
+            if l == 0:
+                break
+            below_layer = self.topo.layers[l - 1]
+            Z = layer_error_below(xp, layer, self.params.get(l), E, below_layer.out_shape,
+                                  not isinstance(below_layer, Dense), step)
+            Zr = error_gate(xp, Z, None, step.theta_bp, rounding=(step.gradient == "spike"))
+            if i == 0:  # the layer below lives on the previous chip: send its error spikes
+                out = self._send(Zr, "error", self.index - 1, batch, micro, below_layer.out_shape)
+                break
+            E = error_gate(xp, Zr, kept[i - 1].mask, 1.0, rounding=False)
+        self.timing["busy"] += time.perf_counter() - t0
+        return (out, stats) if self.is_output else out
+
+    # -- APPLY -------------------------------------------------------------------------------
+    def increments(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """This chip's ω as host arrays (for replicas to combine)."""
+        return {l: (to_host(w[0]), to_host(w[1])) for l, w in self.omega.items() if w is not None}
+
+    def apply(self, lr_scale: float, *increments: dict) -> None:
+        """v ← μ v − η ω, w ← w + v, ω ← 0 (Algorithm 3, once per batch).
+
+        increments: empty for one pipeline (this chip's own ω); with replicas, every replica's
+        ``increments()`` in replica order, this chip's included, so that all replicas add
+        the same numbers in the same order and stay identical.
+        """
+        t0 = time.perf_counter()
+        eta, mu = self.cfg.eta * lr_scale, self.cfg.momentum
+        if self.pending:
+            raise SpikeGradError(f"chip {self.index}: apply with {len(self.pending)} micro-batches still "
+                                 f"waiting for their backward pass")
+        for l, (W, b) in self.params.items():
+            if increments:
+                total = None
+                for inc in increments:
+                    if l in inc:
+                        gW, gb = (to_device(self.backend, a, self.dtype) for a in inc[l])
+                        total = (gW.copy(), gb.copy()) if total is None else (total[0] + gW, total[1] + gb)
+            else:
+                total = self.omega[l]
+            if total is not None:
+                vW, vb = self.velocity[l]
+                vW *= mu
+                vW -= eta * total[0]
+                vb *= mu
+                vb -= eta * total[1]
+                W += vW
+                b += vb
+            self.omega[l] = None
+        self.timing["busy"] += time.perf_counter() - t0
+
+    # -- state and counters ------------------------------------------------------------------
+    def state(self) -> dict[int, tuple[np.ndarray, ...]]:
+        """{layer: (W, b, vW, vb)} host arrays."""
+        return {l: (to_host(W), to_host(b), to_host(self.velocity[l][0]), to_host(self.velocity[l][1]))
+                for l, (W, b) in self.params.items()}
+
+    def restore(self, state: dict[int, tuple[np.ndarray, ...]]) -> None:
+        for l in self.params:
+            if l not in state:
+                raise SpikeGradError(f"chip {self.index}: restore without layer {l}")
+            W, b, vW, vb = (self._own(a) for a in state[l])
+            if W.shape != self.params[l][0].shape:
+                raise SpikeGradError(f"chip {self.index}: layer {l} weights {W.shape}, expected "
+                                     f"{self.params[l][0].shape}")
+            self.params[l], self.velocity[l] = (W, b), (vW, vb)
+        self.omega = {l: None for l in self.params}
+        self.pending.clear()
+
+    def reset_counters(self) -> None:
+        self.counter.reset()
+        self.traffic: dict[int, list] = {}
+        self.timing = {"encode": 0.0, "decode": 0.0, "busy": 0.0}
+
+    def report(self, reset: bool = True) -> dict:
+        """Counters since the last reset: synops rows of its layers, traffic per destination, timing."""
+        totals = self.counter.totals()
+        out = {
+            "chip": self.index, "layers": self.layers,
+            "synops": {l: dict(zip(COUNTERS, map(float, totals[l]))) for l in self.layers},
+            "traffic": {dst: {"messages": v[0], "bytes": v[1], "spikes": v[2]} for dst, v in self.traffic.items()},
+            "timing": dict(self.timing),
+        }
+        if reset:
+            self.reset_counters()
+        else:
+            self.counter.accumulate(totals.tolist())
+        return out

@@ -1,0 +1,157 @@
+"""The chip pipeline on Ray: micro-batches flow chip to chip as object references.
+
+The driver splits each batch into micro-batches and, for each, chains the chips'
+calls by passing object references: chip k's FORWARD result (an Arrow message in
+Ray's object store) is chip k+1's argument, so spike messages go chip to chip and
+the driver never relays a payload. Ray runs the calls one caller submits to one
+actor in submission order, so every chip sees micro-batches in order and its
+increments are summed in the same order as on one process. At most ``in_flight``
+micro-batches are unfinished at once (backpressure). After the last micro-batch
+of a batch, every chip applies its increments once (Algorithm 3); with R
+replicas, each chip of each replica adds all R replicas' increments, in replica
+order, through the object store, so the replicas stay identical and equal one
+pipeline with the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from cluster.errors import SpikeGradError
+
+from .chip import ChipConfig
+from .ray_chip import ChipActor
+
+Placement = Literal["pack", "spread"]
+
+
+class ChipPipeline:
+    """R replicas × C chips of Ray actors, and the driver logic that feeds them.
+
+    groups: [(first layer, last layer)] per chip; params: initial {layer: (W, b)} host arrays.
+    cpus_per_chip / gpus_per_chip: the resources each chip asks for (fractions allowed).
+    """
+
+    def __init__(self, cfg: ChipConfig, groups: list[tuple[int, int]], params: dict,
+                 replicas: int = 1, placement: Placement = "pack", micro_batch: int = 64,
+                 in_flight: int = 4, cpus_per_chip: float = 1.0, gpus_per_chip: float = 0.0) -> None:
+        if placement not in ("pack", "spread"):
+            raise SpikeGradError(f"placement must be one of pack, spread, got {placement!r}")
+        if replicas < 1 or micro_batch < 1 or in_flight < 1:
+            raise SpikeGradError(f"replicas, micro_batch and in_flight must be >= 1, got "
+                                 f"{replicas}, {micro_batch}, {in_flight}")
+        self.cfg, self.groups, self.replicas = cfg, groups, replicas
+        self.micro_batch, self.in_flight = micro_batch, in_flight
+        bundle = {"CPU": cpus_per_chip, **({"GPU": gpus_per_chip} if gpus_per_chip else {})}
+        n = replicas * len(groups)
+        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=placement.upper())
+        ray.get(self.pg.ready(), timeout=120)
+        self.chips: list[list[Any]] = []
+        for r in range(replicas):
+            row = []
+            for c, (lo, hi) in enumerate(groups):
+                strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r * len(groups) + c)
+                mine = {l: params[l] for l in range(lo, hi + 1) if l in params}
+                row.append(ChipActor.options(num_cpus=cpus_per_chip, num_gpus=gpus_per_chip,
+                                             scheduling_strategy=strategy,
+                                             name=None).remote(c, lo, hi, cfg, mine))
+            self.chips.append(row)
+        ray.get([a.ping.remote() for row in self.chips for a in row])
+
+    # -- one batch ---------------------------------------------------------------------------
+    def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
+        """Rows of each replica, cut into micro-batches: [[(lo, hi), ...] per replica]."""
+        if n < self.replicas:
+            raise SpikeGradError(f"a batch of {n} samples cannot feed {self.replicas} replicas")
+        bounds = np.linspace(0, n, self.replicas + 1).round().astype(int)
+        return [[(lo, min(hi, lo + self.micro_batch)) for lo in range(a, hi, self.micro_batch)]
+                for a, hi in zip(bounds[:-1], bounds[1:])]
+
+    def train_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> tuple[float, int]:
+        """One batch through all replicas; returns (loss sum, correct predictions)."""
+        x_ref, y_ref = ray.put(x), ray.put(y)
+        done: list[Any] = []
+        stats: list[Any] = []
+        for r, slices in enumerate(self._micro_slices(len(x))):
+            chips = self.chips[r]
+            for m, (lo, hi) in enumerate(slices):
+                ref = chips[0].forward.remote(x_ref, batch, m, lo, hi, True)
+                for chip in chips[1:]:
+                    ref = chip.forward.remote(ref, batch, m)
+                err, st = chips[-1].backward.options(num_returns=2).remote(None, batch, m, y_ref, lo, hi)
+                stats.append(st)
+                for chip in reversed(chips[:-1]):
+                    err = chip.backward.remote(err, batch, m)
+                done.append(err)
+                if len(done) > self.in_flight:  # backpressure: wait for the oldest to finish
+                    ray.wait(done, num_returns=len(done) - self.in_flight, fetch_local=False)
+        ray.get(done)
+        results = ray.get(stats)
+        self.apply(lr_scale)
+        return float(sum(s[0] for s in results)), int(sum(s[1] for s in results))
+
+    def apply(self, lr_scale: float) -> None:
+        if self.replicas == 1:
+            ray.get([chip.apply.remote(lr_scale) for chip in self.chips[0]])
+            return
+        calls = []
+        for c in range(len(self.groups)):
+            incs = [self.chips[r][c].increments.remote() for r in range(self.replicas)]
+            calls += [self.chips[r][c].apply.remote(lr_scale, *incs) for r in range(self.replicas)]
+        ray.get(calls)
+
+    # -- evaluation, state, counters -----------------------------------------------------------
+    def predict(self, x: np.ndarray, batch: int = 0) -> np.ndarray:
+        """argmax Vᴸ for x (N, C, H, W): micro-batches through replica 0's chips, forward only."""
+        x_ref = ray.put(x)
+        chips = self.chips[0]
+        outs = []
+        step = max(self.micro_batch, 256)
+        for m, lo in enumerate(range(0, len(x), step)):
+            ref = chips[0].forward.remote(x_ref, batch, m, lo, min(len(x), lo + step), False)
+            for chip in chips[1:]:
+                ref = chip.forward.remote(ref, batch, m, 0, None, False)
+            outs.append(ref)
+        return np.concatenate(ray.get(outs)) if outs else np.zeros(0, dtype=np.int64)
+
+    def state(self) -> dict:
+        """{layer: (W, b, vW, vb)} from replica 0 (all replicas hold the same)."""
+        merged: dict = {}
+        for part in ray.get([chip.state.remote() for chip in self.chips[0]]):
+            merged.update(part)
+        return merged
+
+    def restore(self, state: dict) -> None:
+        ray.get([chip.restore.remote({l: state[l] for l in range(lo, hi + 1) if l in state})
+                 for row in self.chips for chip, (lo, hi) in zip(row, self.groups)])
+
+    def reports(self) -> list[dict]:
+        """Each chip's counters since the last call (reset), summed over replicas, by chip index."""
+        raw = ray.get([chip.report.remote(True) for row in self.chips for chip in row])
+        merged: dict[int, dict] = {}
+        for rep in raw:
+            m = merged.setdefault(rep["chip"], {"chip": rep["chip"], "layers": rep["layers"], "synops": {},
+                                                "traffic": {}, "timing": {}})
+            for l, row in rep["synops"].items():
+                acc = m["synops"].setdefault(l, dict.fromkeys(row, 0.0))
+                for k, v in row.items():
+                    acc[k] += v
+            for dst, link in rep["traffic"].items():
+                acc = m["traffic"].setdefault(dst, dict.fromkeys(link, 0))
+                for k, v in link.items():
+                    acc[k] += v
+            for k, v in rep["timing"].items():
+                m["timing"][k] = m["timing"].get(k, 0.0) + v
+        return [merged[c] for c in sorted(merged)]
+
+    def close(self) -> None:
+        for row in self.chips:
+            for chip in row:
+                ray.kill(chip)
+        self.chips = []
+        remove_placement_group(self.pg)

@@ -1,0 +1,31 @@
+"""Chips as Ray actors: the plain :class:`~actors.chip.Chip`, one process each.
+
+The only Ray-specific part of a chip is its process: BLAS is limited to one thread
+(the pipeline, not BLAS, is the parallelism: several chips share the cores) and
+glibc keeps freed temporaries (see :mod:`actors.allocator`). Every method of
+:class:`~actors.chip.Chip` is callable remotely.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from .allocator import keep_freed_memory
+from .chip import Chip
+
+
+class ChipProcess(Chip):
+    """A Chip that first sets up the process it runs in."""
+
+    def __init__(self, *args, blas_threads: int = 1, **kwargs) -> None:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        threadpool_limits(limits=blas_threads, user_api="blas")
+        keep_freed_memory()
+        super().__init__(*args, **kwargs)
+
+    def ping(self) -> int:
+        return self.index
+
+
+ChipActor = ray.remote(ChipProcess)

@@ -1,0 +1,310 @@
+"""The spike wire: one micro-batch of signed spike counts (or float errors) as an Arrow IPC stream.
+
+A message is a complete Arrow IPC *stream* (schema message, exactly one record batch, the
+8-byte end-of-stream marker, nothing after it). :func:`encode` returns a self-contained
+``pa.Buffer`` that Ray ships zero-copy; :func:`decode` accepts a ``pa.Buffer``, ``bytes``,
+``bytearray`` or ``memoryview``, checks everything and raises :class:`WireError` (a
+:class:`~cluster.errors.SpikeGradError`) for anything that is not a well-formed message.
+
+Values are a ``(B, N)`` array (``B`` samples, ``N = prod(shape)`` neurons). If every value
+is an integer they travel as the narrowest signed integer type holding their min and max
+(int8, int16, int32, int64); otherwise as float32 when every value is exact in float32, else
+float64. NaN and inf are refused. Integral floats outside the int64 range travel as floats.
+
+Schema metadata (UTF-8 bytes keys and values; exactly these keys):
+
+============== ============================================ ====================
+key            meaning                                      example
+============== ============================================ ====================
+spikegrad.wire wire format version, ``WIRE_VERSION``        ``1``
+kind           one of ``KINDS``                             ``forward``
+src            source chip index, >= -1 (-1 = the driver)   ``0``
+dst            destination chip index, >= -1                ``1``
+batch          batch id, >= 0                               ``12``
+micro          micro-batch id, >= 0                         ``3``
+shape          per-sample neuron shape, dims >= 1           ``15,12,12``
+samples        ``B``, samples in the micro-batch, >= 0      ``64``
+encoding       one of ``ENCODINGS``                         ``sparse``
+============== ============================================ ====================
+
+Columns. ``dense``: ``value`` with ``B*N`` entries, row-major (sample, neuron).
+``sparse``: ``sample`` (narrowest of uint8/16/32 holding ``B-1``), ``neuron`` (narrowest
+unsigned holding ``N-1``), ``value``; one row per nonzero value, sorted by (sample, neuron),
+no duplicates. No nulls anywhere. The value dtype is not in the metadata: it is the type of
+the ``value`` column. ``encoding=None`` picks the encoding with fewer column bytes (ties:
+dense), as reported by :func:`encoded_sizes`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from cluster.errors import SpikeGradError
+
+WIRE_VERSION = 1
+KINDS = ("forward", "error", "event")
+ENCODINGS = ("dense", "sparse")
+MAX_VALUES = 1 << 28  # B * N cap, so a corrupt header cannot make decode allocate gigabytes
+
+_KEYS = ("spikegrad.wire", "kind", "src", "dst", "batch", "micro", "shape", "samples", "encoding")
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+_INT64_MAX = (1 << 63) - 1
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+_SIGNED = (np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64))
+_UNSIGNED = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+_VALUE_TYPES = {pa.int8(): "int8", pa.int16(): "int16", pa.int32(): "int32", pa.int64(): "int64",
+                pa.float32(): "float32", pa.float64(): "float64"}
+_INDEX_TYPES = (pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64())
+_CAUGHT = (pa.ArrowException, ValueError, TypeError, IndexError, OverflowError, KeyError,
+           UnicodeDecodeError, MemoryError, OSError, EOFError, BufferError)
+
+
+class WireError(SpikeGradError):
+    """A spike message, or the values given to encode one, is not what the wire expects."""
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: str
+    src: int
+    dst: int
+    batch: int
+    micro: int
+    shape: tuple[int, ...]
+    samples: int
+    encoding: str
+    dtype: str
+
+    @property
+    def neurons(self) -> int:
+        return math.prod(self.shape)
+
+
+def _signed_for(lo: int, hi: int) -> np.dtype:
+    for dt in _SIGNED:
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return dt
+    raise WireError(f"wire: values expected within int64 [{-_INT64_MAX - 1}, {_INT64_MAX}], got [{lo}, {hi}]")
+
+
+def _unsigned_for(top: int) -> np.dtype:
+    return next(dt for dt in _UNSIGNED if top <= np.iinfo(dt).max)
+
+
+def _check_int(name: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= _INT64_MAX:
+        raise WireError(f"wire: {name} expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise WireError(f"wire: shape expected a non-empty tuple of integers >= 1, got {shape!r}")
+    return tuple(_check_int("shape dimension", d, 1) for d in shape)
+
+
+def _wire_values(values) -> np.ndarray:
+    """The (B, N) values converted to their wire dtype (may share memory with the input)."""
+    try:
+        v = np.asarray(values)
+    except (ValueError, TypeError) as e:
+        raise WireError(f"wire: values expected a numeric 2-D array, got {type(values).__name__}") from e
+    if v.ndim != 2:
+        raise WireError(f"wire: values expected a 2-D (samples, neurons) array, got shape {v.shape}")
+    kind = v.dtype.kind
+    if kind == "b":
+        v, kind = v.astype(np.uint8), "u"
+    if kind in "iu":
+        return v.astype(_signed_for(int(v.min()), int(v.max())) if v.size else np.int8, copy=False)
+    if kind != "f":
+        raise WireError(f"wire: values expected an integer or float array, got dtype {v.dtype}")
+    if v.dtype.itemsize > 8:
+        f = v.astype(np.float64)
+        if not np.array_equal(f, v, equal_nan=True):
+            raise WireError(f"wire: values expected representable in float64, got dtype {v.dtype}")
+        v = f
+    elif v.dtype.itemsize < 4:
+        v = v.astype(np.float32)
+    if not np.isfinite(v).all():
+        raise WireError(f"wire: values expected finite, got {int((~np.isfinite(v)).sum())} NaN/inf")
+    if v.size == 0:
+        return v.astype(np.int8)
+    lo, hi = float(v.min()), float(v.max())
+    if -(2.0**63) <= lo and hi < 2.0**63 and np.array_equal(np.trunc(v), v):
+        return v.astype(_signed_for(int(lo), int(hi)))
+    if v.dtype == np.float32:
+        return v
+    with np.errstate(over="ignore"):
+        f32 = v.astype(np.float32)
+    return f32 if np.array_equal(f32, v) else v
+
+
+def _sizes(v: np.ndarray) -> tuple[dict[str, int], np.dtype, np.dtype]:
+    b, n = v.shape
+    st, nt = _unsigned_for(max(b - 1, 0)), _unsigned_for(n - 1 if n else 0)
+    nnz = int(np.count_nonzero(v))
+    sizes = {"dense": v.size * v.itemsize, "sparse": nnz * (st.itemsize + nt.itemsize + v.itemsize)}
+    return sizes, st, nt
+
+
+def encoded_sizes(values: np.ndarray) -> dict[str, int]:
+    """Column bytes of each encoding of ``values`` (B, N), not counting schema or framing."""
+    return _sizes(_wire_values(values))[0]
+
+
+def encode(values: np.ndarray, *, kind: str, src: int, dst: int, batch: int, micro: int,
+           shape: tuple[int, ...], encoding: str | None = None) -> pa.Buffer:
+    """One micro-batch of values (B, prod(shape)) as a self-contained Arrow IPC stream."""
+    if kind not in KINDS:
+        raise WireError(f"wire: kind expected one of {KINDS}, got {kind!r}")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise WireError(f"wire: encoding expected one of {ENCODINGS} or None, got {encoding!r}")
+    nums = {"src": _check_int("src", src, -1), "dst": _check_int("dst", dst, -1),
+            "batch": _check_int("batch", batch, 0), "micro": _check_int("micro", micro, 0)}
+    shape = _check_shape(shape)
+    v = _wire_values(values)
+    b, n = v.shape
+    if n != math.prod(shape):
+        raise WireError(f"wire: values expected {math.prod(shape)} neurons per sample for shape {shape}, got {n}")
+    if b * n > MAX_VALUES:
+        raise WireError(f"wire: message expected at most {MAX_VALUES} values, got {b} x {n}")
+    sizes, st, nt = _sizes(v)
+    if encoding is None:
+        encoding = "sparse" if sizes["sparse"] < sizes["dense"] else "dense"
+    flat = np.ascontiguousarray(v).reshape(-1)
+    if encoding == "dense":
+        names, arrays = ["value"], [pa.array(flat)]
+    else:
+        idx = np.flatnonzero(flat)
+        sample, neuron = np.divmod(idx, n)
+        names = ["sample", "neuron", "value"]
+        arrays = [pa.array(sample.astype(st)), pa.array(neuron.astype(nt)), pa.array(flat[idx])]
+    meta = {"spikegrad.wire": str(WIRE_VERSION), "kind": kind, **{k: str(x) for k, x in nums.items()},
+            "shape": ",".join(map(str, shape)), "samples": str(b), "encoding": encoding}
+    schema = pa.schema([pa.field(nm, a.type, nullable=False) for nm, a in zip(names, arrays)],
+                       metadata={k.encode(): x.encode() for k, x in meta.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(pa.record_batch(arrays, schema=schema))
+    return sink.getvalue()
+
+
+def decode(buf, *, kind: str | None = None, dst: int | None = None, shape: tuple[int, ...] | None = None,
+           batch: int | None = None, micro: int | None = None) -> tuple[Header, np.ndarray]:
+    """Check a message completely and return its header and a fresh (B, N) array."""
+    try:
+        return _decode(buf, kind, dst, shape, batch, micro)
+    except WireError:
+        raise
+    except _CAUGHT as e:
+        raise WireError(f"wire: message expected a readable Arrow IPC stream, got "
+                        f"{type(e).__name__}: {str(e)[:200]}") from e
+
+
+def _parse_int(meta: dict[str, str], key: str, lo: int) -> int:
+    text = meta[key]
+    if not _INT_RE.fullmatch(text) or not lo <= int(text) <= _INT64_MAX:
+        raise WireError(f"wire: {key} expected an integer >= {lo}, got {text[:40]!r}")
+    return int(text)
+
+
+def _header(meta: dict[str, str], schema: pa.Schema) -> Header:
+    if "spikegrad.wire" not in meta:
+        raise WireError(f"wire: metadata expected key 'spikegrad.wire', got keys {sorted(meta)[:12]}")
+    version = meta["spikegrad.wire"]
+    if version != str(WIRE_VERSION):
+        raise WireError(f"wire: version expected {WIRE_VERSION}, got {version[:40]}")
+    missing, unknown = [k for k in _KEYS if k not in meta], sorted(set(meta) - set(_KEYS))
+    if missing or unknown:
+        raise WireError(f"wire: metadata expected keys {list(_KEYS)}, got missing {missing}, unknown {unknown[:12]}")
+    if meta["kind"] not in KINDS:
+        raise WireError(f"wire: kind expected one of {KINDS}, got {meta['kind'][:40]!r}")
+    if meta["encoding"] not in ENCODINGS:
+        raise WireError(f"wire: encoding expected one of {ENCODINGS}, got {meta['encoding'][:40]!r}")
+    expected = ["value"] if meta["encoding"] == "dense" else ["sample", "neuron", "value"]
+    if schema.names != expected:
+        raise WireError(f"wire: {meta['encoding']} columns expected {expected}, got {schema.names[:8]}")
+    rb_type = schema.field("value").type
+    dims = meta["shape"].split(",")
+    if len(dims) > 32:
+        raise WireError(f"wire: shape expected at most 32 dimensions, got {len(dims)}")
+    shape = tuple(_parse_int({"shape dimension": d}, "shape dimension", 1) for d in dims)
+    if rb_type not in _VALUE_TYPES:
+        raise WireError(f"wire: value column expected one of {sorted(_VALUE_TYPES.values())}, got {rb_type}")
+    return Header(kind=meta["kind"], src=_parse_int(meta, "src", -1), dst=_parse_int(meta, "dst", -1),
+                  batch=_parse_int(meta, "batch", 0), micro=_parse_int(meta, "micro", 0), shape=shape,
+                  samples=_parse_int(meta, "samples", 0), encoding=meta["encoding"], dtype=_VALUE_TYPES[rb_type])
+
+
+def _decode(buf, kind, dst, shape, batch, micro) -> tuple[Header, np.ndarray]:
+    if isinstance(buf, pa.Buffer):
+        data = buf
+    elif isinstance(buf, (bytes, bytearray, memoryview)):
+        data = pa.py_buffer(buf)
+    else:
+        raise WireError(f"wire: message expected pa.Buffer, bytes, bytearray or memoryview, got {type(buf).__name__}")
+    if data.size < len(_EOS) or data.slice(data.size - len(_EOS)).to_pybytes() != _EOS:
+        raise WireError(f"wire: message expected to end with the end-of-stream marker, got {data.size} bytes "
+                        "without it (empty or truncated?)")
+    source = pa.BufferReader(data)
+    reader = pa.ipc.open_stream(source)
+    batches = []
+    while len(batches) < 2:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+    if len(batches) != 1:
+        raise WireError(f"wire: message expected exactly one record batch, got {'none' if not batches else 'more'}")
+    if source.tell() != data.size:
+        raise WireError(f"wire: message expected to end at its end-of-stream marker, got "
+                        f"{data.size - source.tell()} bytes after it")
+    rb = batches[0]
+    rb.validate(full=True)
+    meta = {k.decode("utf-8"): x.decode("utf-8") for k, x in (rb.schema.metadata or {}).items()}
+    names = rb.schema.names
+    h = _header(meta, rb.schema)
+    want = {"kind": kind, "dst": dst, "shape": None if shape is None else tuple(shape), "batch": batch, "micro": micro}
+    for key, expect in want.items():
+        if expect is not None and getattr(h, key) != expect:
+            raise WireError(f"wire: {key} expected {expect!r}, got {getattr(h, key)!r}")
+    b, n = h.samples, h.neurons
+    if b * n > MAX_VALUES:
+        raise WireError(f"wire: message expected at most {MAX_VALUES} values, got {b} x {n}")
+    for name, col in zip(names, rb.columns):
+        if col.null_count:
+            raise WireError(f"wire: column {name} expected no nulls, got {col.null_count}")
+    vals = rb.column(names.index("value")).to_numpy(zero_copy_only=False)
+    if vals.dtype.kind == "f" and not np.isfinite(vals).all():
+        raise WireError(f"wire: values expected finite, got {int((~np.isfinite(vals)).sum())} NaN/inf")
+    if h.encoding == "dense":
+        if len(vals) != b * n:
+            raise WireError(f"wire: dense value column expected {b * n} values ({b} samples x {n} neurons), "
+                            f"got {len(vals)}")
+        return h, vals.reshape(b, n).copy()
+    for name in ("sample", "neuron"):
+        if rb.schema.field(name).type not in _INDEX_TYPES:
+            raise WireError(f"wire: {name} column expected an unsigned integer type, got {rb.schema.field(name).type}")
+    s, j = (rb.column(i).to_numpy(zero_copy_only=False) for i in (0, 1))
+    for name, idx, bound in (("sample", s, b), ("neuron", j, n)):
+        if len(idx) and int(idx.max()) >= bound:
+            raise WireError(f"wire: sparse {name} index out of bounds: expected < {bound}, got {int(idx.max())}")
+    key = s.astype(np.int64) * n + j.astype(np.int64)
+    step = np.diff(key)
+    if (step <= 0).any():
+        r = int(np.argmax(step <= 0)) + 1
+        what = "duplicate" if step[r - 1] == 0 else "unsorted"
+        raise WireError(f"wire: sparse entries expected sorted by (sample, neuron) without duplicates, got {what} "
+                        f"({int(s[r])}, {int(j[r])}) after ({int(s[r - 1])}, {int(j[r - 1])}) at row {r}")
+    if len(vals) and not vals.all():
+        r = int(np.argmin(vals != 0))
+        raise WireError(f"wire: sparse value expected nonzero, got 0 at row {r}")
+    out = np.zeros(b * n, dtype=vals.dtype)
+    out[key] = vals
+    return h, out.reshape(b, n)

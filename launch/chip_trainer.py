@@ -1,0 +1,118 @@
+"""``--engine chips``: the trainer whose steps run on a Ray cluster of chips.
+
+Same epochs, batches, learning-rate schedule and run directory as the local
+trainer (it is a subclass); the arithmetic happens in the chip actors of
+:class:`actors.pipeline.ChipPipeline`. The driver keeps no weights of its own
+after start-up: checkpoints are gathered from the chips.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from actors.chip import ChipConfig, parse_chips
+from actors.pipeline import ChipPipeline
+from cluster.backend import get_backend
+from cluster.synops import COUNTERS
+
+from .config import TrainConfig
+from .trainer import Trainer
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, dict]:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a private local instance.
+
+    The local instance binds 127.0.0.1 only and runs no dashboard. Returns (started here,
+    cluster resources).
+    """
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        return False, ray.cluster_resources()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level="warning", log_to_driver=True)
+        return True, ray.cluster_resources()
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+             num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
+             object_store_memory=512 * 1024 * 1024)
+    return True, ray.cluster_resources()
+
+
+class ChipTrainer(Trainer):
+    """A Trainer whose train_step, predict and state live on chips.
+
+    chips: ``--chips`` groups (None: one layer per chip); replicas: data-parallel copies;
+    placement: pack or spread; micro_batch: samples per micro-batch (None: batch / 4, at least 8).
+    """
+
+    def __init__(self, cfg: TrainConfig, chips: str | None = None, replicas: int = 1,
+                 placement: str = "pack", micro_batch: int | None = None, in_flight: int = 4,
+                 address: str | None = None) -> None:
+        # The driver's own copy of the weights stays on the host: the chips hold the real ones.
+        super().__init__(cfg, backend=get_backend("numpy"))
+        self.started_ray, resources = start_ray(address)
+        gpus = float(resources.get("GPU", 0.0))
+        cpus = float(resources.get("CPU", 1.0))
+        groups = parse_chips(chips, len(self.topo.layers))
+        n = len(groups) * replicas
+        # GPUs when the cluster has them (CuPy there), CPUs otherwise; fractions let a
+        # 2-core laptop hold 6 chips.
+        backend = "cupy" if gpus > 0 else cfg.backend
+        self.chip_cfg = ChipConfig(topology=self.topo.text, step=cfg.step, eta=cfg.eta,
+                                   momentum=cfg.momentum, dtype=cfg.dtype, backend=backend)
+        host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in self.params.items()}
+        mb = micro_batch or max(8, -(-cfg.batch_size // (4 * replicas)))
+        self.pipeline = ChipPipeline(
+            self.chip_cfg, groups, host, replicas=replicas, placement=placement,  # type: ignore[arg-type]
+            micro_batch=mb, in_flight=in_flight,
+            cpus_per_chip=min(1.0, cpus / n), gpus_per_chip=min(1.0, gpus / n) if gpus else 0.0)
+        self.groups, self.replicas, self.micro = groups, replicas, mb
+        self.batches_done = 0
+        self.last_reports: list[dict] = []
+
+    def describe(self) -> str:
+        return (f"{len(self.groups)} chips ({', '.join(f'{a}-{b}' if a != b else str(a) for a, b in self.groups)})"
+                f" x {self.replicas} replica(s), micro-batch {self.micro}, chip backend {self.chip_cfg.backend}")
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
+        out = self.pipeline.train_batch(self.batches_done, x, y, lr_scale)
+        self.batches_done += 1
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.pipeline.predict(x)
+
+    def collect_counts(self) -> np.ndarray:
+        reports = self.pipeline.reports()
+        self.last_reports = reports
+        counts = np.zeros((len(self.topo.layers), len(COUNTERS)))
+        for rep in reports:
+            for l, row in rep["synops"].items():
+                counts[int(l)] = [row[k] for k in COUNTERS]
+        return counts
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        st = self.pipeline.state()
+        out: dict[str, np.ndarray] = {"epochs_done": np.asarray(self.epochs_done)}
+        for t, l in enumerate(self.topo.trainable):
+            out[f"W{t}"], out[f"b{t}"], out[f"vW{t}"], out[f"vb{t}"] = st[l]
+        return out
+
+    def load_state(self, arrays: dict[str, np.ndarray], path: str) -> None:
+        super().load_state(arrays, path)
+        self.pipeline.restore({l: (np.asarray(self.params[l][0]), np.asarray(self.params[l][1]),
+                                   np.asarray(self.velocity[l][0]), np.asarray(self.velocity[l][1]))
+                               for l in self.params})
+
+    def close(self) -> None:
+        import ray  # noqa: PLC0415
+
+        super().close()
+        if getattr(self, "pipeline", None) is not None:
+            self.pipeline.close()
+            self.pipeline = None  # type: ignore[assignment]
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
