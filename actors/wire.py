@@ -270,7 +270,7 @@ def _decode(buf, kind, dst, shape, batch, micro) -> tuple[Header, np.ndarray]:
     meta = {k.decode("utf-8"): x.decode("utf-8") for k, x in (rb.schema.metadata or {}).items()}
     names = rb.schema.names
     h = _header(meta, rb.schema)
-    want = {"kind": kind, "dst": dst, "shape": None if shape is None else tuple(shape), "batch": batch, "micro": micro}
+    want = {"kind": kind, "dst": dst, "shape": tuple(shape) if isinstance(shape, (list, tuple)) else shape, "batch": batch, "micro": micro}
     for key, expect in want.items():
         if expect is not None and getattr(h, key) != expect:
             raise WireError(f"wire: {key} expected {expect!r}, got {getattr(h, key)!r}")

@@ -23,3 +23,18 @@ def mnist_dir(shared_dir: Path) -> Path:
     if not (d / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"MNIST not found in {d}")
     return d
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One private local Ray instance for the whole test session (2 CPUs, loopback, no dashboard).
+
+    ``address="local"`` so that a stale cluster address in the environment is never joined.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 object_store_memory=256 * 1024 * 1024, logging_level="warning")
+    yield ray
+    ray.shutdown()

@@ -12,7 +12,8 @@ from launch.runs import evaluate_run, train
 
 
 def test_digits_default_learns(tmp_path):
-    summary = train(make_config("digits", out=str(tmp_path / "run")), progress=False, log=lambda s: None)
+    summary = train(make_config("digits", engine="local", out=str(tmp_path / "run")), progress=False,
+                    log=lambda s: None)
     assert summary["test_accuracy"] >= 95.0
     run = tmp_path / "run"
     for name in ("config.json", "metrics.parquet", "layers.parquet", "checkpoint.npz", "summary.json"):
@@ -30,7 +31,7 @@ def test_digits_default_learns(tmp_path):
 
 
 def test_same_seed_same_weights_bit_for_bit(tmp_path):
-    kw = dict(epochs=2, limit_train=400)
+    kw = dict(epochs=2, limit_train=400, engine="local")
     train(make_config("digits", out=str(tmp_path / "a"), **kw), progress=False, log=lambda s: None)
     train(make_config("digits", out=str(tmp_path / "b"), **kw), progress=False, log=lambda s: None)
     train(make_config("digits", out=str(tmp_path / "c"), seed=1, **kw), progress=False, log=lambda s: None)
@@ -42,21 +43,21 @@ def test_same_seed_same_weights_bit_for_bit(tmp_path):
 
 
 def test_float_gradient_baseline_learns(tmp_path):
-    s = train(make_config("digits", out=str(tmp_path / "f"), gradient="float", epochs=5),
+    s = train(make_config("digits", engine="local", out=str(tmp_path / "f"), gradient="float", epochs=5),
               progress=False, log=lambda s: None)
     assert s["test_accuracy"] >= 90.0
 
 
 def test_mnist_slice_real_data(mnist_dir, tmp_path):
     """The whole path on real MNIST: 3000 training images, 1 epoch, 1000 test images."""
-    s = train(make_config("mnist", data_dir=str(mnist_dir), epochs=1, limit_train=3000, limit_test=1000,
+    s = train(make_config("mnist", engine="local", data_dir=str(mnist_dir), epochs=1, limit_train=3000, limit_test=1000,
                           out=str(tmp_path / "m")), progress=False, log=lambda s: None)
     assert s["test_accuracy"] >= 80.0  # 84 % measured; chance is 10 %
 
 
 def test_cli_json_line(tmp_path, capsys):
-    assert main(["train", "--epochs", "1", "--limit-train", "200", "--limit-test", "50", "--quiet",
-                 "--json", "--out", str(tmp_path / "j")]) == 0
+    assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "200", "--limit-test", "50",
+                 "--quiet", "--json", "--out", str(tmp_path / "j")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     d = json.loads(out[0])
@@ -66,14 +67,16 @@ def test_cli_json_line(tmp_path, capsys):
 
 
 def test_run_dir_is_not_overwritten(tmp_path, capsys):
-    args = ["train", "--epochs", "1", "--limit-train", "64", "--quiet", "--out", str(tmp_path / "r")]
+    args = ["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--quiet", "--out",
+            str(tmp_path / "r")]
     assert main(args) == 0
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
 
 
 def test_eval_cli(tmp_path, capsys):
-    assert main(["train", "--epochs", "1", "--limit-train", "200", "--quiet", "--out", str(tmp_path / "e")]) == 0
+    assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "200", "--quiet", "--out",
+                 str(tmp_path / "e")]) == 0
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(tmp_path / "e"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -1,0 +1,93 @@
+"""Chips without Ray: the protocol, chained in-process, equals the local trainer exactly."""
+
+import numpy as np
+import pytest
+
+from actors.chip import Chip, ChipConfig, parse_chips
+from cluster.errors import SpikeGradError
+from launch.config import make_config
+from launch.trainer import Trainer
+
+
+def run_chips(cfg, groups, params, x, y, micro):
+    """Drive chips by hand, as the pipeline does through Ray: forward up, errors down, apply."""
+    ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
+    chips = [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
+             for i, (lo, hi) in enumerate(groups)]
+    loss, correct = 0.0, 0
+    for m, lo in enumerate(range(0, len(x), micro)):
+        hi = min(len(x), lo + micro)
+        msg = chips[0].forward(x, 0, m, lo, hi)
+        for c in chips[1:]:
+            msg = c.forward(msg, 0, m)
+        err, st = chips[-1].backward(None, 0, m, y, lo, hi)
+        loss, correct = loss + st[0], correct + st[1]
+        for c in reversed(chips[:-1]):
+            err = c.backward(err, 0, m)
+    for c in chips:
+        c.apply(1.0)
+    return chips, loss, correct
+
+
+@pytest.mark.parametrize("spec, micro", [(None, 8), ("0-1,2,3", 16), ("0-3", 32)])
+@pytest.mark.parametrize("gradient", ["spike", "float"])
+def test_chip_chain_equals_local_step(spec, micro, gradient):
+    cfg = make_config("digits", engine="local", gradient=gradient)
+    local = Trainer(cfg)
+    params = {l: (np.array(W), np.array(b)) for l, (W, b) in local.params.items()}
+    rng = np.random.default_rng(5)
+    x = (rng.integers(0, 17, (32, 1, 8, 8)) / 16).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    local.micro_batch = micro
+    want_loss, want_correct = local.train_step(x, y)
+    chips, loss, correct = run_chips(cfg, parse_chips(spec, 4), params, x, y, micro)
+    assert correct == want_correct and loss == pytest.approx(want_loss, rel=1e-6)
+    got = {}
+    for c in chips:
+        got.update(c.state())
+    for l, (W, b) in local.params.items():
+        np.testing.assert_array_equal(got[l][0], W)
+        np.testing.assert_array_equal(got[l][1], b)
+
+
+def test_counters_and_traffic():
+    cfg = make_config("digits", engine="local")
+    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    x = np.random.default_rng(0).random((16, 1, 8, 8)).astype(np.float32)
+    chips, _, _ = run_chips(cfg, parse_chips(None, 4), params, x, np.arange(16) % 10, 8)
+    reps = [c.report() for c in chips]
+    assert reps[0]["traffic"][1]["messages"] == 2          # forward, two micro-batches
+    assert reps[1]["traffic"][0]["messages"] == 2          # errors back down
+    assert reps[1]["traffic"][0]["bytes"] > 0
+    assert reps[3]["synops"][3]["acc_update"] > 0
+    assert chips[0].report()["traffic"] == {}             # reset after the first report
+
+
+def test_protocol_errors():
+    cfg = make_config("digits", engine="local")
+    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
+    c0 = Chip(0, 0, 0, ccfg, {0: params[0]})
+    c1 = Chip(1, 1, 1, ccfg, {})
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    msg = c0.forward(x, 3, 0, 0, 4)
+    with pytest.raises(SpikeGradError, match="arrived twice"):
+        c0.forward(x, 3, 0, 0, 4)
+    with pytest.raises(SpikeGradError, match="without its forward"):
+        c1.backward(msg, 3, 7)
+    with pytest.raises(SpikeGradError, match="still waiting"):
+        c0.apply(1.0)
+    with pytest.raises(SpikeGradError):   # a forward message where an error message belongs
+        c1.forward(msg, 3, 0)
+        c0.backward(msg, 3, 0)
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(SpikeGradError, match="NaN"):
+        c0.forward(bad, 4, 0, 0, 4)
+
+
+@pytest.mark.parametrize("spec, why", [("0-1,3", "starting at layer 2"), ("0-1,2-3,4", "network has"),
+                                       ("a-b", "expected 'N' or 'N-M'"), ("1-3", "starting at layer 0")])
+def test_parse_chips_errors(spec, why):
+    with pytest.raises(SpikeGradError, match=why):
+        parse_chips(spec, 4)
