@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.backend import get_backend, to_device, to_host
+from cluster.backend import cupy_available, get_backend, to_device, to_host
 from cluster.errors import SpikeGradError
 from cluster.kernels import error_gate
 from cluster.network import (
@@ -60,7 +60,7 @@ class ChipConfig:
     eta: float
     momentum: float
     dtype: str = "float32"
-    backend: str = "numpy"
+    backend: str = "numpy"    # numpy, cupy, or auto (CuPy where the chip's process has a GPU)
 
 
 def parse_chips(spec: str | None, n_layers: int) -> list[tuple[int, int]]:
@@ -102,7 +102,10 @@ class Chip:
         self.topo = parse_topology(cfg.topology)
         self.L = len(self.topo.layers) - 1
         self.layers = list(range(first, last + 1))
-        self.backend = get_backend(cfg.backend)
+        # "auto": CuPy where this chip's process sees a CUDA device, else NumPy; the choice is
+        # reported by ping() and logged by the driver, never made silently.
+        self.backend = get_backend(("cupy" if cupy_available()[0] else "numpy") if cfg.backend == "auto"
+                                   else cfg.backend)
         self.xp = self.backend.xp
         self.dtype = np.dtype(cfg.dtype)
         missing = [l for l in self.layers if self.topo.layers[l].trainable and l not in params]
@@ -115,6 +118,7 @@ class Chip:
         self.omega = {l: None for l in self.params}  # Σ E ⊗ S over the batch so far (None: nothing yet)
         self.pending: dict[tuple[int, int], tuple[Any, list[LayerForward]]] = {}
         self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.step.gradient == "spike"))
+        self.size_audit = False
         self.reset_counters()
 
     def _own(self, a: np.ndarray) -> Any:
@@ -156,15 +160,25 @@ class Chip:
         """Encode ``values`` for chip ``dst``; ``count`` False (evaluation) leaves the traffic counters alone."""
         t0 = time.perf_counter()
         rows = self._to_rows(values)
+        if kind == "forward" or self.cfg.step.gradient == "spike":
+            # Spike counts are integers: convert (and lay out by sample) in one pass, so the
+            # wire only picks the narrowest type instead of proving float values integral.
+            rows = rows.astype(np.int32, order="C")
         buf = wire.encode(rows, kind=kind, src=self.index, dst=dst, batch=batch, micro=micro, shape=shape)
         self.timing["encode"] += time.perf_counter() - t0
         if not count:
             return buf
-        link = self.traffic.setdefault(dst, [0, 0, 0.0])
+        link = self.traffic.setdefault(dst, [0, 0, 0.0, 0])
         link[0] += 1
         link[1] += buf.size
         link[2] += float(np.abs(rows).sum())
+        if self.size_audit:  # the smaller of the two encodings' payloads, for the benchmark
+            link[3] += min(wire.encoded_sizes(rows).values())
         return buf
+
+    def audit_sizes(self, on: bool = True) -> None:
+        """Also record, per link, the payload of the smaller encoding (costs a second count)."""
+        self.size_audit = on
 
     def _receive(self, buf: Any, kind: str, batch: int, micro: int, shape: tuple) -> np.ndarray:
         t0 = time.perf_counter()
@@ -217,7 +231,8 @@ class Chip:
         """Error spikes in, error spikes out for one micro-batch (after its FORWARD).
 
         errors: a wire message (kind error) with Z of this chip's top layer; on the output
-        chip None, and ``labels`` (the batch's labels, rows lo:hi) instead. Returns the wire
+        chip it is ignored (the pipeline passes its own forward result, None, to order the
+        calls) and ``labels`` (the batch's labels, rows lo:hi) are used instead. Returns the wire
         message for the chip below (None on the first chip); the output chip returns
         (message, [loss sum, correct]).
         """
@@ -334,7 +349,8 @@ class Chip:
         out = {
             "chip": self.index, "layers": self.layers,
             "synops": {l: dict(zip(COUNTERS, map(float, totals[l]))) for l in self.layers},
-            "traffic": {dst: {"messages": v[0], "bytes": v[1], "spikes": v[2]} for dst, v in self.traffic.items()},
+            "traffic": {dst: {"messages": v[0], "bytes": v[1], "spikes": v[2], "min_payload_bytes": v[3]}
+                        for dst, v in self.traffic.items()},
             "timing": dict(self.timing),
         }
         if reset:

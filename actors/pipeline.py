@@ -50,7 +50,12 @@ class ChipPipeline:
         bundle = {"CPU": cpus_per_chip, **({"GPU": gpus_per_chip} if gpus_per_chip else {})}
         n = replicas * len(groups)
         self.pg = placement_group([dict(bundle) for _ in range(n)], strategy=placement.upper())
-        ray.get(self.pg.ready(), timeout=120)
+        try:
+            ray.get(self.pg.ready(), timeout=120)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.pg)
+            raise SpikeGradError(f"the Ray cluster could not place {n} chips of {bundle} each "
+                                 f"({placement}) within 120 s; it has {ray.cluster_resources()}") from None
         self.chips: list[list[Any]] = []
         for r in range(replicas):
             row = []
@@ -61,7 +66,7 @@ class ChipPipeline:
                                              scheduling_strategy=strategy,
                                              name=None).remote(c, lo, hi, cfg, mine))
             self.chips.append(row)
-        ray.get([a.ping.remote() for row in self.chips for a in row])
+        self.where = ray.get([a.ping.remote() for row in self.chips for a in row])
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -83,7 +88,9 @@ class ChipPipeline:
                 ref = chips[0].forward.remote(x_ref, batch, m, lo, hi, True)
                 for chip in chips[1:]:
                     ref = chip.forward.remote(ref, batch, m)
-                err, st = chips[-1].backward.options(num_returns=2).remote(None, batch, m, y_ref, lo, hi)
+                # The output chip's forward returns None; passing its reference makes the
+                # backward wait for it by data dependency, not only by submission order.
+                err, st = chips[-1].backward.options(num_returns=2).remote(ref, batch, m, y_ref, lo, hi)
                 stats.append(st)
                 for chip in reversed(chips[:-1]):
                     err = chip.backward.remote(err, batch, m)
@@ -148,6 +155,9 @@ class ChipPipeline:
             for k, v in rep["timing"].items():
                 m["timing"][k] = m["timing"].get(k, 0.0) + v
         return [merged[c] for c in sorted(merged)]
+
+    def audit_sizes(self, on: bool = True) -> None:
+        ray.get([chip.audit_sizes.remote(on) for row in self.chips for chip in row])
 
     def close(self) -> None:
         for row in self.chips:

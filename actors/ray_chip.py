@@ -24,8 +24,12 @@ class ChipProcess(Chip):
         keep_freed_memory()
         super().__init__(*args, **kwargs)
 
-    def ping(self) -> int:
-        return self.index
+    def ping(self) -> dict:
+        """Where this chip runs: index, backend, node."""
+        import ray as _ray  # noqa: PLC0415
+
+        ctx = _ray.get_runtime_context()
+        return {"chip": self.index, "backend": self.backend.name, "node": ctx.get_node_id()}
 
 
 ChipActor = ray.remote(ChipProcess)

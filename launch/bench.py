@@ -162,3 +162,64 @@ def bench_train(a: Any) -> int:
     if a.json:
         print(json.dumps(results), flush=True)
     return 0
+
+
+def bench_chips(a: Any) -> int:
+    """Chips vs one process on the same batches: images/s, where chip time goes, wire efficiency."""
+    from .chip_trainer import ChipTrainer  # noqa: PLC0415  (imports Ray)
+
+    topo = parse_topology(a.topology)
+    B = a.batch_size
+    rng = np.random.default_rng(0)
+    batches = [synthetic_batch(topo.input_shape, B, topo.num_classes, seed=int(s))
+               for s in rng.integers(0, 2**31, a.batches)]
+    base = dict(dataset="mnist", topology=topo.text, batch_size=B, theta_ff=0.25, lr=1e-5, epochs=1)
+    local = Trainer(TrainConfig(engine="local", **base))
+    local.train_step(*batches[0])
+    t0 = time.perf_counter()
+    for x, y in batches:
+        local.train_step(x, y)
+    local_rate = B * len(batches) / (time.perf_counter() - t0)
+    local.close()
+    chips = ChipTrainer(TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch, **base),
+                        chips=a.chips, micro_batch=a.micro_batch)
+    try:
+        chips.pipeline.audit_sizes(True)
+        chips.train_step(*batches[0])
+        chips.pipeline.reports()  # drop the warm-up's counters
+        t0 = time.perf_counter()
+        for x, y in batches:
+            chips.train_step(x, y)
+        wall = time.perf_counter() - t0
+        reports = chips.pipeline.reports()
+        describe = chips.describe()
+    finally:
+        chips.close()
+    chip_rate = B * len(batches) / wall
+    busy = sum(r["timing"]["busy"] for r in reports)
+    enc = sum(r["timing"]["encode"] for r in reports)
+    dec = sum(r["timing"]["decode"] for r in reports)
+    links = [l for r in reports for l in r["traffic"].values()]
+    msgs = sum(l["messages"] for l in links)
+    sent = sum(l["bytes"] for l in links)
+    smallest = sum(l["min_payload_bytes"] for l in links)
+    n_chips = len(reports)
+    res = dict(topology=topo.text, batch=B, batches=len(batches), chips=describe, machine=machine_line(),
+               date=time.strftime("%Y-%m-%d"), local_images_per_second=local_rate,
+               chips_images_per_second=chip_rate, ratio=chip_rate / local_rate,
+               encode_share_of_chip_time=enc / busy, decode_share_of_chip_time=dec / busy,
+               waiting_share_of_chip_time=1.0 - busy / (wall * n_chips),
+               messages=msgs, bytes_per_message=sent / max(1, msgs),
+               smaller_encoding_bytes_per_message=smallest / max(1, msgs),
+               wire_overhead=(sent - smallest) / max(1, smallest))
+    print(f"local {local_rate:8.1f} img/s   chips {chip_rate:8.1f} img/s   ratio {res['ratio']:.2f}   ({describe})",
+          file=sys.stderr)
+    print(f"chip time: busy {busy:.2f} s of {wall * n_chips:.2f} s (waiting {100 * res['waiting_share_of_chip_time']:.0f} %); "
+          f"encode {100 * res['encode_share_of_chip_time']:.1f} % and decode {100 * res['decode_share_of_chip_time']:.1f} % of busy time",
+          file=sys.stderr)
+    print(f"wire: {msgs} messages, {res['bytes_per_message']:.0f} bytes each on average, smaller encoding's payload "
+          f"{res['smaller_encoding_bytes_per_message']:.0f} bytes (+{100 * res['wire_overhead']:.1f} % framing)",
+          file=sys.stderr)
+    if a.json:
+        print(json.dumps(res), flush=True)
+    return 0

@@ -60,7 +60,7 @@ class ChipTrainer(Trainer):
         n = len(groups) * replicas
         # GPUs when the cluster has them (CuPy there), CPUs otherwise; fractions let a
         # 2-core laptop hold 6 chips.
-        backend = "cupy" if gpus > 0 else cfg.backend
+        backend = "auto" if gpus > 0 else cfg.backend
         self.chip_cfg = ChipConfig(topology=self.topo.text, step=cfg.step, eta=cfg.eta,
                                    momentum=cfg.momentum, dtype=cfg.dtype, backend=backend)
         host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in self.params.items()}
@@ -68,14 +68,20 @@ class ChipTrainer(Trainer):
         self.pipeline = ChipPipeline(
             self.chip_cfg, groups, host, replicas=replicas, placement=placement,  # type: ignore[arg-type]
             micro_batch=mb, in_flight=in_flight,
-            cpus_per_chip=min(1.0, cpus / n), gpus_per_chip=min(1.0, gpus / n) if gpus else 0.0)
+            # One CPU (GPU) per chip where the cluster has enough; otherwise a token share, so
+            # that a laptop can hold a whole network of chips (they then share the cores).
+            cpus_per_chip=1.0 if cpus >= n else 0.01,
+            gpus_per_chip=(1.0 if gpus >= n else gpus / n / 2) if gpus else 0.0)
         self.groups, self.replicas, self.micro = groups, replicas, mb
         self.batches_done = 0
         self.last_reports: list[dict] = []
 
     def describe(self) -> str:
+        backends = sorted({w["backend"] for w in self.pipeline.where})
+        nodes = len({w["node"] for w in self.pipeline.where})
         return (f"{len(self.groups)} chips ({', '.join(f'{a}-{b}' if a != b else str(a) for a, b in self.groups)})"
-                f" x {self.replicas} replica(s), micro-batch {self.micro}, chip backend {self.chip_cfg.backend}")
+                f" x {self.replicas} replica(s) on {nodes} node(s), micro-batch {self.micro}, "
+                f"chip backend {'/'.join(backends)}")
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
         out = self.pipeline.train_batch(self.batches_done, x, y, lr_scale)

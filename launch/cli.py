@@ -115,6 +115,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
     t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the trainer's)")
     t.add_argument("--json", action="store_true")
+    c = bsub.add_parser("chips", help="images/s on chips vs one process, chip time shares, wire size")
+    c.add_argument("--topology", default="mnist")
+    c.add_argument("--batch-size", type=_positive_int, default=256)
+    c.add_argument("--batches", type=_positive_int, default=20)
+    c.add_argument("--chips", help="layer groups per chip (default: one layer per chip)")
+    c.add_argument("--micro-batch", type=_positive_int)
+    c.add_argument("--json", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,9 +201,9 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import bench_train  # noqa: PLC0415
+    from .bench import bench_chips, bench_train  # noqa: PLC0415
 
-    return bench_train(a)
+    return bench_chips(a) if a.bench == "chips" else bench_train(a)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

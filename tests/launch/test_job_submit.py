@@ -53,21 +53,31 @@ def test_ray_job_submit_trains(tmp_path):
                RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
+    # Every port of its own: another Ray instance (the test session's) may hold the defaults.
+    own_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     temp = Path("/tmp") / f"sg-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
     head = subprocess.Popen(
         [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", *own_ports],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         assert wait_http(dash, 120), "the head's dashboard did not come up"
         run = tmp_path / "job-run"
         job_id = f"spikegrad-test-{secrets.token_hex(4)}"
-        submit = subprocess.run(
-            [str(ray_cli), "job", "submit", f"--address=http://127.0.0.1:{dash}", f"--submission-id={job_id}", "--",
-             str(spikegrad), "train", "--epochs", "2", "--limit-train", "300", "--limit-test", "100",
-             "--quiet", "--json", "--out", str(run)],
-            env=env, capture_output=True, text=True, timeout=240)
+        cmd = [str(ray_cli), "job", "submit", f"--address=http://127.0.0.1:{dash}", f"--submission-id={job_id}",
+               "--", str(spikegrad), "train", "--epochs", "2", "--limit-train", "300", "--limit-test", "100",
+               "--quiet", "--json", "--out", str(run)]
+        deadline = time.time() + 120
+        while True:
+            submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+            # The dashboard answers before its job agent is up; Ray then says to try again later.
+            if submit.returncode == 0 or "No available agent" not in submit.stdout + submit.stderr \
+                    or time.time() > deadline:
+                break
+            time.sleep(2)
         assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-2000:]
         status = subprocess.run([str(ray_cli), "job", "status", f"--address=http://127.0.0.1:{dash}", job_id],
                                 env=env, capture_output=True, text=True, timeout=60)
