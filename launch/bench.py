@@ -194,7 +194,8 @@ def bench_chips(a: Any) -> int:
         reports = chips.pipeline.reports()
         describe = chips.describe()
     finally:
-        chips.close()
+        chips.pipeline.close()
+        chips.pipeline = None
     chip_rate = B * len(batches) / wall
     busy = sum(r["timing"]["busy"] for r in reports)
     enc = sum(r["timing"]["encode"] for r in reports)
@@ -204,6 +205,8 @@ def bench_chips(a: Any) -> int:
     sent = sum(l["bytes"] for l in links)
     smallest = sum(l["min_payload_bytes"] for l in links)
     n_chips = len(reports)
+    floor = ray_floor(n_chips, sent / max(1, msgs), -(-B // chips.micro), len(batches))
+    chips.close()
     res = dict(topology=topo.text, batch=B, batches=len(batches), chips=describe, machine=machine_line(),
                date=time.strftime("%Y-%m-%d"), local_images_per_second=local_rate,
                chips_images_per_second=chip_rate, ratio=chip_rate / local_rate,
@@ -211,7 +214,8 @@ def bench_chips(a: Any) -> int:
                waiting_share_of_chip_time=1.0 - busy / (wall * n_chips),
                messages=msgs, bytes_per_message=sent / max(1, msgs),
                smaller_encoding_bytes_per_message=smallest / max(1, msgs),
-               wire_overhead=(sent - smallest) / max(1, smallest))
+               wire_overhead=(sent - smallest) / max(1, smallest),
+               ray_floor_images_per_second=B / floor)
     print(f"local {local_rate:8.1f} img/s   chips {chip_rate:8.1f} img/s   ratio {res['ratio']:.2f}   ({describe})",
           file=sys.stderr)
     print(f"chip time: busy {busy:.2f} s of {wall * n_chips:.2f} s (waiting {100 * res['waiting_share_of_chip_time']:.0f} %); "
@@ -220,6 +224,43 @@ def bench_chips(a: Any) -> int:
     print(f"wire: {msgs} messages, {res['bytes_per_message']:.0f} bytes each on average, smaller encoding's payload "
           f"{res['smaller_encoding_bytes_per_message']:.0f} bytes (+{100 * res['wire_overhead']:.1f} % framing)",
           file=sys.stderr)
+    print(f"Ray alone (echo actors, same calls and message size, no compute): {B / floor:.1f} img/s",
+          file=sys.stderr)
     if a.json:
         print(json.dumps(res), flush=True)
     return 0
+
+
+def ray_floor(n_chips: int, message_bytes: float, micros: int, batches: int) -> float:
+    """Seconds per batch that Ray alone needs for the pipeline's calls: n_chips echo actors,
+    one forward and one backward call each per micro-batch, messages of the measured size."""
+    import pyarrow as pa  # noqa: PLC0415
+    import ray  # noqa: PLC0415
+
+    from .chip_trainer import start_ray  # noqa: PLC0415
+
+    started, _ = start_ray()
+
+    @ray.remote(num_cpus=0.01)
+    class Echo:
+        def hop(self, msg: Any, *ids: int) -> Any:
+            return msg
+
+    actors = [Echo.remote() for _ in range(n_chips)]
+    ray.get([a.hop.remote(0) for a in actors])
+    payload = pa.py_buffer(np.random.default_rng(0).bytes(int(message_bytes)))
+    t0 = time.perf_counter()
+    for b in range(batches):
+        done = []
+        for m in range(micros):
+            ref = ray.put(payload)
+            for a in actors + actors[::-1]:
+                ref = a.hop.remote(ref, b, m)
+            done.append(ref)
+        ray.get(done)
+    per_batch = (time.perf_counter() - t0) / batches
+    for a in actors:
+        ray.kill(a)
+    if started:
+        ray.shutdown()
+    return per_batch
