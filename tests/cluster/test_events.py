@@ -1,0 +1,74 @@
+"""The event-driven spiking network equals the equivalent ANN exactly (dyadic values)."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from cluster.events import simulate
+from cluster.network import StepConfig, backward, export_layer, forward
+from cluster.topology import parse_topology
+
+TOPOLOGIES = ["6x6-2C3-P2-3", "8x8-2C3-P2-3C2p1-4", "6x6x2-2C3p1-3C3p1-4", "1x9-5-4-3", "7x7-2C2-P3-3"]
+
+
+def random_case(rng, topo, theta_ff, wide_bias):
+    span = 24 if wide_bias else 8
+    params = {l: (rng.integers(-8, 9, topo.layers[l].weight_shape) / 8,
+                  rng.integers(-span, span + 1, topo.layers[l].weight_shape[:1]) / 8) for l in topo.trainable}
+    x = rng.integers(0, 9, (3, *topo.input_shape)) / 8
+    return params, x, rng.integers(0, topo.num_classes, 3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1), st.sampled_from([0.5, 1.0, 2.0]),
+       st.sampled_from([0.5, 1.0, 4.0]), st.booleans())
+def test_events_equal_ann(text, seed, theta_ff, theta_bp, wide_bias):
+    """Random nets, thresholds, biases beyond the threshold (fire at t = 0) and many ties."""
+    topo = parse_topology(text)
+    rng = np.random.default_rng(seed)
+    params, x, y = random_case(rng, topo, theta_ff, wide_bias)
+    cfg = StepConfig(theta_ff=theta_ff, theta_bp=theta_bp, alpha=16.0)
+    fp = forward(np, topo, params, x, cfg)
+    S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
+    V_ann = fp.V.copy()
+    bp = backward(np, topo, params, fp, y, cfg)
+    ev = simulate(topo, params, x, y, cfg)
+    for l, s in enumerate(S_ann):
+        np.testing.assert_array_equal(ev.S[l], s, err_msg=f"S{l}")
+    np.testing.assert_array_equal(ev.V, V_ann)
+    for l in range(len(topo.layers)):
+        np.testing.assert_array_equal(ev.E[l], export_layer(np, bp.E[l]), err_msg=f"E{l}")
+    for l, (gW, gb) in bp.sums.items():
+        np.testing.assert_array_equal(ev.sums[l][0], gW)
+        np.testing.assert_array_equal(ev.sums[l][1], gb)
+    # n >= n_min: every accumulated spike was emitted at least once
+    assert all(n >= m for n, m in zip(ev.counts.spikes, ev.counts.spikes_min))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1))
+def test_without_residual_the_error_stays_below_one(text, seed):
+    """Eqs. (10), (13): the standard rule alone leaves every |SDE| < 1, and it is not always 0."""
+    from cluster.events import max_sde_without_residual
+
+    topo = parse_topology(text)
+    params, x, y = random_case(np.random.default_rng(seed), topo, 0.5, False)
+    worst = max_sde_without_residual(topo, params, x, y, StepConfig(theta_ff=0.5, theta_bp=1.0, alpha=16.0))
+    assert all(w < 1 for w in worst), worst
+
+
+def test_conformance_cases_through_the_simulator(shared_dir):
+    from launch.conformance import _check_case, load_case
+
+    cases = sorted(p for p in (shared_dir / "conformance").glob("*.npz") if not p.name.endswith(".expected.npz"))
+    assert cases
+    for path in cases:
+        case, exp = load_case(path), load_case(path.with_name(path.stem + ".expected.npz"))
+        topo, cfg, eta = _check_case(case, path.name)
+        params = {l: (case[f"W{t}"], case[f"b{t}"]) for t, l in enumerate(topo.trainable)}
+        ev = simulate(topo, params, case["x"], case["y"], cfg)
+        for l in range(len(topo.layers) - 1):
+            np.testing.assert_allclose(ev.S[l], exp[f"S{l}"], atol=1e-9, rtol=0)
+        for l in range(len(topo.layers)):
+            np.testing.assert_allclose(ev.E[l], exp[f"E{l}"], atol=1e-9, rtol=0)
+        for t, l in enumerate(topo.trainable):
+            np.testing.assert_allclose(-eta * ev.sums[l][0], exp[f"dW{t}"], atol=1e-9, rtol=0)
