@@ -95,6 +95,16 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expected", help="compare with this .npz and fail on any difference > 1e-9")
 
 
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="event-driven SNN vs equivalent ANN on real test images")
+    p.add_argument("--checkpoint", required=True, help="run directory")
+    p.add_argument("--samples", type=_positive_int, default=1000)
+    p.add_argument("--data-dir")
+    p.add_argument("--no-residual", action="store_true", help="leave out the residual phases (Eqs. 16, 19)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
 def _add_traffic(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("traffic", help="print a chip run's traffic matrix and per-chip operations")
     p.add_argument("run_dir")
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_conformance(sub)
     _add_traffic(sub)
+    _add_verify(sub)
     _add_bench(sub)
     return parser
 
@@ -184,6 +195,17 @@ def _cmd_conformance(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from .verify import format_verify, verify  # noqa: PLC0415
+
+    res = verify(a.checkpoint, samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
+                 progress=not a.quiet)
+    print(format_verify(res), file=sys.stderr if a.json else sys.stdout)
+    if a.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "layers"}), flush=True)
+    return 0
+
+
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .chip_format import format_traffic  # noqa: PLC0415
     from .trainer import read_parquet_rows  # noqa: PLC0415
@@ -213,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             args = build_parser().parse_args(["train", *argv])
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
-                   "traffic": _cmd_traffic, "bench": _cmd_bench}[args.command]
+                   "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -1,0 +1,20 @@
+"""spikegrad verify on a real (digits) checkpoint: the spiking network agrees with the ANN exactly."""
+
+import json
+
+from launch.cli import main
+from launch.config import make_config
+from launch.runs import train
+
+
+def test_verify_digits_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(make_config("digits", engine="local", epochs=2, limit_train=300, out=str(run)), progress=False,
+          log=lambda s: None)
+    assert main(["verify", "--checkpoint", str(run), "--samples", "40", "--json", "--quiet"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(out[-1])
+    assert res["samples"] == 40
+    assert res["exact_fraction"] == 1.0
+    assert 0 < res["max_abs_sde_no_residual"] < 1
+    assert res["spikes"] >= res["spikes_min"] > 0
