@@ -37,7 +37,7 @@ from cluster.errors import SpikeGradError
 from cluster.kernels import error_gate
 from cluster.network import (
     LayerForward, StepConfig, layer_error_below, layer_forward, layer_increment_sums, output_error,
-    to_chwb,
+    sgd_update, to_chwb,
 )
 from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Dense, parse_topology
@@ -46,6 +46,8 @@ from . import wire
 
 
 class Phase(str, Enum):
+    """The chip protocol's phases, in order; :class:`Chip` has one method named after each."""
+
     FORWARD = "forward"
     BACKWARD = "backward"
     APPLY = "apply"
@@ -61,6 +63,7 @@ class ChipConfig:
     momentum: float
     dtype: str = "float32"
     backend: str = "numpy"    # numpy, cupy, or auto (CuPy where the chip's process has a GPU)
+    frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid (None: floating point)
 
 
 def parse_chips(spec: str | None, n_layers: int) -> list[tuple[int, int]]:
@@ -310,13 +313,7 @@ class Chip:
             else:
                 total = self.omega[l]
             if total is not None:
-                vW, vb = self.velocity[l]
-                vW *= mu
-                vW -= eta * total[0]
-                vb *= mu
-                vb -= eta * total[1]
-                W += vW
-                b += vb
+                sgd_update(self.xp, W, b, *self.velocity[l], total[0], total[1], eta, mu, self.cfg.frac_bits)
             self.omega[l] = None
         self.timing["busy"] += time.perf_counter() - t0
 

@@ -255,6 +255,37 @@ def init_params(topo: Topology, rng: np.random.Generator, theta_ff: float,
     return params
 
 
+def quantize(xp: Any, W: Any, frac_bits: int) -> Any:
+    """In place: W ← round(W · 2ᴷ) / 2ᴷ, nearest with ties away from zero (fixed-point weights).
+
+    On a 2⁻ᴷ grid every product with a dyadic input or an integer spike count, and every sum
+    of them, is exact in float64: the event simulation then equals the ANN exactly.
+    """
+    scale = float(2 ** frac_bits)
+    W *= scale
+    round_any(xp, W)
+    W /= scale
+    return W
+
+
+def sgd_update(xp: Any, W: Any, b: Any, vW: Any, vb: Any, gW: Any, gb: Any, eta: float, mu: float,
+               frac_bits: int | None = None) -> None:
+    """In place, once per batch (Algorithm 3, Eq. (14)): v ← μ v − η Σ E ⊗ S, w ← w + v.
+
+    μ = 0 is plain SGD, ΔW = −η Σ E ⊗ S. With ``frac_bits`` K the weights and biases are
+    rounded to the 2⁻ᴷ grid after each update (the velocity stays in floating point).
+    """
+    vW *= mu
+    vW -= eta * gW
+    vb *= mu
+    vb -= eta * gb
+    W += vW
+    b += vb
+    if frac_bits is not None:
+        quantize(xp, W, frac_bits)
+        quantize(xp, b, frac_bits)
+
+
 def predict(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], x: Any,
             cfg: StepConfig) -> Any:
     """argmax Vᴸ per sample: x (B, C, H, W) -> (B,) int."""

@@ -62,7 +62,8 @@ class ChipTrainer(Trainer):
         # 2-core laptop hold 6 chips.
         backend = "auto" if gpus > 0 else cfg.backend
         self.chip_cfg = ChipConfig(topology=self.topo.text, step=cfg.step, eta=cfg.eta,
-                                   momentum=cfg.momentum, dtype=cfg.dtype, backend=backend)
+                                   momentum=cfg.momentum, dtype=cfg.dtype, backend=backend,
+                                   frac_bits=cfg.weight_frac_bits)
         host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in self.params.items()}
         mb = micro_batch or max(8, -(-cfg.batch_size // (4 * replicas)))
         self.pipeline = ChipPipeline(

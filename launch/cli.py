@@ -73,6 +73,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
     p.add_argument("--backend", choices=("numpy", "cupy"))
     p.add_argument("--dtype", choices=("float32", "float64"))
+    p.add_argument("--weight-frac-bits", type=_positive_int,
+                   help="keep weights and biases on a 2^-K grid (nearest rounding after each update)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<gradient>-s<seed>-<time>)")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -157,7 +159,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
-        micro_batch=a.micro_batch)
+        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits)
     summary = train(cfg, progress=not a.quiet, address=a.address)
     if a.json:
         print(json.dumps(summary), flush=True)

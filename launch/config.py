@@ -54,6 +54,7 @@ class TrainConfig:
     micro_batch: int | None = None  # chips: samples per micro-batch (None: batch / 4, >= 8)
     backend: str = "numpy"
     dtype: str = "float32"
+    weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
     out: str | None = None
     download: bool = False
 
@@ -107,6 +108,9 @@ def _check(cfg: TrainConfig) -> None:
             raise SpikeGradError(f"{name} must be a finite number > 0, got {v!r}")
     if cfg.theta_bp is not None and (not math.isfinite(cfg.theta_bp) or cfg.theta_bp <= 0):
         raise SpikeGradError(f"theta_bp must be a finite number > 0, got {cfg.theta_bp!r}")
+    if cfg.weight_frac_bits is not None and (not isinstance(cfg.weight_frac_bits, int)
+                                             or not 1 <= cfg.weight_frac_bits <= 30):
+        raise SpikeGradError(f"weight_frac_bits must be an integer in 1..30, got {cfg.weight_frac_bits!r}")
     if not (0 <= cfg.momentum < 1):
         raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
     topo = parse_topology(cfg.topology)  # raises with the offending token

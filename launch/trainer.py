@@ -24,7 +24,7 @@ import numpy as np
 
 from cluster.backend import Backend, get_backend, to_device, to_host
 from cluster.errors import SpikeGradError
-from cluster.network import backward, forward, init_params
+from cluster.network import backward, forward, init_params, quantize, sgd_update
 from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Topology, parse_topology
 
@@ -74,6 +74,9 @@ class Trainer:
         # One generator, seeded once: initial weights, then the batch order of each epoch.
         self.rng = np.random.default_rng(cfg.seed)
         host = init_params(self.topo, self.rng, cfg.theta_ff, self.dtype)
+        if cfg.weight_frac_bits is not None:
+            for W, b in host.values():
+                quantize(np, W, cfg.weight_frac_bits)
         self.params = {l: (to_device(self.backend, W), to_device(self.backend, b)) for l, (W, b) in host.items()}
         self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
         self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.gradient == "spike"))
@@ -131,16 +134,9 @@ class Trainer:
     def apply(self, sums: dict, lr_scale: float = 1.0) -> None:
         """w ← w + v, v ← μ v − η Σ E ⊗ S (Eq. (14)); once per batch (Algorithm 3)."""
         eta = self.cfg.eta * lr_scale
-        mu = self.cfg.momentum
         for l, (gW, gb) in sums.items():
-            W, b = self.params[l]
-            vW, vb = self.velocity[l]
-            vW *= mu
-            vW -= eta * gW
-            vb *= mu
-            vb -= eta * gb
-            W += vW
-            b += vb
+            sgd_update(self.xp, *self.params[l], *self.velocity[l], gW, gb, eta, self.cfg.momentum,
+                       self.cfg.weight_frac_bits)
 
     def _split(self, n: int) -> list[slice]:
         mb = self.micro_batch or min(MICRO_BATCH_MAX, max(MICRO_BATCH_MIN, -(-n // self.workers)))

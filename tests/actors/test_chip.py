@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from actors.chip import Chip, ChipConfig, parse_chips
+from actors.chip import Chip, ChipConfig, Phase, parse_chips
 from cluster.errors import SpikeGradError
 from launch.config import make_config
 from launch.trainer import Trainer
@@ -91,3 +91,8 @@ def test_protocol_errors():
 def test_parse_chips_errors(spec, why):
     with pytest.raises(SpikeGradError, match=why):
         parse_chips(spec, 4)
+
+
+def test_one_method_per_phase():
+    assert [p.value for p in Phase] == ["forward", "backward", "apply"]
+    assert all(callable(getattr(Chip, p.value)) for p in Phase)

@@ -1,7 +1,6 @@
 """Chips on a real local Ray instance: identical weights to one process, traffic recorded."""
 
 import numpy as np
-import pytest
 
 from launch.cli import main
 from launch.config import make_config

@@ -82,3 +82,14 @@ def test_eval_cli(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["images"] == 360 and 0 <= d["test_accuracy"] <= 100
     assert main(["eval", "--checkpoint", str(tmp_path / "nothing")]) == 2
+
+
+def test_fixed_point_weights_stay_on_the_grid(tmp_path):
+    s = train(make_config("digits", engine="local", epochs=2, limit_train=300, weight_frac_bits=10,
+                          out=str(tmp_path / "fx")), progress=False, log=lambda s: None)
+    assert s["test_accuracy"] > 50
+    with np.load(tmp_path / "fx" / "checkpoint.npz") as z:
+        for t in range(3):
+            for k in (f"W{t}", f"b{t}"):
+                scaled = z[k].astype(np.float64) * 2 ** 10
+                assert np.array_equal(scaled, np.round(scaled)), k
