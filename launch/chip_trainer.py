@@ -15,6 +15,7 @@ import numpy as np
 from actors.chip import ChipConfig, parse_chips
 from actors.pipeline import ChipPipeline
 from cluster.backend import get_backend
+from cluster.errors import SpikeGradError
 from cluster.synops import COUNTERS
 
 from .config import TrainConfig
@@ -24,8 +25,9 @@ from .trainer import Trainer
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, dict]:
     """Join the cluster at ``address`` (or RAY_ADDRESS), else start a private local instance.
 
-    The local instance binds 127.0.0.1 only and runs no dashboard. Returns (started here,
-    cluster resources).
+    The local instance runs no dashboard and asks Ray for the loopback address; Ray 2.60 still
+    opens its GCS, raylet and worker ports on all interfaces (measured with ``ss -ltnp``):
+    restricting those is open work (issue 6). Returns (started here, cluster resources).
     """
     import ray  # noqa: PLC0415
 
@@ -56,6 +58,10 @@ class ChipTrainer(Trainer):
         self.started_ray, resources = start_ray(address)
         gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 1.0))
+        if cfg.backend == "cupy" and gpus == 0:
+            self.close()
+            raise SpikeGradError("--backend cupy asked for, but the Ray cluster has no GPUs "
+                                 f"(resources: {resources}); chips use CuPy on GPU nodes by themselves")
         groups = parse_chips(chips, len(self.topo.layers))
         n = len(groups) * replicas
         # GPUs when the cluster has them (CuPy there), CPUs otherwise; fractions let a
@@ -118,6 +124,8 @@ class ChipTrainer(Trainer):
         import ray  # noqa: PLC0415
 
         super().close()
+        if not hasattr(self, "started_ray"):
+            return
         if getattr(self, "pipeline", None) is not None:
             self.pipeline.close()
             self.pipeline = None  # type: ignore[assignment]
