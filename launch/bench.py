@@ -120,7 +120,7 @@ def bench_train(a: Any) -> int:
             results["torch"] = ver
             results["torch_threads"] = torch.get_num_threads()
     for B in a.batch_sizes:
-        cfg = TrainConfig(dataset="mnist", topology=topo.text, batch_size=B, backend=backend.name,
+        cfg = TrainConfig(dataset="mnist", engine="local", topology=topo.text, batch_size=B, backend=backend.name,
                           dtype=a.dtype, theta_ff=0.25, lr=1e-5, epochs=1)
         x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
         row: dict[str, Any] = dict(batch=B)

@@ -112,7 +112,7 @@ def time_presets(presets: list[str], batches: list[int], iters: int) -> list[dic
     for name in presets:
         topo = parse_topology(name)
         for B in batches:
-            cfg = TrainConfig(dataset="mnist", topology=topo.text, batch_size=B, backend="cupy",
+            cfg = TrainConfig(dataset="mnist", engine="local", topology=topo.text, batch_size=B, backend="cupy",
                               theta_ff=0.25, lr=1e-5, epochs=1)
             trainer = Trainer(cfg, topo=topo, backend=get_backend("cupy"))
             x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
