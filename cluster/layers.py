@@ -67,21 +67,47 @@ def conv_forward(xp: Any, layer: Conv, W: Any, S_prev: Any) -> tuple[Any, Any]:
     return W.reshape(W.shape[0], -1) @ cols, cols
 
 
+# Below this share of error columns (positions × samples with any nonzero error), the products
+# of the backward pass run on the nonzero columns only: trained on MNIST, 5-6 % of the columns
+# carry errors (measured), SpikeGrad's gradient sparsity.
+SPARSE_COLUMNS = 0.5
+
+
+def _active_columns(xp: Any, E2: Any) -> Any | None:
+    """Indices of the columns of E2 (Co, N) with a nonzero error, or None when too many are active."""
+    active = xp.flatnonzero((E2 != 0).any(axis=0))
+    return active if active.size < SPARSE_COLUMNS * E2.shape[1] else None
+
+
 def conv_backward_input(xp: Any, layer: Conv, W: Any, E: Any) -> Any:
-    """Transposed convolution Wᵀ ⋆ E (Eq. (11)): E (Co, Ho, Wo, B) -> (Ci, H, W, B)."""
+    """Transposed convolution Wᵀ ⋆ E (Eq. (11)): E (Co, Ho, Wo, B) -> (Ci, H, W, B).
+
+    Columns without error contribute nothing: with few active ones only those are multiplied.
+    """
     Co, B = E.shape[0], E.shape[-1]
-    dcols = W.reshape(Co, -1).T @ E.reshape(Co, -1)
+    E2 = E.reshape(Co, -1)
+    Wt = W.reshape(Co, -1).T
+    active = _active_columns(xp, E2)
+    if active is None:
+        dcols = Wt @ E2
+    else:
+        dcols = xp.zeros((Wt.shape[0], E2.shape[1]), dtype=E2.dtype)
+        dcols[:, active] = Wt @ E2[:, active]
     return col2im(xp, dcols, layer, B)
 
 
-def conv_increment_sums(W: Any, E: Any, cols: Any) -> tuple[Any, Any]:
+def conv_increment_sums(W: Any, E: Any, cols: Any, xp: Any = None) -> tuple[Any, Any]:
     """(Σ E ⊗ Sˡ⁻¹, Σ E) over batch and positions (Eq. (14) without −η): shapes of W and b.
 
     Computed as (cols @ Eᵀ)ᵀ: OpenBLAS runs this orientation about 10 % faster than
-    E @ colsᵀ for these skinny shapes (measured), and the result is the same sum.
+    E @ colsᵀ for these skinny shapes (measured), and the result is the same sum. Columns
+    without error add exact zeros and are skipped when few are active.
     """
     Co = E.shape[0]
     E2 = E.reshape(Co, -1)
+    active = None if xp is None else _active_columns(xp, E2)
+    if active is not None:
+        return (cols[:, active] @ E2[:, active].T).T.reshape(W.shape), E2.sum(axis=1)
     return (cols @ E2.T).T.reshape(W.shape), E2.sum(axis=1)
 
 

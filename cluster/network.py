@@ -193,7 +193,7 @@ def layer_increment_sums(xp: Any, layer: Any, params: tuple[Any, Any], E: Any,
     """(Σ E ⊗ Sˡ⁻¹, Σ E) for a trainable layer, shapes of (W, b); ΔW = −η × these."""
     W, _ = params
     if isinstance(layer, Conv):
-        return ops.conv_increment_sums(W, E, cache)
+        return ops.conv_increment_sums(W, E, cache, xp)
     return ops.dense_increment_sums(E, cache)
 
 

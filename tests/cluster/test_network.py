@@ -114,3 +114,24 @@ def test_float_gradient_drops_rounding_and_alpha():
     p[[0, 1], y] -= 1
     np.testing.assert_allclose(bp.E[-1], p, rtol=1e-12)   # alpha ignored, no rounding
     assert not np.all(bp.E[0] == np.round(bp.E[0]))       # errors are not integers
+
+
+def test_sparse_error_columns_give_the_same_products(monkeypatch):
+    """The backward products skip error-free columns when few are active: same results exactly."""
+    from cluster import layers as ops
+
+    topo = parse_topology("8x8x2-3C3p1-4")
+    layer = topo.layers[0]
+    rng = np.random.default_rng(0)
+    W = rng.integers(-8, 9, layer.weight_shape) / 8
+    S = rng.integers(0, 4, (2, 8, 8, 16)).astype(float)
+    E = np.zeros((3, 8, 8, 16))
+    E[:, 1, 2, 3] = [1, -2, 0]
+    E[2, 7, 7, 15] = 5
+    cols = ops.im2col(np, S, layer)
+    results = {}
+    for share in (0.0, 1.1):  # never sparse, always sparse
+        monkeypatch.setattr(ops, "SPARSE_COLUMNS", share)
+        results[share] = (ops.conv_backward_input(np, layer, W, E), *ops.conv_increment_sums(W, E, cols, np))
+    for a, b in zip(results[0.0], results[1.1]):
+        np.testing.assert_array_equal(a, b)
