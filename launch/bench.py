@@ -2,8 +2,9 @@
 
 A measurement is forward + backward + update (+ the synaptic-operation counters
 the trainer keeps) on fixed synthetic batches of the topology's input shape,
-MNIST-like in range ([0, 1), about 19 % nonzero); a dense product's time does not
-depend on the values. Each number is the median over ``--repeats`` windows of
+MNIST-like in range ([0, 1), about 19 % nonzero), on initial weights: the errors are
+then dense, as early in training. ``--checkpoint RUN_DIR`` times a trained network on
+its own test images instead, where the errors are sparse, as late in training. Each number is the median over ``--repeats`` windows of
 ``--seconds`` each, after two warm-up steps.
 """
 
@@ -119,10 +120,24 @@ def bench_train(a: Any) -> int:
 
             results["torch"] = ver
             results["torch_threads"] = torch.get_num_threads()
+    trained = None
+    if getattr(a, "checkpoint", None):
+        # A trained network on its own test images: the errors are as sparse as late in training.
+        from .datasets import load_dataset  # noqa: PLC0415
+        from .trainer import load_run  # noqa: PLC0415
+
+        trained = load_run(a.checkpoint)
+        topo = trained.topo
+        data = load_dataset(trained.cfg.dataset, trained.cfg.data_dir, progress=False)
+        results.update(topology=topo.text, inputs=f"{trained.cfg.dataset} test images, trained weights "
+                                                   f"from {a.checkpoint}")
     for B in a.batch_sizes:
         cfg = TrainConfig(dataset="mnist", engine="local", topology=topo.text, batch_size=B, backend=backend.name,
                           dtype=a.dtype, theta_ff=0.25, lr=1e-5, epochs=1)
-        x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
+        if trained is not None:
+            x, y = data.x_test[:B], data.y_test[:B]
+        else:
+            x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
         row: dict[str, Any] = dict(batch=B)
         if a.torch and "torch" in results:
             # PyTorch first, before our engine has started worker threads or limited BLAS.
@@ -131,7 +146,9 @@ def bench_train(a: Any) -> int:
             dev = "cuda" if backend.is_gpu else "cpu"
             # The same initial weights as our trainer's, without creating one: PyTorch is timed
             # as a plain user would run it, before our process-wide allocator setting.
-            host = init_params(topo, np.random.default_rng(cfg.seed), cfg.theta_ff, np.dtype(a.dtype))
+            host = init_params(topo, np.random.default_rng(cfg.seed), cfg.theta_ff, np.dtype(a.dtype)) \
+                if trained is None else {l: (np.asarray(W, a.dtype), np.asarray(b, a.dtype))
+                                         for l, (W, b) in trained.params.items()}
             tstep = make_torch_step(topo, host, dev, a.dtype, cfg.theta_ff, cfg.step.theta_bp,
                                     cfg.alpha, cfg.eta, cfg.momentum)
             tx = torch.tensor(x, device=dev, dtype=getattr(torch, a.dtype))
@@ -141,6 +158,9 @@ def bench_train(a: Any) -> int:
             row["torch_images_per_second"] = statistics.median(theirs)
             row["torch_runs"] = [round(r, 1) for r in theirs]
         trainer = Trainer(cfg, topo=topo, backend=backend)
+        if trained is not None:
+            trainer.params = {l: (trainer.xp.asarray(W, dtype=trainer.dtype).copy(), trainer.xp.asarray(b, dtype=trainer.dtype).copy())
+                              for l, (W, b) in trained.params.items()}
         if a.micro_batch:
             trainer.micro_batch = a.micro_batch
         ours = _rate(lambda: trainer.train_step(x, y), B, a.seconds, a.repeats, backend.synchronize)

@@ -126,6 +126,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
     t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the trainer's)")
+    t.add_argument("--checkpoint", help="time a trained run on its own test images (sparse errors) "
+                                        "instead of synthetic batches on initial weights")
     t.add_argument("--json", action="store_true")
     c = bsub.add_parser("chips", help="images/s on chips vs one process, chip time shares, wire size")
     c.add_argument("--topology", default="mnist")
