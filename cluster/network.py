@@ -286,12 +286,6 @@ def sgd_update(xp: Any, W: Any, b: Any, vW: Any, vb: Any, gW: Any, gb: Any, eta:
         quantize(xp, b, frac_bits)
 
 
-def predict(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], x: Any,
-            cfg: StepConfig) -> Any:
-    """argmax Vᴸ per sample: x (B, C, H, W) -> (B,) int."""
-    return forward(xp, topo, params, x, cfg).V.argmax(axis=1)
-
-
 def export_layer(xp: Any, S: Any) -> Any:
     """A layer array in the DESIGN layout (B, N), N in (C, H, W) order (a contiguous copy for maps)."""
     return xp.ascontiguousarray(ops.flatten(xp, S)) if S.ndim == 4 else S

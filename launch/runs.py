@@ -70,7 +70,7 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir
     rows, layer_rows, link_rows, chip_rows = [], [], [], []
     train_seconds, images = 0.0, 0
     for _ in range(cfg.epochs):
-        res = trainer.run_epoch(data, xtr, ytr, xte, yte, progress=progress)
+        res = trainer.run_epoch(xtr, ytr, xte, yte, progress=progress)
         row, lrows = epoch_rows(res, trainer.topo, cfg)
         rows.append(row)
         layer_rows.extend(lrows)

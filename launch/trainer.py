@@ -180,8 +180,8 @@ class Trainer:
         return 100.0 * correct / max(1, len(x))
 
     # -- epochs ----------------------------------------------------------------------------
-    def run_epoch(self, data: Dataset, x_train: np.ndarray, y_train: np.ndarray,
-                  x_test: np.ndarray, y_test: np.ndarray, progress: bool = True) -> EpochResult:
+    def run_epoch(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                  progress: bool = True) -> EpochResult:
         from tqdm import tqdm  # noqa: PLC0415  (only the CLI path draws bars)
 
         epoch = self.epochs_done
