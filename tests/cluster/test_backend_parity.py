@@ -58,3 +58,23 @@ def test_engine_cupy_equals_numpy(text, gradient):
     else:
         for a, b in zip(E0, E1):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not HAVE_CUDA, reason=f"CuPy engine parity needs CUDA: {WHY}")
+@pytest.mark.parametrize("share", [0.0, 1.1])   # never / always take the sparse-columns path
+def test_sparse_error_columns_cupy_equals_numpy(share, monkeypatch):
+    import cupy as cp
+    from cluster import layers as ops
+
+    monkeypatch.setattr(ops, "SPARSE_COLUMNS", share)
+    layer = parse_topology("12x12x3-8C3p1-4").layers[0]
+    rng = np.random.default_rng(4)
+    W = rng.integers(-8, 9, layer.weight_shape) / 8
+    S = rng.integers(0, 4, (3, 12, 12, 32)).astype(float)
+    E = np.where(rng.random((8, 12, 12, 32)) < 0.02, rng.integers(-3, 4, (8, 12, 12, 32)), 0).astype(float)
+    cols = ops.im2col(np, S, layer)
+    want = (ops.conv_backward_input(np, layer, W, E), *ops.conv_increment_sums(W, E, cols, np))
+    got = (ops.conv_backward_input(cp, layer, cp.asarray(W), cp.asarray(E)),
+           *ops.conv_increment_sums(cp.asarray(W), cp.asarray(E), ops.im2col(cp, cp.asarray(S), layer), cp))
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b.get())
