@@ -42,22 +42,20 @@ def _round_block(c: np.ndarray) -> None:
 
 
 def round_half_away(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """round(x), ties away from zero (Eq. (15)); ``out`` may be x itself."""
-    if out is None or not out.flags.c_contiguous:
-        target = out
-        out = np.array(x, copy=True, order="C")
-        for i in range(0, out.size, BLOCK):
-            _round_block(out.reshape(-1)[i:i + BLOCK])
-        if target is not None:
-            np.copyto(target, out)
-            return target
-        return out
-    if out is not x:
+    """round(x), ties away from zero (Eq. (15)); ``out`` may be x itself.
+
+    The blocks walk a flat view, so a strided ``out`` is computed in a contiguous copy first.
+    """
+    work = out if out is not None and out.flags.c_contiguous else np.array(x, copy=True, order="C")
+    if work is out and out is not x:
         np.copyto(out, x)
-    flat = out.reshape(-1)
+    flat = work.reshape(-1)
     for i in range(0, flat.size, BLOCK):
         _round_block(flat[i:i + BLOCK])
-    return out
+    if out is not None and work is not out:
+        np.copyto(out, work)
+        return out
+    return work
 
 
 def _row_blocks(rows: int, cols: int) -> int:
