@@ -67,6 +67,9 @@ class ChipPipeline:
                                              name=None).remote(c, lo, hi, cfg, mine))
             self.chips.append(row)
         self.where = ray.get([a.ping.remote() for row in self.chips for a in row])
+        self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
+        self._batches: list[tuple[list, list]] = []  # submitted batches: (stats refs, apply refs)
+        self._done: tuple[float, int] = (0.0, 0)  # loss sum and correct of collected batches
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -77,10 +80,16 @@ class ChipPipeline:
         return [[(lo, min(hi, lo + self.micro_batch)) for lo in range(a, hi, self.micro_batch)]
                 for a, hi in zip(bounds[:-1], bounds[1:])]
 
-    def train_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> tuple[float, int]:
-        """One batch through all replicas; returns (loss sum, correct predictions)."""
+    def submit_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> None:
+        """Queue one batch through all replicas, its apply included, without waiting for it.
+
+        Every chip runs its calls in submission order, so the next batch's FORWARD on a chip
+        starts after that chip's APPLY of this batch: the driver never has to wait between
+        batches, and the chips never wait for a driver round trip. At most ``in_flight``
+        micro-batches and two whole batches are unfinished at once (backpressure); results
+        are collected by :meth:`finish`.
+        """
         x_ref, y_ref = ray.put(x), ray.put(y)
-        done: list[Any] = []
         stats: list[Any] = []
         for r, slices in enumerate(self._micro_slices(len(x))):
             chips = self.chips[r]
@@ -94,23 +103,51 @@ class ChipPipeline:
                 stats.append(st)
                 for chip in reversed(chips[:-1]):
                     err = chip.backward.remote(err, batch, m)
-                done.append(err)
-                if len(done) > self.in_flight:  # backpressure: wait for the oldest to finish
-                    ray.wait(done, num_returns=len(done) - self.in_flight, fetch_local=False)
-        ray.get(done)
-        results = ray.get(stats)
-        self.apply(lr_scale)
-        return float(sum(s[0] for s in results)), int(sum(s[1] for s in results))
+                self._micro_refs.append(err)
+                if len(self._micro_refs) > self.in_flight:  # wait for the oldest to finish
+                    _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
+                                                   fetch_local=False)
+        self._batches.append((stats, self._submit_apply(lr_scale)))
+        while len(self._batches) > 2:
+            self._collect(self._batches.pop(0))
 
-    def apply(self, lr_scale: float) -> None:
+    def finish(self) -> tuple[float, int]:
+        """Wait for every submitted batch; (loss sum, correct) of the batches finished since the last call."""
+        while self._batches:
+            self._collect(self._batches.pop(0))
+        ray.get(self._micro_refs)
+        self._micro_refs = []
+        return self.collected()
+
+    def collected(self) -> tuple[float, int]:
+        """(loss sum, correct) of the batches collected since the last call, without waiting."""
+        out, self._done = self._done, (0.0, 0)
+        return out
+
+    def _collect(self, pending: tuple[list, list]) -> None:
+        stats, applied = pending
+        results = ray.get(stats)
+        ray.get(applied)  # raises here if an apply failed
+        loss, correct = self._done
+        self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)))
+
+    def train_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> tuple[float, int]:
+        """One batch through all replicas, waited for; returns (loss sum, correct predictions)."""
+        self.submit_batch(batch, x, y, lr_scale)
+        return self.finish()
+
+    def _submit_apply(self, lr_scale: float) -> list[Any]:
         if self.replicas == 1:
-            ray.get([chip.apply.remote(lr_scale) for chip in self.chips[0]])
-            return
+            return [chip.apply.remote(lr_scale) for chip in self.chips[0]]
         calls = []
         for c in range(len(self.groups)):
             incs = [self.chips[r][c].increments.remote() for r in range(self.replicas)]
             calls += [self.chips[r][c].apply.remote(lr_scale, *incs) for r in range(self.replicas)]
-        ray.get(calls)
+        return calls
+
+    def apply(self, lr_scale: float) -> None:
+        """Apply every chip's increments now (Algorithm 3) and wait for it."""
+        ray.get(self._submit_apply(lr_scale))
 
     # -- evaluation, state, counters -----------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 0) -> np.ndarray:

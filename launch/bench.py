@@ -201,15 +201,19 @@ def bench_chips(a: Any) -> int:
         local.train_step(x, y)
     local_rate = B * len(batches) / (time.perf_counter() - t0)
     local.close()
-    chips = ChipTrainer(TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch, **base),
-                        chips=a.chips, micro_batch=a.micro_batch)
+    replicas = getattr(a, "replicas", 1)
+    chips = ChipTrainer(TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch,
+                                    replicas=replicas, **base),
+                        chips=a.chips, micro_batch=a.micro_batch, replicas=replicas)
     try:
         chips.pipeline.audit_sizes(True)
         chips.train_step(*batches[0])
+        chips.finish_steps()
         chips.pipeline.reports()  # drop the warm-up's counters
         t0 = time.perf_counter()
         for x, y in batches:
             chips.train_step(x, y)
+        chips.finish_steps()
         wall = time.perf_counter() - t0
         reports = chips.pipeline.reports()
         describe = chips.describe()
@@ -224,8 +228,9 @@ def bench_chips(a: Any) -> int:
     msgs = sum(l["messages"] for l in links)
     sent = sum(l["bytes"] for l in links)
     smallest = sum(l["min_payload_bytes"] for l in links)
-    n_chips = len(reports)
-    floor = ray_floor(n_chips, sent / max(1, msgs), -(-B // chips.micro), len(batches))
+    n_chips = len(reports) * replicas  # reports are summed over replicas
+    # one replica's chain of chips and micro-batches (replicas run side by side)
+    floor = ray_floor(len(reports), sent / max(1, msgs), -(-B // (chips.micro * replicas)), len(batches))
     chips.close()
     res = dict(topology=topo.text, batch=B, batches=len(batches), chips=describe, machine=machine_line(),
                date=time.strftime("%Y-%m-%d"), local_images_per_second=local_rate,

@@ -91,9 +91,14 @@ class ChipTrainer(Trainer):
                 f"chip backend {'/'.join(backends)}")
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
-        out = self.pipeline.train_batch(self.batches_done, x, y, lr_scale)
+        """Queue the batch on the chips; returns (loss sum, correct) of the batches that finished
+        meanwhile (up to two batches stay in flight: :meth:`finish_steps` collects them)."""
+        self.pipeline.submit_batch(self.batches_done, x, y, lr_scale)
         self.batches_done += 1
-        return out
+        return self.pipeline.collected()
+
+    def finish_steps(self) -> tuple[float, int]:
+        return self.pipeline.finish()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.pipeline.predict(x)

@@ -179,6 +179,11 @@ class Trainer:
             correct += int((self.predict(x[i:i + batch]) == y[i:i + batch]).sum())
         return 100.0 * correct / max(1, len(x))
 
+    def finish_steps(self) -> tuple[float, int]:
+        """(loss sum, correct) of steps whose results train_step has not returned yet: none here
+        (the chip trainer queues batches and returns their results later)."""
+        return 0.0, 0
+
     # -- epochs ----------------------------------------------------------------------------
     def run_epoch(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                   progress: bool = True) -> EpochResult:
@@ -200,6 +205,9 @@ class Trainer:
             seen += len(idx)
             if s % 20 == 0 or s == steps - 1:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+        l_sum, c = self.finish_steps()
+        loss_sum += l_sum
+        correct += c
         self.backend.synchronize()
         seconds = time.perf_counter() - t0
         counts = self.collect_counts()
