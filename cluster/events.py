@@ -9,6 +9,16 @@ as long as its activation function says so, one spike per neuron per round, and
 each round is a wave (an array of −1/0/+1 per neuron and sample) that the next
 layer integrates with one product. Waves stream from layer to layer through
 generators, so a layer starts integrating while the layer below still fires.
+A wave carries only the samples that hold a spike: a layer's potentials change
+only where its input arrived or where it fired itself, so after the first round
+every step touches those samples alone (7.7× faster on MNIST than full arrays).
+
+Event order (ORDERS): "waves" (every neuron over threshold fires in each round,
+each round travels up at once), "layered" (a layer integrates all its input of a
+phase before it fires) or seeded "random" (each fires with probability 1/2 per
+round and stays eligible, so a layer's spikes leave in random sub-waves,
+interleaved with the integration and firing of the layers above). The
+accumulated values do not depend on it; the number of spikes emitted does.
 
 Forward (Algorithm 1, Eqs. (1)-(4)): V(0) = b and a neuron whose bias already
 crosses ±Θff fires at t = 0; layer 0 receives W x by multiplication; a neuron
@@ -41,6 +51,14 @@ from .network import StepConfig, export_layer, layer_increment_sums, softmax, to
 from .synops import _weighted_events, layer_fan
 from .topology import Conv, Dense, Pool, Topology
 
+Wave = tuple  # (sample indices: int array, spikes of those samples in the layer's layout)
+
+ORDERS = {
+    "waves": "every neuron over threshold fires once per round; each round travels up as one wave at once",
+    "layered": "a layer integrates all it receives in a phase, then fires (bias firing at t = 0 first)",
+    "random": "each neuron over threshold fires in a round with probability 1/2 (seeded); sub-waves travel at once",
+}
+
 
 @dataclass
 class EventCounts:
@@ -69,12 +87,52 @@ class EventResult:
     counts: EventCounts
 
 
+def _take(A: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
+    """The samples ``cols`` of a layer array (batch axis last for maps, first for dense rows)."""
+    if cols is None or len(cols) == A.shape[-1 if A.ndim == 4 else 0]:  # all samples
+        return A
+    return A[..., cols] if A.ndim == 4 else A[cols]
+
+
+def _add(A: np.ndarray, cols: np.ndarray | None, r: np.ndarray) -> None:
+    """A[samples cols] += r (the samples of a wave are distinct and in order)."""
+    if cols is None or len(cols) == A.shape[-1 if A.ndim == 4 else 0]:
+        A += r
+    elif A.ndim == 4:
+        A[..., cols] += r
+    else:
+        A[cols] += r
+
+
+def _active(s: np.ndarray) -> np.ndarray:
+    """Which samples of a wave (or a mask in the same layout) hold anything."""
+    return s.reshape(-1, s.shape[-1]).any(axis=0) if s.ndim == 4 else s.any(axis=1)
+
+
+def _compact(s: np.ndarray, cols: np.ndarray | None, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the samples of a wave that hold a spike: (sample indices, their data)."""
+    keep = _active(s)
+    idx = np.arange(batch) if cols is None else cols
+    if keep.all():
+        return idx, s
+    return idx[keep], (s[..., keep] if s.ndim == 4 else s[keep])
+
+
 class _Layer:
-    """One layer's two compartments: V, S (forward) and U, Z (backward), in engine layout."""
+    """One layer's two compartments: V, S (forward) and U, Z (backward), in engine layout.
+
+    A wave is (sample indices, spikes of those samples): after its input changes only the
+    samples that received something can fire, and within a burst only those that fired (or,
+    in random order, were eligible) in the round before, so every step touches those alone.
+    """
 
     def __init__(self, layer: Any, params: tuple | None, batch: int, cfg: StepConfig, relu: bool,
-                 first: bool = False) -> None:
+                 first: bool = False, rng: np.random.Generator | None = None) -> None:
         self.layer, self.params, self.cfg, self.relu, self.first = layer, params, cfg, relu, first
+        self.batch, self.rng = batch, rng
+        # A pooling neuron's weights are Θff/k²: its V is kept in units of Θff/k², so it sums
+        # integer spike counts against the threshold k², exact for any k (not only powers of 2).
+        self.theta = float(layer.size ** 2) if isinstance(layer, Pool) else cfg.theta_ff
         shape = (layer.out_shape[0], 1, 1) if isinstance(layer, Dense) else layer.out_shape
         full = (batch, shape[0]) if isinstance(layer, Dense) else (*shape, batch)
         self.V = np.zeros(full)
@@ -93,121 +151,160 @@ class _Layer:
         self.events_in = 0.0    # synaptic events of spikes arriving forward (Σ |s| · fan-out)
         self.events_back = 0.0  # synaptic events of δ leaving backward (Σ |δ| · fan-in)
 
+    def _choose(self, eligible: np.ndarray) -> np.ndarray:
+        """Deterministic order: every eligible neuron fires this round; random order: each
+        eligible neuron fires with probability 1/2 (the rest stay eligible for later rounds)."""
+        if self.rng is None:
+            return eligible
+        return eligible * (self.rng.random(eligible.shape) < 0.5)
+
     # forward -------------------------------------------------------------------------------
-    def drive(self, s_in: Any) -> None:
+    def drive(self, wave: Wave) -> None:
         """V += W ⋆ s_in for one incoming wave (or the float input, multiplied in)."""
+        cols, s_in = wave
         layer, xp = self.layer, np
         if not self.first:  # spikes, not the float input
             fo = self.fan.fan_out
             self.events_in += float(_weighted_events(xp, s_in, fo, fo, "abs")[1])
         if isinstance(layer, Pool):
-            self.V += self.cfg.theta_ff * ops.pool_forward(xp, layer, s_in)  # weights Θff/k²
+            r = np.rint(layer.size ** 2 * ops.pool_forward(xp, layer, s_in))  # Σ window, in Θff/k² units
         elif isinstance(layer, Conv):
             pre, _ = ops.conv_forward(xp, layer, self.params[0], s_in)
-            self.V += pre.reshape(self.V.shape)
+            r = pre.reshape(*self.V.shape[:3], s_in.shape[-1])
         else:
             if s_in.ndim == 4:
                 s_in = ops.flatten(xp, s_in)
-            self.V += ops.dense_forward(self.params[0], s_in)
+            r = ops.dense_forward(self.params[0], s_in)
+        _add(self.V, cols, r)
 
-    def fire(self) -> Iterator[np.ndarray]:
-        """Standard rule (Eqs. (3), (4)) until stable; yields each round's spikes as a wave."""
-        theta = self.cfg.theta_ff
+    def fire(self, cols: np.ndarray | None) -> Iterator[Wave]:
+        """Standard rule (Eqs. (3), (4)) on the samples ``cols`` (None: all) until stable;
+        yields each round's spikes as a wave."""
+        theta = self.theta
         while True:
-            down = self.V <= -theta
+            V = _take(self.V, cols)
+            down = V <= -theta
             if self.relu:
-                down &= self.S > 0
-            s = (self.V >= theta).astype(np.float64) - down
-            k = np.abs(s).sum()
-            if k == 0:
+                down &= _take(self.S, cols) > 0
+            e = (V >= theta).astype(np.float64) - down
+            cols, e = _compact(e, cols, self.batch)
+            if not len(cols):
                 return
-            self.V -= s * theta
-            self.S += s
-            self.n += k
+            s = self._choose(e)
+            if not s.any():
+                continue
+            _add(self.V, cols, -theta * s)
+            _add(self.S, cols, s)
+            self.n += np.abs(s).sum()
             self.waves += 1
-            yield s
+            yield _compact(s, cols, self.batch)
 
-    def residual(self) -> np.ndarray:
+    def residual(self) -> Wave:
         """Eq. (16) once: ties at ±Θff/2 round away from zero given the sign of S."""
-        h = self.cfg.theta_ff / 2
+        h = self.theta / 2
         up = (self.V > h) | ((self.V == h) & (self.S >= 0))
         down = (self.V < -h) | ((self.V == -h) & (self.S <= 0))
         if self.relu:
             down &= self.S > 0
         s = up.astype(np.float64) - down
-        self.V -= s * self.cfg.theta_ff
+        self.V -= s * self.theta
         self.S += s
         self.n += np.abs(s).sum()
         self.waves += 1
-        return s
+        return _compact(s, None, self.batch)
 
     # backward ------------------------------------------------------------------------------
-    def receive(self, delta: Any, above: "_Layer") -> None:
+    def receive(self, wave: Wave, above: "_Layer") -> None:
         """U += (W of the layer above)ᵀ ⋆ δ for one wave of δ from the layer above."""
+        cols, delta = wave
         lay, xp = above.layer, np
         if isinstance(lay, Pool):
-            self.U += ops.pool_backward_input(xp, lay, delta, self.cfg.theta_ff / lay.size ** 2)
+            r = ops.pool_backward_input(xp, lay, delta, self.cfg.theta_ff / lay.size ** 2)
         elif isinstance(lay, Conv):
-            self.U += ops.conv_backward_input(xp, lay, above.params[0], delta)
+            r = ops.conv_backward_input(xp, lay, above.params[0], delta)
         elif self.U.ndim == 4:
-            self.U += ops.dense_error_to_map(above.params[0], delta, self.layer.out_shape)
+            r = ops.dense_error_to_map(above.params[0], delta, self.layer.out_shape)
         else:
-            self.U += ops.dense_backward_input(above.params[0], delta)
+            r = ops.dense_backward_input(above.params[0], delta)
+        _add(self.U, cols, r)
 
-    def fire_errors(self) -> Iterator[np.ndarray]:
-        """Linear error rule while |U| ≥ Θbp; yields δ = z·S′ per round (Eq. (7))."""
+    def fire_errors(self, cols: np.ndarray | None) -> Iterator[Wave]:
+        """Linear error rule while |U| ≥ Θbp on the samples ``cols`` (None: all); yields
+        δ = z·S′ per round (Eq. (7))."""
         theta = self.cfg.theta_bp
         while True:
-            z = (self.U >= theta).astype(np.float64) - (self.U <= -theta)
-            k = np.abs(z).sum()
-            if k == 0:
+            U = _take(self.U, cols)
+            e = (U >= theta).astype(np.float64) - (U <= -theta)
+            cols, e = _compact(e, cols, self.batch)
+            if not len(cols):
                 return
-            yield self._emit(z, k)
+            z = self._choose(e)
+            if not z.any():
+                continue
+            wave = self._emit(cols, z)
+            if wave is not None:
+                yield wave
 
-    def residual_errors(self) -> np.ndarray:
+    def residual_errors(self) -> Wave | None:
         """Eq. (19) once; returns δ = z_res·S′."""
         h = self.cfg.theta_bp / 2
         up = (self.U > h) | ((self.U == h) & (self.Z >= 0))
         down = (self.U < -h) | ((self.U == -h) & (self.Z <= 0))
         z = up.astype(np.float64) - down
-        return self._emit(z, np.abs(z).sum())
+        return self._emit(None, z)
 
-    def _emit(self, z: np.ndarray, k: float) -> np.ndarray:
-        self.U -= z * self.cfg.theta_bp
-        self.Z += z
-        self.n_err += k
-        delta = z if self.mask is None else z * self.mask
-        self.E += delta
-        return delta
+    def _emit(self, cols: np.ndarray | None, z: np.ndarray) -> Wave | None:
+        """Error spikes z leave U for Z; δ = z·S′ joins E and, where nonzero, travels down."""
+        _add(self.U, cols, -self.cfg.theta_bp * z)
+        _add(self.Z, cols, z)
+        self.n_err += np.abs(z).sum()
+        delta = z if self.mask is None else z * _take(self.mask, cols)
+        _add(self.E, cols, delta)
+        cols, delta = _compact(delta, cols, self.batch)
+        return (cols, delta) if len(cols) else None
 
 
 def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
-             y: np.ndarray, cfg: StepConfig, residual: bool = True) -> EventResult:
+             y: np.ndarray, cfg: StepConfig, residual: bool = True, order: str = "waves",
+             seed: int = 0) -> EventResult:
     """One training step of the spiking network, event by event (float64, NumPy).
 
     x: (B, C, H, W) float input; y: (B,) int labels; params as for :func:`cluster.network.forward`.
     ``residual`` False skips Eqs. (16), (19): the accumulated values then differ from the
     ANN's by the spike discretisation error, |SDE| < 1 (Eqs. (10), (11)).
+    ``order`` (see ORDERS): "waves", every neuron over threshold fires in each round and each
+    round travels up at once; "layered", a layer (after its bias firing at t = 0) integrates
+    everything the layer below sends in a phase before it fires; "random", each neuron over
+    threshold fires in a round with probability 1/2 (``seed``), so a layer's spikes reach the
+    layer above in random sub-waves, interleaved with its integration and firing.
     """
+    if order not in ORDERS:
+        raise ValueError(f"order expected one of {tuple(ORDERS)}, got {order!r}")
     B = x.shape[0]
     L = len(topo.layers) - 1
-    net = [_Layer(layer, params.get(l), B, cfg, relu=not isinstance(layer, Pool) and l < L, first=(l == 0))
-           for l, layer in enumerate(topo.layers)]
+    rng = np.random.default_rng(seed) if order == "random" else None
+    net = [_Layer(layer, params.get(l), B, cfg, relu=not isinstance(layer, Pool) and l < L, first=(l == 0),
+                  rng=rng) for l, layer in enumerate(topo.layers)]
     xin = to_chwb(np, np.asarray(x, dtype=np.float64))
 
     # Forward, standard phase: waves stream up through generators.
-    def run(l: int, incoming: Iterable[Any]) -> Iterator[np.ndarray]:
+    def run(l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
         st = net[l]
         if l == L:
             for w in incoming:
                 st.drive(w)
             return
-        yield from st.fire()  # a bias beyond ±Θff fires at t = 0
+        yield from st.fire(None)  # a bias beyond ±Θff fires at t = 0
+        if order == "layered":
+            for w in incoming:
+                st.drive(w)
+            yield from st.fire(None)
+            return
         for w in incoming:
             st.drive(w)
-            yield from st.fire()
+            yield from st.fire(w[0])
 
-    def push_up(l: int, waves: Iterable[Any]) -> None:
+    def push_up(l: int, waves: Iterable[Wave]) -> None:
         stream: Iterable[Any] = waves
         for k in range(l, L + 1):
             stream = run(k, stream)
@@ -215,10 +312,12 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
             pass
 
     counts = EventCounts()
-    push_up(0, [xin])
+    push_up(0, [(np.arange(B), xin)])
     if residual:
         for r in range(L):
-            push_up(r + 1, [net[r].residual()])
+            wave = net[r].residual()
+            if len(wave[0]):
+                push_up(r + 1, [wave])
     for l in range(L):
         st = net[l]
         st.mask = (st.V > 0) | (st.S > 0) if st.relu else None  # Eq. (5)
@@ -228,26 +327,29 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     U[np.arange(B), y] -= 1
     net[L].U = U * cfg.error_scale
 
-    def run_down(l: int, incoming: Iterable[Any]) -> Iterator[np.ndarray]:
+    def run_down(l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
         st, above = net[l], net[l + 1]
-        for d in incoming:
+        for w in incoming:
             fi = above.fan.fan_in
-            above.events_back += float(_weighted_events(np, d, fi, fi, "abs")[1])
-            st.receive(d, above)
-            yield from st.fire_errors()
+            above.events_back += float(_weighted_events(np, w[1], fi, fi, "abs")[1])
+            st.receive(w, above)
+            if order != "layered":
+                yield from st.fire_errors(w[0])
+        if order == "layered":
+            yield from st.fire_errors(None)
 
-    def push_down(l: int, deltas: Iterable[Any]) -> None:
+    def push_down(l: int, deltas: Iterable[Wave]) -> None:
         stream: Iterable[Any] = deltas
         for k in range(l, -1, -1):
             stream = run_down(k, stream)
         for _ in stream:
             pass
 
-    push_down(L - 1, net[L].fire_errors())
+    push_down(L - 1, net[L].fire_errors(None))
     if residual:
         for r in range(L, -1, -1):
             d = net[r].residual_errors()
-            if r > 0:
+            if r > 0 and d is not None:
                 push_down(r - 1, [d])
     # Results in the DESIGN layout; increments from each layer's summed δ and x(T) (Eq. (14)).
     sums = {}
@@ -271,10 +373,10 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
 
 
 def max_sde_without_residual(topo: Topology, params: dict, x: np.ndarray, y: np.ndarray,
-                             cfg: StepConfig) -> list[float]:
+                             cfg: StepConfig, order: str = "waves", seed: int = 0) -> list[float]:
     """Per hidden layer, max |SDE| of the standard rule alone (Eqs. (10), (13)): the SNN's S
     against the ANN response to the SNN's own input spikes, max(0, Ŝ) (pooling: Ŝ). < 1."""
-    ev = simulate(topo, params, x, y, cfg, residual=False)
+    ev = simulate(topo, params, x, y, cfg, residual=False, order=order, seed=seed)
     below = to_chwb(np, np.asarray(x, dtype=np.float64))
     worst = []
     for l, layer in enumerate(topo.layers[:-1]):

@@ -103,6 +103,9 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=_positive_int, default=1000)
     p.add_argument("--data-dir")
     p.add_argument("--no-residual", action="store_true", help="leave out the residual phases (Eqs. 16, 19)")
+    p.add_argument("--order", choices=("waves", "layered", "random"), default="waves",
+                   help="event order of the simulation (README: The spiking network, event by event)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random order")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
@@ -205,7 +208,7 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     from .verify import format_verify, verify  # noqa: PLC0415
 
     res = verify(a.checkpoint, samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
-                 progress=not a.quiet)
+                 order=a.order, seed=a.seed, progress=not a.quiet)
     print(format_verify(res), file=sys.stderr if a.json else sys.stdout)
     if a.json:
         print(json.dumps({k: v for k, v in res.items() if k != "layers"}), flush=True)

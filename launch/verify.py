@@ -8,8 +8,8 @@ Reported per layer: the share of S, E and ω values that agree exactly, the larg
 emitted n against the best case n_min = Σ|S| (Eq. (21)), synaptic events, wall time.
 
 Exactness needs every sum to be exact in float64: the inputs are dyadic (pixel/256),
-and float32 weights usually are fine; weights kept on a 2⁻ᴷ grid make it certain
-(fixed-point weights are the next step, not built yet).
+and float32 weights usually are fine; weights kept on a 2⁻ᴷ grid (``spikegrad train
+--weight-frac-bits K``) make it certain.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.events import max_sde_without_residual, simulate
+from cluster.events import ORDERS, max_sde_without_residual, simulate
 from cluster.network import backward, export_layer, forward
 
 from .datasets import load_dataset
@@ -28,7 +28,7 @@ from .trainer import check_fit, load_run
 
 
 def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk: int = 100,
-           residual: bool = True, progress: bool = True) -> dict[str, Any]:
+           residual: bool = True, order: str = "waves", seed: int = 0, progress: bool = True) -> dict[str, Any]:
     trainer = load_run(run_dir, backend="numpy")
     cfg, topo = trainer.cfg, trainer.topo
     data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
@@ -55,7 +55,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
         bp = backward(np, topo, params, fp, yc, step)
         t_ann += time.perf_counter() - t0
         t0 = time.perf_counter()
-        ev = simulate(topo, params, xc, yc, step, residual=residual)
+        ev = simulate(topo, params, xc, yc, step, residual=residual, order=order, seed=seed + i)
         t_snn += time.perf_counter() - t0
         for l in range(L + 1):
             if l < L:
@@ -72,7 +72,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
         n_min += ev.counts.spikes_min
         ev_f += ev.counts.events_forward
         ev_b += ev.counts.events_backward
-        sde = np.maximum(sde, max_sde_without_residual(topo, params, xc, yc, step))
+        sde = np.maximum(sde, max_sde_without_residual(topo, params, xc, yc, step, order=order, seed=seed + i))
     rows = []
     for l, layer in enumerate(topo.layers):
         share = [agree[l, k] / total[l, k] if total[l, k] else float("nan") for k in range(3)]
@@ -87,7 +87,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
                 redundancy=(spikes - spikes_min) / spikes_min if spikes_min else float("nan"),
                 synaptic_events=float(ev_f.sum() + ev_b.sum()),
                 seconds_ann=round(t_ann, 3), seconds_snn=round(t_snn, 3),
-                order="deterministic: layer by layer in waves, each round of firing one wave",
+                order=order, order_policy=ORDERS[order] + (f" (seed {seed})" if order == "random" else ""),
                 run_dir=str(run_dir), layers=rows)
 
 

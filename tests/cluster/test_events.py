@@ -72,3 +72,47 @@ def test_conformance_cases_through_the_simulator(shared_dir):
             np.testing.assert_allclose(ev.E[l], exp[f"E{l}"], atol=1e-9, rtol=0)
         for t, l in enumerate(topo.trainable):
             np.testing.assert_allclose(-eta * ev.sums[l][0], exp[f"dW{t}"], atol=1e-9, rtol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1), st.integers(0, 2 ** 31 - 1),
+       st.sampled_from([0.5, 1.0]), st.booleans(), st.sampled_from(["random", "layered"]))
+def test_other_event_orders_equal_the_ann(text, seed, order_seed, theta_ff, wide_bias, order):
+    """Seeded random event order and the layered order: the same S, E and ω as the ANN."""
+    topo = parse_topology(text)
+    params, x, y = random_case(np.random.default_rng(seed), topo, theta_ff, wide_bias)
+    cfg = StepConfig(theta_ff=theta_ff, theta_bp=1.0, alpha=16.0)
+    fp = forward(np, topo, params, x, cfg)
+    S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
+    bp = backward(np, topo, params, fp, y, cfg)
+    ev = simulate(topo, params, x, y, cfg, order=order, seed=order_seed)
+    for l, s in enumerate(S_ann):
+        np.testing.assert_array_equal(ev.S[l], s, err_msg=f"S{l}")
+    for l in range(len(topo.layers)):
+        np.testing.assert_array_equal(ev.E[l], export_layer(np, bp.E[l]), err_msg=f"E{l}")
+    for l, (gW, gb) in bp.sums.items():
+        np.testing.assert_array_equal(ev.sums[l][0], gW)
+        np.testing.assert_array_equal(ev.sums[l][1], gb)
+
+
+def test_random_order_changes_the_waves_not_the_result():
+    """Same seed, same run; another seed, other waves (so the random order is really used)."""
+    topo = parse_topology("8x8-2C3-P2-3C2p1-4")
+    params, x, y = random_case(np.random.default_rng(7), topo, 0.5, True)
+    cfg = StepConfig(theta_ff=0.5, theta_bp=1.0, alpha=16.0)
+    det = simulate(topo, params, x, y, cfg)
+    a, b, c = (simulate(topo, params, x, y, cfg, order="random", seed=s) for s in (1, 1, 2))
+    assert a.counts.waves == b.counts.waves and a.counts.spikes == b.counts.spikes
+    assert a.counts.waves != det.counts.waves and a.counts.waves != c.counts.waves
+    for l in range(len(det.S)):
+        np.testing.assert_array_equal(a.S[l], det.S[l])
+        np.testing.assert_array_equal(c.S[l], det.S[l])
+
+
+def test_unknown_order_is_refused():
+    import pytest
+
+    topo = parse_topology("1x9-5-4-3")
+    params, x, y = random_case(np.random.default_rng(0), topo, 0.5, False)
+    with pytest.raises(ValueError, match="order expected one of"):
+        simulate(topo, params, x, y, StepConfig(theta_ff=0.5, theta_bp=1.0, alpha=16.0), order="sorted")

@@ -18,3 +18,9 @@ def test_verify_digits_checkpoint(tmp_path, capsys):
     assert res["exact_fraction"] == 1.0
     assert 0 < res["max_abs_sde_no_residual"] < 1
     assert res["spikes"] >= res["spikes_min"] > 0
+    for order in ("layered", "random"):
+        assert main(["verify", "--checkpoint", str(run), "--samples", "20", "--json", "--quiet",
+                     "--order", order, "--seed", "3"]) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert res["exact_fraction"] == 1.0 and res["order"] == order
+        assert res["spikes"] >= res["spikes_min"] > 0
