@@ -289,3 +289,67 @@ def ray_floor(n_chips: int, message_bytes: float, micros: int, batches: int) -> 
     if started:
         ray.shutdown()
     return per_batch
+
+
+def bench_events(a: Any) -> int:
+    """``spikegrad bench events``: the event-driven simulator's synaptic events per second, and how
+    many times faster the equivalent ANN does the same training step (forward, backward,
+    increments, float64 NumPy, the same batches) — the paper's reason to train through the ANN.
+
+    With ``--checkpoint`` on the run's own test images (sparse errors, as late in training);
+    otherwise on synthetic MNIST-like batches and initial weights of ``--topology``.
+    """
+    from cluster.events import simulate  # noqa: PLC0415
+    from cluster.network import backward, forward  # noqa: PLC0415
+
+    if a.checkpoint:
+        from .datasets import load_dataset  # noqa: PLC0415
+        from .trainer import check_fit, load_run  # noqa: PLC0415
+
+        trainer = load_run(a.checkpoint, backend="numpy")
+        topo, step = trainer.topo, trainer.cfg.step
+        data = load_dataset(trainer.cfg.dataset, a.data_dir or trainer.cfg.data_dir, progress=False)
+        check_fit(topo, data)
+        if a.samples > len(data.x_test):
+            raise SystemExit(f"bench events: --samples {a.samples} is more than the {len(data.x_test)} test images")
+        x, y = data.x_test[:a.samples].astype(np.float64), data.y_test[:a.samples]
+        params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in trainer.params.items()}
+        source = f"checkpoint {a.checkpoint}, first {a.samples} test images"
+    else:
+        topo = parse_topology(a.topology)
+        step = TrainConfig(topology=topo.text).step
+        # initial weights on a 2⁻¹² grid, so that the simulation's sums are exact as in training
+        params = {l: (np.round(W * 4096) / 4096, b) for l, (W, b) in
+                  init_params(topo, np.random.default_rng(0), step.theta_ff, dtype=np.float64).items()}
+        x, y = synthetic_batch(topo.input_shape, a.samples, topo.num_classes)
+        x = np.floor(x.astype(np.float64) * 256) / 256
+        source = f"synthetic batches of {topo.text}, initial weights"
+    t_ann = t_snn = 0.0
+    events = spikes = waves = 0.0
+    exact = True
+    for i in range(0, len(x), a.batch_size):
+        xc, yc = x[i:i + a.batch_size], y[i:i + a.batch_size]
+        t0 = time.perf_counter()
+        fp = forward(np, topo, params, xc, step)
+        bp = backward(np, topo, params, fp, yc, step)
+        t_ann += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ev = simulate(topo, params, xc, yc, step, order=a.order, seed=a.seed + i)
+        t_snn += time.perf_counter() - t0
+        events += sum(ev.counts.events_forward) + sum(ev.counts.events_backward)
+        spikes += sum(ev.counts.spikes) + sum(ev.counts.error_spikes)
+        waves += sum(ev.counts.waves)
+        exact &= all(np.array_equal(ev.sums[l][k], bp.sums[l][k]) for l in bp.sums for k in (0, 1))
+    res = dict(source=source, topology=topo.text, samples=int(len(x)), batch_size=a.batch_size, order=a.order,
+               synaptic_events=events, spikes_and_error_spikes=spikes, waves=waves,
+               seconds_snn=t_snn, seconds_ann=t_ann, synaptic_events_per_second=events / t_snn,
+               ann_speedup=t_snn / t_ann, increments_exact=bool(exact), machine=machine_line(),
+               date=time.strftime("%Y-%m-%d"))
+    print(f"{source}: {res['samples']} samples in batches of {a.batch_size}, order {a.order}", file=sys.stderr)
+    print(f"event simulation: {events:.4g} synaptic events, {spikes:.4g} spikes and error spikes in {waves:.0f} waves, "
+          f"{t_snn:.2f} s = {events / t_snn / 1e6:.2f} M synaptic events/s", file=sys.stderr)
+    print(f"equivalent ANN: the same steps in {t_ann:.3f} s, {t_snn / t_ann:.0f}x faster; "
+          f"increments {'equal' if exact else 'NOT equal'} (float64)", file=sys.stderr)
+    if a.json:
+        print(json.dumps(res), flush=True)
+    return 0 if exact else 1

@@ -141,6 +141,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--replicas", type=_positive_int, default=1,
                    help="data-parallel copies of the chip pipeline (increments combined once per batch)")
     c.add_argument("--json", action="store_true")
+    e = bsub.add_parser("events", help="event simulator: synaptic events/s, and the ANN's speedup on the same steps")
+    e.add_argument("--checkpoint", help="a run directory: its own test images (default: synthetic batches, "
+                                        "initial weights of --topology)")
+    e.add_argument("--data-dir")
+    e.add_argument("--topology", default="mnist")
+    e.add_argument("--samples", type=_positive_int, default=500)
+    e.add_argument("--batch-size", type=_positive_int, default=100)
+    e.add_argument("--order", choices=("waves", "layered", "random"), default="waves")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,9 +242,9 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import bench_chips, bench_train  # noqa: PLC0415
+    from .bench import bench_chips, bench_events, bench_train  # noqa: PLC0415
 
-    return bench_chips(a) if a.bench == "chips" else bench_train(a)
+    return {"chips": bench_chips, "events": bench_events, "train": bench_train}[a.bench](a)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,3 +24,13 @@ def test_verify_digits_checkpoint(tmp_path, capsys):
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert res["exact_fraction"] == 1.0 and res["order"] == order
         assert res["spikes"] >= res["spikes_min"] > 0
+
+
+def test_bench_events_counts_and_agrees(capsys):
+    """bench events on synthetic batches: events counted, ANN faster, increments equal to the ANN's."""
+    assert main(["bench", "events", "--topology", "8x8-3C3-P2-10", "--samples", "12", "--batch-size", "6",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["samples"] == 12 and res["increments_exact"] is True
+    assert res["synaptic_events"] > 0 and res["synaptic_events_per_second"] > 0
+    assert res["waves"] >= 2
