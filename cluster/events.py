@@ -253,6 +253,15 @@ class _Layer:
         z = up.astype(np.float64) - down
         return self._emit(None, z)
 
+    def gate(self, wave: Wave) -> Wave | None:
+        """Error spikes z of this layer's U, emitted on the segment above: δ = z·S′ (Eq. (7))."""
+        cols, z = wave
+        _add(self.Z, cols, z)
+        delta = z if self.mask is None else z * _take(self.mask, cols)
+        _add(self.E, cols, delta)
+        cols, delta = _compact(delta, cols, self.batch)
+        return (cols, delta) if len(cols) else None
+
     def _emit(self, cols: np.ndarray | None, z: np.ndarray) -> Wave | None:
         """Error spikes z leave U for Z; δ = z·S′ joins E and, where nonzero, travels down."""
         _add(self.U, cols, -self.cfg.theta_bp * z)
@@ -264,9 +273,132 @@ class _Layer:
         return (cols, delta) if len(cols) else None
 
 
+FORWARD_STANDARD = -1  # phase tag of the standard forward (and backward) phase; residual phases: layer index
+
+
+class Segment:
+    """Layers ``first..last`` of the network in the event simulation: one chip's share of it.
+
+    A chain of segments covering 0..L is the whole network; one segment 0..L is
+    :func:`simulate`. Segments exchange *phases* in order, each a (tag, [waves]) pair:
+    the standard phase (tag ``FORWARD_STANDARD``), then one residual phase per layer r (tag r),
+    bottom-up forward (Eq. (16)) and top-down backward (Eq. (19)). Every segment handles the
+    phases in this global order, so a chain gives the same events as the whole network.
+
+    Forward waves are the spikes of the segment's top layer. Backward, the synapses Wˡ live
+    with layer l, so a segment also holds the U compartments of the layer below it (the
+    boundary, ``first - 1``): it sends their error spikes z ungated, and the segment below
+    gates them with its S′ (δ = z·S′, Eq. (7)), as on the chips of :mod:`actors.chip`.
+    """
+
+    def __init__(self, topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], first: int, last: int,
+                 batch: int, cfg: StepConfig, residual: bool = True, order: str = "waves", seed: int = 0) -> None:
+        if order not in ORDERS:
+            raise ValueError(f"order expected one of {tuple(ORDERS)}, got {order!r}")
+        self.topo, self.cfg, self.residual, self.order = topo, cfg, residual, order
+        self.first, self.last, self.batch = first, last, batch
+        self.L = L = len(topo.layers) - 1
+        self.bottom = first - 1 if first > 0 else 0  # lowest layer whose U lives here
+        rng = np.random.default_rng(seed) if order == "random" else None
+        self.net = {l: _Layer(topo.layers[l], params.get(l) if l >= first else None, batch, cfg,
+                              relu=not isinstance(topo.layers[l], Pool) and l < L, first=(l == 0), rng=rng)
+                    for l in range(self.bottom, last + 1)}
+
+    # forward -------------------------------------------------------------------------------
+    def _run(self, l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
+        st = self.net[l]
+        if l == self.L:
+            for w in incoming:
+                st.drive(w)
+            return
+        yield from st.fire(None)  # a bias beyond ±Θff fires at t = 0
+        if self.order == "layered":
+            for w in incoming:
+                st.drive(w)
+            yield from st.fire(None)
+            return
+        for w in incoming:
+            st.drive(w)
+            yield from st.fire(w[0])
+
+    def _up(self, l: int, waves: list[Wave]) -> list[Wave]:
+        """Waves into layer l, streamed up to the segment's top; the top layer's waves out."""
+        if not waves:
+            return []
+        stream: Iterable[Wave] = waves
+        for k in range(l, self.last + 1):
+            stream = self._run(k, stream)
+        return list(stream)
+
+    def forward(self, phases: list[tuple[int, list[Wave]]]) -> list[tuple[int, list[Wave]]]:
+        """The phases from the segment below (on layer 0: the standard phase holding the input,
+        one wave (all samples, x in CHWB)); returns this segment's phases for the one above."""
+        out = [(tag, self._up(self.first, waves)) for tag, waves in phases]
+        if self.residual:
+            for r in range(self.first, min(self.last, self.L - 1) + 1):
+                w = self.net[r].residual()
+                waves = [w] if len(w[0]) else []
+                out.append((r, waves if r == self.last else self._up(r + 1, waves)))
+        for l in range(self.first, min(self.last, self.L - 1) + 1):
+            st = self.net[l]
+            st.mask = (st.V > 0) | (st.S > 0) if st.relu else None  # Eq. (5)
+        return out
+
+    # backward ------------------------------------------------------------------------------
+    def _run_down(self, l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
+        st, above = self.net[l], self.net[l + 1]
+        fi = above.fan.fan_in
+        for w in incoming:
+            above.events_back += float(_weighted_events(np, w[1], fi, fi, "abs")[1])
+            st.receive(w, above)
+            if self.order != "layered":
+                yield from st.fire_errors(w[0])
+        if self.order == "layered":
+            yield from st.fire_errors(None)
+
+    def _down(self, l: int, deltas: Iterable[Wave]) -> list[Wave]:
+        """δ waves from layer l + 1 streamed down to the segment's bottom; the bottom's waves out
+        (the boundary's error spikes z, or layer 0's δ)."""
+        stream: Iterable[Wave] = deltas
+        for k in range(l, self.bottom - 1, -1):
+            stream = self._run_down(k, stream)
+        return list(stream)
+
+    def backward(self, phases: list[tuple[int, list[Wave]]] | None = None, y: np.ndarray | None = None,
+                 top_error: np.ndarray | None = None) -> list[tuple[int, list[Wave]]]:
+        """The error phases from the segment above (error spikes z of this segment's top layer);
+        on the output segment instead the labels y, or ``top_error``, the unrounded
+        α(softmax(Vᴸ) − onehot(y)) (B, classes) to start from. Returns the phases of the
+        boundary's error spikes z for the segment below (on the first segment: layer 0's δ)."""
+        top = self.net[self.last]
+        if self.last == self.L:
+            if top_error is None:
+                U = softmax(np, top.V)
+                U[np.arange(self.batch), y] -= 1
+                top_error = U * self.cfg.error_scale
+            top.U = np.array(top_error, dtype=np.float64)
+            out = [(FORWARD_STANDARD, self._down(self.L - 1, top.fire_errors(None)))]
+        else:
+            out = []
+            for tag, waves in phases or []:
+                deltas = [d for d in (top.gate(w) for w in waves) if d is not None]
+                out.append((tag, self._down(self.last - 1, deltas) if deltas else []))
+        if self.residual:
+            for r in range(self.last if self.last == self.L else self.last - 1, self.bottom - 1, -1):
+                d = self.net[r].residual_errors()
+                if r == self.bottom and self.first > 0:  # the boundary's z, for the segment below
+                    out.append((r, [d] if d is not None else []))
+                else:
+                    out.append((r, self._down(r - 1, [d]) if r > 0 and d is not None else []))
+        return out
+
+    def layer(self, l: int) -> "_Layer":
+        return self.net[l]
+
+
 def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
              y: np.ndarray, cfg: StepConfig, residual: bool = True, order: str = "waves",
-             seed: int = 0) -> EventResult:
+             seed: int = 0, chips: list[tuple[int, int]] | None = None) -> EventResult:
     """One training step of the spiking network, event by event (float64, NumPy).
 
     x: (B, C, H, W) float input; y: (B,) int labels; params as for :func:`cluster.network.forward`.
@@ -277,81 +409,27 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     everything the layer below sends in a phase before it fires; "random", each neuron over
     threshold fires in a round with probability 1/2 (``seed``), so a layer's spikes reach the
     layer above in random sub-waves, interleaved with its integration and firing.
+    ``chips``: layer groups [(first, last), ...] simulated as a chain of :class:`Segment` (default:
+    one segment); with orders "waves" and "layered" the result is the same, counts included.
     """
-    if order not in ORDERS:
-        raise ValueError(f"order expected one of {tuple(ORDERS)}, got {order!r}")
     B = x.shape[0]
     L = len(topo.layers) - 1
-    rng = np.random.default_rng(seed) if order == "random" else None
-    net = [_Layer(layer, params.get(l), B, cfg, relu=not isinstance(layer, Pool) and l < L, first=(l == 0),
-                  rng=rng) for l, layer in enumerate(topo.layers)]
+    groups = chips or [(0, L)]
+    segs = [Segment(topo, params, lo, hi, B, cfg, residual, order, seed + i) for i, (lo, hi) in enumerate(groups)]
     xin = to_chwb(np, np.asarray(x, dtype=np.float64))
-
-    # Forward, standard phase: waves stream up through generators.
-    def run(l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
-        st = net[l]
-        if l == L:
-            for w in incoming:
-                st.drive(w)
-            return
-        yield from st.fire(None)  # a bias beyond ±Θff fires at t = 0
-        if order == "layered":
-            for w in incoming:
-                st.drive(w)
-            yield from st.fire(None)
-            return
-        for w in incoming:
-            st.drive(w)
-            yield from st.fire(w[0])
-
-    def push_up(l: int, waves: Iterable[Wave]) -> None:
-        stream: Iterable[Any] = waves
-        for k in range(l, L + 1):
-            stream = run(k, stream)
-        for _ in stream:
-            pass
-
-    counts = EventCounts()
-    push_up(0, [(np.arange(B), xin)])
-    if residual:
-        for r in range(L):
-            wave = net[r].residual()
-            if len(wave[0]):
-                push_up(r + 1, [wave])
-    for l in range(L):
-        st = net[l]
-        st.mask = (st.V > 0) | (st.S > 0) if st.relu else None  # Eq. (5)
-    # Backward: the top error, then δ waves streaming down.
-    V = net[L].V
-    U = softmax(np, V)
-    U[np.arange(B), y] -= 1
-    net[L].U = U * cfg.error_scale
-
-    def run_down(l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
-        st, above = net[l], net[l + 1]
-        for w in incoming:
-            fi = above.fan.fan_in
-            above.events_back += float(_weighted_events(np, w[1], fi, fi, "abs")[1])
-            st.receive(w, above)
-            if order != "layered":
-                yield from st.fire_errors(w[0])
-        if order == "layered":
-            yield from st.fire_errors(None)
-
-    def push_down(l: int, deltas: Iterable[Wave]) -> None:
-        stream: Iterable[Any] = deltas
-        for k in range(l, -1, -1):
-            stream = run_down(k, stream)
-        for _ in stream:
-            pass
-
-    push_down(L - 1, net[L].fire_errors(None))
-    if residual:
-        for r in range(L, -1, -1):
-            d = net[r].residual_errors()
-            if r > 0 and d is not None:
-                push_down(r - 1, [d])
+    phases = [(FORWARD_STANDARD, [(np.arange(B), xin)])]
+    for seg in segs:
+        phases = seg.forward(phases)
+    phases = None
+    for seg in reversed(segs):
+        phases = seg.backward(phases, y=y)
+    # Each layer from the segment that owns it (the boundary U compartments report error spikes).
+    net = {l: seg.net[l] for seg in segs for l in range(seg.first, seg.last + 1)}
+    n_err = {l: net[l].n_err for l in net}
+    for seg in segs[1:]:
+        n_err[seg.first - 1] = seg.net[seg.first - 1].n_err
     # Results in the DESIGN layout; increments from each layer's summed δ and x(T) (Eq. (14)).
+    counts = EventCounts()
     sums = {}
     below = xin
     for l, layer in enumerate(topo.layers):
@@ -362,14 +440,14 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
             sums[l] = layer_increment_sums(np, layer, st.params, st.E, cache)
         counts.spikes.append(st.n)
         counts.spikes_min.append(float(np.abs(st.S).sum()) if l < L else 0.0)
-        counts.error_spikes.append(st.n_err)
+        counts.error_spikes.append(n_err[l])
         counts.waves.append(st.waves)
         counts.events_forward.append(st.events_in)
         counts.events_backward.append(st.events_back)
         below = st.S
     return EventResult(S=[export_layer(np, net[l].S) for l in range(L)], V=net[L].V.copy(),
-                       Z=[export_layer(np, st.Z) for st in net], E=[export_layer(np, st.E) for st in net],
-                       sums=sums, counts=counts)
+                       Z=[export_layer(np, net[l].Z) for l in range(L + 1)],
+                       E=[export_layer(np, net[l].E) for l in range(L + 1)], sums=sums, counts=counts)
 
 
 def max_sde_without_residual(topo: Topology, params: dict, x: np.ndarray, y: np.ndarray,

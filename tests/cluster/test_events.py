@@ -116,3 +116,25 @@ def test_unknown_order_is_refused():
     params, x, y = random_case(np.random.default_rng(0), topo, 0.5, False)
     with pytest.raises(ValueError, match="order expected one of"):
         simulate(topo, params, x, y, StepConfig(theta_ff=0.5, theta_bp=1.0, alpha=16.0), order="sorted")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1), st.sampled_from(["waves", "layered"]),
+       st.data())
+def test_a_chain_of_segments_is_the_whole_network(text, seed, order, data):
+    """Layers split over chips (segments exchanging phases of waves): the same S, E, ω and the same
+    counts (spikes, error spikes, synaptic events, waves) as one segment, for the deterministic orders."""
+    topo = parse_topology(text)
+    L = len(topo.layers) - 1
+    cuts = sorted(data.draw(st.sets(st.integers(1, L), min_size=1)))
+    bounds = [0, *cuts, L + 1]
+    chips = [(bounds[i], bounds[i + 1] - 1) for i in range(len(bounds) - 1)]
+    params, x, y = random_case(np.random.default_rng(seed), topo, 0.5, True)
+    cfg = StepConfig(theta_ff=0.5, theta_bp=1.0, alpha=16.0)
+    one = simulate(topo, params, x, y, cfg, order=order)
+    many = simulate(topo, params, x, y, cfg, order=order, chips=chips)
+    for a, b in zip(one.S + one.E + one.Z, many.S + many.E + many.Z):
+        np.testing.assert_array_equal(a, b)
+    for l in one.sums:
+        np.testing.assert_array_equal(one.sums[l][0], many.sums[l][0])
+    assert one.counts == many.counts, chips
