@@ -17,14 +17,14 @@ Schema metadata (UTF-8 bytes keys and values; exactly these keys):
 key            meaning                                      example
 ============== ============================================ ====================
 spikegrad.wire wire format version, ``WIRE_VERSION``        ``1``
-kind           one of ``KINDS``                             ``forward``
+kind           one of ``KINDS`` (counts) or ``event``       ``forward``
 src            source chip index, >= -1 (-1 = the driver)   ``0``
 dst            destination chip index, >= -1                ``1``
 batch          batch id, >= 0                               ``12``
 micro          micro-batch id, >= 0                         ``3``
 shape          per-sample neuron shape, dims >= 1           ``15,12,12``
 samples        ``B``, samples in the micro-batch, >= 0      ``64``
-encoding       one of ``ENCODINGS``                         ``sparse``
+encoding       one of ``ENCODINGS``, or ``events``          ``sparse``
 ============== ============================================ ====================
 
 Columns. ``dense``: ``value`` with ``B*N`` entries, row-major (sample, neuron).
@@ -47,8 +47,10 @@ import pyarrow as pa
 from cluster.errors import SpikeGradError
 
 WIRE_VERSION = 1
-KINDS = ("forward", "error", "event")
+KINDS = ("forward", "error")  # spike counts; address events are kind "event" (encode_events)
 ENCODINGS = ("dense", "sparse")
+EVENTS = "events"  # the encoding of kind "event": address events, see encode_events
+EVENT_COLUMNS = ["phase", "wave", "sample", "neuron", "sign"]
 MAX_VALUES = 1 << 28  # B * N cap, so a corrupt header cannot make decode allocate gigabytes
 
 _KEYS = ("spikegrad.wire", "kind", "src", "dst", "batch", "micro", "shape", "samples", "encoding")
@@ -223,14 +225,18 @@ def _header(meta: dict[str, str], schema: pa.Schema) -> Header:
     missing, unknown = [k for k in _KEYS if k not in meta], sorted(set(meta) - set(_KEYS))
     if missing or unknown:
         raise WireError(f"wire: metadata expected keys {list(_KEYS)}, got missing {missing}, unknown {unknown[:12]}")
-    if meta["kind"] not in KINDS:
-        raise WireError(f"wire: kind expected one of {KINDS}, got {meta['kind'][:40]!r}")
-    if meta["encoding"] not in ENCODINGS:
-        raise WireError(f"wire: encoding expected one of {ENCODINGS}, got {meta['encoding'][:40]!r}")
-    expected = ["value"] if meta["encoding"] == "dense" else ["sample", "neuron", "value"]
+    if meta["kind"] not in (*KINDS, "event"):
+        raise WireError(f"wire: kind expected one of {(*KINDS, 'event')}, got {meta['kind'][:40]!r}")
+    enc = meta["encoding"]
+    if enc not in (*ENCODINGS, EVENTS):
+        raise WireError(f"wire: encoding expected one of {(*ENCODINGS, EVENTS)}, got {enc[:40]!r}")
+    if (meta["kind"] == "event") != (enc == EVENTS):
+        raise WireError(f"wire: kind event expected with encoding {EVENTS} and only with it, got kind "
+                        f"{meta['kind']!r}, encoding {enc!r}")
+    expected = {"dense": ["value"], "sparse": ["sample", "neuron", "value"], EVENTS: EVENT_COLUMNS}[enc]
     if schema.names != expected:
-        raise WireError(f"wire: {meta['encoding']} columns expected {expected}, got {schema.names[:8]}")
-    rb_type = schema.field("value").type
+        raise WireError(f"wire: {enc} columns expected {expected}, got {schema.names[:8]}")
+    rb_type = schema.field("sign" if enc == EVENTS else "value").type
     dims = meta["shape"].split(",")
     if len(dims) > 32:
         raise WireError(f"wire: shape expected at most 32 dimensions, got {len(dims)}")
@@ -243,6 +249,14 @@ def _header(meta: dict[str, str], schema: pa.Schema) -> Header:
 
 
 def _decode(buf, kind, dst, shape, batch, micro) -> tuple[Header, np.ndarray]:
+    h, rb = _read(buf, kind, dst, shape, batch, micro)
+    if h.encoding == EVENTS:
+        raise WireError("wire: message expected spike counts, got address events (use decode_events)")
+    return h, _counts(h, rb)
+
+
+def _read(buf, kind, dst, shape, batch, micro) -> tuple[Header, pa.RecordBatch]:
+    """Read one message and check its framing, header and expectations; the columns follow."""
     if isinstance(buf, pa.Buffer):
         data = buf
     elif isinstance(buf, (bytes, bytearray, memoryview)):
@@ -280,6 +294,12 @@ def _decode(buf, kind, dst, shape, batch, micro) -> tuple[Header, np.ndarray]:
     for name, col in zip(names, rb.columns):
         if col.null_count:
             raise WireError(f"wire: column {name} expected no nulls, got {col.null_count}")
+    return h, rb
+
+
+def _counts(h: Header, rb: pa.RecordBatch) -> np.ndarray:
+    b, n = h.samples, h.neurons
+    names = rb.schema.names
     vals = rb.column(names.index("value")).to_numpy(zero_copy_only=False)
     if vals.dtype.kind == "f" and not np.isfinite(vals).all():
         raise WireError(f"wire: values expected finite, got {int((~np.isfinite(vals)).sum())} NaN/inf")
@@ -287,7 +307,7 @@ def _decode(buf, kind, dst, shape, batch, micro) -> tuple[Header, np.ndarray]:
         if len(vals) != b * n:
             raise WireError(f"wire: dense value column expected {b * n} values ({b} samples x {n} neurons), "
                             f"got {len(vals)}")
-        return h, vals.reshape(b, n).copy()
+        return vals.reshape(b, n).copy()
     for name in ("sample", "neuron"):
         if rb.schema.field(name).type not in _INDEX_TYPES:
             raise WireError(f"wire: {name} column expected an unsigned integer type, got {rb.schema.field(name).type}")
@@ -307,4 +327,129 @@ def _decode(buf, kind, dst, shape, batch, micro) -> tuple[Header, np.ndarray]:
         raise WireError(f"wire: sparse value expected nonzero, got 0 at row {r}")
     out = np.zeros(b * n, dtype=vals.dtype)
     out[key] = vals
-    return h, out.reshape(b, n)
+    return out.reshape(b, n)
+
+
+# -- address events ---------------------------------------------------------------------------
+# Kind "event", encoding "events": one row per spike, in the order the spikes were emitted:
+# phase (signed: -1 the standard phase, r the residual phase of layer r), wave (0, 1, 2, ...
+# across the message, nondecreasing, one phase per wave, a phase's waves together), sample,
+# neuron (narrowest unsigned types, as for sparse counts), sign (int8, -1 or +1). Within a
+# wave rows are sorted by (sample, neuron) without duplicates: a neuron spikes at most once
+# per wave. ``samples`` and ``shape`` are those of the micro-batch, as for counts.
+
+Wave = tuple  # (sample indices (k,) int64, spikes (k, N) int8 of those samples)
+
+
+def encode_events(phases: list, *, src: int, dst: int, batch: int, micro: int, shape: tuple[int, ...],
+                  samples: int) -> pa.Buffer:
+    """Phases [(tag, [(sample indices, spikes (k, N) of -1/0/+1)])] as one address-event message."""
+    nums = {"src": _check_int("src", src, -1), "dst": _check_int("dst", dst, -1),
+            "batch": _check_int("batch", batch, 0), "micro": _check_int("micro", micro, 0)}
+    shape = _check_shape(shape)
+    b, n = _check_int("samples", samples, 0), math.prod(shape)
+    parts: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+    wave = 0
+    for tag, waves in phases:
+        tag = _check_int("phase", tag, -1)
+        for cols, rows in waves:
+            rows = np.asarray(rows)
+            cols = np.asarray(cols)
+            if rows.ndim != 2 or rows.shape[1] != n or len(cols) != rows.shape[0]:
+                raise WireError(f"wire: wave expected ({len(cols)}, {n}) spikes, got shape {rows.shape}")
+            idx = np.flatnonzero(rows)
+            if not len(idx):
+                continue
+            sign = rows.reshape(-1)[idx]
+            if not np.isin(sign, (-1, 1)).all():
+                raise WireError("wire: event signs expected -1 or +1 (one spike per neuron per wave)")
+            i, j = np.divmod(idx, n)
+            sample = cols[i]
+            if (sample < 0).any() or (sample >= b).any():
+                raise WireError(f"wire: event sample expected < {b}, got {int(sample.max())}")
+            parts.append((tag, wave, sample, j, sign.astype(np.int8)))
+            wave += 1
+    total = sum(len(p[2]) for p in parts)
+    if total > MAX_VALUES:
+        raise WireError(f"wire: message expected at most {MAX_VALUES} events, got {total}")
+    tags = np.array([p[0] for p in parts], dtype=np.int64)
+    lens = np.array([len(p[2]) for p in parts], dtype=np.int64)
+    pt = _signed_for(int(tags.min(initial=-1)), int(tags.max(initial=-1)))
+    cols = {
+        "phase": np.repeat(tags, lens).astype(pt),
+        "wave": np.repeat(np.arange(len(parts)), lens).astype(_unsigned_for(max(len(parts) - 1, 0))),
+        "sample": np.concatenate([p[2] for p in parts] or [np.zeros(0, np.int64)]).astype(_unsigned_for(max(b - 1, 0))),
+        "neuron": np.concatenate([p[3] for p in parts] or [np.zeros(0, np.int64)]).astype(_unsigned_for(max(n - 1, 0))),
+        "sign": np.concatenate([p[4] for p in parts] or [np.zeros(0, np.int8)]).astype(np.int8),
+    }
+    meta = {"spikegrad.wire": str(WIRE_VERSION), "kind": "event", **{k: str(x) for k, x in nums.items()},
+            "shape": ",".join(map(str, shape)), "samples": str(b), "encoding": EVENTS}
+    arrays = [pa.array(cols[k]) for k in EVENT_COLUMNS]
+    schema = pa.schema([pa.field(k, a.type, nullable=False) for k, a in zip(EVENT_COLUMNS, arrays)],
+                       metadata={k.encode(): x.encode() for k, x in meta.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(pa.record_batch(arrays, schema=schema))
+    return sink.getvalue()
+
+
+def decode_events(buf, *, dst: int | None = None, shape: tuple[int, ...] | None = None,
+                  batch: int | None = None, micro: int | None = None) -> tuple[Header, list]:
+    """Check an address-event message completely; returns its header and its phases
+    [(tag, [(sample indices, spikes (k, N) int8)])], in the order sent."""
+    try:
+        h, rb = _read(buf, "event", dst, shape, batch, micro)
+        return h, _events(h, rb)
+    except WireError:
+        raise
+    except _CAUGHT as e:
+        raise WireError(f"wire: message expected a readable Arrow IPC stream, got "
+                        f"{type(e).__name__}: {str(e)[:200]}") from e
+
+
+def _events(h: Header, rb: pa.RecordBatch) -> list:
+    b, n = h.samples, h.neurons
+    types = {k: rb.schema.field(k).type for k in EVENT_COLUMNS}
+    if types["phase"] not in (pa.int8(), pa.int16(), pa.int32(), pa.int64()):
+        raise WireError(f"wire: phase column expected a signed integer type, got {types['phase']}")
+    for k in ("wave", "sample", "neuron"):
+        if types[k] not in _INDEX_TYPES:
+            raise WireError(f"wire: {k} column expected an unsigned integer type, got {types[k]}")
+    if types["sign"] != pa.int8():
+        raise WireError(f"wire: sign column expected int8, got {types['sign']}")
+    phase, wave, s, j, sign = (rb.column(k).to_numpy(zero_copy_only=False).astype(np.int64) for k in EVENT_COLUMNS)
+    if not len(sign):
+        return []
+    if phase.min() < -1:
+        raise WireError(f"wire: event phase expected >= -1, got {int(phase.min())}")
+    for name, idx, bound in (("sample", s, b), ("neuron", j, n)):
+        if int(idx.max()) >= bound:
+            raise WireError(f"wire: event {name} index out of bounds: expected < {bound}, got {int(idx.max())}")
+    if not np.isin(sign, (-1, 1)).all():
+        raise WireError("wire: event sign expected -1 or +1")
+    dw = np.diff(wave)
+    if wave[0] != 0 or ((dw != 0) & (dw != 1)).any():
+        raise WireError("wire: event waves expected numbered 0, 1, 2, ... in order")
+    starts = np.flatnonzero(np.r_[True, dw != 0])
+    if (np.diff(phase)[dw == 0] != 0).any():
+        raise WireError("wire: events of one wave expected in one phase")
+    tags = phase[starts]
+    first_of_phase = tags[np.r_[True, np.diff(tags) != 0]]
+    if len(np.unique(first_of_phase)) != len(first_of_phase):
+        raise WireError("wire: a phase's waves expected together, got a phase that comes back")
+    key = s * n + j
+    same = dw == 0
+    if (np.diff(key)[same] <= 0).any():
+        raise WireError("wire: events of a wave expected sorted by (sample, neuron) without duplicates")
+    out: list = []
+    bounds = [*starts, len(sign)]
+    for w in range(len(starts)):
+        lo, hi = bounds[w], bounds[w + 1]
+        cols, inv = np.unique(s[lo:hi], return_inverse=True)
+        rows = np.zeros((len(cols), n), np.int8)
+        rows[inv, j[lo:hi]] = sign[lo:hi]
+        tag = int(phase[lo])
+        if not out or out[-1][0] != tag:
+            out.append((tag, []))
+        out[-1][1].append((cols, rows))
+    return out

@@ -411,7 +411,7 @@ BAD = [
     (sparse(), meta(batch="99999999999999999999"), {}, r"batch expected an integer >= 0"),
     (sparse(), meta(shape="0,6"), {}, r"shape dimension expected an integer >= 1, got '0'"),
     (sparse(), meta(shape=""), {}, r"shape dimension expected an integer >= 1, got ''"),
-    (sparse(), meta(encoding="rle"), {}, r"encoding expected one of \('dense', 'sparse'\), got 'rle'"),
+    (sparse(), meta(encoding="rle"), {}, r"encoding expected one of \('dense', 'sparse', 'events'\), got 'rle'"),
     (sparse(s=(0, 2)), meta(), {}, r"sample index out of bounds: expected < 2, got 2"),
     (sparse(n=(2, 3)), meta(), {}, r"neuron index out of bounds: expected < 3, got 3"),
     (sparse(s=(1, 1), n=(0, 0)), meta(), {}, r"got duplicate \(1, 0\) after \(1, 0\) at row 1"),
