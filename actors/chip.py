@@ -34,10 +34,11 @@ import numpy as np
 
 from cluster.backend import cupy_available, get_backend, to_device, to_host
 from cluster.errors import SpikeGradError
+from cluster.events import FORWARD_STANDARD, Segment
 from cluster.kernels import error_gate
 from cluster.network import (
     LayerForward, StepConfig, layer_error_below, layer_forward, layer_increment_sums, output_error,
-    sgd_update, to_chwb,
+    sgd_update, softmax, to_chwb,
 )
 from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Dense, parse_topology
@@ -64,6 +65,10 @@ class ChipConfig:
     dtype: str = "float32"
     backend: str = "numpy"    # numpy, cupy, or auto (CuPy where the chip's process has a GPU)
     frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid (None: floating point)
+    wire: str = "counts"      # training messages: "counts" per micro-batch, or "events" (address events)
+
+
+WIRES = ("counts", "events")
 
 
 def parse_chips(spec: str | None, n_layers: int) -> list[tuple[int, int]]:
@@ -122,6 +127,11 @@ class Chip:
         self.pending: dict[tuple[int, int], tuple[Any, list[LayerForward]]] = {}
         self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.step.gradient == "spike"))
         self.size_audit = False
+        if cfg.wire not in WIRES:
+            raise SpikeGradError(f"chip {index}: wire expected one of {WIRES}, got {cfg.wire!r}")
+        if cfg.wire == "events" and cfg.step.gradient != "spike":
+            raise SpikeGradError("--wire events needs spike gradients (error spikes); float gradients have no events")
+        self.events = cfg.wire == "events"
         self.reset_counters()
 
     def _own(self, a: np.ndarray) -> Any:
@@ -179,6 +189,53 @@ class Chip:
             link[3] += min(wire.encoded_sizes(rows).values())
         return buf
 
+    # -- event mode (--wire events) -----------------------------------------------------------
+    def _segment(self, batch_size: int) -> Segment:
+        """This chip's layers in the event simulation (float64, NumPy), on its current weights."""
+        params = {l: (to_host(W).astype(np.float64), to_host(b).astype(np.float64)) for l, (W, b) in self.params.items()}
+        return Segment(self.topo, params, self.first, self.last, batch_size, self.cfg.step)
+
+    def _wave_layout(self, rows: np.ndarray, l: int) -> np.ndarray:
+        """Wire rows (k, N) of one wave -> float64 in the layout of layer l's output."""
+        layer, r = self.topo.layers[l], rows.astype(np.float64)
+        if isinstance(layer, Dense):
+            return r
+        C, H, W = layer.out_shape
+        return np.ascontiguousarray(r.T).reshape(C, H, W, r.shape[0])
+
+    def _receive_events(self, buf: Any, batch: int, micro: int, l: int, shape: tuple) -> tuple[np.ndarray, list]:
+        """Address events in: their sum (the spike counts, (B, N)) and the phases of waves in
+        the layout of layer l (the layer that emitted them)."""
+        t0 = time.perf_counter()
+        h, phases = wire.decode_events(buf, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
+        counts = np.zeros((h.samples, h.neurons), np.int64)
+        out = []
+        for tag, waves in phases:
+            for cols, rows in waves:
+                counts[cols] += rows
+            out.append((tag, [(cols, self._wave_layout(rows, l)) for cols, rows in waves]))
+        self.timing["decode"] += time.perf_counter() - t0
+        return counts, out
+
+    def _send_events(self, phases: list, dst: int, batch: int, micro: int, shape: tuple, samples: int) -> Any:
+        t0 = time.perf_counter()
+        rows = [(tag, [(cols, (d.reshape(-1, d.shape[-1]).T if d.ndim == 4 else d).astype(np.int8))
+                       for cols, d in waves]) for tag, waves in phases]
+        buf = wire.encode_events(rows, src=self.index, dst=dst, batch=batch, micro=micro, shape=tuple(shape),
+                                 samples=samples)
+        self.timing["encode"] += time.perf_counter() - t0
+        link = self.traffic.setdefault(dst, [0, 0, 0.0, 0])
+        link[0] += 1
+        link[1] += buf.size
+        link[2] += float(sum(int(np.abs(r).sum()) for _, w in rows for _, r in w))
+        return buf
+
+    def _check(self, sim: np.ndarray, ann: Any) -> None:
+        """Count the values where the spiking network (sim) and the equivalent ANN differ."""
+        a = to_host(ann)
+        self.event_checks[0] += a.size
+        self.event_checks[1] += int(np.count_nonzero(sim != a))
+
     def audit_sizes(self, on: bool = True) -> None:
         """Also record, per link, the payload of the smaller encoding (costs a second count)."""
         self.size_audit = on
@@ -208,6 +265,10 @@ class Chip:
             if not np.isfinite(x).all():
                 raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
             S_in = to_chwb(self.xp, to_device(self.backend, x, self.dtype))
+            phases_in = [(FORWARD_STANDARD, [(np.arange(len(x)), to_chwb(np, x.astype(np.float64)))])]
+        elif self.events and train:
+            counts, phases_in = self._receive_events(inputs, batch, micro, self.first - 1, self._in_shape())
+            S_in = self._to_layout(counts, self.first - 1)
         else:
             S_in = self._to_layout(self._receive(inputs, "forward", batch, micro,
                                                  self._in_shape()), self.first - 1)
@@ -217,12 +278,22 @@ class Chip:
                                is_output=(l == self.L))
             kept.append(lf)
             S = lf.S
+        seg = None
+        if self.events and train:  # the spiking network itself, on the same input events
+            B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
+            seg = self._segment(B)
+            phases_out = seg.forward(phases_in)
+            for i, l in enumerate(self.layers):
+                if l < self.L:
+                    self._check(seg.net[l].S, kept[i].S)
         if train:
             if (batch, micro) in self.pending:
                 raise SpikeGradError(f"chip {self.index}: micro-batch {micro} of batch {batch} arrived twice")
-            self.pending[(batch, micro)] = (S_in, kept)
+            self.pending[(batch, micro)] = (S_in, kept, seg)
         if self.is_output:
             out = None if train else to_host(S.argmax(axis=1))
+        elif seg is not None:
+            out = self._send_events(phases_out, self.index + 1, batch, micro, self._out_shape(), B)
         else:
             out = self._send(S, "forward", self.index + 1, batch, micro, self._out_shape(), count=train)
         self.timing["busy"] += time.perf_counter() - t0
@@ -244,7 +315,7 @@ class Chip:
         if key not in self.pending:
             raise SpikeGradError(f"chip {self.index}: error for micro-batch {micro} of batch {batch} "
                                  f"without its forward pass")
-        S_in, kept = self.pending.pop(key)
+        S_in, kept, seg = self.pending.pop(key)
         xp, step = self.xp, self.cfg.step
         stats = None
         if self.is_output:
@@ -252,10 +323,21 @@ class Chip:
             V = kept[-1].S
             yd = to_device(self.backend, y)
             correct = int((V.argmax(axis=1) == yd).sum())
+            if seg is not None:  # the top U compartments start from the ANN's unrounded error
+                U = softmax(xp, V)
+                U[xp.arange(len(y)), yd] -= 1
+                U *= step.error_scale
+                U /= step.theta_bp
+                phases_out = seg.backward(top_error=to_host(U).astype(np.float64) * step.theta_bp)
             E, loss = output_error(xp, V, yd, step)
             stats = [float(loss.sum()), correct]
         else:
-            Z = self._to_layout(self._receive(errors, "error", batch, micro, self._out_shape()), self.last)
+            if seg is not None:
+                counts, phases_in = self._receive_events(errors, batch, micro, self.last, self._out_shape())
+                Z = self._to_layout(counts, self.last)
+                phases_out = seg.backward(phases_in)
+            else:
+                Z = self._to_layout(self._receive(errors, "error", batch, micro, self._out_shape()), self.last)
             E = error_gate(xp, Z, kept[-1].mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
         B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
         out = None
@@ -263,6 +345,8 @@ class Chip:
             l = self.layers[i]
             layer = self.topo.layers[l]
             below = S_in if i == 0 else kept[i - 1].S
+            if seg is not None:
+                self._check(seg.net[l].E, E)
             rows = self.counter.measure_layer(l, below, kept[i].S if l < self.L else None, E, B)
             self.counter.accumulate_row(l, rows)
             if layer.trainable:
@@ -280,7 +364,11 @@ class Chip:
                                   not isinstance(below_layer, Dense), step)
             Zr = error_gate(xp, Z, None, step.theta_bp, rounding=(step.gradient == "spike"))
             if i == 0:  # the layer below lives on the previous chip: send its error spikes
-                out = self._send(Zr, "error", self.index - 1, batch, micro, below_layer.out_shape)
+                if seg is not None:  # the boundary U compartments' error spikes, as events
+                    self._check(seg.net[l - 1].Z, Zr)
+                    out = self._send_events(phases_out, self.index - 1, batch, micro, below_layer.out_shape, B)
+                else:
+                    out = self._send(Zr, "error", self.index - 1, batch, micro, below_layer.out_shape)
                 break
             E = error_gate(xp, Zr, kept[i - 1].mask, 1.0, rounding=False)
         self.timing["busy"] += time.perf_counter() - t0
@@ -339,6 +427,7 @@ class Chip:
         self.counter.reset()
         self.traffic: dict[int, list] = {}
         self.timing = {"encode": 0.0, "decode": 0.0, "busy": 0.0}
+        self.event_checks = [0, 0]  # values compared (spiking network vs ANN), values that differ
 
     def report(self, reset: bool = True) -> dict:
         """Counters since the last reset: synops rows of its layers, traffic per destination, timing."""
@@ -349,6 +438,7 @@ class Chip:
             "traffic": {dst: {"messages": v[0], "bytes": v[1], "spikes": v[2], "min_payload_bytes": v[3]}
                         for dst, v in self.traffic.items()},
             "timing": dict(self.timing),
+            "event_checks": {"values": self.event_checks[0], "differ": self.event_checks[1]},
         }
         if reset:
             self.reset_counters()
