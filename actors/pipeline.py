@@ -180,7 +180,8 @@ class ChipPipeline:
         merged: dict[int, dict] = {}
         for rep in raw:
             m = merged.setdefault(rep["chip"], {"chip": rep["chip"], "layers": rep["layers"], "synops": {},
-                                                "traffic": {}, "timing": {}})
+                                                "traffic": {}, "timing": {},
+                                                "event_checks": {"values": 0, "differ": 0}})
             for l, row in rep["synops"].items():
                 acc = m["synops"].setdefault(l, dict.fromkeys(row, 0.0))
                 for k, v in row.items():
@@ -191,6 +192,8 @@ class ChipPipeline:
                     acc[k] += v
             for k, v in rep["timing"].items():
                 m["timing"][k] = m["timing"].get(k, 0.0) + v
+            for k, v in rep["event_checks"].items():
+                m["event_checks"][k] += v
         return [merged[c] for c in sorted(merged)]
 
     def audit_sizes(self, on: bool = True) -> None:

@@ -14,8 +14,10 @@ def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict
         for dst, link in rep["traffic"].items():
             links.append(dict(epoch=epoch, src=rep["chip"], dst=int(dst), **link))
         ops: dict[str, Any] = {k: sum(row[k] for row in rep["synops"].values()) for k in COUNTERS}
+        checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
-                          **ops, **{f"{k}_seconds": v for k, v in rep["timing"].items()}))
+                          **ops, **{f"{k}_seconds": v for k, v in rep["timing"].items()},
+                          event_values_checked=checks["values"], event_values_differ=checks["differ"]))
     return links, chips
 
 
@@ -27,7 +29,9 @@ def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = Non
     chips = [r for r in chips if r["epoch"] == epoch]
     ids = sorted({r["chip"] for r in chips})
     cell = {(r["src"], r["dst"]): r for r in links}
-    lines = [f"chip-to-chip traffic, epoch {epoch} (row: from, column: to; spikes / bytes)"]
+    events = sum(r.get("event_values_checked", 0) for r in chips)
+    what = "address events" if events else "spikes (counts)"
+    lines = [f"chip-to-chip traffic, epoch {epoch} (row: from, column: to; {what} / bytes)"]
     lines.append("from\\to " + "".join(f"{c:>22d}" for c in ids))
     for s in ids:
         vals = []
@@ -43,4 +47,8 @@ def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = Non
                      f"{r['acc_forward']:>11.3g} {r['acc_backward']:>11.3g} {r['acc_update']:>11.3g} "
                      f"{r['macs']:>11.3g} {r.get('busy_seconds', 0):>7.2f} {r.get('encode_seconds', 0):>6.2f} "
                      f"{r.get('decode_seconds', 0):>6.2f}")
+    if events:
+        differ = sum(r.get("event_values_differ", 0) for r in chips)
+        lines.append(f"event wire: the spiking network on the chips equals the ANN on {events - differ:.6g} of "
+                     f"{events:.6g} values of S, E and Z ({'all' if not differ else f'{differ:.6g} differ'})")
     return "\n".join(lines)

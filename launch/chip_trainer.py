@@ -69,7 +69,7 @@ class ChipTrainer(Trainer):
         backend = "auto" if gpus > 0 else cfg.backend
         self.chip_cfg = ChipConfig(topology=self.topo.text, step=cfg.step, eta=cfg.eta,
                                    momentum=cfg.momentum, dtype=cfg.dtype, backend=backend,
-                                   frac_bits=cfg.weight_frac_bits)
+                                   frac_bits=cfg.weight_frac_bits, wire=cfg.wire)
         host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in self.params.items()}
         mb = micro_batch or max(8, -(-cfg.batch_size // (4 * replicas)))
         self.pipeline = ChipPipeline(

@@ -70,6 +70,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replicas", type=_positive_int, help="data-parallel copies of the chip pipeline")
     p.add_argument("--placement", choices=("pack", "spread"), help="chips packed on few nodes or spread")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on chips")
+    p.add_argument("--wire", choices=("counts", "events"),
+                   help="chips exchange spike counts per micro-batch (default) or the spiking network's "
+                        "address events, wave by wave")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
     p.add_argument("--backend", choices=("numpy", "cupy"))
     p.add_argument("--dtype", choices=("float32", "float64"))
@@ -176,7 +179,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
-        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits)
+        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire)
     summary = train(cfg, progress=not a.quiet, address=a.address)
     if a.json:
         print(json.dumps(summary), flush=True)

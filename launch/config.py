@@ -17,6 +17,7 @@ from cluster.network import GRADIENT_MODES, StepConfig
 from cluster.topology import PRESETS, parse_topology
 
 ENGINES = ("chips", "local")
+WIRES = ("counts", "events")
 PLACEMENTS = ("pack", "spread")
 BACKENDS = ("numpy", "cupy")
 DTYPES = ("float32", "float64")
@@ -52,6 +53,7 @@ class TrainConfig:
     replicas: int = 1
     placement: str = "pack"
     micro_batch: int | None = None  # chips: samples per micro-batch (None: batch / 4, >= 8)
+    wire: str = "counts"            # chips: spike counts per micro-batch, or "events" (address events)
     backend: str = "numpy"
     dtype: str = "float32"
     weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
@@ -91,7 +93,8 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.dataset not in DATASET_DEFAULTS:
         raise SpikeGradError(f"unknown dataset {cfg.dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
     for name, allowed in (("gradient", GRADIENT_MODES), ("engine", ENGINES), ("backend", BACKENDS),
-                          ("dtype", DTYPES), ("schedule", SCHEDULES), ("placement", PLACEMENTS)):
+                          ("dtype", DTYPES), ("schedule", SCHEDULES), ("placement", PLACEMENTS),
+                          ("wire", WIRES)):
         if getattr(cfg, name) not in allowed:
             raise SpikeGradError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     for name in ("epochs", "batch_size", "replicas"):
@@ -114,6 +117,9 @@ def _check(cfg: TrainConfig) -> None:
     if not (0 <= cfg.momentum < 1):
         raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
     topo = parse_topology(cfg.topology)  # raises with the offending token
+    if cfg.wire == "events" and (cfg.engine != "chips" or cfg.gradient != "spike"):
+        raise SpikeGradError(f"--wire events needs --engine chips and --gradient spike, got engine {cfg.engine}, "
+                             f"gradient {cfg.gradient}")
     if cfg.engine == "chips":
         from actors.chip import parse_chips  # noqa: PLC0415
 

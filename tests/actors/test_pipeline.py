@@ -58,3 +58,26 @@ def test_traffic_recorded_and_printed(ray_session, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "chip-to-chip traffic" in out and "ACC fwd" in out
     assert main(["traffic", str(tmp_path)]) == 2
+
+
+def test_event_wire_on_ray_same_weights(ray_session, tmp_path, capsys):
+    """--wire events on real Ray actors: address events between chips, the same weights as the
+    count wire (fixed-point weights, K = 12), more events than counts, every value checked."""
+    import pyarrow.parquet as pq
+
+    common = ["train", "--epochs", "1", "--limit-train", "96", "--limit-test", "32", "--batch-size", "32",
+              "--micro-batch", "16", "--chips", "0-1,2,3", "--weight-frac-bits", "12", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "c")]) == 0
+    assert main([*common, "--wire", "events", "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().err
+    assert "address events / bytes" in out and "(all)" in out
+    wc, we = weights(tmp_path / "c"), weights(tmp_path / "e")
+    for k in wc:
+        assert np.array_equal(wc[k], we[k]), k
+    lc = {(r["src"], r["dst"]): r for r in pq.read_table(tmp_path / "c" / "traffic.parquet").to_pylist()}
+    le = {(r["src"], r["dst"]): r for r in pq.read_table(tmp_path / "e" / "traffic.parquet").to_pylist()}
+    assert lc.keys() == le.keys()
+    for k in lc:
+        assert le[k]["messages"] == lc[k]["messages"] and le[k]["spikes"] >= lc[k]["spikes"] > 0
+    chips = pq.read_table(tmp_path / "e" / "chips.parquet").to_pylist()
+    assert all(r["event_values_checked"] > 0 and r["event_values_differ"] == 0 for r in chips)
