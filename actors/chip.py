@@ -21,6 +21,15 @@ What crosses a link backward is Zˡ⁻¹, the error spikes the boundary neurons'
 compartments emit (Eq. (6)): the synapses Wˡ live on the chip that owns layer l, so
 the sum Σₖ wₖᵢ δₖ is taken there and only integer spike counts travel (floats only
 for the float-gradient baseline). The receiving chip gates them with its S′ (Eq. (7)).
+
+Event wire (``ChipConfig.wire == "events"``, ``spikegrad train --wire events``): when
+training, chips exchange address events instead of counts. Each chip also runs its share
+of the spiking network (:class:`cluster.events.Segment`, float64) on the events it
+receives, and sends the events its top layer (forward) or its boundary U compartments
+(backward) emit, phase by phase and wave by wave (:func:`actors.wire.encode_events`). The
+receiving chip sums the events to the counts its equivalent ANN uses, so learning is the
+count wire's; every S, E and Z of the spiking network is compared with the ANN's, and the
+values that differ are counted (``report()["event_checks"]``). Evaluation uses counts.
 """
 
 from __future__ import annotations

@@ -176,25 +176,7 @@ class ChipPipeline:
 
     def reports(self) -> list[dict]:
         """Each chip's counters since the last call (reset), summed over replicas, by chip index."""
-        raw = ray.get([chip.report.remote(True) for row in self.chips for chip in row])
-        merged: dict[int, dict] = {}
-        for rep in raw:
-            m = merged.setdefault(rep["chip"], {"chip": rep["chip"], "layers": rep["layers"], "synops": {},
-                                                "traffic": {}, "timing": {},
-                                                "event_checks": {"values": 0, "differ": 0}})
-            for l, row in rep["synops"].items():
-                acc = m["synops"].setdefault(l, dict.fromkeys(row, 0.0))
-                for k, v in row.items():
-                    acc[k] += v
-            for dst, link in rep["traffic"].items():
-                acc = m["traffic"].setdefault(dst, dict.fromkeys(link, 0))
-                for k, v in link.items():
-                    acc[k] += v
-            for k, v in rep["timing"].items():
-                m["timing"][k] = m["timing"].get(k, 0.0) + v
-            for k, v in rep["event_checks"].items():
-                m["event_checks"][k] += v
-        return [merged[c] for c in sorted(merged)]
+        return merge_reports(ray.get([chip.report.remote(True) for row in self.chips for chip in row]))
 
     def audit_sizes(self, on: bool = True) -> None:
         ray.get([chip.audit_sizes.remote(on) for row in self.chips for chip in row])
@@ -205,3 +187,26 @@ class ChipPipeline:
                 ray.kill(chip)
         self.chips = []
         remove_placement_group(self.pg)
+
+
+def merge_reports(reports: list[dict]) -> list[dict]:
+    """Chip reports (of replicas, or of parts of an epoch) summed per chip, by chip index.
+    Layer and destination keys may be ints or their strings (reports that went through JSON)."""
+    merged: dict[int, dict] = {}
+    for rep in reports:
+        m = merged.setdefault(int(rep["chip"]), {"chip": int(rep["chip"]), "layers": rep["layers"], "synops": {},
+                                                 "traffic": {}, "timing": {},
+                                                 "event_checks": {"values": 0, "differ": 0}})
+        for l, row in rep["synops"].items():
+            acc = m["synops"].setdefault(int(l), dict.fromkeys(row, 0.0))
+            for k, v in row.items():
+                acc[k] += v
+        for dst, link in rep["traffic"].items():
+            acc = m["traffic"].setdefault(int(dst), dict.fromkeys(link, 0))
+            for k, v in link.items():
+                acc[k] += v
+        for k, v in rep["timing"].items():
+            m["timing"][k] = m["timing"].get(k, 0.0) + v
+        for k, v in rep.get("event_checks", {}).items():
+            m["event_checks"][k] += v
+    return [merged[c] for c in sorted(merged)]

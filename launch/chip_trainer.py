@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from actors.chip import ChipConfig, parse_chips
-from actors.pipeline import ChipPipeline
+from actors.pipeline import ChipPipeline, merge_reports
 from cluster.backend import get_backend
 from cluster.errors import SpikeGradError
 from cluster.synops import COUNTERS
@@ -82,6 +82,7 @@ class ChipTrainer(Trainer):
         self.groups, self.replicas, self.micro = groups, replicas, mb
         self.batches_done = 0
         self.last_reports: list[dict] = []
+        self.partial_reports: list[dict] = []  # counters banked at mid-epoch checkpoints
 
     def describe(self) -> str:
         backends = sorted({w["backend"] for w in self.pipeline.where})
@@ -104,7 +105,8 @@ class ChipTrainer(Trainer):
         return self.pipeline.predict(x)
 
     def collect_counts(self) -> np.ndarray:
-        reports = self.pipeline.reports()
+        reports = merge_reports(self.partial_reports + self.pipeline.reports())
+        self.partial_reports = []
         self.last_reports = reports
         counts = np.zeros((len(self.topo.layers), len(COUNTERS)))
         for rep in reports:
@@ -112,9 +114,18 @@ class ChipTrainer(Trainer):
                 counts[int(l)] = [row[k] for k in COUNTERS]
         return counts
 
+    def bank_counts(self) -> None:
+        self.partial_reports = merge_reports(self.partial_reports + self.pipeline.reports())
+
+    def _banked(self) -> list[dict]:
+        return self.partial_reports
+
+    def _unbank(self, banked: list[dict] | None) -> None:
+        self.partial_reports = merge_reports(banked or [])
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         st = self.pipeline.state()
-        out: dict[str, np.ndarray] = {"epochs_done": np.asarray(self.epochs_done)}
+        out: dict[str, np.ndarray] = self.progress_arrays()
         for t, l in enumerate(self.topo.trainable):
             out[f"W{t}"], out[f"b{t}"], out[f"vW{t}"], out[f"vb{t}"] = st[l]
         return out

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from cluster.errors import SpikeGradError
 from cluster.topology import PRESETS
@@ -48,7 +48,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a network (default: digits, embedded, no download)",
                        description="Train a SpikeGrad network. Flags not given take the dataset's "
                                    "measured defaults (README).")
-    p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), default="digits")
+    p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), help="default: digits")
     p.add_argument("--data-dir", help="directory holding the dataset files (mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="fetch missing dataset files first")
     p.add_argument("--topology", help=f"preset ({', '.join(PRESETS)}) or string like 28x28-15C5-P2-10")
@@ -78,6 +78,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--weight-frac-bits", type=_positive_int,
                    help="keep weights and biases on a 2^-K grid (nearest rounding after each update)")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="also checkpoint every N batches (default: at each epoch end only)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run from its last checkpoint, with its own config.json "
+                        "(no other training options)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<gradient>-s<seed>-<time>)")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -169,18 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_train(a: argparse.Namespace) -> int:
-    from .config import make_config  # noqa: PLC0415
-    from .runs import train  # noqa: PLC0415
+_RESUME_OK = {"resume", "address", "json", "quiet", "command", "download", "data_dir"}
 
-    cfg = make_config(
-        a.dataset, data_dir=a.data_dir, topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
-        lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
-        theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
-        limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
-        download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
-        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire)
-    summary = train(cfg, progress=not a.quiet, address=a.address)
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .runs import resume, train  # noqa: PLC0415
+
+    if a.resume:
+        given = sorted(k for k, v in vars(a).items() if k not in _RESUME_OK and v not in (None, False))
+        if given:
+            raise SpikeGradError(f"--resume continues the run with its own config.json; got also "
+                                 f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+        summary = resume(a.resume, data_dir=a.data_dir, progress=not a.quiet, address=a.address)
+    else:
+        summary = train(_train_config(a), progress=not a.quiet, address=a.address)
     if a.json:
         print(json.dumps(summary), flush=True)
     else:
@@ -188,6 +195,19 @@ def _cmd_train(a: argparse.Namespace) -> int:
               f"{summary['train_seconds']:.1f} s training ({summary['images_per_second']:.0f} img/s); "
               f"run directory {summary['run_dir']}")
     return 0
+
+
+def _train_config(a: argparse.Namespace) -> Any:
+    from .config import make_config  # noqa: PLC0415
+
+    return make_config(
+        a.dataset or "digits", data_dir=a.data_dir, topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
+        lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
+        theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
+        limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
+        download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
+        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
+        checkpoint_every=a.checkpoint_every)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:

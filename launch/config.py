@@ -54,6 +54,7 @@ class TrainConfig:
     placement: str = "pack"
     micro_batch: int | None = None  # chips: samples per micro-batch (None: batch / 4, >= 8)
     wire: str = "counts"            # chips: spike counts per micro-batch, or "events" (address events)
+    checkpoint_every: int | None = None  # also checkpoint every N batches (None: at epoch ends only)
     backend: str = "numpy"
     dtype: str = "float32"
     weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
@@ -101,7 +102,7 @@ def _check(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
-    for name in ("limit_train", "limit_test", "micro_batch"):
+    for name in ("limit_train", "limit_test", "micro_batch", "checkpoint_every"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")

@@ -15,8 +15,10 @@ from .datasets import load_dataset
 from cluster.topology import parse_topology
 
 from .chip_format import format_traffic, traffic_rows
+from .config import config_from_json
 from .trainer import (
-    Trainer, check_fit, epoch_rows, load_run, save_checkpoint, select, write_parquet, _write_atomic,
+    CHECKPOINT, Trainer, check_fit, epoch_rows, load_run, read_checkpoint, read_parquet_rows, save_checkpoint,
+    select, write_parquet, _write_atomic,
 )
 
 
@@ -50,15 +52,50 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     xtr, ytr, xte, yte = select(data, cfg)
     trainer = make_trainer(cfg, address)
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
         return _train(cfg, trainer, data, xtr, ytr, xte, yte, run_dir, progress, log)
     finally:
         trainer.close()
 
 
+def resume(run_dir: str, data_dir: str | None = None, progress: bool = True,
+           log: Callable[[str], None] | None = None, address: str | None = None) -> dict:
+    """Continue a stopped run from its last checkpoint (epoch end or ``--checkpoint-every``):
+    the same batches in the same order follow, so it ends with the weights of an
+    uninterrupted run. ``data_dir`` overrides the run's (the data may have moved)."""
+    log = log or (lambda s: print(s, file=sys.stderr))
+    run = Path(run_dir)
+    for name in ("config.json", CHECKPOINT):
+        if not (run / name).is_file():
+            raise SpikeGradError(f"cannot resume {run}: {name} is missing (not a run directory, or stopped "
+                                 "before its first checkpoint)")
+    cfg = config_from_json((run / "config.json").read_text())
+    if data_dir:
+        cfg = TrainConfig(**{**json.loads(cfg.to_json()), "data_dir": data_dir})
+    arrays = read_checkpoint(run / CHECKPOINT)
+    if int(arrays.get("epochs_done", 0)) >= cfg.epochs:
+        raise SpikeGradError(f"cannot resume {run}: all {cfg.epochs} epochs are done")
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
+    check_fit(parse_topology(cfg.topology), data)
+    xtr, ytr, xte, yte = select(data, cfg)
+    trainer = make_trainer(cfg, address)
+    try:
+        trainer.load_state(arrays, str(run / CHECKPOINT))
+        log(f"spikegrad: resuming {run} at epoch {trainer.epochs_done + 1}, batch {trainer.position}")
+        return _train(cfg, trainer, data, xtr, ytr, xte, yte, run, progress, log)
+    finally:
+        trainer.close()
+
+
+def _previous_rows(run_dir: Path, name: str, epochs_done: int) -> list[dict]:
+    """Rows of the epochs a resumed run has already finished (later rows were never confirmed)."""
+    path = run_dir / name
+    return [r for r in read_parquet_rows(path) if r["epoch"] <= epochs_done] if path.is_file() else []
+
+
 def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir: Path, progress: bool,
            log: Callable[[str], None]) -> dict:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
     log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train / {len(xte)} test images")
     log(f"spikegrad: topology {trainer.topo.describe()}")
     if cfg.engine == "chips":
@@ -67,10 +104,13 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir
         f"{cfg.gradient} gradient, alpha {cfg.alpha:g}, theta_ff {cfg.theta_ff:g}, "
         f"theta_bp {cfg.step.theta_bp:g}, lr {cfg.lr:g} ({cfg.schedule}), momentum {cfg.momentum:g}, "
         f"batch {cfg.batch_size}, seed {cfg.seed}; run directory {run_dir}")
-    rows, layer_rows, link_rows, chip_rows = [], [], [], []
-    train_seconds, images = 0.0, 0
-    for _ in range(cfg.epochs):
-        res = trainer.run_epoch(xtr, ytr, xte, yte, progress=progress)
+    done = trainer.epochs_done
+    rows, layer_rows, link_rows, chip_rows = (_previous_rows(run_dir, name, done) for name in (
+        "metrics.parquet", "layers.parquet", "traffic.parquet", "chips.parquet"))
+    train_seconds, images = sum(r["seconds"] for r in rows), sum(r["images"] for r in rows)
+    for _ in range(done, cfg.epochs):
+        res = trainer.run_epoch(xtr, ytr, xte, yte, progress=progress, checkpoint_every=cfg.checkpoint_every,
+                                checkpoint=lambda: save_checkpoint(run_dir, trainer))
         row, lrows = epoch_rows(res, trainer.topo, cfg)
         rows.append(row)
         layer_rows.extend(lrows)

@@ -6,11 +6,14 @@ the applied step is v ← μ v + ΔW, w ← w + v (μ = 0 is Algorithm 3 exactly
 Run directory (``--out``): ``config.json`` (the resolved config), ``metrics.parquet``
 (one row per epoch), ``layers.parquet`` (one row per epoch and layer: spikes per
 neuron, synaptic operations and their ratio to the ANN's MACs), ``checkpoint.npz``
-(weights and velocities, loaded with ``allow_pickle=False``) and ``summary.json``.
+(weights, velocities and the driver's position: epoch, batch, generator state; loaded
+with ``allow_pickle=False``; rewritten atomically at each epoch end and every
+``--checkpoint-every`` batches) and ``summary.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -33,6 +36,7 @@ from .config import TrainConfig, config_from_json
 from .datasets import Dataset
 
 CHECKPOINT = "checkpoint.npz"
+_NO_PARTIAL = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}  # an epoch's sums before its first batch
 # Samples per micro-batch on the CPU: enough to keep every worker busy, between these
 # bounds (measured with `spikegrad bench train --micro-batch N`, README).
 MICRO_BATCH_MIN, MICRO_BATCH_MAX = 16, 128
@@ -81,6 +85,12 @@ class Trainer:
         self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
         self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.gradient == "spike"))
         self.epochs_done = 0
+        # Where a checkpoint can stop and resume (:meth:`run_epoch`): batches of the current
+        # epoch applied, the generator before this epoch's permutation, the epoch's sums so far.
+        self.position = 0
+        self.epoch_rng_state: dict | None = None
+        self.partial: dict[str, float] = dict(_NO_PARTIAL)
+        self.partial_counts: np.ndarray | None = None
         # CPU parallelism: micro-batches on worker threads (see train_step).
         self.micro_batch: int | None = None  # None: chosen per batch size (see _split)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -186,17 +196,29 @@ class Trainer:
 
     # -- epochs ----------------------------------------------------------------------------
     def run_epoch(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                  progress: bool = True) -> EpochResult:
+                  progress: bool = True, checkpoint_every: int | None = None,
+                  checkpoint: Callable[[], None] | None = None) -> EpochResult:
+        """One epoch from ``self.position`` (0, or where a resumed checkpoint stopped).
+
+        Every ``checkpoint_every`` batches the queued steps are finished, the epoch's counters
+        banked and ``checkpoint()`` called (it saves :meth:`state_arrays`); a run resumed from
+        there redraws the same batch order and ends with the same weights.
+        """
         from tqdm import tqdm  # noqa: PLC0415  (only the CLI path draws bars)
 
         epoch = self.epochs_done
+        if self.position == 0:
+            self.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
+        else:  # resumed mid-epoch: the same permutation again
+            self.rng.bit_generator.state = copy.deepcopy(self.epoch_rng_state)
         order = self.rng.permutation(len(x_train))
         B = self.cfg.batch_size
         steps = math.ceil(len(order) / B)
-        loss_sum, correct, seen = 0.0, 0, 0
-        t0 = time.perf_counter()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
-                   disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True)
+        loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
+        t0 = time.perf_counter() - self.partial["seconds"]
+        bar = tqdm(range(self.position, steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+                   disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True,
+                   initial=self.position, total=steps)
         for s in bar:
             idx = order[s * B:(s + 1) * B]
             l_sum, c = self.train_step(x_train[idx], y_train[idx], lr_factor(self.cfg, epoch, s, steps))
@@ -205,6 +227,15 @@ class Trainer:
             seen += len(idx)
             if s % 20 == 0 or s == steps - 1:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+            if checkpoint is not None and checkpoint_every and (s + 1) % checkpoint_every == 0 and s + 1 < steps:
+                l_sum, c = self.finish_steps()
+                loss_sum += l_sum
+                correct += c
+                self.backend.synchronize()
+                self.bank_counts()
+                self.position = s + 1
+                self.partial = dict(loss=loss_sum, correct=correct, seen=seen, seconds=time.perf_counter() - t0)
+                checkpoint()
         l_sum, c = self.finish_steps()
         loss_sum += l_sum
         correct += c
@@ -214,11 +245,25 @@ class Trainer:
         test_acc = self.evaluate(x_test, y_test)
         bar.close()
         self.epochs_done += 1
+        self.position, self.partial = 0, dict(_NO_PARTIAL)
         return EpochResult(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_acc, seconds, seen, counts)
 
     def collect_counts(self) -> np.ndarray:
-        """The epoch's synaptic-operation counts, (L+1, len(COUNTERS)), and reset them."""
-        return self.counter.totals()
+        """The epoch's synaptic-operation counts, (L+1, len(COUNTERS)), banked ones included, and reset them."""
+        counts = self.counter.totals()
+        if self.partial_counts is not None:
+            counts, self.partial_counts = counts + self.partial_counts, None
+        return counts
+
+    def bank_counts(self) -> None:
+        """Move the counts so far out of the counters, into the checkpointed state."""
+        self.partial_counts = self.collect_counts()
+
+    def _banked(self) -> Any:
+        return None if self.partial_counts is None else self.partial_counts.tolist()
+
+    def _unbank(self, banked: Any) -> None:
+        self.partial_counts = None if banked is None else np.asarray(banked, dtype=np.float64)
 
     def close(self) -> None:
         """Release workers (and, for chips, actors)."""
@@ -227,8 +272,35 @@ class Trainer:
             self._executor = None
 
     # -- checkpoints -----------------------------------------------------------------------
+    def progress_arrays(self) -> dict[str, np.ndarray]:
+        """The driver's position: epochs done, batches of the current epoch done, the generator
+        now and before the epoch's permutation, the epoch's sums and banked counters (as a JSON
+        string array: loaded without pickle)."""
+        progress = dict(rng=self.rng.bit_generator.state, epoch_rng=self.epoch_rng_state,
+                        partial=self.partial, banked=self._banked())
+        return {"epochs_done": np.asarray(self.epochs_done), "position": np.asarray(self.position),
+                "progress": np.asarray(json.dumps(progress))}
+
+    def load_progress(self, arrays: dict[str, np.ndarray], path: str) -> None:
+        self.epochs_done = int(arrays.get("epochs_done", 0))
+        self.position = int(arrays.get("position", 0))
+        if "progress" not in arrays:  # a checkpoint written before resumable runs: epoch ends only
+            if self.position:
+                raise SpikeGradError(f"checkpoint {path}: position {self.position} without its progress record")
+            return
+        try:
+            p = json.loads(str(arrays["progress"]))
+            self.rng.bit_generator.state = p["rng"]
+            self.epoch_rng_state = p["epoch_rng"]
+            self.partial = {k: float(p["partial"][k]) for k in _NO_PARTIAL}
+            self._unbank(p["banked"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SpikeGradError(f"checkpoint {path}: unreadable progress record ({type(exc).__name__}: {exc})") from None
+        if self.position and self.epoch_rng_state is None:
+            raise SpikeGradError(f"checkpoint {path}: position {self.position} without the epoch's generator state")
+
     def state_arrays(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"epochs_done": np.asarray(self.epochs_done)}
+        out: dict[str, np.ndarray] = self.progress_arrays()
         for t, l in enumerate(self.topo.trainable):
             W, b = self.params[l]
             vW, vb = self.velocity[l]
@@ -250,7 +322,7 @@ class Trainer:
             if f"vW{t}" in arrays:
                 self.velocity[l] = (to_device(self.backend, arrays[f"vW{t}"], self.dtype),
                                     to_device(self.backend, arrays[f"vb{t}"], self.dtype))
-        self.epochs_done = int(arrays.get("epochs_done", 0))
+        self.load_progress(arrays, path)
 
 
 def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -275,13 +347,17 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Trainer:
     if backend is not None:
         cfg = TrainConfig(**{**json.loads(cfg.to_json()), "backend": backend})
     trainer = Trainer(cfg)
+    trainer.load_state(read_checkpoint(ckpt), str(ckpt))
+    return trainer
+
+
+def read_checkpoint(ckpt: Path) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays, read without pickle."""
     try:
         with np.load(ckpt, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as exc:
         raise SpikeGradError(f"checkpoint {ckpt} is unreadable ({exc})") from None
-    trainer.load_state(arrays, str(ckpt))
-    return trainer
 
 
 def select(data: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,80 @@
+"""Checkpoints every N batches and ``spikegrad train --resume``: a run killed mid-epoch (SIGKILL,
+a real process) and resumed ends with exactly the weights of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from launch.cli import main
+
+ARGS = ["--epochs", "4", "--limit-train", "640", "--limit-test", "64", "--batch-size", "32", "--seed", "3",
+        "--checkpoint-every", "3", "--quiet"]
+
+
+def arrays(run):
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def kill_mid_run(run, engine, min_epochs=1):
+    """Start a real training process; SIGKILL it once a mid-epoch checkpoint of a later epoch is on disk."""
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", *ARGS, "--engine", engine,
+                             "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                a = arrays(run)
+                if int(a["epochs_done"]) >= min_epochs and int(a["position"]) > 0:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return int(a["epochs_done"]), int(a["position"])
+            except (OSError, ValueError, KeyError, EOFError):
+                pass
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    pytest.fail(f"the run ended (rc {proc.returncode}) before a mid-epoch checkpoint could be caught: "
+                f"{proc.stderr.read().decode()[-2000:]}")
+
+
+def test_killed_and_resumed_local_run_equals_uninterrupted(tmp_path, capsys):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", *ARGS, "--engine", "local", "--out", str(full), "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    epoch, position = kill_mid_run(cut, "local")
+    assert not (cut / "summary.json").exists()
+    assert main(["train", "--resume", str(cut), "--json", "--quiet"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    a, b = arrays(full), arrays(cut)
+    for k in a:
+        if k.startswith(("W", "b", "vW", "vb")):
+            assert np.array_equal(a[k], b[k]), f"{k} differs after resuming at epoch {epoch + 1}, batch {position}"
+    assert got["test_accuracy"] == ref["test_accuracy"] and got["train_accuracy"] == ref["train_accuracy"]
+    import pyarrow.parquet as pq
+
+    assert [r["epoch"] for r in pq.read_table(cut / "metrics.parquet").to_pylist()] == [1, 2, 3, 4]
+    la = pq.read_table(full / "layers.parquet").to_pylist()
+    lb = pq.read_table(cut / "layers.parquet").to_pylist()
+    assert [r["spikes"] for r in la] == [r["spikes"] for r in lb]  # banked counters kept across the kill
+
+
+def test_resume_refuses(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+    run = tmp_path / "r"
+    assert main(["train", "--epochs", "1", "--limit-train", "64", "--limit-test", "16", "--engine", "local",
+                 "--quiet", "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "all 1 epochs are done" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "got also --epochs" in capsys.readouterr().err
