@@ -55,6 +55,11 @@ from cluster.topology import Dense, parse_topology
 from . import wire
 
 
+class ChipFailure(SpikeGradError):
+    """A chip's process died, or a message it held was lost with it: the driver can restart the
+    chips from the last checkpoint and replay (``launch.runs``)."""
+
+
 class Phase(str, Enum):
     """The chip protocol's phases, in order; :class:`Chip` has one method named after each."""
 

@@ -25,11 +25,14 @@ class ChipProcess(Chip):
         super().__init__(*args, **kwargs)
 
     def ping(self) -> dict:
-        """Where this chip runs: index, backend, node."""
+        """Where this chip runs: index, backend, node, process id, actor id."""
+        import os  # noqa: PLC0415
+
         import ray as _ray  # noqa: PLC0415
 
         ctx = _ray.get_runtime_context()
-        return {"chip": self.index, "backend": self.backend.name, "node": ctx.get_node_id()}
+        return {"chip": self.index, "backend": self.backend.name, "node": ctx.get_node_id(), "pid": os.getpid(),
+                "actor": ctx.get_actor_id()}
 
 
 ChipActor = ray.remote(ChipProcess)

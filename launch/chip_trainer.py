@@ -8,11 +8,13 @@ after start-up: checkpoints are gathered from the chips.
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any, Callable
 
 import numpy as np
 
-from actors.chip import ChipConfig, parse_chips
+from actors.chip import ChipConfig, ChipFailure, parse_chips
 from actors.pipeline import ChipPipeline, merge_reports
 from cluster.backend import get_backend
 from cluster.errors import SpikeGradError
@@ -41,6 +43,20 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
              num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
              object_store_memory=512 * 1024 * 1024)
     return True, ray.cluster_resources()
+
+
+def _chip_calls(fn: Callable) -> Callable:
+    """Turn Ray's actor-death errors raised by a pipeline call into :class:`ChipFailure`."""
+
+    @functools.wraps(fn)
+    def wrapped(self: "ChipTrainer", *args: Any, **kwargs: Any) -> Any:
+        import ray  # noqa: PLC0415
+
+        try:
+            return fn(self, *args, **kwargs)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+            raise ChipFailure(self.failure_text(exc)) from exc
+    return wrapped
 
 
 class ChipTrainer(Trainer):
@@ -72,14 +88,14 @@ class ChipTrainer(Trainer):
                                    frac_bits=cfg.weight_frac_bits, wire=cfg.wire)
         host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in self.params.items()}
         mb = micro_batch or max(8, -(-cfg.batch_size // (4 * replicas)))
-        self.pipeline = ChipPipeline(
-            self.chip_cfg, groups, host, replicas=replicas, placement=placement,  # type: ignore[arg-type]
-            micro_batch=mb, in_flight=in_flight,
+        self._pipeline_args = dict(
+            replicas=replicas, placement=placement, micro_batch=mb, in_flight=in_flight,
             # One CPU (GPU) per chip where the cluster has enough; otherwise a token share, so
             # that a laptop can hold a whole network of chips (they then share the cores).
             cpus_per_chip=1.0 if cpus >= n else 0.01,
             gpus_per_chip=(1.0 if gpus >= n else gpus / n / 2) if gpus else 0.0)
         self.groups, self.replicas, self.micro = groups, replicas, mb
+        self.pipeline = ChipPipeline(self.chip_cfg, groups, host, **self._pipeline_args)  # type: ignore[arg-type]
         self.batches_done = 0
         self.last_reports: list[dict] = []
         self.partial_reports: list[dict] = []  # counters banked at mid-epoch checkpoints
@@ -91,6 +107,27 @@ class ChipTrainer(Trainer):
                 f" x {self.replicas} replica(s) on {nodes} node(s), micro-batch {self.micro}, "
                 f"chip backend {'/'.join(backends)}")
 
+    def failure_text(self, exc: BaseException) -> str:
+        """Which chip failed, and why, from a Ray error."""
+        actor = getattr(exc, "actor_id", None)
+        who = [w for w in self.pipeline.where if actor and w.get("actor") == actor]
+        name = (f"chip {who[0]['chip']} (process {who[0]['pid']})" if who else "a chip")
+        cause = " ".join(str(exc).split())[:300]
+        return f"{name} failed: {type(exc).__name__}: {cause}"
+
+    def restart_chips(self) -> None:
+        """Replace the whole pipeline by fresh chip actors (their weights follow from a checkpoint:
+        :meth:`load_state`); batches queued on the old chips are dropped with them."""
+        old, self.pipeline = self.pipeline, None
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001  (the old actors may already be gone; they are replaced either way)
+            pass
+        host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in self.params.items()}
+        self.pipeline = ChipPipeline(self.chip_cfg, self.groups, host, **self._pipeline_args)  # type: ignore[arg-type]
+        self.partial_reports = []
+
+    @_chip_calls
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
         """Queue the batch on the chips; returns (loss sum, correct) of the batches that finished
         meanwhile (up to two batches stay in flight: :meth:`finish_steps` collects them)."""
@@ -98,12 +135,15 @@ class ChipTrainer(Trainer):
         self.batches_done += 1
         return self.pipeline.collected()
 
+    @_chip_calls
     def finish_steps(self) -> tuple[float, int]:
         return self.pipeline.finish()
 
+    @_chip_calls
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.pipeline.predict(x)
 
+    @_chip_calls
     def collect_counts(self) -> np.ndarray:
         reports = merge_reports(self.partial_reports + self.pipeline.reports())
         self.partial_reports = []
@@ -114,6 +154,7 @@ class ChipTrainer(Trainer):
                 counts[int(l)] = [row[k] for k in COUNTERS]
         return counts
 
+    @_chip_calls
     def bank_counts(self) -> None:
         self.partial_reports = merge_reports(self.partial_reports + self.pipeline.reports())
 
@@ -123,6 +164,7 @@ class ChipTrainer(Trainer):
     def _unbank(self, banked: list[dict] | None) -> None:
         self.partial_reports = merge_reports(banked or [])
 
+    @_chip_calls
     def state_arrays(self) -> dict[str, np.ndarray]:
         st = self.pipeline.state()
         out: dict[str, np.ndarray] = self.progress_arrays()
@@ -130,6 +172,7 @@ class ChipTrainer(Trainer):
             out[f"W{t}"], out[f"b{t}"], out[f"vW{t}"], out[f"vb{t}"] = st[l]
         return out
 
+    @_chip_calls
     def load_state(self, arrays: dict[str, np.ndarray], path: str) -> None:
         super().load_state(arrays, path)
         self.pipeline.restore({l: (np.asarray(self.params[l][0]), np.asarray(self.params[l][1]),

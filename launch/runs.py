@@ -54,6 +54,7 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
+        save_checkpoint(run_dir, trainer)  # the initial state: a run can resume (or chips restart) from here
         return _train(cfg, trainer, data, xtr, ytr, xte, yte, run_dir, progress, log)
     finally:
         trainer.close()
@@ -94,6 +95,33 @@ def _previous_rows(run_dir: Path, name: str, epochs_done: int) -> list[dict]:
     return [r for r in read_parquet_rows(path) if r["epoch"] <= epochs_done] if path.is_file() else []
 
 
+MAX_CHIP_RESTARTS = 3  # per epoch
+
+
+def _epoch_surviving_chip_failures(trainer: Trainer, run_dir: Path, xtr, ytr, xte, yte, progress: bool,
+                                   log: Callable[[str], None]):
+    """One epoch; when a chip dies, fresh chips restart from the last checkpoint and the batches
+    since are replayed in the same order (so the weights end as without the failure), at most
+    MAX_CHIP_RESTARTS times, then a clear error."""
+    from actors.chip import ChipFailure  # noqa: PLC0415
+
+    cfg = trainer.cfg
+    for attempt in range(MAX_CHIP_RESTARTS + 1):
+        try:
+            return trainer.run_epoch(xtr, ytr, xte, yte, progress=progress, checkpoint_every=cfg.checkpoint_every,
+                                     checkpoint=lambda: save_checkpoint(run_dir, trainer))
+        except ChipFailure as exc:
+            if attempt == MAX_CHIP_RESTARTS:
+                raise SpikeGradError(f"{exc}; gave up after {MAX_CHIP_RESTARTS} restarts in epoch "
+                                     f"{trainer.epochs_done + 1} (last checkpoint intact: {run_dir / CHECKPOINT})") from None
+            log(f"spikegrad: {exc}")
+            trainer.restart_chips()  # type: ignore[attr-defined]
+            trainer.load_state(read_checkpoint(run_dir / CHECKPOINT), str(run_dir / CHECKPOINT))
+            log(f"spikegrad: chips restarted ({attempt + 1} of {MAX_CHIP_RESTARTS}); replaying from epoch "
+                f"{trainer.epochs_done + 1}, batch {trainer.position}")
+    raise AssertionError("unreachable")
+
+
 def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir: Path, progress: bool,
            log: Callable[[str], None]) -> dict:
     log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train / {len(xte)} test images")
@@ -109,8 +137,7 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir
         "metrics.parquet", "layers.parquet", "traffic.parquet", "chips.parquet"))
     train_seconds, images = sum(r["seconds"] for r in rows), sum(r["images"] for r in rows)
     for _ in range(done, cfg.epochs):
-        res = trainer.run_epoch(xtr, ytr, xte, yte, progress=progress, checkpoint_every=cfg.checkpoint_every,
-                                checkpoint=lambda: save_checkpoint(run_dir, trainer))
+        res = _epoch_surviving_chip_failures(trainer, run_dir, xtr, ytr, xte, yte, progress, log)
         row, lrows = epoch_rows(res, trainer.topo, cfg)
         rows.append(row)
         layer_rows.extend(lrows)
