@@ -222,6 +222,7 @@ class Chip:
         the layout of layer l (the layer that emitted them)."""
         t0 = time.perf_counter()
         h, phases = wire.decode_events(buf, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
+        self._check_samples(h.samples, "event", batch, micro)
         counts = np.zeros((h.samples, h.neurons), np.int64)
         out = []
         for tag, waves in phases:
@@ -258,7 +259,13 @@ class Chip:
         t0 = time.perf_counter()
         _, values = wire.decode(buf, kind=kind, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
         self.timing["decode"] += time.perf_counter() - t0
+        self._check_samples(values.shape[0], kind, batch, micro)
         return values
+
+    def _check_samples(self, n: int, kind: str, batch: int, micro: int) -> None:
+        if n == 0:
+            raise SpikeGradError(f"chip {self.index}: {kind} message of batch {batch} micro {micro}: samples "
+                                 f"expected at least 1, got 0")
 
     # -- FORWARD -----------------------------------------------------------------------------
     def forward(self, inputs: Any, batch: int, micro: int, lo: int = 0, hi: int | None = None,
