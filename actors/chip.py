@@ -53,6 +53,7 @@ from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Dense, parse_topology
 
 from . import wire
+from .allocator import resident_bytes
 
 
 class ChipFailure(SpikeGradError):
@@ -460,6 +461,7 @@ class Chip:
                         for dst, v in self.traffic.items()},
             "timing": dict(self.timing),
             "event_checks": {"values": self.event_checks[0], "differ": self.event_checks[1]},
+            "rss_bytes": resident_bytes(),
         }
         if reset:
             self.reset_counters()

@@ -189,8 +189,9 @@ class ChipPipeline:
         remove_placement_group(self.pg)
 
 
-def merge_reports(reports: list[dict]) -> list[dict]:
-    """Chip reports (of replicas, or of parts of an epoch) summed per chip, by chip index.
+def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
+    """Chip reports (of replicas, or with ``over_time`` of successive parts of an epoch) summed
+    per chip, by chip index; resident memory is summed over replicas, the latest over time.
     Layer and destination keys may be ints or their strings (reports that went through JSON)."""
     merged: dict[int, dict] = {}
     for rep in reports:
@@ -209,4 +210,6 @@ def merge_reports(reports: list[dict]) -> list[dict]:
             m["timing"][k] = m["timing"].get(k, 0.0) + v
         for k, v in rep.get("event_checks", {}).items():
             m["event_checks"][k] += v
+        rss = rep.get("rss_bytes", 0)
+        m["rss_bytes"] = rss if over_time else m.get("rss_bytes", 0) + rss
     return [merged[c] for c in sorted(merged)]

@@ -145,7 +145,7 @@ class ChipTrainer(Trainer):
 
     @_chip_calls
     def collect_counts(self) -> np.ndarray:
-        reports = merge_reports(self.partial_reports + self.pipeline.reports())
+        reports = merge_reports(self.partial_reports + self.pipeline.reports(), over_time=True)
         self.partial_reports = []
         self.last_reports = reports
         counts = np.zeros((len(self.topo.layers), len(COUNTERS)))
@@ -154,15 +154,33 @@ class ChipTrainer(Trainer):
                 counts[int(l)] = [row[k] for k in COUNTERS]
         return counts
 
+    def memory(self) -> dict[str, float]:
+        """Driver and chip resident sets (at the last report) and Ray's object store, MiB."""
+        import re  # noqa: PLC0415
+
+        import ray  # noqa: PLC0415
+        from ray._private.internal_api import memory_summary  # noqa: PLC0415
+
+        out = super().memory()
+        out["rss_chips_mib"] = sum(r.get("rss_bytes", 0) for r in self.last_reports) / 2 ** 20
+        try:
+            text = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+            m = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", text)
+            if m:
+                out["object_store_mib"], out["object_store_objects"] = float(m.group(1)), float(m.group(2))
+        except Exception:  # noqa: BLE001  (an internal Ray API: the figures are optional)
+            pass
+        return out
+
     @_chip_calls
     def bank_counts(self) -> None:
-        self.partial_reports = merge_reports(self.partial_reports + self.pipeline.reports())
+        self.partial_reports = merge_reports(self.partial_reports + self.pipeline.reports(), over_time=True)
 
     def _banked(self) -> list[dict]:
         return self.partial_reports
 
     def _unbank(self, banked: list[dict] | None) -> None:
-        self.partial_reports = merge_reports(banked or [])
+        self.partial_reports = merge_reports(banked or [], over_time=True)
 
     @_chip_calls
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -139,6 +139,7 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir
     for _ in range(done, cfg.epochs):
         res = _epoch_surviving_chip_failures(trainer, run_dir, xtr, ytr, xte, yte, progress, log)
         row, lrows = epoch_rows(res, trainer.topo, cfg)
+        row.update(trainer.memory())
         rows.append(row)
         layer_rows.extend(lrows)
         train_seconds += res.seconds

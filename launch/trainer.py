@@ -31,7 +31,7 @@ from cluster.network import backward, forward, init_params, quantize, sgd_update
 from cluster.synops import COUNTERS, SynopCounter
 from cluster.topology import Topology, parse_topology
 
-from actors.allocator import keep_freed_memory
+from actors.allocator import keep_freed_memory, resident_bytes
 from .config import TrainConfig, config_from_json
 from .datasets import Dataset
 
@@ -254,6 +254,10 @@ class Trainer:
         if self.partial_counts is not None:
             counts, self.partial_counts = counts + self.partial_counts, None
         return counts
+
+    def memory(self) -> dict[str, float]:
+        """Memory in use now, MiB: this process's resident set (for the soak figures)."""
+        return {"rss_driver_mib": resident_bytes() / 2 ** 20}
 
     def bank_counts(self) -> None:
         """Move the counts so far out of the counters, into the checkpointed state."""
