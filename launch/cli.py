@@ -124,6 +124,12 @@ def _add_traffic(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="the paper's figures (PNG) and a Markdown summary from run directories")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="directory for the PNGs, summary.md and table1.json")
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (numbers for the README)")
     bsub = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -171,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traffic(sub)
     _add_verify(sub)
     _add_bench(sub)
+    _add_report(sub)
     return parser
 
 
@@ -248,6 +255,14 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report import report  # noqa: PLC0415
+
+    res = report(a.run_dirs, a.out)
+    print(f"report: {len(res['files'])} files in {res['out']}: {', '.join(res['files'])}")
+    return 0
+
+
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .chip_format import format_traffic  # noqa: PLC0415
     from .trainer import read_parquet_rows  # noqa: PLC0415
@@ -277,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             args = build_parser().parse_args(["train", *argv])
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
-                   "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench}[args.command]
+                   "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
+                   "report": _cmd_report}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

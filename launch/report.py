@@ -1,0 +1,208 @@
+"""``spikegrad report RUN_DIR [RUN_DIR ...] --out DIR``: the paper's figures and a summary, as files.
+
+Drawn from the runs' Parquet files (matplotlib, headless):
+
+- ``fig1_backward_synops.png``: relative synaptic operations of backpropagation per epoch, one curve
+  per run, labelled with its α and final test accuracy (the paper's Figure 1);
+- ``fig2_layers_<run>.png``: relative synaptic operations per layer in the direction of
+  backpropagation (output first; the float input layer and pooling layers left out, as in the
+  paper's Figure 2), one curve per epoch shown;
+- ``accuracy.png`` and ``loss.png`` per epoch; ``traffic_<run>.png``, a chip run's chip-to-chip
+  spike events of its last epoch as a heat map;
+- ``summary.md``: one row per run, and per (dataset, gradient, α) group over seeds the final test
+  accuracy's max and mean ± sample standard deviation (the paper's Table 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster.errors import SpikeGradError
+
+from .config import config_from_json
+from .trainer import read_parquet_rows
+
+
+class Run:
+    """One run directory's config and Parquet rows."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        for name in ("config.json", "metrics.parquet", "layers.parquet"):
+            if not (self.path / name).is_file():
+                raise SpikeGradError(f"report: {self.path} is not a finished-epoch run directory ({name} is missing)")
+        self.cfg = config_from_json((self.path / "config.json").read_text())
+        self.metrics = read_parquet_rows(self.path / "metrics.parquet")
+        self.layers = read_parquet_rows(self.path / "layers.parquet")
+        traffic = self.path / "traffic.parquet"
+        self.traffic = read_parquet_rows(traffic) if traffic.is_file() else []
+        if not self.metrics:
+            raise SpikeGradError(f"report: {self.path} has no finished epoch yet")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def final(self) -> dict:
+        return self.metrics[-1]
+
+    def label(self) -> str:
+        return (f"{self.cfg.gradient} α={self.cfg.alpha:g} seed {self.cfg.seed}: "
+                f"{self.final['test_accuracy']:.2f} %")
+
+
+def _pyplot() -> Any:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.close(fig)
+    return path.name
+
+
+def figure1(runs: list[Run], out: Path) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in sorted(runs, key=lambda r: (r.cfg.alpha, r.cfg.seed)):
+        ep = [m["epoch"] for m in r.metrics]
+        ax.plot(ep, [m["rel_synops_backward"] for m in r.metrics], marker="o", label=r.label())
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("relative synaptic operations, backward\n(error-spike ACCs / ANN MACs)")
+    ax.set_yscale("log")
+    ax.set_title("Backpropagation cost during training (paper Fig. 1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "fig1_backward_synops.png")
+
+
+def figure2(run: Run, out: Path, max_curves: int = 6) -> str:
+    """Per layer, output first; float input layer and pooling layers left out."""
+    plt = _pyplot()
+    layers = sorted({(r["layer"], r["token"]) for r in run.layers if r["layer"] > 0 and r["kind"] != "pool"},
+                    reverse=True)
+    epochs = sorted({r["epoch"] for r in run.layers})
+    if len(epochs) > max_curves:  # first, last and evenly spaced ones between
+        idx = np.unique(np.linspace(0, len(epochs) - 1, max_curves).round().astype(int))
+        epochs = [epochs[i] for i in idx]
+    by = {(r["epoch"], r["layer"]): r for r in run.layers}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = np.arange(len(layers))
+    for e in epochs:
+        ax.plot(x, [by[(e, l)]["rel_backward"] for l, _ in layers], marker="o", label=f"epoch {e}")
+    ax.set_xticks(x, [f"l{l} {t}" for l, t in layers])
+    ax.set_xlabel("layer, in the direction of backpropagation")
+    ax.set_ylabel("relative synaptic operations, backward")
+    ax.set_yscale("log")
+    ax.set_title(f"{run.name}: per layer (paper Fig. 2)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / f"fig2_layers_{run.name}.png")
+
+
+def curves(runs: list[Run], out: Path) -> list[str]:
+    plt = _pyplot()
+    names = []
+    for key, ylabel, fname in (("accuracy", "accuracy (%)", "accuracy.png"), ("loss", "cross-entropy loss", "loss.png")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for r in runs:
+            ep = [m["epoch"] for m in r.metrics]
+            if key == "accuracy":
+                line, = ax.plot(ep, [m["test_accuracy"] for m in r.metrics], marker="o", label=f"{r.name} test")
+                ax.plot(ep, [m["train_accuracy"] for m in r.metrics], ls="--", color=line.get_color(),
+                        label=f"{r.name} train")
+            else:
+                ax.plot(ep, [m["train_loss"] for m in r.metrics], marker="o", label=r.name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        names.append(_save(fig, out / fname))
+    return names
+
+
+def traffic_map(run: Run, out: Path) -> str | None:
+    if not run.traffic:
+        return None
+    plt = _pyplot()
+    last = max(r["epoch"] for r in run.traffic)
+    rows = [r for r in run.traffic if r["epoch"] == last]
+    chips = sorted({r["src"] for r in rows} | {r["dst"] for r in rows})
+    m = np.zeros((len(chips), len(chips)))
+    for r in rows:
+        m[chips.index(r["src"]), chips.index(r["dst"])] = r["spikes"]
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    im = ax.imshow(np.where(m > 0, m, np.nan), cmap="viridis")
+    for i in range(len(chips)):
+        for j in range(len(chips)):
+            if m[i, j] > 0:
+                dark = m[i, j] < 0.6 * m.max()  # light text on the dark end of viridis
+                ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", color="w" if dark else "k", fontsize=8)
+    ax.set_xticks(range(len(chips)), [str(c) for c in chips])
+    ax.set_yticks(range(len(chips)), [str(c) for c in chips])
+    ax.set_xlabel("to chip")
+    ax.set_ylabel("from chip")
+    ax.set_title(f"{run.name}: spike events per link, epoch {last}", fontsize=10)
+    fig.colorbar(im, ax=ax, label="spike events")
+    return _save(fig, out / f"traffic_{run.name}.png")
+
+
+def table1(runs: list[Run]) -> list[dict]:
+    """Per (dataset, topology, gradient, α, epochs): final test accuracy over seeds."""
+    groups: dict[tuple, list[float]] = {}
+    for r in runs:
+        key = (r.cfg.dataset, r.cfg.topology, r.cfg.gradient, r.cfg.alpha, len(r.metrics))
+        groups.setdefault(key, []).append(r.final["test_accuracy"])
+    rows = []
+    for (ds, topo, grad, alpha, epochs), accs in sorted(groups.items()):
+        rows.append(dict(dataset=ds, topology=topo, gradient=grad, alpha=alpha, epochs=epochs, seeds=len(accs),
+                         max=max(accs), mean=statistics.fmean(accs),
+                         std=statistics.stdev(accs) if len(accs) > 1 else math.nan))
+    return rows
+
+
+def report(run_dirs: list[str], out_dir: str) -> dict:
+    if not run_dirs:
+        raise SpikeGradError("report: expected at least one run directory")
+    runs = [Run(p) for p in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise SpikeGradError(f"report: run directory names expected distinct, got {names}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
+    files += [f for f in (traffic_map(r, out) for r in runs) if f]
+    t1 = table1(runs)
+    lines = ["# SpikeGrad runs", "", "| run | dataset | gradient | α | seed | epochs | test accuracy | "
+             "rel. synops backward (last epoch) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        lines.append(f"| {r.name} | {r.cfg.dataset} | {r.cfg.gradient} | {r.cfg.alpha:g} | {r.cfg.seed} | "
+                     f"{len(r.metrics)} | {r.final['test_accuracy']:.2f} % | {r.final['rel_synops_backward']:.4f} |")
+    lines += ["", "## Final test accuracy over seeds (Table 1)", "",
+              "| dataset | gradient | α | epochs | seeds | max | mean ± std |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for g in t1:
+        std = "–" if math.isnan(g["std"]) else f"{g['std']:.2f}"
+        lines.append(f"| {g['dataset']} | {g['gradient']} | {g['alpha']:g} | {g['epochs']} | {g['seeds']} | "
+                     f"{g['max']:.2f} % | {g['mean']:.2f} ± {std} % |")
+    lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in files]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    result = dict(out=str(out), files=[*files, "summary.md"], table1=t1)
+    (out / "table1.json").write_text(json.dumps(t1, indent=2) + "\n")
+    return result

@@ -1,0 +1,29 @@
+"""spikegrad report on real runs: the figures are PNGs with content, the summary has Table 1."""
+
+import json
+
+from launch.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_from_two_runs(tmp_path, capsys):
+    runs = []
+    for alpha in (50, 100):
+        run = tmp_path / f"a{alpha}"
+        assert main(["train", "--engine", "local", "--epochs", "2", "--limit-train", "200", "--limit-test", "60",
+                     "--alpha", str(alpha), "--quiet", "--out", str(run)]) == 0
+        runs.append(str(run))
+    out = tmp_path / "report"
+    assert main(["report", *runs, "--out", str(out)]) == 0
+    capsys.readouterr()
+    for name in ("fig1_backward_synops.png", "fig2_layers_a50.png", "fig2_layers_a100.png", "accuracy.png",
+                 "loss.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG and len(data) > 10_000, name
+    summary = (out / "summary.md").read_text()
+    assert "| a50 | digits | spike | 50 | 0 | 2 |" in summary and "Table 1" in summary
+    t1 = json.loads((out / "table1.json").read_text())
+    assert {(g["alpha"], g["seeds"]) for g in t1} == {(50.0, 1), (100.0, 1)}
+    assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
