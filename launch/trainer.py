@@ -222,6 +222,10 @@ class Trainer:
         for s in bar:
             idx = order[s * B:(s + 1) * B]
             l_sum, c = self.train_step(x_train[idx], y_train[idx], lr_factor(self.cfg, epoch, s, steps))
+            if not math.isfinite(l_sum):
+                raise SpikeGradError(f"training diverged: the loss is {l_sum} at epoch {epoch + 1}, batch {s + 1} "
+                                     f"(NaN or inf reached the output layer); the last checkpoint is left as it "
+                                     f"was; try a smaller --lr")
             loss_sum += l_sum
             correct += c
             seen += len(idx)

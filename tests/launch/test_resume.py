@@ -78,3 +78,13 @@ def test_resume_refuses(tmp_path, capsys):
     assert "all 1 epochs are done" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
     assert "got also --epochs" in capsys.readouterr().err
+
+
+def test_divergence_stops_cleanly_with_the_checkpoint_intact(tmp_path, capsys):
+    run = tmp_path / "nan"
+    rc = main(["train", "--engine", "local", "--epochs", "2", "--limit-train", "256", "--limit-test", "32",
+               "--lr", "1e38", "--checkpoint-every", "2", "--quiet", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "training diverged" in err, err
+    a = arrays(run)  # the last checkpoint written before the NaN is readable and finite
+    assert all(np.isfinite(a[k]).all() for k in a if k.startswith("W"))
