@@ -321,9 +321,10 @@ class Segment:
             st.drive(w)
             yield from st.fire(w[0])
 
-    def _up(self, l: int, waves: list[Wave]) -> list[Wave]:
-        """Waves into layer l, streamed up to the segment's top; the top layer's waves out."""
-        if not waves:
+    def _up(self, l: int, waves: list[Wave], start: bool = False) -> list[Wave]:
+        """Waves into layer l, streamed up to the segment's top; the top layer's waves out.
+        ``start``: the standard phase, which runs even without input (biases fire at t = 0)."""
+        if not waves and not start:
             return []
         stream: Iterable[Wave] = waves
         for k in range(l, self.last + 1):
@@ -333,7 +334,9 @@ class Segment:
     def forward(self, phases: list[tuple[int, list[Wave]]]) -> list[tuple[int, list[Wave]]]:
         """The phases from the segment below (on layer 0: the standard phase holding the input,
         one wave (all samples, x in CHWB)); returns this segment's phases for the one above."""
-        out = [(tag, self._up(self.first, waves)) for tag, waves in phases]
+        if not phases or phases[0][0] != FORWARD_STANDARD:  # no spikes from below: the phase still runs
+            phases = [(FORWARD_STANDARD, []), *phases]
+        out = [(tag, self._up(self.first, waves, start=(i == 0))) for i, (tag, waves) in enumerate(phases)]
         if self.residual:
             for r in range(self.first, min(self.last, self.L - 1) + 1):
                 w = self.net[r].residual()
@@ -358,10 +361,14 @@ class Segment:
 
     def _down(self, l: int, deltas: Iterable[Wave]) -> list[Wave]:
         """δ waves from layer l + 1 streamed down to the segment's bottom; the bottom's waves out
-        (the boundary's error spikes z, or layer 0's δ)."""
+        (the boundary's error spikes z; on the first segment the waves are run, not kept)."""
         stream: Iterable[Wave] = deltas
         for k in range(l, self.bottom - 1, -1):
             stream = self._run_down(k, stream)
+        if self.first == 0:  # layer 0's δ goes nowhere: run the stream without keeping its waves
+            for _ in stream:
+                pass
+            return []
         return list(stream)
 
     def backward(self, phases: list[tuple[int, list[Wave]]] | None = None, y: np.ndarray | None = None,
@@ -369,7 +376,7 @@ class Segment:
         """The error phases from the segment above (error spikes z of this segment's top layer);
         on the output segment instead the labels y, or ``top_error``, the unrounded
         α(softmax(Vᴸ) − onehot(y)) (B, classes) to start from. Returns the phases of the
-        boundary's error spikes z for the segment below (on the first segment: layer 0's δ)."""
+        boundary's error spikes z for the segment below (on the first segment: nothing)."""
         top = self.net[self.last]
         if self.last == self.L:
             if top_error is None:

@@ -138,3 +138,16 @@ def test_a_chain_of_segments_is_the_whole_network(text, seed, order, data):
     for l in one.sums:
         np.testing.assert_array_equal(one.sums[l][0], many.sums[l][0])
     assert one.counts == many.counts, chips
+
+
+def test_a_segment_without_input_spikes_still_fires_its_biases():
+    """Found by the chain test: a segment whose input phase holds no spike must still run its
+    standard phase, where biases beyond ±Θff fire at t = 0 (an event message may hold no phase)."""
+    topo = parse_topology("8x8-2C3-P2-3C2p1-4")
+    params, x, y = random_case(np.random.default_rng(241), topo, 0.5, True)
+    cfg = StepConfig(theta_ff=0.5, theta_bp=1.0, alpha=16.0)
+    one = simulate(topo, params, x, y, cfg)
+    assert one.counts.spikes[1] == 0 and one.counts.spikes[2] > 0  # nothing comes up; layer 2 fires
+    two = simulate(topo, params, x, y, cfg, chips=[(0, 1), (2, 3)])
+    for a, b in zip(one.S + one.E, two.S + two.E):
+        np.testing.assert_array_equal(a, b)
