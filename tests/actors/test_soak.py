@@ -17,6 +17,7 @@ def test_twenty_epochs_memory_flat(ray_session, tmp_path):
     for key in ("rss_driver_mib", "rss_chips_mib"):
         assert last[key] <= 1.10 * second[key], (key, [round(r[key], 1) for r in rows])
     if "object_store_objects" in second:  # Ray's internal summary was readable
-        assert last["object_store_objects"] <= second["object_store_objects"] + 2, \
-            [r["object_store_objects"] for r in rows]
+        # a few objects are in flight at any moment; a leak of per-batch references would leave
+        # hundreds after 20 epochs of 10 batches x 4 micro-batches
+        assert last["object_store_objects"] <= 50, [r["object_store_objects"] for r in rows]
         assert last["object_store_mib"] <= 1.10 * second["object_store_mib"] + 1
