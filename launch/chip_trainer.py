@@ -176,8 +176,8 @@ class ChipTrainer(Trainer):
     def bank_counts(self) -> None:
         self.partial_reports = merge_reports(self.partial_reports + self.pipeline.reports(), over_time=True)
 
-    def _banked(self) -> list[dict]:
-        return self.partial_reports
+    def _banked(self) -> list[dict] | None:
+        return self.partial_reports or None  # as the local trainer: None when nothing is banked
 
     def _unbank(self, banked: list[dict] | None) -> None:
         self.partial_reports = merge_reports(banked or [], over_time=True)
