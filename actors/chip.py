@@ -287,7 +287,8 @@ class Chip:
             if not np.isfinite(x).all():
                 raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
             S_in = to_chwb(self.xp, to_device(self.backend, x, self.dtype))
-            phases_in = [(FORWARD_STANDARD, [(np.arange(len(x)), to_chwb(np, x.astype(np.float64)))])]
+            if self.events and train:  # the float input as the simulation's one input wave
+                phases_in = [(FORWARD_STANDARD, [(np.arange(len(x)), to_chwb(np, x.astype(np.float64)))])]
         elif self.events and train:
             counts, phases_in = self._receive_events(inputs, batch, micro, self.first - 1, self._in_shape())
             S_in = self._to_layout(counts, self.first - 1)

@@ -187,8 +187,14 @@ def encode(values: np.ndarray, *, kind: str, src: int, dst: int, batch: int, mic
         sample, neuron = np.divmod(idx, n)
         names = ["sample", "neuron", "value"]
         arrays = [pa.array(sample.astype(st)), pa.array(neuron.astype(nt)), pa.array(flat[idx])]
+    return _write(kind, nums, shape, b, encoding, names, arrays)
+
+
+def _write(kind: str, nums: dict[str, int], shape: tuple[int, ...], samples: int, encoding: str,
+           names: list[str], arrays: list[pa.Array]) -> pa.Buffer:
+    """One record batch with the wire's schema metadata, as a self-contained IPC stream."""
     meta = {"spikegrad.wire": str(WIRE_VERSION), "kind": kind, **{k: str(x) for k, x in nums.items()},
-            "shape": ",".join(map(str, shape)), "samples": str(b), "encoding": encoding}
+            "shape": ",".join(map(str, shape)), "samples": str(samples), "encoding": encoding}
     schema = pa.schema([pa.field(nm, a.type, nullable=False) for nm, a in zip(names, arrays)],
                        metadata={k.encode(): x.encode() for k, x in meta.items()})
     sink = pa.BufferOutputStream()
@@ -382,15 +388,7 @@ def encode_events(phases: list, *, src: int, dst: int, batch: int, micro: int, s
         "neuron": np.concatenate([p[3] for p in parts] or [np.zeros(0, np.int64)]).astype(_unsigned_for(max(n - 1, 0))),
         "sign": np.concatenate([p[4] for p in parts] or [np.zeros(0, np.int8)]).astype(np.int8),
     }
-    meta = {"spikegrad.wire": str(WIRE_VERSION), "kind": "event", **{k: str(x) for k, x in nums.items()},
-            "shape": ",".join(map(str, shape)), "samples": str(b), "encoding": EVENTS}
-    arrays = [pa.array(cols[k]) for k in EVENT_COLUMNS]
-    schema = pa.schema([pa.field(k, a.type, nullable=False) for k, a in zip(EVENT_COLUMNS, arrays)],
-                       metadata={k.encode(): x.encode() for k, x in meta.items()})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
-        writer.write_batch(pa.record_batch(arrays, schema=schema))
-    return sink.getvalue()
+    return _write("event", nums, shape, b, EVENTS, EVENT_COLUMNS, [pa.array(cols[k]) for k in EVENT_COLUMNS])
 
 
 def decode_events(buf, *, dst: int | None = None, shape: tuple[int, ...] | None = None,

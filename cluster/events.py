@@ -399,10 +399,6 @@ class Segment:
                     out.append((r, self._down(r - 1, [d]) if r > 0 and d is not None else []))
         return out
 
-    def layer(self, l: int) -> "_Layer":
-        return self.net[l]
-
-
 def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
              y: np.ndarray, cfg: StepConfig, residual: bool = True, order: str = "waves",
              seed: int = 0, chips: list[tuple[int, int]] | None = None) -> EventResult:

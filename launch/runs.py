@@ -47,14 +47,24 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if (run_dir / "config.json").exists():
         raise SpikeGradError(f"run directory {run_dir} already holds a run; choose another --out")
+
+    def start(trainer: Trainer) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
+        save_checkpoint(run_dir, trainer)  # the initial state: a run can resume (or chips restart) from here
+
+    return _run(cfg, run_dir, start, progress, log, address)
+
+
+def _run(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None], progress: bool,
+         log: Callable[[str], None], address: str | None) -> dict:
+    """Load the data, make the trainer, ``start(trainer)`` (new run or resumed state), train, close."""
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
     check_fit(parse_topology(cfg.topology), data)
     xtr, ytr, xte, yte = select(data, cfg)
     trainer = make_trainer(cfg, address)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
-        save_checkpoint(run_dir, trainer)  # the initial state: a run can resume (or chips restart) from here
+        start(trainer)
         return _train(cfg, trainer, data, xtr, ytr, xte, yte, run_dir, progress, log)
     finally:
         trainer.close()
@@ -77,16 +87,12 @@ def resume(run_dir: str, data_dir: str | None = None, progress: bool = True,
     arrays = read_checkpoint(run / CHECKPOINT)
     if int(arrays.get("epochs_done", 0)) >= cfg.epochs:
         raise SpikeGradError(f"cannot resume {run}: all {cfg.epochs} epochs are done")
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
-    check_fit(parse_topology(cfg.topology), data)
-    xtr, ytr, xte, yte = select(data, cfg)
-    trainer = make_trainer(cfg, address)
-    try:
+
+    def start(trainer: Trainer) -> None:
         trainer.load_state(arrays, str(run / CHECKPOINT))
         log(f"spikegrad: resuming {run} at epoch {trainer.epochs_done + 1}, batch {trainer.position}")
-        return _train(cfg, trainer, data, xtr, ytr, xte, yte, run, progress, log)
-    finally:
-        trainer.close()
+
+    return _run(cfg, run, start, progress, log, address)
 
 
 def _previous_rows(run_dir: Path, name: str, epochs_done: int) -> list[dict]:
