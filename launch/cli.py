@@ -34,6 +34,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -64,6 +74,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
+    p.add_argument("--shift", type=_nonnegative_int, metavar="PIXELS",
+                   help="augmentation: move each training image by a random whole number of pixels, "
+                        "up to this many in each direction, every epoch (default 0: none)")
+    p.add_argument("--validation", type=_nonnegative_int, metavar="N",
+                   help="hold out the last N training images and score them after every epoch (default 0)")
     p.add_argument("--engine", choices=("chips", "local"),
                    help="'chips' (default): every layer a Ray actor; 'local': one process")
     p.add_argument("--chips", help="layer groups per chip, e.g. 0-1,2-3,4,5 (default: one layer per chip)")
@@ -214,7 +229,7 @@ def _train_config(a: argparse.Namespace) -> Any:
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
-        checkpoint_every=a.checkpoint_every)
+        checkpoint_every=a.checkpoint_every, shift=a.shift, validation=a.validation)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:

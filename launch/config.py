@@ -55,6 +55,8 @@ class TrainConfig:
     micro_batch: int | None = None  # chips: samples per micro-batch (None: batch / 4, >= 8)
     wire: str = "counts"            # chips: spike counts per micro-batch, or "events" (address events)
     checkpoint_every: int | None = None  # also checkpoint every N batches (None: at epoch ends only)
+    shift: int = 0                  # augmentation: each training image moved by up to ±shift pixels (0: none)
+    validation: int = 0             # hold out the last N training images; scored after every epoch
     backend: str = "numpy"
     dtype: str = "float32"
     weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
@@ -110,6 +112,13 @@ def _check(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise SpikeGradError(f"{name} must be a finite number > 0, got {v!r}")
+    for name in ("shift", "validation"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise SpikeGradError(f"{name} must be an integer >= 0, got {v!r}")
+    if cfg.limit_train is not None and cfg.validation >= cfg.limit_train:
+        raise SpikeGradError(f"validation ({cfg.validation}) must be smaller than limit_train ({cfg.limit_train}): "
+                             "no training images would be left")
     if cfg.theta_bp is not None and (not math.isfinite(cfg.theta_bp) or cfg.theta_bp <= 0):
         raise SpikeGradError(f"theta_bp must be a finite number > 0, got {cfg.theta_bp!r}")
     if cfg.weight_frac_bits is not None and (not isinstance(cfg.weight_frac_bits, int)

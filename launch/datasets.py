@@ -81,6 +81,28 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
+def shift_images(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Each image of x (B, C, H, W) moved by its whole-pixel shift (dy, dx) of shifts (B, 2):
+    out[..., i, j] = x[..., i - dy, j - dx], zero where that falls outside the image.
+
+    The training augmentation of ``--shift`` (a new copy; x is not changed). Zero is the
+    background of MNIST (pixel / 256) and the mean grey of CIFAR-10 ((pixel - 128) / 128).
+    """
+    shifts = np.asarray(shifts)
+    if shifts.shape != (len(x), 2):
+        raise SpikeGradError(f"shift_images: expected shifts shaped ({len(x)}, 2), got {shifts.shape}")
+    H, W = x.shape[2:]
+    out = np.zeros_like(x)
+    pairs, which = np.unique(shifts, axis=0, return_inverse=True)
+    for k, (dy, dx) in enumerate(pairs.tolist()):
+        if abs(dy) >= H or abs(dx) >= W:
+            continue  # moved out entirely: all zero
+        rows = np.flatnonzero(which.reshape(-1) == k)
+        out[rows, :, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)] = \
+            x[rows, :, max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)]
+    return out
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -61,11 +61,11 @@ def _run(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None], prog
     """Load the data, make the trainer, ``start(trainer)`` (new run or resumed state), train, close."""
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
     check_fit(parse_topology(cfg.topology), data)
-    xtr, ytr, xte, yte = select(data, cfg)
+    xtr, ytr, xte, yte, xval, yval = select(data, cfg)
     trainer = make_trainer(cfg, address)
     try:
         start(trainer)
-        return _train(cfg, trainer, data, xtr, ytr, xte, yte, run_dir, progress, log)
+        return _train(cfg, trainer, data, (xtr, ytr, xte, yte, xval, yval), run_dir, progress, log)
     finally:
         trainer.close()
 
@@ -128,9 +128,12 @@ def _epoch_surviving_chip_failures(trainer: Trainer, run_dir: Path, xtr, ytr, xt
     raise AssertionError("unreachable")
 
 
-def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir: Path, progress: bool,
+def _train(cfg: TrainConfig, trainer: Trainer, data, arrays: tuple, run_dir: Path, progress: bool,
            log: Callable[[str], None]) -> dict:
-    log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train / {len(xte)} test images")
+    xtr, ytr, xte, yte, xval, yval = arrays
+    held = f" / {len(xval)} validation (the last of the training file)" if len(xval) else ""
+    log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train{held} / {len(xte)} test images"
+        + (f"; training images moved by up to {cfg.shift} px" if cfg.shift else ""))
     log(f"spikegrad: topology {trainer.topo.describe()}")
     if cfg.engine == "chips":
         log(f"spikegrad: chips: {trainer.describe()}")  # type: ignore[attr-defined]
@@ -145,13 +148,15 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir
     for _ in range(done, cfg.epochs):
         res = _epoch_surviving_chip_failures(trainer, run_dir, xtr, ytr, xte, yte, progress, log)
         row, lrows = epoch_rows(res, trainer.topo, cfg)
+        row["val_accuracy"] = trainer.evaluate(xval, yval) if len(xval) else float("nan")
         row.update(trainer.memory())
         rows.append(row)
         layer_rows.extend(lrows)
         train_seconds += res.seconds
         images += res.images
         log(f"epoch {res.epoch}: train loss {res.train_loss:.4f}, train acc {res.train_accuracy:.2f}%, "
-            f"test acc {res.test_accuracy:.2f}%, {row['images_per_second']:.0f} img/s, "
+            + (f"val acc {row['val_accuracy']:.2f}%, " if len(xval) else "")
+            + f"test acc {res.test_accuracy:.2f}%, {row['images_per_second']:.0f} img/s, "
             f"spikes/neuron {row['spikes_per_neuron']:.3f}, rel. synops fwd {row['rel_synops_forward']:.3f} "
             f"bwd {row['rel_synops_backward']:.4f}")
         write_parquet(run_dir / "metrics.parquet", rows)
@@ -166,7 +171,7 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, xtr, ytr, xte, yte, run_dir
     if cfg.engine == "chips":
         log(format_traffic(link_rows, chip_rows))
     summary = dict(
-        test_accuracy=rows[-1]["test_accuracy"], train_accuracy=rows[-1]["train_accuracy"],
+        test_accuracy=rows[-1]["test_accuracy"], val_accuracy=rows[-1]["val_accuracy"] if len(xval) else None, train_accuracy=rows[-1]["train_accuracy"],
         train_loss=rows[-1]["train_loss"], train_seconds=round(train_seconds, 3),
         images_per_second=round(images / train_seconds, 1) if train_seconds > 0 else None,
         engine=cfg.engine, backend=trainer.backend.name, dataset=cfg.dataset, gradient=cfg.gradient,

@@ -33,7 +33,7 @@ from cluster.topology import Topology, parse_topology
 
 from actors.allocator import keep_freed_memory, resident_bytes
 from .config import TrainConfig, config_from_json
-from .datasets import Dataset
+from .datasets import Dataset, shift_images
 
 CHECKPOINT = "checkpoint.npz"
 _NO_PARTIAL = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}  # an epoch's sums before its first batch
@@ -212,6 +212,8 @@ class Trainer:
         else:  # resumed mid-epoch: the same permutation again
             self.rng.bit_generator.state = copy.deepcopy(self.epoch_rng_state)
         order = self.rng.permutation(len(x_train))
+        k = self.cfg.shift  # augmentation: drawn right after the permutation, so a resume redraws it too
+        shifts = self.rng.integers(-k, k + 1, size=(len(order), 2)) if k else None
         B = self.cfg.batch_size
         steps = math.ceil(len(order) / B)
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
@@ -221,7 +223,8 @@ class Trainer:
                    initial=self.position, total=steps)
         for s in bar:
             idx = order[s * B:(s + 1) * B]
-            l_sum, c = self.train_step(x_train[idx], y_train[idx], lr_factor(self.cfg, epoch, s, steps))
+            xb = x_train[idx] if shifts is None else shift_images(x_train[idx], shifts[s * B:(s + 1) * B])
+            l_sum, c = self.train_step(xb, y_train[idx], lr_factor(self.cfg, epoch, s, steps))
             if not math.isfinite(l_sum):
                 raise SpikeGradError(f"training diverged: the loss is {l_sum} at epoch {epoch + 1}, batch {s + 1} "
                                      f"(NaN or inf reached the output layer); the last checkpoint is left as it "
@@ -369,10 +372,16 @@ def read_checkpoint(ckpt: Path) -> dict[str, np.ndarray]:
 
 
 def select(data: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, ...]:
-    """The training and test arrays, cut to --limit-train / --limit-test (first N, in file order)."""
+    """(x_train, y_train, x_test, y_test, x_val, y_val): the training set cut to --limit-train
+    (first N, in file order), its last --validation images held out as the validation set
+    (empty without it), and the test set cut to --limit-test."""
     xtr, ytr = data.x_train[:cfg.limit_train], data.y_train[:cfg.limit_train]
+    if cfg.validation >= len(xtr):
+        raise SpikeGradError(f"--validation {cfg.validation} leaves no training images: {data.name} has "
+                             f"{len(xtr)} (after --limit-train)")
+    cut = len(xtr) - cfg.validation
     xte, yte = data.x_test[:cfg.limit_test], data.y_test[:cfg.limit_test]
-    return xtr, ytr, xte, yte
+    return xtr[:cut], ytr[:cut], xte, yte, xtr[cut:], ytr[cut:]
 
 
 def check_fit(topo: Topology, data: Dataset) -> None:

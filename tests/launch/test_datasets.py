@@ -396,3 +396,26 @@ def test_extract_rejects_unsafe_members(tmp_path):
     with pytest.raises(DataError, match=r"evil\.tar\.gz.*\.\./test_batch\.bin"):
         ds._extract_cifar(archive, out)
     assert not (tmp_path / "test_batch.bin.part").exists()
+
+
+def test_shift_images_matches_a_pixel_loop():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 2, 7, 6)).astype(np.float32)
+    shifts = rng.integers(-8, 9, (40, 2))  # some move the whole image out
+    got = ds.shift_images(x, shifts)
+    want = np.zeros_like(x)
+    for n, (dy, dx) in enumerate(shifts):
+        for i in range(7):
+            for j in range(6):
+                if 0 <= i - dy < 7 and 0 <= j - dx < 6:
+                    want[n, :, i, j] = x[n, :, i - dy, j - dx]
+    assert np.array_equal(got, want)
+    assert np.array_equal(ds.shift_images(x, np.zeros((40, 2), int)), x)
+    before = x.copy()
+    ds.shift_images(x, shifts)
+    assert np.array_equal(x, before)
+
+
+def test_shift_images_rejects_a_bad_shift_array():
+    with pytest.raises(SpikeGradError, match=r"expected shifts shaped \(3, 2\), got \(3,\)"):
+        ds.shift_images(np.zeros((3, 1, 4, 4), np.float32), np.zeros(3, int))

@@ -93,3 +93,35 @@ def test_fixed_point_weights_stay_on_the_grid(tmp_path):
             for k in (f"W{t}", f"b{t}"):
                 scaled = z[k].astype(np.float64) * 2 ** 10
                 assert np.array_equal(scaled, np.round(scaled)), k
+
+
+def test_validation_split_and_shift_augmentation(tmp_path):
+    """--validation holds out the last N training images (scored every epoch, never trained on);
+    --shift moves training images, so it changes the weights, and the same seed repeats them."""
+    kw = dict(engine="local", epochs=2, limit_train=600, validation=100, limit_test=60)
+    runs = {}
+    for name, shift in (("a", 1), ("b", 1), ("plain", 0)):
+        runs[name] = train(make_config("digits", out=str(tmp_path / name), shift=shift, **kw), progress=False,
+                           log=lambda s: None)
+    metrics = pq.read_table(tmp_path / "a" / "metrics.parquet").to_pylist()
+    assert [m["images"] for m in metrics] == [500, 500]
+    assert all(0 <= m["val_accuracy"] <= 100 for m in metrics)
+    assert runs["a"]["val_accuracy"] == metrics[-1]["val_accuracy"]
+    with np.load(tmp_path / "a" / "checkpoint.npz") as a, np.load(tmp_path / "b" / "checkpoint.npz") as b, \
+            np.load(tmp_path / "plain" / "checkpoint.npz") as p:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+        assert not np.array_equal(a["W0"], p["W0"])
+    plain = train(make_config("digits", engine="local", epochs=1, limit_train=100, out=str(tmp_path / "n")),
+                  progress=False, log=lambda s: None)
+    assert plain["val_accuracy"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--validation", "600", "--limit-train", "600"], "validation (600) must be smaller than limit_train (600)"),
+    (["--shift", "-1"], "expected an integer >= 0, got -1"),
+    (["--validation", "x"], "expected an integer >= 0, got 'x'"),
+])
+def test_validation_and_shift_errors(tmp_path, capsys, args, message):
+    assert main(["train", "--engine", "local", *args, "--out", str(tmp_path / "e")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
