@@ -397,6 +397,20 @@ class Chip:
         self.timing["busy"] += time.perf_counter() - t0
         return (out, stats) if self.is_output else out
 
+    # -- FORWARD + BACKWARD on a chip that holds the whole network ---------------------------
+    def train_micro(self, inputs: Any, batch: int, micro: int, lo: int, hi: int, labels: Any,
+                    increments: bool = False) -> tuple[list, dict | None]:
+        """FORWARD then BACKWARD of one micro-batch in one call, on a chip that holds every layer
+        (no link to send on: one call instead of two, the same arithmetic in the same order).
+        Returns ([loss sum, correct], this chip's ``increments()`` when ``increments`` is set,
+        i.e. after a replica's last micro-batch of a batch, else None)."""
+        if not (self.is_first and self.is_output):
+            raise SpikeGradError(f"chip {self.index}: train_micro needs a chip holding every layer, this one "
+                                 f"holds layers {self.first}-{self.last}")
+        self.forward(inputs, batch, micro, lo, hi, True)
+        _, stats = self.backward(None, batch, micro, labels, lo, hi)
+        return stats, (self.increments() if increments else None)
+
     # -- APPLY -------------------------------------------------------------------------------
     def increments(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """This chip's ω as host arrays (for replicas to combine)."""

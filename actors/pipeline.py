@@ -91,6 +91,11 @@ class ChipPipeline:
         """
         x_ref, y_ref = ray.put(x), ray.put(y)
         stats: list[Any] = []
+        if len(self.groups) == 1:  # whole-network chips: one call per micro-batch, no links
+            self._batches.append((stats, self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)))
+            while len(self._batches) > 2:
+                self._collect(self._batches.pop(0))
+            return
         for r, slices in enumerate(self._micro_slices(len(x))):
             chips = self.chips[r]
             for m, (lo, hi) in enumerate(slices):
@@ -110,6 +115,25 @@ class ChipPipeline:
         self._batches.append((stats, self._submit_apply(lr_scale)))
         while len(self._batches) > 2:
             self._collect(self._batches.pop(0))
+
+    def _submit_whole(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> list:
+        """Each replica's chip holds every layer: a micro-batch is one ``train_micro`` call, and a
+        replica's last one also returns its increments (no separate call); then the applies."""
+        incs = []
+        for r, slices in enumerate(self._micro_slices(n)):
+            chip = self.chips[r][0]
+            for m, (lo, hi) in enumerate(slices):
+                last = self.replicas > 1 and m == len(slices) - 1
+                st, inc = chip.train_micro.options(num_returns=2).remote(x_ref, batch, m, lo, hi, y_ref, last)
+                stats.append(st)
+                self._micro_refs.append(st)
+                if len(self._micro_refs) > self.in_flight:
+                    _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
+                                                   fetch_local=False)
+            incs.append(inc)
+        if self.replicas == 1:
+            return [self.chips[0][0].apply.remote(lr_scale)]
+        return [self.chips[r][0].apply.remote(lr_scale, *incs) for r in range(self.replicas)]
 
     def finish(self) -> tuple[float, int]:
         """Wait for every submitted batch; (loss sum, correct) of the batches finished since the last call."""

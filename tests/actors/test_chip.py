@@ -132,3 +132,26 @@ def test_parse_chips_errors(spec, why):
 def test_one_method_per_phase():
     assert [p.value for p in Phase] == ["forward", "backward", "apply"]
     assert all(callable(getattr(Chip, p.value)) for p in Phase)
+
+
+def test_train_micro_is_forward_then_backward_on_a_whole_network_chip():
+    cfg = make_config("digits", engine="local")
+    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
+    rng = np.random.default_rng(6)
+    x = (rng.integers(0, 17, (24, 1, 8, 8)) / 16).astype(np.float32)
+    y = rng.integers(0, 10, 24)
+    two_calls, loss, correct = run_chips(cfg, [(0, 3)], params, x, y, 8)
+    one = Chip(0, 0, 3, ccfg, params)
+    stats, incs = [], None
+    for m, lo in enumerate(range(0, 24, 8)):
+        st, incs = one.train_micro(x, 0, m, lo, lo + 8, y, increments=(lo == 16))
+        stats.append(st)
+    assert set(incs) == {0, 2, 3} and all(v is not None for v in incs.values())
+    one.apply(1.0, incs)  # as a lone replica: its own increments, passed back
+    for l, arrays in two_calls[0].state().items():
+        for a, b in zip(arrays, one.state()[l]):
+            np.testing.assert_array_equal(a, b)
+    assert sum(s[1] for s in stats) == correct and sum(s[0] for s in stats) == pytest.approx(loss, rel=1e-6)
+    with pytest.raises(SpikeGradError, match="needs a chip holding every layer, this one holds layers 0-1"):
+        Chip(0, 0, 1, ccfg, {0: params[0]}).train_micro(x, 0, 0, 0, 8, y)

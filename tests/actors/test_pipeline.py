@@ -14,14 +14,17 @@ def weights(run):
 
 def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
     """Same network, seed and batches: one process, one layer per chip (4 micro-batches per batch),
-    2 replicas, and grouped chips (batches queued ahead, apply by apply) end with the same weights, bit for bit (every layer: the inputs
-    are dyadic, so even layer 0's float increments are exact sums)."""
+    2 replicas, grouped chips and 2 replicas of one whole-network chip (batches queued ahead, apply
+    by apply) end with the same weights, bit for bit (every layer: the inputs are dyadic, so even
+    layer 0's float increments are exact sums)."""
     kw = dict(epochs=2, limit_train=256, limit_test=64, batch_size=32)
     runs = {
         "local": dict(engine="local"),
         "chips": dict(engine="chips", micro_batch=8),
         "replicas": dict(engine="chips", replicas=2, micro_batch=8),
         "grouped": dict(engine="chips", chips="0-1,2-3", micro_batch=16),
+        # whole-network chips: one call per micro-batch, increments returned by the last one
+        "whole": dict(engine="chips", chips="0-3", replicas=2, micro_batch=8),
     }
     got = {}
     for name, extra in runs.items():
@@ -29,7 +32,7 @@ def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
                   log=lambda s: None)
         got[name] = (s, weights(tmp_path / name))
     ref_summary, ref = got["local"]
-    for name in ("chips", "replicas", "grouped"):
+    for name in ("chips", "replicas", "grouped", "whole"):
         summary, w = got[name]
         assert summary["engine"] == "chips"
         assert summary["test_accuracy"] == ref_summary["test_accuracy"], name
