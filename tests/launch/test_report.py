@@ -9,10 +9,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_report_from_two_runs(tmp_path, capsys):
     runs = []
-    for alpha in (50, 100):
-        run = tmp_path / f"a{alpha}"
+    for name, extra in (("a50", ["--alpha", "50"]), ("a100", ["--alpha", "100"]),
+                        ("a100s1", ["--alpha", "100", "--seed", "1"]), ("shifted", ["--shift", "1"])):
+        run = tmp_path / name
         assert main(["train", "--engine", "local", "--epochs", "2", "--limit-train", "200", "--limit-test", "60",
-                     "--alpha", str(alpha), "--quiet", "--out", str(run)]) == 0
+                     *extra, "--quiet", "--out", str(run)]) == 0
         runs.append(str(run))
     out = tmp_path / "report"
     assert main(["report", *runs, "--out", str(out)]) == 0
@@ -24,6 +25,7 @@ def test_report_from_two_runs(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "| a50 | digits | spike | 50 | 0 | 2 |" in summary and "Table 1" in summary
     t1 = json.loads((out / "table1.json").read_text())
-    assert {(g["alpha"], g["seeds"]) for g in t1} == {(50.0, 1), (100.0, 1)}
+    # runs that differ only in the seed are one protocol; another --shift is another one
+    assert sorted((g["alpha"], g["shift"], g["seeds"]) for g in t1) == [(50.0, 0, 1), (100.0, 0, 2), (100.0, 1, 1)]
     assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "config.json is missing" in capsys.readouterr().err
