@@ -92,11 +92,24 @@ class ChipPipeline:
         x_ref, y_ref = ray.put(x), ray.put(y)
         stats: list[Any] = []
         if len(self.groups) == 1:  # whole-network chips: one call per micro-batch, no links
-            self._batches.append((stats, self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)))
-            while len(self._batches) > 2:
-                self._collect(self._batches.pop(0))
-            return
-        for r, slices in enumerate(self._micro_slices(len(x))):
+            applied = self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)
+        else:
+            self._submit_chain(batch, x_ref, y_ref, len(x), stats)
+            applied = self._submit_apply(lr_scale)
+        self._batches.append((stats, applied))
+        while len(self._batches) > 2:
+            self._collect(self._batches.pop(0))
+
+    def _wait_in_flight(self, last_call: Any) -> None:
+        """Track a micro-batch's last call; wait for the oldest while more than ``in_flight`` are unfinished."""
+        self._micro_refs.append(last_call)
+        if len(self._micro_refs) > self.in_flight:
+            _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
+                                           fetch_local=False)
+
+    def _submit_chain(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list) -> None:
+        """Each micro-batch up the chips and its errors back down, chained by object references."""
+        for r, slices in enumerate(self._micro_slices(n)):
             chips = self.chips[r]
             for m, (lo, hi) in enumerate(slices):
                 ref = chips[0].forward.remote(x_ref, batch, m, lo, hi, True)
@@ -108,13 +121,7 @@ class ChipPipeline:
                 stats.append(st)
                 for chip in reversed(chips[:-1]):
                     err = chip.backward.remote(err, batch, m)
-                self._micro_refs.append(err)
-                if len(self._micro_refs) > self.in_flight:  # wait for the oldest to finish
-                    _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
-                                                   fetch_local=False)
-        self._batches.append((stats, self._submit_apply(lr_scale)))
-        while len(self._batches) > 2:
-            self._collect(self._batches.pop(0))
+                self._wait_in_flight(err)
 
     def _submit_whole(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> list:
         """Each replica's chip holds every layer: a micro-batch is one ``train_micro`` call, and a
@@ -126,10 +133,7 @@ class ChipPipeline:
                 last = self.replicas > 1 and m == len(slices) - 1
                 st, inc = chip.train_micro.options(num_returns=2).remote(x_ref, batch, m, lo, hi, y_ref, last)
                 stats.append(st)
-                self._micro_refs.append(st)
-                if len(self._micro_refs) > self.in_flight:
-                    _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
-                                                   fetch_local=False)
+                self._wait_in_flight(st)
             incs.append(inc)
         if self.replicas == 1:
             return [self.chips[0][0].apply.remote(lr_scale)]

@@ -17,7 +17,6 @@ Drawn from the runs' Parquet files (matplotlib, headless):
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import statistics
