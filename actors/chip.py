@@ -399,14 +399,21 @@ class Chip:
 
     # -- FORWARD + BACKWARD on a chip that holds the whole network ---------------------------
     def train_micro(self, inputs: Any, batch: int, micro: int, lo: int, hi: int, labels: Any,
-                    increments: bool = False) -> tuple[list, dict | None]:
+                    increments: bool = False, apply_first: float | None = None,
+                    *pending: dict) -> tuple[list, dict | None]:
         """FORWARD then BACKWARD of one micro-batch in one call, on a chip that holds every layer
         (no link to send on: one call instead of two, the same arithmetic in the same order).
+
+        apply_first: the previous batch's APPLY, folded into this batch's first call (one call,
+        and one wait for the replicas' increments, fewer per batch): when not None, first
+        ``apply(apply_first, *pending)``, exactly as a separate call would.
         Returns ([loss sum, correct], this chip's ``increments()`` when ``increments`` is set,
         i.e. after a replica's last micro-batch of a batch, else None)."""
         if not (self.is_first and self.is_output):
             raise SpikeGradError(f"chip {self.index}: train_micro needs a chip holding every layer, this one "
                                  f"holds layers {self.first}-{self.last}")
+        if apply_first is not None:
+            self.apply(apply_first, *pending)
         self.forward(inputs, batch, micro, lo, hi, True)
         _, stats = self.backward(None, batch, micro, labels, lo, hi)
         return stats, (self.increments() if increments else None)

@@ -10,7 +10,9 @@ micro-batches are unfinished at once (backpressure). After the last micro-batch
 of a batch, every chip applies its increments once (Algorithm 3); with R
 replicas, each chip of each replica adds all R replicas' increments, in replica
 order, through the object store, so the replicas stay identical and equal one
-pipeline with the whole batch.
+pipeline with the whole batch. A chip that holds the whole network does that
+APPLY at the start of its next batch's first call (or when the driver drains the
+pipeline), which saves a call and a wait per batch; the arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class ChipPipeline:
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
         self._batches: list[tuple[list, list]] = []  # submitted batches: (stats refs, apply refs)
         self._done: tuple[float, int] = (0.0, 0)  # loss sum and correct of collected batches
+        # whole-network chips: the last batch's APPLY, (lr scale, replicas' increments), not yet sent
+        self._deferred: tuple[float, list] | None = None
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -89,10 +93,13 @@ class ChipPipeline:
         micro-batches and two whole batches are unfinished at once (backpressure); results
         are collected by :meth:`finish`.
         """
-        x_ref, y_ref = ray.put(x), ray.put(y)
+        x_ref = ray.put(x)
+        # Labels are small: inline in each call that needs them, no object-store round trip.
+        y_ref = y if y.nbytes <= 64 * 1024 else ray.put(y)
         stats: list[Any] = []
         if len(self.groups) == 1:  # whole-network chips: one call per micro-batch, no links
-            applied = self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)
+            self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)
+            applied: list[Any] = []  # deferred to the next batch's first call (or _drain)
         else:
             self._submit_chain(batch, x_ref, y_ref, len(x), stats)
             applied = self._submit_apply(lr_scale)
@@ -123,28 +130,43 @@ class ChipPipeline:
                     err = chip.backward.remote(err, batch, m)
                 self._wait_in_flight(err)
 
-    def _submit_whole(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> list:
+    def _submit_whole(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> None:
         """Each replica's chip holds every layer: a micro-batch is one ``train_micro`` call, and a
-        replica's last one also returns its increments (no separate call); then the applies."""
+        replica's last one also returns its increments (no separate call). The previous batch's
+        APPLY rides on each replica's first call; this batch's waits in ``_deferred``."""
         incs = []
+        apply_lr, pending = self._deferred if self._deferred is not None else (None, [])
         for r, slices in enumerate(self._micro_slices(n)):
             chip = self.chips[r][0]
             for m, (lo, hi) in enumerate(slices):
                 last = self.replicas > 1 and m == len(slices) - 1
-                st, inc = chip.train_micro.options(num_returns=2).remote(x_ref, batch, m, lo, hi, y_ref, last)
+                first = (apply_lr, *pending) if m == 0 else (None,)
+                st, inc = chip.train_micro.options(num_returns=2).remote(x_ref, batch, m, lo, hi, y_ref, last, *first)
                 stats.append(st)
                 self._wait_in_flight(st)
             incs.append(inc)
-        if self.replicas == 1:
-            return [self.chips[0][0].apply.remote(lr_scale)]
-        return [self.chips[r][0].apply.remote(lr_scale, *incs) for r in range(self.replicas)]
+        # one replica applies its own ω; R replicas add every replica's increments, in order
+        self._deferred = (lr_scale, incs if self.replicas > 1 else [])
+
+    def _send_deferred(self) -> list[Any]:
+        """Send the whole-network chips' pending APPLY as calls of its own; their references."""
+        if self._deferred is None:
+            return []
+        lr_scale, incs = self._deferred
+        self._deferred = None
+        return [row[0].apply.remote(lr_scale, *incs) for row in self.chips]
+
+    def _drain(self) -> None:
+        """Every submitted batch finished and applied; results kept for :meth:`collected`."""
+        applied = self._send_deferred()
+        while self._batches:
+            self._collect(self._batches.pop(0))
+        ray.get(self._micro_refs + applied)
+        self._micro_refs = []
 
     def finish(self) -> tuple[float, int]:
         """Wait for every submitted batch; (loss sum, correct) of the batches finished since the last call."""
-        while self._batches:
-            self._collect(self._batches.pop(0))
-        ray.get(self._micro_refs)
-        self._micro_refs = []
+        self._drain()
         return self.collected()
 
     def collected(self) -> tuple[float, int]:
@@ -159,11 +181,6 @@ class ChipPipeline:
         loss, correct = self._done
         self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)))
 
-    def train_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> tuple[float, int]:
-        """One batch through all replicas, waited for; returns (loss sum, correct predictions)."""
-        self.submit_batch(batch, x, y, lr_scale)
-        return self.finish()
-
     def _submit_apply(self, lr_scale: float) -> list[Any]:
         if self.replicas == 1:
             return [chip.apply.remote(lr_scale) for chip in self.chips[0]]
@@ -173,13 +190,10 @@ class ChipPipeline:
             calls += [self.chips[r][c].apply.remote(lr_scale, *incs) for r in range(self.replicas)]
         return calls
 
-    def apply(self, lr_scale: float) -> None:
-        """Apply every chip's increments now (Algorithm 3) and wait for it."""
-        ray.get(self._submit_apply(lr_scale))
-
     # -- evaluation, state, counters -----------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 0) -> np.ndarray:
         """argmax Vᴸ for x (N, C, H, W): micro-batches through replica 0's chips, forward only."""
+        self._drain()
         x_ref = ray.put(x)
         chips = self.chips[0]
         outs = []
@@ -193,17 +207,20 @@ class ChipPipeline:
 
     def state(self) -> dict:
         """{layer: (W, b, vW, vb)} from replica 0 (all replicas hold the same)."""
+        self._drain()
         merged: dict = {}
         for part in ray.get([chip.state.remote() for chip in self.chips[0]]):
             merged.update(part)
         return merged
 
     def restore(self, state: dict) -> None:
+        self._deferred = None  # the state replaces whatever a pending APPLY would have done
         ray.get([chip.restore.remote({l: state[l] for l in range(lo, hi + 1) if l in state})
                  for row in self.chips for chip, (lo, hi) in zip(row, self.groups)])
 
     def reports(self) -> list[dict]:
         """Each chip's counters since the last call (reset), summed over replicas, by chip index."""
+        self._drain()
         return merge_reports(ray.get([chip.report.remote(True) for row in self.chips for chip in row]))
 
     def audit_sizes(self, on: bool = True) -> None:

@@ -155,3 +155,30 @@ def test_train_micro_is_forward_then_backward_on_a_whole_network_chip():
     assert sum(s[1] for s in stats) == correct and sum(s[0] for s in stats) == pytest.approx(loss, rel=1e-6)
     with pytest.raises(SpikeGradError, match="needs a chip holding every layer, this one holds layers 0-1"):
         Chip(0, 0, 1, ccfg, {0: params[0]}).train_micro(x, 0, 0, 0, 8, y)
+
+
+def test_train_micro_applies_the_previous_batch_first():
+    """The pipeline folds a batch's APPLY into the next batch's first call: the same weights,
+    losses and hits as the separate calls, over three batches (learning-rate scale included)."""
+    cfg = make_config("digits", engine="local")
+    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
+    rng = np.random.default_rng(7)
+    xs = [(rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32) for _ in range(3)]
+    ys = [rng.integers(0, 10, 16) for _ in range(3)]
+    scales = [1.0, 0.5, 0.25]
+    separate, folded = Chip(0, 0, 3, ccfg, params), Chip(0, 0, 3, ccfg, params)
+    got_sep, got_fold, pending = [], [], None
+    for b, (x, y) in enumerate(zip(xs, ys)):
+        for m, lo in enumerate(range(0, 16, 8)):
+            got_sep.append(separate.train_micro(x, b, m, lo, lo + 8, y)[0])
+            first = (pending,) if m == 0 and pending is not None else ()
+            got_fold.append(folded.train_micro(x, b, m, lo, lo + 8, y, False, *first)[0])
+        separate.apply(scales[b])
+        pending = scales[b]
+    folded.apply(pending)
+    assert got_sep == got_fold
+    for l, arrays in separate.state().items():
+        for a, c in zip(arrays, folded.state()[l]):
+            np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(separate.state()[0][0], params[0][0])  # the batches did train

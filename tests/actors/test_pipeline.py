@@ -14,8 +14,8 @@ def weights(run):
 
 def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
     """Same network, seed and batches: one process, one layer per chip (4 micro-batches per batch),
-    2 replicas, grouped chips and 2 replicas of one whole-network chip (batches queued ahead, apply
-    by apply) end with the same weights, bit for bit (every layer: the inputs are dyadic, so even
+    2 replicas, grouped chips, 2 replicas of one whole-network chip and one such chip alone (batches
+    queued ahead, apply by apply) end with the same weights, bit for bit (every layer: the inputs are dyadic, so even
     layer 0's float increments are exact sums)."""
     kw = dict(epochs=2, limit_train=256, limit_test=64, batch_size=32)
     runs = {
@@ -25,6 +25,8 @@ def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
         "grouped": dict(engine="chips", chips="0-1,2-3", micro_batch=16),
         # whole-network chips: one call per micro-batch, increments returned by the last one
         "whole": dict(engine="chips", chips="0-3", replicas=2, micro_batch=8),
+        # one whole-network chip: its own increments, each APPLY folded into the next batch's call
+        "whole1": dict(engine="chips", chips="0-3", micro_batch=16),
     }
     got = {}
     for name, extra in runs.items():
@@ -32,7 +34,7 @@ def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
                   log=lambda s: None)
         got[name] = (s, weights(tmp_path / name))
     ref_summary, ref = got["local"]
-    for name in ("chips", "replicas", "grouped", "whole"):
+    for name in ("chips", "replicas", "grouped", "whole", "whole1"):
         summary, w = got[name]
         assert summary["engine"] == "chips"
         assert summary["test_accuracy"] == ref_summary["test_accuracy"], name
