@@ -185,7 +185,12 @@ def bench_train(a: Any) -> int:
 
 
 def bench_chips(a: Any) -> int:
-    """Chips vs one process on the same batches: images/s, where chip time goes, wire efficiency."""
+    """Chips vs one process on the same batches: images/s, where chip time goes, wire efficiency.
+
+    The two engines take turns, ``--rounds`` times (local, then chips, on the same batches each
+    round), so that both see the same state of a shared machine; the ratio is the median of the
+    rounds' ratios, and every round is reported.
+    """
     from .chip_trainer import ChipTrainer  # noqa: PLC0415  (imports Ray)
 
     topo = parse_topology(a.topology)
@@ -194,33 +199,43 @@ def bench_chips(a: Any) -> int:
     batches = [synthetic_batch(topo.input_shape, B, topo.num_classes, seed=int(s))
                for s in rng.integers(0, 2**31, a.batches)]
     base = dict(dataset="mnist", topology=topo.text, batch_size=B, theta_ff=0.25, lr=1e-5, epochs=1)
-    local = Trainer(TrainConfig(engine="local", **base))
-    local.train_step(*batches[0])
-    t0 = time.perf_counter()
-    for x, y in batches:
-        local.train_step(x, y)
-    local_rate = B * len(batches) / (time.perf_counter() - t0)
-    local.close()
     replicas = getattr(a, "replicas", 1)
+    rounds = getattr(a, "rounds", 1)
+    local = Trainer(TrainConfig(engine="local", **base))
     chips = ChipTrainer(TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch,
                                     replicas=replicas, **base),
                         chips=a.chips, micro_batch=a.micro_batch, replicas=replicas)
-    try:
-        chips.pipeline.audit_sizes(True)
-        chips.train_step(*batches[0])
-        chips.finish_steps()
-        chips.pipeline.reports()  # drop the warm-up's counters
+
+    def timed(trainer: Trainer) -> float:
         t0 = time.perf_counter()
         for x, y in batches:
-            chips.train_step(x, y)
-        chips.finish_steps()
-        wall = time.perf_counter() - t0
+            trainer.train_step(x, y)
+        trainer.finish_steps()
+        return time.perf_counter() - t0
+
+    local_rates, chip_rates = [], []
+    wall = 0.0
+    try:
+        chips.pipeline.audit_sizes(True)
+        for trainer in (local, chips):  # warm-up: one batch each
+            trainer.train_step(*batches[0])
+            trainer.finish_steps()
+        chips.pipeline.reports()  # drop the warm-up's counters
+        for r in range(rounds):
+            local_rates.append(B * len(batches) / timed(local))
+            dt = timed(chips)
+            wall += dt
+            chip_rates.append(B * len(batches) / dt)
+            print(f"round {r + 1}/{rounds}: local {local_rates[-1]:8.1f} img/s   chips {chip_rates[-1]:8.1f} img/s"
+                  f"   ratio {chip_rates[-1] / local_rates[-1]:.2f}", file=sys.stderr)
         reports = chips.pipeline.reports()
         describe = chips.describe()
     finally:
-        chips.pipeline.close()
-        chips.pipeline = None
-    chip_rate = B * len(batches) / wall
+        local.close()
+        if chips.pipeline is not None:
+            chips.pipeline.close()
+            chips.pipeline = None
+    ratios = [c / l for c, l in zip(chip_rates, local_rates)]
     busy = sum(r["timing"]["busy"] for r in reports)
     enc = sum(r["timing"]["encode"] for r in reports)
     dec = sum(r["timing"]["decode"] for r in reports)
@@ -232,17 +247,20 @@ def bench_chips(a: Any) -> int:
     # one replica's chain of chips and micro-batches (replicas run side by side)
     floor = ray_floor(len(reports), sent / max(1, msgs), -(-B // (chips.micro * replicas)), len(batches))
     chips.close()
-    res = dict(topology=topo.text, batch=B, batches=len(batches), chips=describe, machine=machine_line(),
-               date=time.strftime("%Y-%m-%d"), local_images_per_second=local_rate,
-               chips_images_per_second=chip_rate, ratio=chip_rate / local_rate,
+    res = dict(topology=topo.text, batch=B, batches=len(batches), rounds=rounds, chips=describe,
+               machine=machine_line(), date=time.strftime("%Y-%m-%d"),
+               local_images_per_second=statistics.median(local_rates),
+               chips_images_per_second=statistics.median(chip_rates), ratio=statistics.median(ratios),
+               local_rounds=[round(v, 1) for v in local_rates], chips_rounds=[round(v, 1) for v in chip_rates],
+               ratio_rounds=[round(v, 3) for v in ratios],
                encode_share_of_chip_time=enc / busy, decode_share_of_chip_time=dec / busy,
                waiting_share_of_chip_time=1.0 - busy / (wall * n_chips),
                messages=msgs, bytes_per_message=sent / max(1, msgs),
                smaller_encoding_bytes_per_message=smallest / max(1, msgs),
                wire_overhead=(sent - smallest) / max(1, smallest),
                ray_floor_images_per_second=B / floor)
-    print(f"local {local_rate:8.1f} img/s   chips {chip_rate:8.1f} img/s   ratio {res['ratio']:.2f}   ({describe})",
-          file=sys.stderr)
+    print(f"median of {rounds} round(s): local {res['local_images_per_second']:8.1f} img/s   chips "
+          f"{res['chips_images_per_second']:8.1f} img/s   ratio {res['ratio']:.2f}   ({describe})", file=sys.stderr)
     print(f"chip time: busy {busy:.2f} s of {wall * n_chips:.2f} s (waiting {100 * res['waiting_share_of_chip_time']:.0f} %); "
           f"encode {100 * res['encode_share_of_chip_time']:.1f} % and decode {100 * res['decode_share_of_chip_time']:.1f} % of busy time",
           file=sys.stderr)

@@ -165,6 +165,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--micro-batch", type=_positive_int)
     c.add_argument("--replicas", type=_positive_int, default=1,
                    help="data-parallel copies of the chip pipeline (increments combined once per batch)")
+    c.add_argument("--rounds", type=_positive_int, default=3,
+                   help="local and chips take turns this many times on the same batches (median reported)")
     c.add_argument("--json", action="store_true")
     e = bsub.add_parser("events", help="event simulator: synaptic events/s, and the ANN's speedup on the same steps")
     e.add_argument("--checkpoint", help="a run directory: its own test images (default: synthetic batches, "

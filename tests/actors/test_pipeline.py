@@ -1,6 +1,7 @@
 """Chips on a real local Ray instance: identical weights to one process, traffic recorded."""
 
 import numpy as np
+import pytest
 
 from launch.cli import main
 from launch.config import make_config
@@ -86,3 +87,26 @@ def test_event_wire_on_ray_same_weights(ray_session, tmp_path, capsys):
         assert le[k]["messages"] == lc[k]["messages"] and le[k]["spikes"] >= lc[k]["spikes"] > 0
     chips = pq.read_table(tmp_path / "e" / "chips.parquet").to_pylist()
     assert all(r["event_values_checked"] > 0 and r["event_values_differ"] == 0 for r in chips)
+
+
+def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
+    """`spikegrad bench chips`: local and chips alternate; the ratio is the median of the rounds'
+    ratios; chip time shares are fractions; the wire stays within 10 % of the smaller encoding."""
+    import json
+
+    def bench(*extra):
+        assert main(["bench", "chips", "--batches", "2", "--rounds", "3", "--json", *extra]) == 0
+        out = capsys.readouterr()
+        assert out.err.count("round ") == 3
+        return json.loads(out.out.strip().splitlines()[-1])
+
+    whole = bench("--topology", "digits", "--batch-size", "16", "--chips", "0-3", "--replicas", "2",
+                  "--micro-batch", "8")
+    assert len(whole["ratio_rounds"]) == len(whole["local_rounds"]) == len(whole["chips_rounds"]) == 3
+    assert whole["ratio"] == pytest.approx(sorted(c / l for c, l in zip(whole["chips_rounds"],
+                                                                          whole["local_rounds"]))[1], rel=1e-3)
+    assert 0.0 <= whole["waiting_share_of_chip_time"] < 1.0 and whole["messages"] == 0
+    # the MNIST network (the benchmark's): messages big enough that the framing is a small part
+    layers = bench("--topology", "mnist", "--batch-size", "32", "--chips", "0-2,3-5", "--micro-batch", "16")
+    assert layers["messages"] > 0 and 0.0 <= layers["wire_overhead"] < 0.10
+    assert 0.0 < layers["encode_share_of_chip_time"] + layers["decode_share_of_chip_time"] < 1.0
