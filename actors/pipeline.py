@@ -70,7 +70,7 @@ class ChipPipeline:
             self.chips.append(row)
         self.where = ray.get([a.ping.remote() for row in self.chips for a in row])
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
-        self._batches: list[tuple[list, list]] = []  # submitted batches: (stats refs, apply refs)
+        self._batches: list[tuple[list, list, int]] = []  # submitted batches: (stats refs, apply refs, samples)
         self._done: tuple[float, int] = (0.0, 0)  # loss sum and correct of collected batches
         # whole-network chips: the last batch's APPLY, (lr scale, replicas' increments), not yet sent
         self._deferred: tuple[float, list] | None = None
@@ -103,7 +103,7 @@ class ChipPipeline:
         else:
             self._submit_chain(batch, x_ref, y_ref, len(x), stats)
             applied = self._submit_apply(lr_scale)
-        self._batches.append((stats, applied))
+        self._batches.append((stats, applied, len(x)))
         while len(self._batches) > 2:
             self._collect(self._batches.pop(0))
 
@@ -174,8 +174,12 @@ class ChipPipeline:
         out, self._done = self._done, (0.0, 0)
         return out
 
-    def _collect(self, pending: tuple[list, list]) -> None:
-        stats, applied = pending
+    def pending_samples(self) -> int:
+        """Samples submitted whose loss and hits are not collected yet."""
+        return sum(n for _, _, n in self._batches)
+
+    def _collect(self, pending: tuple[list, list, int]) -> None:
+        stats, applied, _ = pending
         results = ray.get(stats)
         ray.get(applied)  # raises here if an apply failed
         loss, correct = self._done

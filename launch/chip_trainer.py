@@ -139,6 +139,9 @@ class ChipTrainer(Trainer):
     def finish_steps(self) -> tuple[float, int]:
         return self.pipeline.finish()
 
+    def pending_samples(self) -> int:
+        return self.pipeline.pending_samples()
+
     @_chip_calls
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.pipeline.predict(x)

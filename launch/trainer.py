@@ -194,6 +194,10 @@ class Trainer:
         (the chip trainer queues batches and returns their results later)."""
         return 0.0, 0
 
+    def pending_samples(self) -> int:
+        """Samples of steps whose results train_step has not returned yet (see finish_steps)."""
+        return 0
+
     # -- epochs ----------------------------------------------------------------------------
     def run_epoch(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                   progress: bool = True, checkpoint_every: int | None = None,
@@ -232,8 +236,9 @@ class Trainer:
             loss_sum += l_sum
             correct += c
             seen += len(idx)
-            if s % 20 == 0 or s == steps - 1:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+            done = seen - self.pending_samples()  # chips return a batch's results later
+            if (s % 20 == 0 or s == steps - 1) and done > 0:
+                bar.set_postfix(loss=f"{loss_sum / done:.4f}", acc=f"{100.0 * correct / done:.2f}%")
             if checkpoint is not None and checkpoint_every and (s + 1) % checkpoint_every == 0 and s + 1 < steps:
                 l_sum, c = self.finish_steps()
                 loss_sum += l_sum

@@ -110,3 +110,29 @@ def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
     layers = bench("--topology", "mnist", "--batch-size", "32", "--chips", "0-2,3-5", "--micro-batch", "16")
     assert layers["messages"] > 0 and 0.0 <= layers["wire_overhead"] < 0.10
     assert 0.0 < layers["encode_share_of_chip_time"] + layers["decode_share_of_chip_time"] < 1.0
+
+
+def test_results_of_queued_batches_are_counted_once_collected(ray_session):
+    """Chips return a batch's loss and hits up to two batches later: the trainer knows how many
+    samples are still pending (the progress bar divides by the collected ones only)."""
+    from launch.chip_trainer import ChipTrainer
+    from launch.trainer import Trainer
+
+    cfg = make_config("digits", engine="chips", batch_size=16, micro_batch=8)
+    trainer = ChipTrainer(cfg, micro_batch=8)
+    try:
+        rng = np.random.default_rng(0)
+        x = (rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32)
+        y = rng.integers(0, 10, 16)
+        hits = 0
+        for step in range(4):
+            _, c = trainer.train_step(x, y)
+            hits += c
+            assert trainer.pending_samples() == 16 * min(step + 1, 2)
+        _, c = trainer.finish_steps()
+        assert trainer.pending_samples() == 0
+        local = Trainer(make_config("digits", engine="local", batch_size=16))
+        assert hits + c == sum(local.train_step(x, y)[1] for _ in range(4))  # every batch counted once
+        local.close()
+    finally:
+        trainer.close()
