@@ -85,11 +85,12 @@ class ChipPipeline:
                 for a, hi in zip(bounds[:-1], bounds[1:])]
 
     def submit_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> None:
-        """Queue one batch through all replicas, its apply included, without waiting for it.
+        """Queue one batch through all replicas, its APPLY included, without waiting for it.
 
         Every chip runs its calls in submission order, so the next batch's FORWARD on a chip
         starts after that chip's APPLY of this batch: the driver never has to wait between
-        batches, and the chips never wait for a driver round trip. At most ``in_flight``
+        batches. (Whole-network chips get this batch's APPLY with the next batch's first call,
+        or from :meth:`_drain`.) At most ``in_flight``
         micro-batches and two whole batches are unfinished at once (backpressure); results
         are collected by :meth:`finish`.
         """
