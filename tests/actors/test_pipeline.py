@@ -136,3 +136,13 @@ def test_results_of_queued_batches_are_counted_once_collected(ray_session):
         local.close()
     finally:
         trainer.close()
+
+
+def test_default_micro_batch_cuts_only_where_chips_have_their_own_core():
+    from launch.chip_trainer import default_micro_batch
+
+    assert default_micro_batch(256, 1, own_core=True) == 64
+    assert default_micro_batch(256, 2, own_core=True) == 32
+    assert default_micro_batch(20, 1, own_core=True) == 8  # at least 8 samples
+    assert default_micro_batch(256, 1, own_core=False) == 256  # shared cores: one call per chip and batch
+    assert default_micro_batch(255, 2, own_core=False) == 128
