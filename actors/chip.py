@@ -270,14 +270,18 @@ class Chip:
 
     # -- FORWARD -----------------------------------------------------------------------------
     def forward(self, inputs: Any, batch: int, micro: int, lo: int = 0, hi: int | None = None,
-                train: bool = True) -> Any:
+                train: bool = True, apply_first: float | None = None, *pending: dict) -> Any:
         """Spikes in, spikes out for micro-batch ``micro`` of batch ``batch``.
 
         inputs: on the first chip the float images (N, C, H, W) of the whole batch, of which
         rows lo:hi are this micro-batch; elsewhere a wire message (kind forward). Returns the
         wire message for the next chip; the output chip returns nothing when training (it
         keeps Vᴸ for BACKWARD) and the predictions argmax Vᴸ (B,) when ``train`` is False.
+        apply_first: the previous batch's APPLY, folded into this batch's first call (one call
+        fewer per chip and batch): when not None, first ``apply(apply_first, *pending)``.
         """
+        if apply_first is not None:
+            self.apply(apply_first, *pending)
         t0 = time.perf_counter()
         if self.is_first:
             x = np.asarray(inputs)[lo:hi]
@@ -412,9 +416,7 @@ class Chip:
         if not (self.is_first and self.is_output):
             raise SpikeGradError(f"chip {self.index}: train_micro needs a chip holding every layer, this one "
                                  f"holds layers {self.first}-{self.last}")
-        if apply_first is not None:
-            self.apply(apply_first, *pending)
-        self.forward(inputs, batch, micro, lo, hi, True)
+        self.forward(inputs, batch, micro, lo, hi, True, apply_first, *pending)
         _, stats = self.backward(None, batch, micro, labels, lo, hi)
         return stats, (self.increments() if increments else None)
 

@@ -10,9 +10,9 @@ micro-batches are unfinished at once (backpressure). After the last micro-batch
 of a batch, every chip applies its increments once (Algorithm 3); with R
 replicas, each chip of each replica adds all R replicas' increments, in replica
 order, through the object store, so the replicas stay identical and equal one
-pipeline with the whole batch. A chip that holds the whole network does that
-APPLY at the start of its next batch's first call (or when the driver drains the
-pipeline), which saves a call and a wait per batch; the arithmetic is the same.
+pipeline with the whole batch. Each chip does that APPLY at the start of its
+next batch's first call (or when the driver drains the pipeline), which saves a
+call per chip and batch; the arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -70,10 +70,11 @@ class ChipPipeline:
             self.chips.append(row)
         self.where = ray.get([a.ping.remote() for row in self.chips for a in row])
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
-        self._batches: list[tuple[list, list, int]] = []  # submitted batches: (stats refs, apply refs, samples)
+        self._batches: list[tuple[list, int]] = []  # submitted batches: (stats refs, samples)
         self._done: tuple[float, int] = (0.0, 0)  # loss sum and correct of collected batches
-        # whole-network chips: the last batch's APPLY, (lr scale, replicas' increments), not yet sent
-        self._deferred: tuple[float, list] | None = None
+        # The last batch's APPLY, not yet sent: (lr scale, None for one replica (each chip applies
+        # its own ω), else per chip index the replicas' increments references).
+        self._deferred: tuple[float, list[list] | None] | None = None
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -85,14 +86,13 @@ class ChipPipeline:
                 for a, hi in zip(bounds[:-1], bounds[1:])]
 
     def submit_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> None:
-        """Queue one batch through all replicas, its APPLY included, without waiting for it.
+        """Queue one batch through all replicas, without waiting for it; its APPLY goes with
+        the next batch's first call on each chip (or :meth:`_drain` sends it).
 
         Every chip runs its calls in submission order, so the next batch's FORWARD on a chip
-        starts after that chip's APPLY of this batch: the driver never has to wait between
-        batches. (Whole-network chips get this batch's APPLY with the next batch's first call,
-        or from :meth:`_drain`.) At most ``in_flight``
-        micro-batches and two whole batches are unfinished at once (backpressure); results
-        are collected by :meth:`finish`.
+        comes after that chip's APPLY of this batch: the driver never has to wait between
+        batches. At most ``in_flight`` micro-batches and two whole batches are unfinished at
+        once (backpressure); results are collected by :meth:`finish`.
         """
         x_ref = ray.put(x)
         # Labels are small: inline in each call that needs them, no object-store round trip.
@@ -100,11 +100,9 @@ class ChipPipeline:
         stats: list[Any] = []
         if len(self.groups) == 1:  # whole-network chips: one call per micro-batch, no links
             self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)
-            applied: list[Any] = []  # deferred to the next batch's first call (or _drain)
         else:
-            self._submit_chain(batch, x_ref, y_ref, len(x), stats)
-            applied = self._submit_apply(lr_scale)
-        self._batches.append((stats, applied, len(x)))
+            self._submit_chain(batch, x_ref, y_ref, len(x), stats, lr_scale)
+        self._batches.append((stats, len(x)))
         while len(self._batches) > 2:
             self._collect(self._batches.pop(0))
 
@@ -115,14 +113,23 @@ class ChipPipeline:
             _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
                                            fetch_local=False)
 
-    def _submit_chain(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list) -> None:
-        """Each micro-batch up the chips and its errors back down, chained by object references."""
+    def _apply_args(self, c: int) -> tuple:
+        """The pending APPLY's arguments for chip index ``c``'s first call of a batch."""
+        if self._deferred is None:
+            return (None,)
+        lr_scale, incs = self._deferred
+        return (lr_scale, *(incs[c] if incs is not None else ()))
+
+    def _submit_chain(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> None:
+        """Each micro-batch up the chips and its errors back down, chained by object references;
+        the previous batch's APPLY rides on each chip's first forward."""
         for r, slices in enumerate(self._micro_slices(n)):
             chips = self.chips[r]
             for m, (lo, hi) in enumerate(slices):
-                ref = chips[0].forward.remote(x_ref, batch, m, lo, hi, True)
-                for chip in chips[1:]:
-                    ref = chip.forward.remote(ref, batch, m)
+                first = [self._apply_args(c) if m == 0 else (None,) for c in range(len(chips))]
+                ref = chips[0].forward.remote(x_ref, batch, m, lo, hi, True, *first[0])
+                for c, chip in enumerate(chips[1:], 1):
+                    ref = chip.forward.remote(ref, batch, m, 0, None, True, *first[c])
                 # The output chip's forward returns None; passing its reference makes the
                 # backward wait for it by data dependency, not only by submission order.
                 err, st = chips[-1].backward.options(num_returns=2).remote(ref, batch, m, y_ref, lo, hi)
@@ -130,32 +137,36 @@ class ChipPipeline:
                 for chip in reversed(chips[:-1]):
                     err = chip.backward.remote(err, batch, m)
                 self._wait_in_flight(err)
+        if self.replicas == 1:
+            self._deferred = (lr_scale, None)
+        else:  # every chip adds all replicas' increments of its layers, in replica order
+            self._deferred = (lr_scale, [[self.chips[r][c].increments.remote() for r in range(self.replicas)]
+                                         for c in range(len(self.groups))])
 
     def _submit_whole(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> None:
         """Each replica's chip holds every layer: a micro-batch is one ``train_micro`` call, and a
         replica's last one also returns its increments (no separate call). The previous batch's
         APPLY rides on each replica's first call; this batch's waits in ``_deferred``."""
         incs = []
-        apply_lr, pending = self._deferred if self._deferred is not None else (None, [])
         for r, slices in enumerate(self._micro_slices(n)):
             chip = self.chips[r][0]
             for m, (lo, hi) in enumerate(slices):
                 last = self.replicas > 1 and m == len(slices) - 1
-                first = (apply_lr, *pending) if m == 0 else (None,)
+                first = self._apply_args(0) if m == 0 else (None,)
                 st, inc = chip.train_micro.options(num_returns=2).remote(x_ref, batch, m, lo, hi, y_ref, last, *first)
                 stats.append(st)
                 self._wait_in_flight(st)
             incs.append(inc)
         # one replica applies its own ω; R replicas add every replica's increments, in order
-        self._deferred = (lr_scale, incs if self.replicas > 1 else [])
+        self._deferred = (lr_scale, [incs] if self.replicas > 1 else None)
 
     def _send_deferred(self) -> list[Any]:
-        """Send the whole-network chips' pending APPLY as calls of its own; their references."""
+        """Send the pending APPLY to every chip as calls of their own; their references."""
         if self._deferred is None:
             return []
-        lr_scale, incs = self._deferred
+        calls = [chip.apply.remote(*self._apply_args(c)) for row in self.chips for c, chip in enumerate(row)]
         self._deferred = None
-        return [row[0].apply.remote(lr_scale, *incs) for row in self.chips]
+        return calls
 
     def _drain(self) -> None:
         """Every submitted batch finished and applied; results kept for :meth:`collected`."""
@@ -177,23 +188,12 @@ class ChipPipeline:
 
     def pending_samples(self) -> int:
         """Samples submitted whose loss and hits are not collected yet."""
-        return sum(n for _, _, n in self._batches)
+        return sum(n for _, n in self._batches)
 
-    def _collect(self, pending: tuple[list, list, int]) -> None:
-        stats, applied, _ = pending
-        results = ray.get(stats)
-        ray.get(applied)  # raises here if an apply failed
+    def _collect(self, pending: tuple[list, int]) -> None:
+        results = ray.get(pending[0])  # raises here if a call of the batch failed, a folded APPLY included
         loss, correct = self._done
         self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)))
-
-    def _submit_apply(self, lr_scale: float) -> list[Any]:
-        if self.replicas == 1:
-            return [chip.apply.remote(lr_scale) for chip in self.chips[0]]
-        calls = []
-        for c in range(len(self.groups)):
-            incs = [self.chips[r][c].increments.remote() for r in range(self.replicas)]
-            calls += [self.chips[r][c].apply.remote(lr_scale, *incs) for r in range(self.replicas)]
-        return calls
 
     # -- evaluation, state, counters -----------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 0) -> np.ndarray:

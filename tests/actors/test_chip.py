@@ -182,3 +182,47 @@ def test_train_micro_applies_the_previous_batch_first():
         for a, c in zip(arrays, folded.state()[l]):
             np.testing.assert_array_equal(a, c)
     assert not np.array_equal(separate.state()[0][0], params[0][0])  # the batches did train
+
+
+def test_forward_applies_the_previous_batch_first():
+    """A layer chain folds each chip's APPLY into its next batch's first FORWARD: the same
+    weights and output statistics as separate APPLY calls, over three batches."""
+    cfg = make_config("digits", engine="local")
+    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    rng = np.random.default_rng(8)
+    xs = [(rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32) for _ in range(3)]
+    ys = [rng.integers(0, 10, 16) for _ in range(3)]
+    scales = [1.0, 0.5, 0.25]
+    ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
+    groups = [(0, 1), (2, 3)]
+
+    def make():
+        return [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
+                for i, (lo, hi) in enumerate(groups)]
+
+    def run(fold: bool):
+        chips, stats, pending = make(), [], None
+        for b, (x, y) in enumerate(zip(xs, ys)):
+            for m, lo in enumerate(range(0, 16, 8)):
+                first = (pending,) if fold and m == 0 and pending is not None else ()
+                msg = chips[0].forward(x, b, m, lo, lo + 8, True, *first)
+                chips[1].forward(msg, b, m, 0, None, True, *first)
+                err, st = chips[1].backward(None, b, m, y, lo, lo + 8)
+                chips[0].backward(err, b, m)
+                stats.append(st)
+            if fold:
+                pending = scales[b]
+            else:
+                for c in chips:
+                    c.apply(scales[b])
+        if fold:
+            for c in chips:
+                c.apply(pending)
+        return chips, stats
+
+    (sep, st_sep), (fold, st_fold) = run(False), run(True)
+    assert st_sep == st_fold
+    for a, c in zip(sep, fold):
+        for l, arrays in a.state().items():
+            for u, v in zip(arrays, c.state()[l]):
+                np.testing.assert_array_equal(u, v)
