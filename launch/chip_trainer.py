@@ -52,8 +52,8 @@ def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:
     core (or GPU) of its own: then a replica's share of the batch is cut in 4 (at least 8
     samples). Chips that share cores gain nothing from that and pay Ray's per-call cost for every
     micro-batch, so they take a replica's whole share at once. Measured on 2 cores, 6 chips:
-    MNIST batch 256, 588 img/s with 4 micro-batches against 929 with one; the digits job, 232
-    img/s against 773 (README, *Chips vs one process*).
+    MNIST batch 256, about 580 img/s with 4 micro-batches against 900-1,000 with one; the
+    digits job, 232 img/s against 773 (README, *Chips vs one process*).
     """
     share = -(-batch_size // replicas)
     return max(8, -(-share // 4)) if own_core else share
