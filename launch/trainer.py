@@ -236,9 +236,10 @@ class Trainer:
             loss_sum += l_sum
             correct += c
             seen += len(idx)
-            done = seen - self.pending_samples()  # chips return a batch's results later
-            if (s % 20 == 0 or s == steps - 1) and done > 0:
-                bar.set_postfix(loss=f"{loss_sum / done:.4f}", acc=f"{100.0 * correct / done:.2f}%")
+            if s % 20 == 0 or s == steps - 1:
+                done = seen - self.pending_samples()  # chips return a batch's results later
+                if done > 0:
+                    bar.set_postfix(loss=f"{loss_sum / done:.4f}", acc=f"{100.0 * correct / done:.2f}%")
             if checkpoint is not None and checkpoint_every and (s + 1) % checkpoint_every == 0 and s + 1 < steps:
                 l_sum, c = self.finish_steps()
                 loss_sum += l_sum
