@@ -492,3 +492,24 @@ class Chip:
         else:
             self.counter.accumulate(totals.tolist())
         return out
+
+
+def run_chain(chips: list[Chip], x: np.ndarray, y: np.ndarray, micro: int, batch: int = 0,
+              lr_scale: float = 1.0) -> tuple[float, int]:
+    """One batch through a chain of chips held in this process, as :mod:`actors.pipeline` drives
+    them over Ray: per micro-batch FORWARD up the chain and BACKWARD down it, the Arrow wire
+    messages passed by hand; then every chip's APPLY. For tests and the Ray-free GPU check
+    (``launch.gpu_check``). Returns (loss sum, correct)."""
+    loss, correct = 0.0, 0
+    for m, lo in enumerate(range(0, len(x), micro)):
+        hi = min(len(x), lo + micro)
+        msg = chips[0].forward(x, batch, m, lo, hi)
+        for c in chips[1:]:
+            msg = c.forward(msg, batch, m)
+        err, stats = chips[-1].backward(None, batch, m, y, lo, hi)
+        loss, correct = loss + stats[0], correct + stats[1]
+        for c in reversed(chips[:-1]):
+            err = c.backward(err, batch, m)
+    for c in chips:
+        c.apply(lr_scale)
+    return loss, correct

@@ -13,7 +13,9 @@ Rounding and gating live in :mod:`cluster.kernels`.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from .topology import Conv, Dense, Pool
 
@@ -73,8 +75,27 @@ def conv_forward(xp: Any, layer: Conv, W: Any, S_prev: Any) -> tuple[Any, Any]:
 SPARSE_COLUMNS = 0.5
 
 
+_dense_only = threading.local()  # set by dense_products(): a captured CUDA graph cannot hold data-dependent shapes
+
+
+@contextmanager
+def dense_products() -> Iterator[None]:
+    """Within this block (this thread only) the backward products skip no columns: the result is
+    the same, the work is not sparse, and nothing waits on the device to count active columns
+    (what a CUDA graph capture needs, :mod:`cluster.graph`)."""
+    before = getattr(_dense_only, "on", False)
+    _dense_only.on = True
+    try:
+        yield
+    finally:
+        _dense_only.on = before
+
+
 def _active_columns(xp: Any, E2: Any) -> Any | None:
-    """Indices of the columns of E2 (Co, N) with a nonzero error, or None when too many are active."""
+    """Indices of the columns of E2 (Co, N) with a nonzero error, or None when too many are active
+    (or inside :func:`dense_products`)."""
+    if getattr(_dense_only, "on", False):
+        return None
     active = xp.flatnonzero((E2 != 0).any(axis=0))
     return active if active.size < SPARSE_COLUMNS * E2.shape[1] else None
 

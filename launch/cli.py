@@ -73,6 +73,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shift", type=_nonnegative_int, metavar="PIXELS",
                    help="augmentation: move each training image by a random whole number of pixels, "
                         "up to this many in each direction, every epoch (default 0: none)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="augmentation: mirror each training image left-right with probability 1/2, every "
+                        "epoch (with --shift P this is CIFAR's pad-P-and-crop plus flip)")
     p.add_argument("--validation", type=_nonnegative_int, metavar="N",
                    help="hold out the last N training images and score them after every epoch (default 0)")
     p.add_argument("--engine", choices=("chips", "local"),
@@ -227,7 +230,7 @@ def _train_config(a: argparse.Namespace) -> Any:
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
-        checkpoint_every=a.checkpoint_every, shift=a.shift, validation=a.validation)
+        checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:

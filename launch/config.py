@@ -56,6 +56,7 @@ class TrainConfig:
     wire: str = "counts"            # chips: spike counts per micro-batch, or "events" (address events)
     checkpoint_every: int | None = None  # also checkpoint every N batches (None: at epoch ends only)
     shift: int = 0                  # augmentation: each training image moved by up to ±shift pixels (0: none)
+    flip: bool = False              # augmentation: each training image mirrored left-right with probability 1/2
     validation: int = 0             # hold out the last N training images; scored after every epoch
     backend: str = "numpy"
     dtype: str = "float32"
@@ -116,6 +117,8 @@ def _check(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise SpikeGradError(f"{name} must be an integer >= 0, got {v!r}")
+    if not isinstance(cfg.flip, bool):
+        raise SpikeGradError(f"flip must be true or false, got {cfg.flip!r}")
     if cfg.limit_train is not None and cfg.validation >= cfg.limit_train:
         raise SpikeGradError(f"validation ({cfg.validation}) must be smaller than limit_train ({cfg.limit_train}): "
                              "no training images would be left")

@@ -1,4 +1,4 @@
-"""Datasets for SpikeGrad: scikit-learn digits, MNIST (IDX) and CIFAR-10 (binary release).
+"""Datasets for SpikeGrad: scikit-learn digits, MNIST (IDX) and CIFAR-10 (binary release or image folder).
 
 Every loader returns a :class:`Dataset` of float32 images shaped (N, C, H, W) and int64 labels:
 
@@ -7,16 +7,22 @@ Every loader returns a :class:`Dataset` of float32 images shaped (N, C, H, W) an
   training set, the remaining 360 the test set (the same split on every call and machine).
 * ``mnist``: x = pixel / 256, shape (N, 1, 28, 28). The divisor is a power of two, so every x
   and every sum of them is exact in binary floating point; max x = 255/256 < 1.
-* ``cifar10``: x = (pixel - 128) / 128, shape (N, 3, 32, 32), range [-1, 127/128].
+* ``cifar10``: x = (pixel - 128) / 128, shape (N, 3, 32, 32), range [-1, 127/128]. Read from the
+  binary release, or from an image folder (``train/<class>/*.jpg|png``, ``test/<class>/*``, the
+  ten CIFAR-10 class names as folder names), decoded once with Pillow into a cache (below).
 
-Files are read only from ``data_dir``; nothing is cached on disk. Every bad input raises
-:class:`DataError` naming the file, what was expected and what came. Pickle is never used.
+Files are read only from ``data_dir``, which is never written (a download aside). The one cache on
+disk is the decoded image folder: ``$SPIKEGRAD_CACHE`` or ``~/.cache/spikegrad``, one ``.npz`` per
+folder state (keyed by every file's name, size and modification time), holding the SHA-256 of its
+own arrays, checked on every load. Every bad input raises :class:`DataError` naming the file, what
+was expected and what came. Pickle is never used.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -54,6 +60,8 @@ CIFAR_SUBSET = {"train_subset.bin": "07704ae233cc40e200a600eed4f4e13c",
 CIFAR_META = "batches.meta.txt"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _RECORD = 1 + 3 * 32 * 32  # CIFAR binary record: label byte + R, G, B planes of 32x32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SPLITS = ("train", "test")
 _IDX_MAGIC = {0x0801: 1, 0x0803: 3}  # unsigned-byte labels (1 dim) / images (3 dims)
 _TIMEOUT_S = 30
 
@@ -100,6 +108,17 @@ def shift_images(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(which.reshape(-1) == k)
         out[rows, :, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)] = \
             x[rows, :, max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)]
+    return out
+
+
+def augment(x: np.ndarray, shifts: np.ndarray | None, flips: np.ndarray | None) -> np.ndarray:
+    """The training augmentation of one batch: each image moved by its shift (``--shift``; with
+    zero fill this is the usual pad-and-random-crop), then mirrored left-right where its flip is
+    set (``--flip``). x is not changed; with neither, x itself is returned."""
+    out = x if shifts is None else shift_images(x, shifts)
+    if flips is not None and flips.any():
+        out = out.copy() if out is x else out
+        out[flips] = out[flips][..., ::-1]
     return out
 
 
@@ -254,16 +273,27 @@ def _cifar_classes(folder: Path) -> tuple[str, ...]:
     return names
 
 
+def _is_image_folder(root: Path) -> bool:
+    return all((root / split).is_dir() for split in IMAGE_SPLITS)
+
+
+def _scale_cifar(images: np.ndarray) -> np.ndarray:
+    """(pixel - 128) / 128, exact in float32."""
+    return (images.astype(np.float32) - np.float32(128)) * np.float32(1 / 128)
+
+
 def _load_cifar(root: Path, download: bool, progress: bool) -> Dataset:
     folder = _cifar_dir(root, CIFAR_FULL)
     partial = any((d / n).is_file() for d in (root, root / CIFAR_SUBDIR) for n in CIFAR_FULL)
     subset = _cifar_dir(root, CIFAR_SUBSET) if folder is None and not partial else None
+    if folder is None and subset is None and not partial and _is_image_folder(root):
+        return load_image_folder(root, progress=progress)
     if folder is None and subset is None:
         if not download:
             got = "an incomplete binary release" if partial else "neither layout"
             raise DataError(f"cifar10: expected {', '.join(CIFAR_FULL)} in {root} (or {root / CIFAR_SUBDIR}), "
-                            f"or the subset {' + '.join(CIFAR_SUBSET)}; got {got}; pass --download "
-                            f"or copy the files there")
+                            f"or the subset {' + '.join(CIFAR_SUBSET)}, or an image folder (train/<class>/*.jpg "
+                            f"and test/<class>/*.jpg); got {got}; pass --download or copy the files there")
         download_dataset("cifar10", root, progress=progress)
         folder = _cifar_dir(root, CIFAR_FULL)
         if folder is None:
@@ -281,10 +311,145 @@ def _load_cifar(root: Path, download: bool, progress: bool) -> Dataset:
         train, test = (_parse_cifar(raws[n], folder / n) for n in CIFAR_SUBSET)
         source = f"{folder} (CIFAR-10 development subset: {len(train[1])} train / {len(test[1])} test)"
 
-    def scale(images: np.ndarray) -> np.ndarray:  # (pixel - 128) / 128, exact in float32
-        return (images.astype(np.float32) - np.float32(128)) * np.float32(1 / 128)
+    return Dataset("cifar10", _scale_cifar(train[0]), train[1], _scale_cifar(test[0]), test[1],
+                   _cifar_classes(folder), source)
 
-    return Dataset("cifar10", scale(train[0]), train[1], scale(test[0]), test[1], _cifar_classes(folder), source)
+
+# ----------------------------------------------------------------------------- image folders
+
+def cache_dir() -> Path:
+    """Where decoded image folders are kept: ``$SPIKEGRAD_CACHE``, else ``~/.cache/spikegrad``."""
+    env = os.environ.get("SPIKEGRAD_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spikegrad"
+
+
+def _list_images(root: Path, split: str) -> list[tuple[int, Path]]:
+    """(label, path) of one split in the order the dataset uses: round robin over the classes
+    (image 0 of every class, then image 1, ...), each class's files sorted by name, so that the
+    last N images (``--validation N``) hold every class about equally."""
+    base = root / split
+    try:
+        found = {p.name for p in base.iterdir() if p.is_dir()}
+    except OSError as exc:
+        raise DataError(f"{base}: expected a readable folder, got {exc.strerror or exc}") from None
+    missing, extra = [c for c in CIFAR_CLASSES if c not in found], sorted(found - set(CIFAR_CLASSES))
+    if missing or extra:
+        raise DataError(f"{base}: expected the ten CIFAR-10 class folders {', '.join(CIFAR_CLASSES)}, got "
+                        + "; ".join(w for w in (f"missing {', '.join(missing)}" if missing else "",
+                                                f"unexpected {', '.join(extra)}" if extra else "") if w))
+    per_class = []
+    for label, name in enumerate(CIFAR_CLASSES):
+        files = sorted(p for p in (base / name).iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"{base / name}: expected image files ({', '.join(IMAGE_SUFFIXES)}), got none")
+        per_class.append([(label, p) for p in files])
+    longest = max(len(files) for files in per_class)
+    return [files[k] for k in range(longest) for files in per_class if k < len(files)]
+
+
+def _folder_key(root: Path, listing: dict[str, list[tuple[int, Path]]]) -> str:
+    """SHA-256 over every file's split, class, name, size and modification time."""
+    h = hashlib.sha256(b"spikegrad image folder v1\n")
+    for split, items in listing.items():
+        for label, p in items:
+            st = p.stat()
+            h.update(f"{split}/{label}/{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape}\n".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _decode_image(path: Path) -> np.ndarray:
+    """One 32x32 image as uint8 (3, 32, 32); the size is checked before any pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415  (only image folders need Pillow)
+
+    try:
+        with Image.open(path) as im:
+            if im.size != (32, 32):
+                raise DataError(f"{path}: expected a 32x32 image, got {im.size[0]}x{im.size[1]}")
+            if im.mode not in ("RGB", "L", "P", "RGBA", "LA"):
+                raise DataError(f"{path}: expected an RGB, grey or palette image, got mode {im.mode}")
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: expected a readable JPEG or PNG image, got {type(exc).__name__}: {exc}") from None
+    return rgb.transpose(2, 0, 1)
+
+
+def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when the file is absent, unreadable or fails its checksum."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        stored = bytes(arrays.pop("digest")).decode("ascii")
+        stored_key = bytes(arrays.pop("key")).decode("ascii")
+    except Exception:  # noqa: BLE001  (any damage means: decode again)
+        return None
+    if stored_key != key or _arrays_digest(arrays) != stored or set(arrays) != {
+            "x_train", "y_train", "x_test", "y_test"}:
+        return None
+    return arrays
+
+
+def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> str | None:
+    """Write atomically (a temporary file, then rename); returns why not, or None."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, digest=np.frombuffer(_arrays_digest(arrays).encode(), np.uint8),
+                         key=np.frombuffer(key.encode(), np.uint8), **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    return None
+
+
+def load_image_folder(root, *, progress: bool = True, cache: Path | None = None) -> Dataset:
+    """CIFAR-10 from an image folder: ``root/{train,test}/<class>/*.{jpg,jpeg,png}``.
+
+    Labels follow CIFAR-10's class order (:data:`CIFAR_CLASSES`); each split is ordered round
+    robin over the classes (see :func:`_list_images`). Every image must be 32x32; grey, palette
+    and RGBA images are converted to RGB. The decoded pixels are cached under ``cache``
+    (default :func:`cache_dir`), keyed by the folder's file names, sizes and times and checked
+    by their SHA-256 on every load; a damaged cache is decoded again. The folder is never written.
+    """
+    root = Path(root)
+    listing = {split: _list_images(root, split) for split in IMAGE_SPLITS}
+    key = _folder_key(root, listing)
+    path = (cache or cache_dir()) / f"cifar10-folder-{key[:24]}.npz"
+    arrays = _read_cache(path, key)
+    lossy = any(p.suffix.lower() != ".png" for items in listing.values() for _, p in items)
+    kind = "JPEG stand-in: lossy" if lossy else "PNG"
+    if arrays is None:
+        arrays = {}
+        for split, items in listing.items():
+            x = np.empty((len(items), 3, 32, 32), np.uint8)
+            for i, (_, p) in enumerate(tqdm(items, desc=f"decoding {split} images", unit="img",
+                                            disable=not progress, file=sys.stderr, mininterval=1.0)):
+                x[i] = _decode_image(p)
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = x, np.array([lab for lab, _ in items], np.int64)
+        why = _write_cache(path, key, arrays)
+        if why is not None:
+            print(f"spikegrad: warning: decoded images not cached at {path} ({why}); they are decoded "
+                  f"again next time", file=sys.stderr)
+    source = (f"{root} (image folder, {kind}: {len(arrays['y_train'])} train / {len(arrays['y_test'])} test; "
+              f"decoded cache {path})")
+    return Dataset("cifar10", _scale_cifar(arrays["x_train"]), arrays["y_train"],
+                   _scale_cifar(arrays["x_test"]), arrays["y_test"], CIFAR_CLASSES, source)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,

@@ -133,7 +133,8 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, arrays: tuple, run_dir: Pat
     xtr, ytr, xte, yte, xval, yval = arrays
     held = f" / {len(xval)} validation (the last of the training file)" if len(xval) else ""
     log(f"spikegrad: {data.name} from {data.source}: {len(xtr)} train{held} / {len(xte)} test images"
-        + (f"; training images moved by up to {cfg.shift} px" if cfg.shift else ""))
+        + (f"; training images moved by up to {cfg.shift} px" if cfg.shift else "")
+        + ("; mirrored with probability 1/2" if cfg.flip else ""))
     log(f"spikegrad: topology {trainer.topo.describe()}")
     if cfg.engine == "chips":
         log(f"spikegrad: chips: {trainer.describe()}")  # type: ignore[attr-defined]

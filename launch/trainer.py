@@ -33,7 +33,7 @@ from cluster.topology import Topology, parse_topology
 
 from actors.allocator import keep_freed_memory, resident_bytes
 from .config import TrainConfig, config_from_json
-from .datasets import Dataset, shift_images
+from .datasets import Dataset, augment
 
 CHECKPOINT = "checkpoint.npz"
 _NO_PARTIAL = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}  # an epoch's sums before its first batch
@@ -67,7 +67,8 @@ class Trainer:
     params: {layer l: (W, b)} in the DESIGN layouts; velocity: same shapes.
     """
 
-    def __init__(self, cfg: TrainConfig, topo: Topology | None = None, backend: Backend | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, topo: Topology | None = None, backend: Backend | None = None,
+                 graph: bool | None = None) -> None:
         self.cfg = cfg
         self.topo = topo or parse_topology(cfg.topology)
         self.backend = backend or get_backend(cfg.backend)
@@ -97,6 +98,10 @@ class Trainer:
         self.workers = max(1, min(cores, 8))
         self._executor: Any = None
         self._blas: Any = None
+        # GPU: whole steps of one batch shape captured as a CUDA graph (cluster.graph); None: on with CuPy.
+        self.use_graph = self.backend.is_gpu if graph is None else (graph and self.backend.is_gpu)
+        self._graph: Any = None
+        self.graph_note: str | None = None  # why the graph was given up, if it was
 
     # -- one batch -------------------------------------------------------------------------
     def _micro_step(self, x: np.ndarray, y: np.ndarray) -> tuple[dict, Any, Any, list]:
@@ -124,6 +129,8 @@ class Trainer:
         order, so the result does not depend on thread timing; the layers fed by spikes
         get exactly the same integer sums as one whole-batch step.
         """
+        if self.use_graph and (self._graph is None or self._graph.batch == len(x)):
+            return self._graph_step(x, y, lr_scale)
         parts = self._split(len(x))
         if len(parts) == 1:
             results = [self._micro_step(x, y)]
@@ -140,6 +147,27 @@ class Trainer:
             self.counter.accumulate(r[3])
         self.apply(sums, lr_scale)
         return float(sum(float(r[1]) for r in results)), int(sum(int(r[2]) for r in results))
+
+    def _graph_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float) -> tuple[float, int]:
+        """The step as a replayed CUDA graph (the full batches of an epoch; a shorter last batch
+        runs eagerly). Gives up, saying why, where capture fails."""
+        from cluster.graph import GraphStep  # noqa: PLC0415
+
+        if self._graph is None:
+            self._graph = GraphStep(self.xp, self.topo, self.params, self.velocity, self.cfg.step,
+                                    self.cfg.momentum, self.cfg.weight_frac_bits, self.counter, len(x), self.dtype)
+        out = self._graph.run(x, y, self.cfg.eta * lr_scale)
+        if self._graph.reason is not None:
+            self.graph_note, self.use_graph = self._graph.reason, False
+            self._release_graph()
+        return out
+
+    def _release_graph(self) -> None:
+        """Fold the graph's counters into the trainer's and drop it (its buffers point at the
+        arrays of the moment it was captured)."""
+        if self._graph is not None:
+            self._graph.flush_counts()
+            self._graph = None
 
     def apply(self, sums: dict, lr_scale: float = 1.0) -> None:
         """w ← w + v, v ← μ v − η Σ E ⊗ S (Eq. (14)); once per batch (Algorithm 3)."""
@@ -218,6 +246,7 @@ class Trainer:
         order = self.rng.permutation(len(x_train))
         k = self.cfg.shift  # augmentation: drawn right after the permutation, so a resume redraws it too
         shifts = self.rng.integers(-k, k + 1, size=(len(order), 2)) if k else None
+        flips = self.rng.random(len(order)) < 0.5 if self.cfg.flip else None  # drawn next, likewise
         B = self.cfg.batch_size
         steps = math.ceil(len(order) / B)
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
@@ -227,7 +256,8 @@ class Trainer:
                    initial=self.position, total=steps)
         for s in bar:
             idx = order[s * B:(s + 1) * B]
-            xb = x_train[idx] if shifts is None else shift_images(x_train[idx], shifts[s * B:(s + 1) * B])
+            xb = augment(x_train[idx], None if shifts is None else shifts[s * B:(s + 1) * B],
+                         None if flips is None else flips[s * B:(s + 1) * B])
             l_sum, c = self.train_step(xb, y_train[idx], lr_factor(self.cfg, epoch, s, steps))
             if not math.isfinite(l_sum):
                 raise SpikeGradError(f"training diverged: the loss is {l_sum} at epoch {epoch + 1}, batch {s + 1} "
@@ -263,6 +293,8 @@ class Trainer:
 
     def collect_counts(self) -> np.ndarray:
         """The epoch's synaptic-operation counts, (L+1, len(COUNTERS)), banked ones included, and reset them."""
+        if self._graph is not None:
+            self._graph.flush_counts()
         counts = self.counter.totals()
         if self.partial_counts is not None:
             counts, self.partial_counts = counts + self.partial_counts, None
@@ -326,6 +358,7 @@ class Trainer:
         return out
 
     def load_state(self, arrays: dict[str, np.ndarray], path: str) -> None:
+        self._release_graph()  # the arrays it updates in place are about to be replaced
         for t, l in enumerate(self.topo.trainable):
             W, _ = self.params[l]
             for key in (f"W{t}", f"b{t}"):

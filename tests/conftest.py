@@ -1,4 +1,9 @@
-"""Shared test fixtures: where ../shared lives, and a skip with a reason when it does not."""
+"""Shared test fixtures: where ../shared lives, and a skip with a reason when it does not.
+
+``python -m pytest --backend cupy`` runs the tests that take the ``backend`` fixture (the engine
+against its dense reference, the chips against the local trainer, the CUDA graph step) on CuPy;
+the default is NumPy. Asking for CuPy without CUDA is an error, not a skip.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", choices=("numpy", "cupy"), default="numpy",
+                     help="array backend for the tests that take the `backend` fixture (default numpy)")
+
+
+@pytest.fixture(scope="session")
+def backend(request) -> str:
+    name = request.config.getoption("--backend")
+    if name == "cupy":
+        from cluster.backend import cupy_available
+
+        ok, why = cupy_available()
+        if not ok:
+            pytest.fail(f"--backend cupy asked for, but {why}")
+    return name
 
 
 @pytest.fixture(scope="session")

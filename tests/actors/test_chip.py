@@ -3,36 +3,28 @@
 import numpy as np
 import pytest
 
-from actors.chip import Chip, ChipConfig, Phase, parse_chips
+from actors.chip import Chip, ChipConfig, Phase, parse_chips, run_chain
+from cluster.backend import to_host
 from cluster.errors import SpikeGradError
 from launch.config import make_config
 from launch.trainer import Trainer
 
 
-def run_chips(cfg, groups, params, x, y, micro, wire="counts", frac_bits=None, batches=1):
-    """Drive chips by hand, as the pipeline does through Ray: forward up, errors down, apply."""
+def run_chips(cfg, groups, params, x, y, micro, wire="counts", frac_bits=None, batches=1, backend="numpy"):
+    """Chips of the given layer groups, driven by hand (actors.chip.run_chain) for some batches."""
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum, wire=wire,
-                      frac_bits=frac_bits)
+                      frac_bits=frac_bits, backend=backend)
     chips = [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
              for i, (lo, hi) in enumerate(groups)]
     loss, correct = 0.0, 0
     for b in range(batches):
-        for m, lo in enumerate(range(0, len(x), micro)):
-            hi = min(len(x), lo + micro)
-            msg = chips[0].forward(x, b, m, lo, hi)
-            for c in chips[1:]:
-                msg = c.forward(msg, b, m)
-            err, st = chips[-1].backward(None, b, m, y, lo, hi)
-            loss, correct = loss + st[0], correct + st[1]
-            for c in reversed(chips[:-1]):
-                err = c.backward(err, b, m)
-        for c in chips:
-            c.apply(1.0)
+        bl, bc = run_chain(chips, x, y, micro, b)
+        loss, correct = loss + bl, correct + bc
     return chips, loss, correct
 
 
 @pytest.mark.parametrize("spec", [None, "0-1,2-3", "0,1-3"])
-def test_event_wire_trains_the_same_weights(spec):
+def test_event_wire_trains_the_same_weights(spec, backend):
     """--wire events: chips exchange address events; the spiking network on every chip agrees with
     the ANN value for value, and three batches give bit-identical weights to the count wire."""
     cfg = make_config("digits", engine="local")
@@ -42,8 +34,9 @@ def test_event_wire_trains_the_same_weights(spec):
     x = (rng.integers(0, 17, (24, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 24)
     groups = parse_chips(spec, 4)
-    counts, lc, cc = run_chips(cfg, groups, params, x, y, 8, frac_bits=12, batches=3)
-    events, le, ce = run_chips(cfg, groups, params, x, y, 8, wire="events", frac_bits=12, batches=3)
+    counts, lc, cc = run_chips(cfg, groups, params, x, y, 8, frac_bits=12, batches=3, backend=backend)
+    events, le, ce = run_chips(cfg, groups, params, x, y, 8, wire="events", frac_bits=12, batches=3,
+                               backend=backend)
     assert (lc, cc) == (le, ce)
     for a, b in zip(counts, events):
         for l, arrays in a.state().items():
@@ -67,23 +60,26 @@ def test_event_wire_needs_spike_gradients():
 
 @pytest.mark.parametrize("spec, micro", [(None, 8), ("0-1,2,3", 16), ("0-3", 32)])
 @pytest.mark.parametrize("gradient", ["spike", "float"])
-def test_chip_chain_equals_local_step(spec, micro, gradient):
-    cfg = make_config("digits", engine="local", gradient=gradient)
-    local = Trainer(cfg)
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in local.params.items()}
+def test_chip_chain_equals_local_step(spec, micro, gradient, backend):
+    cfg = make_config("digits", engine="local", gradient=gradient, backend=backend)
+    local = Trainer(cfg, graph=False)  # the eager step, as the chips run it (the graph: test_graph.py)
+    params = {l: (to_host(W).copy(), to_host(b).copy()) for l, (W, b) in local.params.items()}
     rng = np.random.default_rng(5)
     x = (rng.integers(0, 17, (32, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 32)
     local.micro_batch = micro
     want_loss, want_correct = local.train_step(x, y)
-    chips, loss, correct = run_chips(cfg, parse_chips(spec, 4), params, x, y, micro)
+    chips, loss, correct = run_chips(cfg, parse_chips(spec, 4), params, x, y, micro, backend=backend)
     assert correct == want_correct and loss == pytest.approx(want_loss, rel=1e-6)
     got = {}
     for c in chips:
         got.update(c.state())
+    # On a GPU the local step does not cut the batch into micro-batches: float-gradient
+    # increments (not integers) are then summed in another order, equal only to rounding.
+    rtol = 1e-5 if gradient == "float" and backend == "cupy" else 0
     for l, (W, b) in local.params.items():
-        np.testing.assert_array_equal(got[l][0], W)
-        np.testing.assert_array_equal(got[l][1], b)
+        np.testing.assert_allclose(got[l][0], to_host(W), rtol=rtol, atol=0)
+        np.testing.assert_allclose(got[l][1], to_host(b), rtol=rtol, atol=1e-7 if rtol else 0)
 
 
 def test_counters_and_traffic():

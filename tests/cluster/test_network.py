@@ -3,6 +3,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
+from cluster.backend import get_backend, to_host
 from cluster.kernels import round_half_away
 from cluster.network import StepConfig, backward, export_layer, forward
 from cluster.topology import Pool, parse_topology
@@ -79,7 +80,9 @@ def reference_step(topo, params, x, y, cfg):
 @given(st.sampled_from(TOPOLOGIES), st.integers(1, 3), st.integers(0, 2 ** 31 - 1),
        st.sampled_from([0.5, 1.0, 2.0]), st.sampled_from([0.5, 1.0, 4.0]),
        st.sampled_from(["spike", "float"]))
-def test_engine_equals_dense_reference(text, B, seed, theta_ff, theta_bp, gradient):
+def test_engine_equals_dense_reference(backend, text, B, seed, theta_ff, theta_bp, gradient):
+    """On the test backend (``--backend cupy``: the CuPy kernels and cuBLAS) against float64 loops."""
+    xp = get_backend(backend).xp
     topo = parse_topology(text)
     rng = np.random.default_rng(seed)
     cfg = StepConfig(theta_ff=theta_ff, theta_bp=theta_bp, alpha=16.0, gradient=gradient)
@@ -87,16 +90,18 @@ def test_engine_equals_dense_reference(text, B, seed, theta_ff, theta_bp, gradie
               for l in topo.trainable}
     x = rng.integers(0, 9, size=(B, *topo.input_shape)) / 8
     y = rng.integers(0, topo.num_classes, size=B)
-    fp = forward(np, topo, params, x, cfg)
-    S_engine = [export_layer(np, lf.S).copy() for lf in fp.layers]
-    bp = backward(np, topo, params, fp, y, cfg)
+    dev = {l: (xp.asarray(W), xp.asarray(b)) for l, (W, b) in params.items()}
+    fp = forward(xp, topo, dev, xp.asarray(x), cfg)
+    S_engine = [to_host(export_layer(xp, lf.S)).copy() for lf in fp.layers]
+    bp = backward(xp, topo, dev, fp, xp.asarray(y), cfg)
     S_ref, E_ref, sums_ref = reference_step(topo, params, x, y, cfg)
     for l in range(len(topo.layers)):
         np.testing.assert_allclose(S_engine[l], S_ref[l], rtol=0, atol=1e-9, err_msg=f"S{l}")
-        np.testing.assert_allclose(export_layer(np, bp.E[l]), E_ref[l], rtol=0, atol=1e-9, err_msg=f"E{l}")
+        np.testing.assert_allclose(to_host(export_layer(xp, bp.E[l])), E_ref[l], rtol=0, atol=1e-9,
+                                   err_msg=f"E{l}")
     for l, (gW, gb) in sums_ref.items():
-        np.testing.assert_allclose(bp.sums[l][0], gW, rtol=0, atol=1e-9, err_msg=f"dW at layer {l}")
-        np.testing.assert_allclose(bp.sums[l][1], gb, rtol=0, atol=1e-9, err_msg=f"db at layer {l}")
+        np.testing.assert_allclose(to_host(bp.sums[l][0]), gW, rtol=0, atol=1e-9, err_msg=f"dW at layer {l}")
+        np.testing.assert_allclose(to_host(bp.sums[l][1]), gb, rtol=0, atol=1e-9, err_msg=f"db at layer {l}")
 
 
 def test_float_gradient_drops_rounding_and_alpha():

@@ -419,3 +419,17 @@ def test_shift_images_matches_a_pixel_loop():
 def test_shift_images_rejects_a_bad_shift_array():
     with pytest.raises(SpikeGradError, match=r"expected shifts shaped \(3, 2\), got \(3,\)"):
         ds.shift_images(np.zeros((3, 1, 4, 4), np.float32), np.zeros(3, int))
+
+
+def test_augment_shifts_then_mirrors_and_leaves_the_batch_alone():
+    rng = np.random.default_rng(2)
+    x = rng.random((6, 3, 5, 5)).astype(np.float32)
+    keep = x.copy()
+    shifts, flips = rng.integers(-2, 3, (6, 2)), np.array([True, False, True, True, False, False])
+    got = ds.augment(x, shifts, flips)
+    want = ds.shift_images(x, shifts)
+    want[flips] = want[flips][..., ::-1]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ds.augment(x, None, flips)[0], x[0, :, :, ::-1])
+    np.testing.assert_array_equal(x, keep)
+    assert ds.augment(x, None, None) is x and ds.augment(x, None, np.zeros(6, bool)) is x

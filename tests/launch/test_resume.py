@@ -13,9 +13,9 @@ import pytest
 
 from launch.cli import main
 
-# --shift 1: the augmentation's random draws are part of what a resume must replay
+# --shift 1 --flip: the augmentation's random draws are part of what a resume must replay
 ARGS = ["--epochs", "4", "--limit-train", "640", "--limit-test", "64", "--batch-size", "32", "--seed", "3",
-        "--shift", "1", "--checkpoint-every", "3", "--quiet"]
+        "--shift", "1", "--flip", "--checkpoint-every", "3", "--quiet"]
 
 
 def arrays(run):
