@@ -89,6 +89,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "address events, wave by wave")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
     p.add_argument("--backend", choices=("numpy", "cupy"))
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --backend cupy and --engine local: replay each full batch's step as one CUDA "
+                        "graph (default on; --no-cuda-graph runs every kernel from Python)")
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--weight-frac-bits", type=_positive_int,
                    help="keep weights and biases on a 2^-K grid (nearest rounding after each update)")
@@ -108,6 +111,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--limit-test", type=_positive_int)
     p.add_argument("--backend", choices=("numpy", "cupy"))
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --backend cupy and --engine local: replay each full batch's step as one CUDA "
+                        "graph (default on; --no-cuda-graph runs every kernel from Python)")
     p.add_argument("--json", action="store_true")
 
 
@@ -230,7 +236,8 @@ def _train_config(a: argparse.Namespace) -> Any:
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
-        checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation)
+        checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation,
+        cuda_graph=a.cuda_graph)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:

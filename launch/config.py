@@ -59,6 +59,7 @@ class TrainConfig:
     flip: bool = False              # augmentation: each training image mirrored left-right with probability 1/2
     validation: int = 0             # hold out the last N training images; scored after every epoch
     backend: str = "numpy"
+    cuda_graph: bool = True         # CuPy: each full batch's step replayed as one CUDA graph (cluster.graph)
     dtype: str = "float32"
     weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
     out: str | None = None
@@ -117,8 +118,9 @@ def _check(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise SpikeGradError(f"{name} must be an integer >= 0, got {v!r}")
-    if not isinstance(cfg.flip, bool):
-        raise SpikeGradError(f"flip must be true or false, got {cfg.flip!r}")
+    for name in ("flip", "cuda_graph"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise SpikeGradError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
     if cfg.limit_train is not None and cfg.validation >= cfg.limit_train:
         raise SpikeGradError(f"validation ({cfg.validation}) must be smaller than limit_train ({cfg.limit_train}): "
                              "no training images would be left")

@@ -138,7 +138,8 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, arrays: tuple, run_dir: Pat
     log(f"spikegrad: topology {trainer.topo.describe()}")
     if cfg.engine == "chips":
         log(f"spikegrad: chips: {trainer.describe()}")  # type: ignore[attr-defined]
-    log(f"spikegrad: engine {cfg.engine}, backend {trainer.backend.name} ({cfg.dtype}), "
+    log(f"spikegrad: engine {cfg.engine}, backend {trainer.backend.name} ({cfg.dtype}"
+        + (", steps replayed as CUDA graphs), " if trainer.use_graph else "), ") +
         f"{cfg.gradient} gradient, alpha {cfg.alpha:g}, theta_ff {cfg.theta_ff:g}, "
         f"theta_bp {cfg.step.theta_bp:g}, lr {cfg.lr:g} ({cfg.schedule}), momentum {cfg.momentum:g}, "
         f"batch {cfg.batch_size}, seed {cfg.seed}; run directory {run_dir}")
@@ -169,13 +170,17 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, arrays: tuple, run_dir: Pat
             write_parquet(run_dir / "traffic.parquet", link_rows)
             write_parquet(run_dir / "chips.parquet", chip_rows)
         save_checkpoint(run_dir, trainer)
+        if trainer.graph_note:
+            log(f"spikegrad: warning: {trainer.graph_note}")
+            trainer.graph_note = None
     if cfg.engine == "chips":
         log(format_traffic(link_rows, chip_rows))
     summary = dict(
         test_accuracy=rows[-1]["test_accuracy"], val_accuracy=rows[-1]["val_accuracy"] if len(xval) else None, train_accuracy=rows[-1]["train_accuracy"],
         train_loss=rows[-1]["train_loss"], train_seconds=round(train_seconds, 3),
         images_per_second=round(images / train_seconds, 1) if train_seconds > 0 else None,
-        engine=cfg.engine, backend=trainer.backend.name, dataset=cfg.dataset, gradient=cfg.gradient,
+        engine=cfg.engine, backend=trainer.backend.name, dataset=cfg.dataset, data_source=data.source,
+        gradient=cfg.gradient,
         epochs=cfg.epochs, seed=cfg.seed, run_dir=str(run_dir),
     )
     _write_atomic(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")

@@ -99,7 +99,7 @@ class Trainer:
         self._executor: Any = None
         self._blas: Any = None
         # GPU: whole steps of one batch shape captured as a CUDA graph (cluster.graph); None: on with CuPy.
-        self.use_graph = self.backend.is_gpu if graph is None else (graph and self.backend.is_gpu)
+        self.use_graph = self.backend.is_gpu and (cfg.cuda_graph if graph is None else graph)
         self._graph: Any = None
         self.graph_note: str | None = None  # why the graph was given up, if it was
 
