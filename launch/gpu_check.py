@@ -323,10 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, help="where the cifar10 run is written (default OUT/cifar10-run)")
     p.add_argument("--smoke", action="store_true", help="everything on the CPU in about a minute")
     p.add_argument("--train-seconds", type=float, default=360.0, help="cifar10 training budget (default 360)")
+    p.add_argument("--wall-limit", type=float, help="seconds this whole script may take: the cifar10 budget "
+                                                      "shrinks to fit what the earlier stages left")
     p.add_argument("--stages", nargs="+", default=["ceilings", "tests", "conformance", "chips", "timing", "cifar10"])
     p.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512], help="timing batch sizes")
     p.add_argument("--iters", type=int, default=20, help="timed steps per measurement")
     a = p.parse_args(argv)
+    started = time.perf_counter()
     backend = "numpy" if a.smoke else "cupy"
     a.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "smoke": a.smoke, "backend": backend,
@@ -370,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
                                          backend))
     tests = result.get("tests")
     graph_ok = not (isinstance(tests, dict) and any("test_graph" in f for f in tests.get("failures", [])))
-    stage("cifar10", lambda: train_cifar(a.cifar_dir, a.run_dir or a.out / "cifar10-run",
-                                         5.0 if a.smoke else a.train_seconds, backend, a.smoke, graph_ok))
+    budget = 5.0 if a.smoke else a.train_seconds
+    if a.wall_limit:  # leave time to load the data, probe, score the last epoch and write everything
+        budget = max(10.0, min(budget, a.wall_limit - (time.perf_counter() - started) - 75.0))
+    result["cifar10_budget_seconds"] = round(budget, 1)
+    stage("cifar10", lambda: train_cifar(a.cifar_dir, a.run_dir or a.out / "cifar10-run", budget, backend,
+                                         a.smoke, graph_ok))
     print(summary(result), flush=True)
     ok = all(not (isinstance(v, dict) and "error" in v) for v in result.values())
     ok = ok and all(r["exact"] for r in result.get("conformance", []) if isinstance(r, dict))
