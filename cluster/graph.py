@@ -19,7 +19,8 @@ The captured products are dense (:func:`cluster.layers.dense_products`): skippin
 columns needs the number of active columns on the host, which a graph cannot wait for. Dense
 and sparse products give the same sums (zero columns add exact zeros), so a replayed step
 equals the eager step value for value where float sums are exact (dyadic values: the tests),
-and up to float summation order otherwise.
+and up to float summation order otherwise. They are computed by cuBLAS called directly
+(:class:`CublasGemm`): CuPy refuses to call cuBLAS while a stream captures (CuPy 14).
 
 Memory: everything the capture allocates comes from a private CuPy memory pool that no other
 code allocates from, so the buffers a replay writes are never handed to another array.
@@ -41,6 +42,89 @@ from .synops import COUNTERS, SynopCounter
 from .topology import Topology
 
 
+_OP_N, _OP_T = 0, 1  # cublasOperation_t
+
+
+def _loaded_library(stem: str) -> str:
+    """The path of a shared library this process has loaded (/proc/self/maps), e.g. libcublas.so.13."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split(None, 5)[-1].strip()
+            if f"/{stem}." in path or path.endswith(f"/{stem}"):
+                return path
+    raise RuntimeError(f"{stem} is not loaded in this process")
+
+
+class CublasGemm:
+    """Matrix products by cuBLAS, called through ctypes on one stream, with its own handle and
+    workspace: callable during a CUDA graph capture, where CuPy refuses to call cuBLAS.
+
+    ``gemm(a, b)`` = a @ b for 2-D float32 or float64 arrays (b may be 1-D); C- or F-contiguous
+    operands are passed as they are (a transposed operand is cuBLAS's op T), others copied first.
+    """
+
+    def __init__(self, xp: Any, stream: Any) -> None:
+        import ctypes  # noqa: PLC0415
+
+        self.xp, self.ct = xp, ctypes
+        xp.ones((2, 2), dtype=np.float32) @ xp.ones((2, 2), dtype=np.float32)  # CuPy loads libcublas
+        lib = ctypes.CDLL(_loaded_library("libcublas.so"))
+        p, i = ctypes.c_void_p, ctypes.c_int
+        for name in ("cublasSgemm_v2", "cublasDgemm_v2"):
+            fn = getattr(lib, name)
+            fn.argtypes = [p, i, i, i, i, i, p, p, i, p, i, p, p, i]
+            fn.restype = i
+        self.lib, self.handle = lib, ctypes.c_void_p()
+        self._check(lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
+        self._check(lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream.ptr)), "cublasSetStream")
+        self.workspace = xp.empty(32 << 20, dtype=np.uint8)  # set after the stream: setting a stream resets it
+        self._check(lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(self.workspace.data.ptr),
+                                              ctypes.c_size_t(self.workspace.nbytes)), "cublasSetWorkspace")
+        self.scalars = {np.dtype(np.float32): (ctypes.c_float(1.0), ctypes.c_float(0.0), lib.cublasSgemm_v2),
+                        np.dtype(np.float64): (ctypes.c_double(1.0), ctypes.c_double(0.0), lib.cublasDgemm_v2)}
+
+    @staticmethod
+    def _check(status: int, what: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"{what} returned cuBLAS status {status}")
+
+    def _operand(self, x: Any) -> tuple[int, Any, int]:
+        """(op, array, ld) such that op(x read column-major with ld) is xᵀ."""
+        if x.flags.c_contiguous:
+            return _OP_N, x, max(1, x.shape[1])
+        if x.flags.f_contiguous:
+            return _OP_T, x, max(1, x.shape[0])
+        x = self.xp.ascontiguousarray(x)
+        return _OP_N, x, max(1, x.shape[1])
+
+    def __call__(self, a: Any, b: Any) -> Any:
+        vector = b.ndim == 1
+        if vector:
+            b = b.reshape(-1, 1)
+        if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or a.dtype not in self.scalars \
+                or a.shape[1] != b.shape[0]:
+            raise NotImplementedError(f"gemm of {a.dtype}{a.shape} and {b.dtype}{b.shape}")
+        (m, k), n = a.shape, b.shape[1]
+        out = self.xp.empty((m, n), dtype=a.dtype)
+        if k == 0:
+            out.fill(0)
+        elif m and n:
+            one, zero, fn = self.scalars[a.dtype]
+            # Row-major C = A B is column-major Cᵀ = Bᵀ Aᵀ: C read column-major with ld n is Cᵀ.
+            op_b, bb, ldb = self._operand(b)
+            op_a, aa, lda = self._operand(a)
+            addr = self.ct.addressof
+            self._check(fn(self.handle, op_b, op_a, n, m, k, addr(one), bb.data.ptr, ldb, aa.data.ptr, lda,
+                           addr(zero), out.data.ptr, n), "gemm")
+        return out.reshape(-1) if vector else out
+
+    def __del__(self) -> None:
+        try:
+            self.lib.cublasDestroy_v2(self.handle)
+        except Exception:  # noqa: BLE001  (interpreter shutdown)
+            pass
+
+
 class GraphStep:
     """Forward, backward, counters and the SGD update of one batch shape, as one CUDA graph.
 
@@ -60,6 +144,7 @@ class GraphStep:
             self.y = xp.empty(batch, dtype=np.int64)
             self.eta = xp.zeros((), dtype=self.dtype)
             self.acc = xp.zeros((len(topo.layers), len(COUNTERS)), dtype=np.float64)
+            self.gemm = CublasGemm(xp, self.stream)
         self.graph: Any = None
         self.outputs: tuple[Any, Any] | None = None
         self.host_counts: np.ndarray | None = None  # the counters' host-side constants per step
@@ -70,7 +155,7 @@ class GraphStep:
     # -- the step itself -------------------------------------------------------------------
     def _body(self) -> tuple[Any, Any, list]:
         xp = self.xp
-        with dense_products():
+        with dense_products(self.gemm):
             fp = forward(xp, self.topo, self.params, self.x, self.step)
             bp = backward(xp, self.topo, self.params, fp, self.y, self.step)
             rows = self.counter.measure(fp.x, [lf.S for lf in fp.layers], bp.E, self.batch)

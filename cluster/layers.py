@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .topology import Conv, Dense, Pool
 
@@ -66,7 +66,7 @@ def conv_forward(xp: Any, layer: Conv, W: Any, S_prev: Any) -> tuple[Any, Any]:
     cols kept for the weight increment.
     """
     cols = im2col(xp, S_prev, layer)
-    return W.reshape(W.shape[0], -1) @ cols, cols
+    return matmul(W.reshape(W.shape[0], -1), cols), cols
 
 
 # Below this share of error columns (positions × samples with any nonzero error), the products
@@ -75,26 +75,36 @@ def conv_forward(xp: Any, layer: Conv, W: Any, S_prev: Any) -> tuple[Any, Any]:
 SPARSE_COLUMNS = 0.5
 
 
-_dense_only = threading.local()  # set by dense_products(): a captured CUDA graph cannot hold data-dependent shapes
+_mode = threading.local()  # set by dense_products(): what a CUDA graph capture needs (cluster.graph)
 
 
 @contextmanager
-def dense_products() -> Iterator[None]:
-    """Within this block (this thread only) the backward products skip no columns: the result is
-    the same, the work is not sparse, and nothing waits on the device to count active columns
-    (what a CUDA graph capture needs, :mod:`cluster.graph`)."""
-    before = getattr(_dense_only, "on", False)
-    _dense_only.on = True
+def dense_products(gemm: Callable[[Any, Any], Any] | None = None) -> Iterator[None]:
+    """Within this block (this thread only) the backward products skip no columns, and every
+    matrix product goes through ``gemm`` where one is given (:func:`matmul`).
+
+    Skipping error-free columns needs their count on the host, which a CUDA graph capture cannot
+    wait for; dense products give the same sums (the skipped columns add exact zeros). ``gemm``
+    lets the capture call cuBLAS itself (CuPy's own products refuse to run while a stream captures).
+    """
+    before = (getattr(_mode, "dense", False), getattr(_mode, "gemm", None))
+    _mode.dense, _mode.gemm = True, gemm
     try:
         yield
     finally:
-        _dense_only.on = before
+        _mode.dense, _mode.gemm = before
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """a @ b, or the ``gemm`` of an enclosing :func:`dense_products` block."""
+    gemm = getattr(_mode, "gemm", None)
+    return a @ b if gemm is None else gemm(a, b)
 
 
 def _active_columns(xp: Any, E2: Any) -> Any | None:
     """Indices of the columns of E2 (Co, N) with a nonzero error, or None when too many are active
     (or inside :func:`dense_products`)."""
-    if getattr(_dense_only, "on", False):
+    if getattr(_mode, "dense", False):
         return None
     active = xp.flatnonzero((E2 != 0).any(axis=0))
     return active if active.size < SPARSE_COLUMNS * E2.shape[1] else None
@@ -110,10 +120,10 @@ def conv_backward_input(xp: Any, layer: Conv, W: Any, E: Any) -> Any:
     Wt = W.reshape(Co, -1).T
     active = _active_columns(xp, E2)
     if active is None:
-        dcols = Wt @ E2
+        dcols = matmul(Wt, E2)
     else:
         dcols = xp.zeros((Wt.shape[0], E2.shape[1]), dtype=E2.dtype)
-        dcols[:, active] = Wt @ E2[:, active]
+        dcols[:, active] = matmul(Wt, E2[:, active])
     return col2im(xp, dcols, layer, B)
 
 
@@ -128,8 +138,8 @@ def conv_increment_sums(W: Any, E: Any, cols: Any, xp: Any = None) -> tuple[Any,
     E2 = E.reshape(Co, -1)
     active = None if xp is None else _active_columns(xp, E2)
     if active is not None:
-        return (cols[:, active] @ E2[:, active].T).T.reshape(W.shape), E2.sum(axis=1)
-    return (cols @ E2.T).T.reshape(W.shape), E2.sum(axis=1)
+        return matmul(cols[:, active], E2[:, active].T).T.reshape(W.shape), E2.sum(axis=1)
+    return matmul(cols, E2.T).T.reshape(W.shape), E2.sum(axis=1)
 
 
 def pool_forward(xp: Any, layer: Pool, S_prev: Any) -> Any:
@@ -173,22 +183,22 @@ def flatten(xp: Any, S: Any) -> Any:
 def dense_error_to_map(W: Any, E: Any, shape: tuple[int, int, int]) -> Any:
     """Wᵀ E for a dense layer fed by a map, straight into CHWB: E (B, N_out) -> (C, H, W, B)."""
     C, H, Wd = shape
-    return (W.T @ E.T).reshape(C, H, Wd, E.shape[0])
+    return matmul(W.T, E.T).reshape(C, H, Wd, E.shape[0])
 
 
 def dense_forward(W: Any, S_prev: Any) -> Any:
     """W Sˡ⁻¹: W (N_out, N_in), S_prev (B, N_in) -> (B, N_out) (the bias is added by the caller)."""
-    return S_prev @ W.T
+    return matmul(S_prev, W.T)
 
 
 def dense_backward_input(W: Any, E: Any) -> Any:
     """Wᵀ E (Eq. (11)): E (B, N_out) -> (B, N_in)."""
-    return E @ W
+    return matmul(E, W)
 
 
 def dense_increment_sums(E: Any, S_prev: Any) -> tuple[Any, Any]:
     """(Σ_batch E ⊗ Sˡ⁻¹ (N_out, N_in), Σ_batch E (N_out,)), Eq. (14) without −η."""
-    return E.T @ S_prev, E.sum(axis=0)
+    return matmul(E.T, S_prev), E.sum(axis=0)
 
 
 __all__ = [

@@ -142,7 +142,7 @@ def _chip_states(topology: str, groups: str | None, backend: str, wire: str, bat
     for W, b in params.values():
         quantize(np, W, 12)
     ccfg = ChipConfig(topology=topology, step=StepConfig(theta_ff=0.25, theta_bp=0.25, alpha=100.0),
-                      eta=1e-4, momentum=0.9, dtype="float64", backend=backend, frac_bits=12, wire=wire)
+                      eta=1e-6, momentum=0.9, dtype="float64", backend=backend, frac_bits=12, wire=wire)
     chips = [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
              for i, (lo, hi) in enumerate(parse_chips(groups, len(topo.layers)))]
     # Dyadic inputs in [-1, 1) on a 2^-7 grid, sparse like images: every sum below is exact.
