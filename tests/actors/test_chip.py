@@ -76,8 +76,8 @@ def test_chip_chain_equals_local_step(spec, micro, gradient, backend):
         got.update(c.state())
     # On a GPU the local step does not cut the batch into micro-batches: float-gradient
     # increments (not integers) are then summed in another order, equal only to rounding.
-    # Measured on an H200: weights off by up to one float32 step (3e-8 at 0.35, 3.5e-10 at 5e-7).
-    rtol, atol = (2.5e-7, 1e-9) if gradient == "float" and backend == "cupy" else (0, 0)
+    # Measured on an H200: off by one float32 step of the weight (3e-8 at 0.35) or of the update (1.2e-9).
+    rtol, atol = (2.5e-7, 1e-8) if gradient == "float" and backend == "cupy" else (0, 0)
     for l, (W, b) in local.params.items():
         np.testing.assert_allclose(got[l][0], to_host(W), rtol=rtol, atol=atol)
         np.testing.assert_allclose(got[l][1], to_host(b), rtol=rtol, atol=atol)
