@@ -125,3 +125,17 @@ def test_validation_and_shift_errors(tmp_path, capsys, args, message):
     assert main(["train", "--engine", "local", *args, "--out", str(tmp_path / "e")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_local_engine_runs_where_ray_cannot_be_imported(tmp_path):
+    """The GPU machine has no Ray: --engine local (and the GPU check) must never import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from launch.cli import main\n"
+            f"sys.exit(main(['train', '--engine', 'local', '--epochs', '1', '--limit-train', '64', '--quiet', "
+            f"'--out', {str(tmp_path / 'r')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "r" / "checkpoint.npz").is_file()
