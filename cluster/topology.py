@@ -17,6 +17,7 @@ the last, must be dense and is the output layer (it integrates, never spikes).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Union
@@ -134,6 +135,18 @@ class Topology:
         c, h, w = self.layers[l].out_shape
         return c * h * w
 
+    def layer_bytes(self, l: int, batch: int, itemsize: int) -> int:
+        """A lower bound of the memory layer l holds in one training step of ``batch`` samples:
+        weights, biases, velocities and increments (four copies), its outputs, surrogate
+        derivatives and errors (three per neuron and sample) and, for a convolution, its im2col
+        patches. Checked before anything is allocated (``launch.config``)."""
+        layer = self.layers[l]
+        n = 4 * (math.prod(layer.weight_shape) + layer.weight_shape[0]) if layer.trainable else 0
+        n += 3 * self.neurons(l) * batch
+        if isinstance(layer, Conv):
+            n += layer.in_shape[0] * layer.kernel ** 2 * layer.out_shape[1] * layer.out_shape[2] * batch
+        return n * itemsize
+
     def describe(self) -> str:
         parts = [f"input {'x'.join(map(str, self.input_shape))}"]
         for l, layer in enumerate(self.layers):
@@ -141,16 +154,19 @@ class Topology:
         return ", ".join(parts)
 
 
-_INPUT = re.compile(r"^(\d+)x(\d+)(?:x(\d+))?$")
-_CONV = re.compile(r"^(\d+)C(\d+)(?:p(\d+))?$")
-_POOL = re.compile(r"^P(\d+)$")
-_DENSE = re.compile(r"^(\d+)$")
+_INPUT = re.compile(r"([0-9]+)x([0-9]+)(?:x([0-9]+))?", re.ASCII)
+_CONV = re.compile(r"([0-9]+)C([0-9]+)(?:p([0-9]+))?", re.ASCII)
+_POOL = re.compile(r"P([0-9]+)", re.ASCII)
+_DENSE = re.compile(r"([0-9]+)", re.ASCII)
+_MAX_DIGITS = 9  # every number of a topology is below 10⁹
 
 
 def _point_at(text: str, index: int, why: str) -> SpikeGradError:
     """An error naming token ``index`` and marking it in the string: ``28x28-[15Q5]-10``."""
-    tokens = text.split("-")
+    tokens = [t if len(t) <= 24 else t[:12] + "..." + t[-4:] for t in text.split("-")]
     marked = "-".join(f"[{t}]" if i == index else t for i, t in enumerate(tokens))
+    if len(marked) > 200:
+        marked = marked[:200] + "..."
     return SpikeGradError(f"bad topology token {index + 1} {tokens[index]!r} in {marked}: {why}")
 
 
@@ -160,14 +176,22 @@ def parse_topology(text: str) -> Topology:
     Raises :class:`SpikeGradError` pointing at the offending token, e.g. a kernel
     larger than its (padded) input, or a pooling size that does not divide the map.
     """
+    if not isinstance(text, str):
+        raise SpikeGradError(f"topology expected a string like '28x28-15C5-P2-10', got {type(text).__name__}")
     text = PRESETS.get(text, text).strip()
+    if not text.isascii() or not text.isprintable():
+        bad = next(ch for ch in text if not (ch.isascii() and ch.isprintable()))
+        raise SpikeGradError(f"topology expected ASCII letters, digits and '-', got {bad!r} in {text!r}")
     tokens = text.split("-")
+    for i, tok in enumerate(tokens):
+        if re.search(rf"[0-9]{{{_MAX_DIGITS + 1}}}", tok):
+            raise _point_at(text, i, f"numbers in a topology have at most {_MAX_DIGITS} digits")
     if len(tokens) < 2:
         raise SpikeGradError(
             f"topology {text!r} needs an input and at least one layer, e.g. '28x28-15C5-P2-10'; "
             f"presets: {', '.join(PRESETS)}"
         )
-    m = _INPUT.match(tokens[0])
+    m = _INPUT.fullmatch(tokens[0])
     if not m:
         raise _point_at(text, 0, "expected an input shape like '28x28' or '32x32x3'")
     h, w, c = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
@@ -176,7 +200,7 @@ def parse_topology(text: str) -> Topology:
     shape = (c, h, w)
     layers: list[Layer] = []
     for i, tok in enumerate(tokens[1:], start=1):
-        if (m := _CONV.match(tok)):
+        if (m := _CONV.fullmatch(tok)):
             co, k, p = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
             if co < 1 or k < 1:
                 raise _point_at(text, i, "channels and kernel size must be >= 1")
@@ -189,14 +213,14 @@ def parse_topology(text: str) -> Topology:
             if p >= k:
                 raise _point_at(text, i, f"padding {p} must be smaller than kernel {k}")
             layers.append(Conv(co, k, p, shape, (co, ho, wo)))
-        elif (m := _POOL.match(tok)):
+        elif (m := _POOL.fullmatch(tok)):
             k = int(m.group(1))
             if k < 1 or shape[1] < k or shape[2] < k:
                 raise _point_at(text, i, f"pooling {k}x{k} does not fit the {shape[1]}x{shape[2]} map")
             if layers and layers[-1].kind == "dense":
                 raise _point_at(text, i, "pooling cannot follow a dense layer")
             layers.append(Pool(k, shape, (shape[0], shape[1] // k, shape[2] // k)))
-        elif (m := _DENSE.match(tok)):
+        elif (m := _DENSE.fullmatch(tok)):
             n = int(m.group(1))
             if n < 1:
                 raise _point_at(text, i, "a dense layer needs >= 1 neuron")

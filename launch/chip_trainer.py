@@ -20,7 +20,7 @@ from cluster.backend import get_backend
 from cluster.errors import SpikeGradError
 from cluster.synops import COUNTERS
 
-from .config import TrainConfig
+from .config import TrainConfig, check_address
 from .trainer import Trainer
 
 
@@ -37,6 +37,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
         return False, ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        check_address(address)
         ray.init(address=address, logging_level="warning", log_to_driver=True)
         return True, ray.cluster_resources()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,

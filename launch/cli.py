@@ -67,7 +67,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--theta-ff", type=_positive_float, help="forward threshold")
     p.add_argument("--theta-bp", type=_positive_float, help="error threshold (default: theta-ff)")
     p.add_argument("--gradient", choices=("spike", "float"))
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_nonnegative_int)
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
     p.add_argument("--shift", type=_nonnegative_int, metavar="PIXELS",
@@ -133,7 +133,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-residual", action="store_true", help="leave out the residual phases (Eqs. 16, 19)")
     p.add_argument("--order", choices=("waves", "layered", "random"), default="waves",
                    help="event order of the simulation (README: The spiking network, event by event)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random order")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random order")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
@@ -185,7 +185,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--samples", type=_positive_int, default=500)
     e.add_argument("--batch-size", type=_positive_int, default=100)
     e.add_argument("--order", choices=("waves", "layered", "random"), default="waves")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=_nonnegative_int, default=0)
     e.add_argument("--json", action="store_true")
 
 
@@ -207,8 +207,11 @@ _RESUME_OK = {"resume", "address", "json", "quiet", "command", "download", "data
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from .config import check_address  # noqa: PLC0415
     from .runs import resume, train  # noqa: PLC0415
 
+    if a.address:
+        check_address(a.address)
     if a.resume:
         given = sorted(k for k, v in vars(a).items() if k not in _RESUME_OK and v not in (None, False))
         if given:

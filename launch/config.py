@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -95,7 +96,41 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every field has the type its annotation names (``int | None`` and so on); booleans are not
+    numbers here (``lr: true`` in an edited config.json is refused, not read as 1)."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if v is None and "None" in kinds:
+            continue
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+            want = " or ".join("null" if k == "None" else k for k in kinds)
+            raise SpikeGradError(f"{f.name} must be {want}, got {type(v).__name__} {v!r}"[:300])
+
+
+def _check_memory(cfg: TrainConfig, topo: Any) -> None:
+    """Refuse a network that cannot fit in this machine's memory before anything is allocated:
+    the whole network for one process, its largest layer for chips (each chip holds its layers)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    itemsize = 8 if cfg.dtype == "float64" else 4
+    per_layer = [topo.layer_bytes(l, cfg.batch_size, itemsize) for l in range(len(topo.layers))]
+    need, what = ((max(per_layer), "its largest layer") if cfg.engine == "chips" else (sum(per_layer), "it"))
+    if need > ram:
+        raise SpikeGradError(f"topology {topo.text[:80]!r} at batch {cfg.batch_size} needs at least "
+                             f"{need / 2 ** 30:.1f} GiB for {what} (weights, velocities, activations), more than "
+                             f"this machine's {ram / 2 ** 30:.1f} GiB; use a smaller network or batch")
+
+
 def _check(cfg: TrainConfig) -> None:
+    _check_types(cfg)
     if cfg.dataset not in DATASET_DEFAULTS:
         raise SpikeGradError(f"unknown dataset {cfg.dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
     for name, allowed in (("gradient", GRADIENT_MODES), ("engine", ENGINES), ("backend", BACKENDS),
@@ -130,9 +165,12 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.weight_frac_bits is not None and (not isinstance(cfg.weight_frac_bits, int)
                                              or not 1 <= cfg.weight_frac_bits <= 30):
         raise SpikeGradError(f"weight_frac_bits must be an integer in 1..30, got {cfg.weight_frac_bits!r}")
+    if not 0 <= cfg.seed < 2 ** 63:
+        raise SpikeGradError(f"seed must be an integer in 0..2^63-1, got {cfg.seed!r}")
     if not (0 <= cfg.momentum < 1):
         raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
     topo = parse_topology(cfg.topology)  # raises with the offending token
+    _check_memory(cfg, topo)
     if cfg.wire == "events" and (cfg.engine != "chips" or cfg.gradient != "spike"):
         raise SpikeGradError(f"--wire events needs --engine chips and --gradient spike, got engine {cfg.engine}, "
                              f"gradient {cfg.gradient}")
@@ -157,12 +195,31 @@ def make_config(dataset: str = "digits", **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def config_from_json(text: str) -> TrainConfig:
-    """Rebuild a saved config; unknown keys or wrong types are errors."""
+def check_address(address: str) -> str:
+    """A Ray address as ``ray.init`` takes it: ``auto``, ``host:port`` or ``ray://host:port``
+    (port 1-65535, no spaces); anything else is refused before Ray is asked."""
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = rest.rpartition(":")
+    ok = address == "auto" or (host and not any(c.isspace() for c in host) and port.isascii()
+                               and port.isdigit() and 1 <= int(port) <= 65535)
+    if not ok:
+        raise SpikeGradError(f"address expected 'auto', 'HOST:PORT' or 'ray://HOST:PORT' (port 1-65535), "
+                             f"got {address[:100]!r}")
+    return address
+
+
+def config_from_json(text: str | bytes) -> TrainConfig:
+    """Rebuild a saved config; invalid UTF-8 or JSON, unknown keys or wrong types are errors."""
     try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
         data = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise SpikeGradError(f"config.json is not UTF-8 text ({exc})") from None
     except json.JSONDecodeError as exc:
         raise SpikeGradError(f"config.json is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SpikeGradError("config.json is nested too deeply to be a saved configuration") from None
     if not isinstance(data, dict):
         raise SpikeGradError(f"config.json must hold an object, got {type(data).__name__}")
     known = {f.name for f in fields(TrainConfig)}
@@ -172,4 +229,4 @@ def config_from_json(text: str) -> TrainConfig:
     return TrainConfig(**data)
 
 
-__all__ = ["TrainConfig", "make_config", "config_from_json", "DATASET_DEFAULTS", "PRESETS"]
+__all__ = ["TrainConfig", "make_config", "config_from_json", "check_address", "DATASET_DEFAULTS", "PRESETS"]

@@ -10,7 +10,6 @@ Computed in float64 on NumPy (or CuPy with ``--backend cupy``).
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,12 @@ SCALARS = ("theta_ff", "theta_bp", "alpha", "eta")
 
 def load_case(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a case file without pickle; a missing or malformed one is a SpikeGradError."""
+    from .trainer import read_npz  # noqa: PLC0415
+
     path = Path(path)
     if not path.is_file():
         raise SpikeGradError(f"case file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise SpikeGradError(f"case file {path} is not a readable .npz without pickle ({exc})") from None
+    return read_npz(path, "case file")
 
 
 def _check_case(case: dict[str, np.ndarray], name: str) -> tuple[Any, StepConfig, float]:
@@ -41,11 +38,27 @@ def _check_case(case: dict[str, np.ndarray], name: str) -> tuple[Any, StepConfig
     if missing:
         raise SpikeGradError(f"case {name}: missing arrays {missing}; a case holds topology, "
                              f"{', '.join(SCALARS)}, x, y and W0, b0, ...")
+    if case["topology"].dtype.kind != "U" or case["topology"].shape != ():
+        raise SpikeGradError(f"case {name}: topology must be one string, got {case['topology'].dtype} "
+                             f"{case['topology'].shape}")
     topo = parse_topology(str(case["topology"]))
     for k in SCALARS:
         if case[k].shape != ():
             raise SpikeGradError(f"case {name}: {k} must be a scalar, got shape {case[k].shape}")
+    numbers = [k for k in case if k != "topology" and k != "y"]
+    for k in numbers:
+        a = case[k]
+        if a.dtype.kind not in "iuf":
+            raise SpikeGradError(f"case {name}: {k} must hold real numbers, got {a.dtype}")
+        if not np.isfinite(a).all():
+            raise SpikeGradError(f"case {name}: {k} must be finite, got {int((~np.isfinite(a)).sum())} NaN or "
+                                 f"infinite values")
+    if min(float(case[k]) for k in SCALARS) <= 0:
+        raise SpikeGradError(f"case {name}: {', '.join(SCALARS)} must be > 0, got "
+                             f"{', '.join(str(float(case[k])) for k in SCALARS)}")
     x, y = case["x"], case["y"]
+    if x.ndim == 4 and x.shape[0] == 0:
+        raise SpikeGradError(f"case {name}: x holds no samples (batch 0)")
     if x.ndim != 4 or tuple(x.shape[1:]) != topo.input_shape:
         raise SpikeGradError(f"case {name}: x must be (B, {', '.join(map(str, topo.input_shape))}) "
                              f"for topology {topo.text!r}, got {x.shape}")

@@ -39,7 +39,7 @@ class Run:
         for name in ("config.json", "metrics.parquet", "layers.parquet"):
             if not (self.path / name).is_file():
                 raise SpikeGradError(f"report: {self.path} is not a finished-epoch run directory ({name} is missing)")
-        self.cfg = config_from_json((self.path / "config.json").read_text())
+        self.cfg = config_from_json((self.path / "config.json").read_bytes())
         self.metrics = read_parquet_rows(self.path / "metrics.parquet")
         self.layers = read_parquet_rows(self.path / "layers.parquet")
         traffic = self.path / "traffic.parquet"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from cluster.errors import SpikeGradError
 
@@ -17,7 +20,7 @@ from cluster.topology import parse_topology
 from .chip_format import format_traffic, traffic_rows
 from .config import config_from_json
 from .trainer import (
-    CHECKPOINT, Trainer, check_fit, epoch_rows, load_run, read_checkpoint, read_parquet_rows, save_checkpoint,
+    CHECKPOINT, LOCK, Trainer, check_fit, epoch_rows, load_run, read_checkpoint, read_parquet_rows, save_checkpoint,
     select, write_parquet, _write_atomic,
 )
 
@@ -47,13 +50,44 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if (run_dir / "config.json").exists():
         raise SpikeGradError(f"run directory {run_dir} already holds a run; choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpikeGradError(f"run directory {run_dir} cannot be created ({exc.strerror or exc})") from None
 
     def start(trainer: Trainer) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
         save_checkpoint(run_dir, trainer)  # the initial state: a run can resume (or chips restart) from here
 
-    return _run(cfg, run_dir, start, progress, log, address)
+    with run_lock(run_dir):
+        if (run_dir / "config.json").exists():  # a run that started between the check above and the lock
+            raise SpikeGradError(f"run directory {run_dir} already holds a run; choose another --out")
+        return _run(cfg, run_dir, start, progress, log, address)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One writer per run directory: an exclusive lock on ``run_dir/.lock`` (holding the owner's
+    PID), taken before data or Ray start and released when the process ends, however it ends."""
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise SpikeGradError(f"run directory {run_dir}: cannot open its lock file {LOCK} "
+                             f"({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise SpikeGradError(f"run directory {run_dir} is in use by another spikegrad process "
+                             f"(PID {owner}); wait for it or choose another --out") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _run(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None], progress: bool,
@@ -81,18 +115,20 @@ def resume(run_dir: str, data_dir: str | None = None, progress: bool = True,
         if not (run / name).is_file():
             raise SpikeGradError(f"cannot resume {run}: {name} is missing (not a run directory, or stopped "
                                  "before its first checkpoint)")
-    cfg = config_from_json((run / "config.json").read_text())
-    if data_dir:
-        cfg = TrainConfig(**{**json.loads(cfg.to_json()), "data_dir": data_dir})
-    arrays = read_checkpoint(run / CHECKPOINT)
-    if int(arrays.get("epochs_done", 0)) >= cfg.epochs:
-        raise SpikeGradError(f"cannot resume {run}: all {cfg.epochs} epochs are done")
+    with run_lock(run):  # before reading: a run still writing this directory is refused, not raced
+        cfg = config_from_json((run / "config.json").read_bytes())
+        if data_dir:
+            cfg = TrainConfig(**{**json.loads(cfg.to_json()), "data_dir": data_dir})
+        arrays = read_checkpoint(run / CHECKPOINT)
+        done = arrays.get("epochs_done")
+        if done is not None and done.shape == () and done.dtype.kind in "iu" and int(done) >= cfg.epochs:
+            raise SpikeGradError(f"cannot resume {run}: all {cfg.epochs} epochs are done")
 
-    def start(trainer: Trainer) -> None:
-        trainer.load_state(arrays, str(run / CHECKPOINT))
-        log(f"spikegrad: resuming {run} at epoch {trainer.epochs_done + 1}, batch {trainer.position}")
+        def start(trainer: Trainer) -> None:
+            trainer.load_state(arrays, str(run / CHECKPOINT))
+            log(f"spikegrad: resuming {run} at epoch {trainer.epochs_done + 1}, batch {trainer.position}")
 
-    return _run(cfg, run, start, progress, log, address)
+        return _run(cfg, run, start, progress, log, address)
 
 
 def _previous_rows(run_dir: Path, name: str, epochs_done: int) -> list[dict]:

@@ -36,6 +36,7 @@ from .config import TrainConfig, config_from_json
 from .datasets import Dataset, augment
 
 CHECKPOINT = "checkpoint.npz"
+LOCK = ".lock"  # one writer per run directory (launch.runs.run_lock)
 _NO_PARTIAL = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}  # an epoch's sums before its first batch
 # Samples per micro-batch on the CPU: enough to keep every worker busy, between these
 # bounds (measured with `spikegrad bench train --micro-batch N`, README).
@@ -249,6 +250,9 @@ class Trainer:
         flips = self.rng.random(len(order)) < 0.5 if self.cfg.flip else None  # drawn next, likewise
         B = self.cfg.batch_size
         steps = math.ceil(len(order) / B)
+        if self.position >= steps:
+            raise SpikeGradError(f"checkpoint position {self.position} expected below the epoch's {steps} batches "
+                                 f"(the checkpoint does not belong to this data)")
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
         t0 = time.perf_counter() - self.partial["seconds"]
         bar = tqdm(range(self.position, steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
@@ -331,8 +335,16 @@ class Trainer:
                 "progress": np.asarray(json.dumps(progress))}
 
     def load_progress(self, arrays: dict[str, np.ndarray], path: str) -> None:
+        for key in ("epochs_done", "position"):
+            v = arrays.get(key, np.asarray(0))
+            if v.shape != () or v.dtype.kind not in "iu" or not 0 <= int(v) < 2 ** 31:
+                raise SpikeGradError(f"checkpoint {path}: {key} expected a non-negative integer, got "
+                                     f"{v.dtype} {v.shape} {v.tolist() if v.size < 5 else '...'}")
         self.epochs_done = int(arrays.get("epochs_done", 0))
         self.position = int(arrays.get("position", 0))
+        if self.epochs_done > self.cfg.epochs:
+            raise SpikeGradError(f"checkpoint {path}: epochs_done expected at most the run's {self.cfg.epochs} "
+                                 f"epochs, got {self.epochs_done}")
         if "progress" not in arrays:  # a checkpoint written before resumable runs: epoch ends only
             if self.position:
                 raise SpikeGradError(f"checkpoint {path}: position {self.position} without its progress record")
@@ -358,15 +370,9 @@ class Trainer:
         return out
 
     def load_state(self, arrays: dict[str, np.ndarray], path: str) -> None:
+        check_state_arrays(arrays, self.topo, path)
         self._release_graph()  # the arrays it updates in place are about to be replaced
         for t, l in enumerate(self.topo.trainable):
-            W, _ = self.params[l]
-            for key in (f"W{t}", f"b{t}"):
-                if key not in arrays:
-                    raise SpikeGradError(f"checkpoint {path}: missing {key} for layer {l}")
-            if arrays[f"W{t}"].shape != tuple(W.shape):
-                raise SpikeGradError(f"checkpoint {path}: W{t} has shape {arrays[f'W{t}'].shape}, "
-                                     f"topology {self.topo.text!r} expects {tuple(W.shape)}")
             self.params[l] = (to_device(self.backend, arrays[f"W{t}"], self.dtype),
                               to_device(self.backend, arrays[f"b{t}"], self.dtype))
             if f"vW{t}" in arrays:
@@ -375,11 +381,42 @@ class Trainer:
         self.load_progress(arrays, path)
 
 
+def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str) -> None:
+    """Refuse a checkpoint whose weights, biases or velocities do not fit ``topo`` or are not finite
+    floats (a NaN or complex bias would otherwise evaluate to a plausible accuracy)."""
+    for t, l in enumerate(topo.trainable):
+        w_shape = tuple(topo.layers[l].weight_shape)
+        want = {f"W{t}": w_shape, f"b{t}": w_shape[:1], f"vW{t}": w_shape, f"vb{t}": w_shape[:1]}
+        for key, shape in want.items():
+            if key not in arrays:
+                if key.startswith("v"):
+                    continue  # checkpoints without velocities: momentum starts at zero
+                raise SpikeGradError(f"checkpoint {path}: missing {key} for layer {l}")
+            a = arrays[key]
+            if a.dtype.kind != "f":
+                raise SpikeGradError(f"checkpoint {path}: {key} expected float32 or float64, got {a.dtype}")
+            if a.shape != shape:
+                raise SpikeGradError(f"checkpoint {path}: {key} has shape {a.shape}, topology {topo.text!r} "
+                                     f"expects {shape}")
+            if not np.isfinite(a).all():
+                raise SpikeGradError(f"checkpoint {path}: {key} expected finite values, got "
+                                     f"{int((~np.isfinite(a)).sum())} NaN or infinite")
+
+
 def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all: a new temporary file beside it (created exclusively,
+    with a unique name: never a file or symlink someone planted), then a rename over ``path``."""
+    import tempfile  # noqa: PLC0415
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def save_checkpoint(run_dir: Path, trainer: Trainer) -> None:
@@ -393,7 +430,7 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Trainer:
     for p in (cfg_path, ckpt):
         if not p.is_file():
             raise SpikeGradError(f"{run} is not a run directory: {p.name} is missing")
-    cfg = config_from_json(cfg_path.read_text())
+    cfg = config_from_json(cfg_path.read_bytes())
     if backend is not None:
         cfg = TrainConfig(**{**json.loads(cfg.to_json()), "backend": backend})
     trainer = Trainer(cfg)
@@ -401,13 +438,44 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Trainer:
     return trainer
 
 
-def read_checkpoint(ckpt: Path) -> dict[str, np.ndarray]:
-    """A checkpoint's arrays, read without pickle."""
+_NPZ_KINDS = "biufU"  # bool, integers, floats, and text (the progress record, a case's topology)
+
+
+def read_npz(path: Path, what: str = "checkpoint") -> dict[str, np.ndarray]:
+    """An .npz file's arrays, read without pickle (checkpoints, conformance cases). Every member's
+    header is checked against the bytes the member holds before anything is allocated (a header
+    may claim any shape); only numbers, booleans and text are accepted."""
+    import zipfile  # noqa: PLC0415
+
+    fmt = np.lib.format
+    arrays: dict[str, np.ndarray] = {}
     try:
-        with np.load(ckpt, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise SpikeGradError(f"checkpoint {ckpt} is unreadable ({exc})") from None
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise SpikeGradError(f"{what} {path}: expected only .npy members, got {info.filename!r}")
+                with zf.open(info) as f:
+                    version = fmt.read_magic(f)
+                    shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else
+                                       fmt.read_array_header_2_0)(f)
+                    need = math.prod(shape) * dtype.itemsize
+                    if dtype.hasobject or dtype.kind not in _NPZ_KINDS:
+                        raise SpikeGradError(f"{what} {path}: {info.filename} expected numbers, got dtype {dtype}")
+                    if need > info.file_size:
+                        raise SpikeGradError(f"{what} {path}: {info.filename} claims shape {shape} "
+                                             f"({need} bytes) but holds {info.file_size} bytes")
+                with zf.open(info) as f:  # read again from the start: read_array wants the header
+                    arrays[info.filename[:-4]] = fmt.read_array(f, allow_pickle=False)
+    except SpikeGradError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, MemoryError) as exc:
+        raise SpikeGradError(f"{what} {path} is unreadable ({type(exc).__name__}: {exc})") from None
+    return arrays
+
+
+def read_checkpoint(ckpt: Path) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays (:func:`read_npz`)."""
+    return read_npz(ckpt, "checkpoint")
 
 
 def select(data: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, ...]:
@@ -479,6 +547,11 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
 
 
 def read_parquet_rows(path: Path) -> list[dict]:
+    import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SpikeGradError(f"{path} is not a readable Parquet file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
