@@ -19,8 +19,8 @@ was expected and what came. Pickle is never used.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
+import math
 import os
 import sys
 import tarfile
@@ -122,21 +122,45 @@ def augment(x: np.ndarray, shifts: np.ndarray | None, flips: np.ndarray | None) 
     return out
 
 
-def _read_bytes(path: Path) -> bytes:
+# The largest file each reader accepts (the size is checked before a byte is read or inflated):
+# 128 MiB for IDX (MNIST's largest file holds 47 MB), all 60,000 CIFAR-10 records for CIFAR.
+MAX_IDX_BYTES = 128 << 20
+MAX_CIFAR_BYTES = 60000 * _RECORD
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
     try:
+        if limit is not None and (size := path.stat().st_size) > limit:
+            raise DataError(f"{path}: expected at most {limit} bytes, got a {size}-byte file")
         return path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: expected a readable file, got {exc.strerror or exc}") from None
 
 
-def _gunzip_if_gzip(raw: bytes, path: Path) -> bytes:
-    """Decompress when the gzip magic 1f 8b leads, whatever the file is called."""
+def _gunzip_if_gzip(raw: bytes, path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
+    """Decompress when the gzip magic 1f 8b leads, whatever the file is called; at most ``limit``
+    bytes come out (a gzip bomb is refused after ``limit``, not after filling the memory)."""
     if raw[:2] != b"\x1f\x8b":
         return raw
+    out, total, rest = [], 0, raw
     try:
-        return gzip.decompress(raw)
+        while rest:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one gzip member at a time
+            chunk = d.decompress(rest, 1 << 20)
+            while True:
+                out.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise DataError(f"{path}: expected at most {limit} bytes once decompressed, got more")
+                if d.eof or (not chunk and not d.unconsumed_tail):
+                    break
+                chunk = d.decompress(d.unconsumed_tail, 1 << 20)
+            if not d.eof:
+                raise EOFError("the stream ends before its end marker")
+            rest = d.unused_data
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: expected a complete gzip stream, got a damaged one ({exc})") from None
+    return b"".join(out)
 
 
 def _parse_idx(data: bytes, path: Path) -> np.ndarray:
@@ -151,7 +175,7 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: expected a {header}-byte IDX header, got {len(data)} bytes")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python integers: a header's product cannot wrap
     got = len(data) - header
     if got != expected:
         what = "truncated" if got < expected else "trailing bytes"
@@ -163,7 +187,7 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (gzip or plain): uint8 array shaped (N,) for labels or (N, H, W) for images."""
     path = Path(path)
-    return _parse_idx(_gunzip_if_gzip(_read_bytes(path), path), path)
+    return _parse_idx(_gunzip_if_gzip(_read_bytes(path, MAX_IDX_BYTES), path), path)
 
 
 def _parse_cifar(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +206,7 @@ def _parse_cifar(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
 def read_cifar_bin(path) -> tuple[np.ndarray, np.ndarray]:
     """Read CIFAR-10 binary records: (uint8 images (N, 3, 32, 32) as R, G, B planes, int64 labels (N,))."""
     path = Path(path)
-    return _parse_cifar(_read_bytes(path), path)
+    return _parse_cifar(_read_bytes(path, MAX_CIFAR_BYTES), path)
 
 
 def _check_digest(path: Path, algo: str, data: bytes, expected: str) -> None:
@@ -216,7 +240,7 @@ def _mnist_path(root: Path, name: str) -> Path | None:
 
 
 def _read_mnist_file(path: Path, name: str) -> np.ndarray:
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, MAX_IDX_BYTES)
     data = _gunzip_if_gzip(raw, path)
     array = _parse_idx(data, path)  # structure first: "truncated" says more than a digest
     md5, sha256 = MNIST_FILES[name]
@@ -305,7 +329,7 @@ def _load_cifar(root: Path, download: bool, progress: bool) -> Dataset:
         test, source = batches[5], f"{folder} (CIFAR-10 binary release)"
     else:
         folder = subset
-        raws = {n: _read_bytes(folder / n) for n in CIFAR_SUBSET}
+        raws = {n: _read_bytes(folder / n, MAX_CIFAR_BYTES) for n in CIFAR_SUBSET}
         for n, md5 in CIFAR_SUBSET.items():
             _check_digest(folder / n, "md5", raws[n], md5)
         train, test = (_parse_cifar(raws[n], folder / n) for n in CIFAR_SUBSET)
