@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -36,13 +38,19 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
     if ray.is_initialized():
         return False, ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # ray.init installs a native SIGTERM handler that prints a C++ stack and exits; the Python
+    # handler in place before it (the CLI's: close the chips, print the --resume command) is put back.
+    on_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     if address:
         check_address(address)
         ray.init(address=address, logging_level="warning", log_to_driver=True)
-        return True, ray.cluster_resources()
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-             num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
-             object_store_memory=512 * 1024 * 1024)
+    else:
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
+                 object_store_memory=512 * 1024 * 1024)
+    if sigterm is not None:
+        signal.signal(signal.SIGTERM, sigterm)
     return True, ray.cluster_resources()
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -311,8 +313,30 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return {"chips": bench_chips, "events": bench_events, "train": bench_train}[a.bench](a)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that a run closes its chips and says how to resume."""
+
+    signal_name = "terminated"
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("terminated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done, 2 refused input (one ``spikegrad: error:`` line), 130 Ctrl-C, 143
+    SIGTERM (both print the run directory and the ``--resume`` command), 1 other OS errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    on_main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
+    try:
+        return _main(argv)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv or ["train"])
         if args.command is None:
@@ -324,9 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("spikegrad: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = getattr(exc, "signal_name", "") == "terminated" or "terminated" in str(exc)[:12]
+        print(f"spikegrad: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except OSError as exc:
         print(f"spikegrad: error: {exc}", file=sys.stderr)
         return 1

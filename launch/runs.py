@@ -93,6 +93,22 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def _run(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None], progress: bool,
          log: Callable[[str], None], address: str | None) -> dict:
     """Load the data, make the trainer, ``start(trainer)`` (new run or resumed state), train, close."""
+    try:
+        return _run_data(cfg, run_dir, start, progress, log, address)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (launch.cli): say how to go on
+        raise Interrupted(run_dir, getattr(exc, "signal_name", "interrupted")) from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: its last checkpoint is on disk, and it can resume."""
+
+    def __init__(self, run_dir: Path, how: str) -> None:
+        super().__init__(f"{how}; the last checkpoint of {run_dir} is kept: continue with "
+                         f"spikegrad train --resume {run_dir}")
+
+
+def _run_data(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None], progress: bool,
+              log: Callable[[str], None], address: str | None) -> dict:
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
     check_fit(parse_topology(cfg.topology), data)
     xtr, ytr, xte, yte, xval, yval = select(data, cfg)

@@ -89,3 +89,21 @@ def test_divergence_stops_cleanly_with_the_checkpoint_intact(tmp_path, capsys):
     assert rc == 2 and "training diverged" in err, err
     a = arrays(run)  # the last checkpoint written before the NaN is readable and finite
     assert all(np.isfinite(a[k]).all() for k in a if k.startswith("W"))
+
+
+def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path):
+    """SIGTERM (a scheduler stopping a job) ends a run with one line naming the --resume command
+    and exit status 143; the run then resumes from its last checkpoint."""
+    run = tmp_path / "t"
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--engine", "local", "--epochs", "100000",
+                             "--quiet", "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "metrics.parquet").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1].decode().strip().splitlines()
+    assert proc.returncode == 143, err[-5:]
+    assert err[-1] == f"spikegrad: terminated; the last checkpoint of {run} is kept: continue with " \
+                      f"spikegrad train --resume {run}"
+    assert "Traceback" not in "\n".join(err)
+    assert int(arrays(run)["epochs_done"]) >= 1
