@@ -17,6 +17,7 @@ call per chip and batch; the arithmetic is the same.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 import numpy as np
@@ -59,6 +60,7 @@ class ChipPipeline:
             raise SpikeGradError(f"the Ray cluster could not place {n} chips of {bundle} each "
                                  f"({placement}) within 120 s; it has {ray.cluster_resources()}") from None
         self.chips: list[list[Any]] = []
+        tag = uuid.uuid4().hex[:8]  # names are unique in the cluster: this pipeline's chips, restarts apart
         for r in range(replicas):
             row = []
             for c, (lo, hi) in enumerate(groups):
@@ -66,7 +68,8 @@ class ChipPipeline:
                 mine = {l: params[l] for l in range(lo, hi + 1) if l in params}
                 row.append(ChipActor.options(num_cpus=cpus_per_chip, num_gpus=gpus_per_chip,
                                              scheduling_strategy=strategy,
-                                             name=None).remote(c, lo, hi, cfg, mine))
+                                             name=f"spikegrad-{tag}-replica{r}-chip{c}-layers{lo}-{hi}",
+                                             ).remote(c, lo, hi, cfg, mine))
             self.chips.append(row)
         self.where = ray.get([a.ping.remote() for row in self.chips for a in row])
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -53,9 +54,14 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .config import DATASET_DEFAULTS  # noqa: PLC0415
+
+    defaults = "\n".join(f"  {name}: " + ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in d.items())
+                          for name, d in DATASET_DEFAULTS.items())
     p = sub.add_parser("train", help="train a network (default: digits, embedded, no download)",
                        description="Train a SpikeGrad network. Flags not given take the dataset's "
-                                   "measured defaults (README).")
+                                   "defaults (launch/config.py, README).",
+                       epilog=f"per-dataset defaults:\n{defaults}", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), help="default: digits")
     p.add_argument("--data-dir", help="directory holding the dataset files (mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="fetch missing dataset files first")
@@ -235,7 +241,7 @@ def _train_config(a: argparse.Namespace) -> Any:
     from .config import make_config  # noqa: PLC0415
 
     return make_config(
-        a.dataset or "digits", data_dir=a.data_dir, topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
+        a.dataset or "digits", data_dir=str(Path(a.data_dir).expanduser().resolve()) if a.data_dir else None, topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
         lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
         theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
@@ -348,6 +354,9 @@ def _main(argv: list[str]) -> int:
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `spikegrad traffic RUN | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as exc:
         terminated = getattr(exc, "signal_name", "") == "terminated" or "terminated" in str(exc)[:12]
         print(f"spikegrad: {str(exc) or 'interrupted'}", file=sys.stderr)

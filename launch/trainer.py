@@ -256,7 +256,7 @@ class Trainer:
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
         t0 = time.perf_counter() - self.partial["seconds"]
         bar = tqdm(range(self.position, steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
-                   disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True,
+                   disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 30.0,  # job logs: a line per 30 s file=sys.stderr, leave=True, dynamic_ncols=True,
                    initial=self.position, total=steps)
         for s in bar:
             idx = order[s * B:(s + 1) * B]

@@ -122,6 +122,8 @@ def test_results_of_queued_batches_are_counted_once_collected(ray_session):
     cfg = make_config("digits", engine="chips", batch_size=16, micro_batch=8)
     trainer = ChipTrainer(cfg, micro_batch=8)
     try:
+        names = sorted(n for n in ray_session.util.list_named_actors() if n.startswith("spikegrad-"))
+        assert [n.split("-", 2)[2] for n in names] == [f"replica0-chip{c}-layers{c}-{c}" for c in range(4)]
         rng = np.random.default_rng(0)
         x = (rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32)
         y = rng.integers(0, 10, 16)

@@ -295,3 +295,25 @@ def test_a_checkpoint_member_claiming_a_huge_array_is_refused_before_allocation(
             dst.writestr(info.filename, member.getvalue() if info.filename == "W0.npy" else src.read(info))
     assert main(["eval", "--checkpoint", str(d)]) == 2
     assert "W0.npy claims shape (1000000000000,)" in capsys.readouterr().err
+
+
+def test_a_relative_data_dir_is_stored_absolute_so_eval_works_from_elsewhere(tmp_path, monkeypatch, capsys):
+    from .test_image_folder import write_folder
+
+    monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path / "cache"))
+    write_folder(tmp_path / "data", train=2, test=1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "cifar10", "--data-dir", "data", "--engine", "local", "--epochs", "1",
+                 "--topology", "32x32x3-4C3-P2-10", "--quiet", "--out", "run"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == str(tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--json"]) == 0
+
+
+def test_help_lists_the_per_dataset_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "cifar10: --topology cifar10" in out and "--shift 4, --flip" in out
