@@ -227,6 +227,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
                                  f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         summary = resume(a.resume, data_dir=a.data_dir, progress=not a.quiet, address=a.address)
     else:
+        if os.environ.get(RAY_JOB_ENV) and not (a.out and Path(a.out).expanduser().is_absolute()):
+            raise SpikeGradError(f"under 'ray job submit' the run directory must be an absolute path on storage "
+                                 f"that outlives the job (got {a.out or 'the default runs/...'!r}, which would land "
+                                 f"in the job's temporary copy of its working directory); pass --out /PATH/RUN")
         summary = train(_train_config(a), progress=not a.quiet, address=a.address)
     if a.json:
         print(json.dumps(summary), flush=True)
@@ -317,6 +321,9 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     from .bench import bench_chips, bench_events, bench_train  # noqa: PLC0415
 
     return {"chips": bench_chips, "events": bench_events, "train": bench_train}[a.bench](a)
+
+
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job manager for a job's entrypoint
 
 
 class Terminated(KeyboardInterrupt):

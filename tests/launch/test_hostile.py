@@ -317,3 +317,14 @@ def test_help_lists_the_per_dataset_defaults(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "cifar10: --topology cifar10" in out and "--shift 4, --flip" in out
+
+
+def test_under_a_ray_job_the_run_directory_must_be_absolute(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray's job manager sets for an entrypoint
+    monkeypatch.chdir(tmp_path)
+    for out in ([], ["--out", "runs/x"]):
+        assert main(["train", "--engine", "local", "--epochs", "1", "--quiet", *out]) == 2
+        assert "under 'ray job submit' the run directory must be an absolute path" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--quiet",
+                 "--out", str(tmp_path / "abs")]) == 0
