@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import socket
+import sys
 import threading
 from typing import Any, Callable
 
@@ -24,6 +26,26 @@ from cluster.synops import COUNTERS
 
 from .config import TrainConfig, check_address
 from .trainer import Trainer
+
+
+ALLOW_NO_AUTH = "SPIKEGRAD_ALLOW_NO_AUTH"
+CONNECT_TIMEOUT_S = 15.0
+
+
+def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A bounded TCP connect to HOST:PORT before Ray is asked (ray.init retries an address that
+    does not answer for minutes); ``auto`` is Ray's own lookup and is not probed."""
+    if address == "auto":
+        return
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = rest.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SpikeGradError(f"no Ray cluster answers at {address} within {timeout:g} s "
+                             f"({exc.strerror or type(exc).__name__}); is the head running "
+                             f"('ray start --head') and the address right?") from None
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, dict]:
@@ -44,8 +66,16 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
     sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     if address:
         check_address(address)
+        probe_address(address)
         ray.init(address=address, logging_level="warning", log_to_driver=True)
     else:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" and not os.environ.get(ALLOW_NO_AUTH):
+            raise SpikeGradError(f"RAY_AUTH_MODE=disabled would start the private Ray instance without its token "
+                                 f"gate (any process that reaches its ports could run code in it); unset it, or set "
+                                 f"{ALLOW_NO_AUTH}=1 to accept that")
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            print("spikegrad: warning: the private Ray instance starts without token authentication "
+                  f"({ALLOW_NO_AUTH} is set)", file=sys.stderr)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
                  object_store_memory=512 * 1024 * 1024)

@@ -328,3 +328,19 @@ def test_under_a_ray_job_the_run_directory_must_be_absolute(tmp_path, monkeypatc
     assert not (tmp_path / "runs").exists()
     assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--quiet",
                  "--out", str(tmp_path / "abs")]) == 0
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({}, ["--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1 within 15 s"),
+    ({"RAY_AUTH_MODE": "disabled"}, [], "RAY_AUTH_MODE=disabled would start the private Ray instance without"),
+])
+def test_unreachable_clusters_and_an_open_private_instance_are_refused(tmp_path, env, args, message):
+    """In a fresh process (a Ray instance of this test session would be joined instead)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "launch.cli", "train", "--epochs", "1", "--quiet",
+                           "--out", str(tmp_path / "r"), *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
