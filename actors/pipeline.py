@@ -17,6 +17,9 @@ call per chip and batch; the arithmetic is the same.
 
 from __future__ import annotations
 
+import collections
+import os
+import time
 import uuid
 from typing import Any, Literal
 
@@ -27,8 +30,12 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.errors import SpikeGradError
 
-from .chip import ChipConfig
+from .chip import ChipConfig, ChipFailure
 from .ray_chip import ChipActor
+
+START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
+MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIMEOUT overrides it)
+HANG_FACTOR = 20.0  # a wait longer than this many times the slowest batch so far is a hang
 
 Placement = Literal["pack", "spread"]
 
@@ -71,9 +78,17 @@ class ChipPipeline:
                                              name=f"spikegrad-{tag}-replica{r}-chip{c}-layers{lo}-{hi}",
                                              ).remote(c, lo, hi, cfg, mine))
             self.chips.append(row)
-        self.where = ray.get([a.ping.remote() for row in self.chips for a in row])
+        # A chip that answers nothing (stopped, hung, its node cut off) must not stall the run: every
+        # wait is bounded, first by the start-up allowance, then by HANG_FACTOR x the slowest of the
+        # last 10 batches (never below the floor); past it the chips count as failed (ChipFailure:
+        # the driver restarts them from the last checkpoint, as for a killed chip).
+        self.floor = float(os.environ.get("SPIKEGRAD_CHIP_TIMEOUT", MIN_CHIP_TIMEOUT_S))
+        self.timeout = max(self.floor, START_TIMEOUT_S)
+        self.slowest = 0.0
+        self._recent: collections.deque[float] = collections.deque(maxlen=10)  # the last batches' times
+        self.where = self._get([a.ping.remote() for row in self.chips for a in row])
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
-        self._batches: list[tuple[list, int]] = []  # submitted batches: (stats refs, samples)
+        self._batches: list[tuple[list, int, float]] = []  # submitted batches: (stats refs, samples, when)
         self._done: tuple[float, int] = (0.0, 0)  # loss sum and correct of collected batches
         # The last batch's APPLY, not yet sent: (lr scale, None for one replica (each chip applies
         # its own ω), else per chip index the replicas' increments references).
@@ -105,16 +120,30 @@ class ChipPipeline:
             self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)
         else:
             self._submit_chain(batch, x_ref, y_ref, len(x), stats, lr_scale)
-        self._batches.append((stats, len(x)))
+        self._batches.append((stats, len(x), time.perf_counter()))
         while len(self._batches) > 2:
             self._collect(self._batches.pop(0))
+
+    def _get(self, refs: Any, calls: int = 1) -> Any:
+        """ray.get bounded by the hang timeout (``calls`` of a batch's length)."""
+        try:
+            return ray.get(refs, timeout=self.timeout * calls)
+        except ray.exceptions.GetTimeoutError:
+            raise self._hung(calls) from None
+
+    def _hung(self, calls: int) -> ChipFailure:
+        return ChipFailure(f"a chip answered nothing for {self.timeout * calls:.0f} s (stopped, hung or cut off; "
+                           f"the slowest batch so far took {self.slowest:.1f} s)")
 
     def _wait_in_flight(self, last_call: Any) -> None:
         """Track a micro-batch's last call; wait for the oldest while more than ``in_flight`` are unfinished."""
         self._micro_refs.append(last_call)
         if len(self._micro_refs) > self.in_flight:
-            _, self._micro_refs = ray.wait(self._micro_refs, num_returns=len(self._micro_refs) - self.in_flight,
-                                           fetch_local=False)
+            need = len(self._micro_refs) - self.in_flight
+            ready, self._micro_refs = ray.wait(self._micro_refs, num_returns=need, fetch_local=False,
+                                               timeout=self.timeout)
+            if len(ready) < need:
+                raise self._hung(1)
 
     def _apply_args(self, c: int) -> tuple:
         """The pending APPLY's arguments for chip index ``c``'s first call of a batch."""
@@ -176,7 +205,7 @@ class ChipPipeline:
         applied = self._send_deferred()
         while self._batches:
             self._collect(self._batches.pop(0))
-        ray.get(self._micro_refs + applied)
+        self._get(self._micro_refs + applied)
         self._micro_refs = []
 
     def finish(self) -> tuple[float, int]:
@@ -191,10 +220,13 @@ class ChipPipeline:
 
     def pending_samples(self) -> int:
         """Samples submitted whose loss and hits are not collected yet."""
-        return sum(n for _, n in self._batches)
+        return sum(n for _, n, _ in self._batches)
 
-    def _collect(self, pending: tuple[list, int]) -> None:
-        results = ray.get(pending[0])  # raises here if a call of the batch failed, a folded APPLY included
+    def _collect(self, pending: tuple[list, int, float]) -> None:
+        results = self._get(pending[0])  # raises here if a call of the batch failed, a folded APPLY included
+        self._recent.append(time.perf_counter() - pending[2])
+        self.slowest = max(self._recent)  # the last 10 batches: the first batches' start-up passes
+        self.timeout = max(self.floor, HANG_FACTOR * self.slowest)
         loss, correct = self._done
         self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)))
 
@@ -211,28 +243,28 @@ class ChipPipeline:
             for chip in chips[1:]:
                 ref = chip.forward.remote(ref, batch, m, 0, None, False)
             outs.append(ref)
-        return np.concatenate(ray.get(outs)) if outs else np.zeros(0, dtype=np.int64)
+        return np.concatenate(self._get(outs, calls=len(outs))) if outs else np.zeros(0, dtype=np.int64)
 
     def state(self) -> dict:
         """{layer: (W, b, vW, vb)} from replica 0 (all replicas hold the same)."""
         self._drain()
         merged: dict = {}
-        for part in ray.get([chip.state.remote() for chip in self.chips[0]]):
+        for part in self._get([chip.state.remote() for chip in self.chips[0]]):
             merged.update(part)
         return merged
 
     def restore(self, state: dict) -> None:
         self._deferred = None  # the state replaces whatever a pending APPLY would have done
-        ray.get([chip.restore.remote({l: state[l] for l in range(lo, hi + 1) if l in state})
-                 for row in self.chips for chip, (lo, hi) in zip(row, self.groups)])
+        self._get([chip.restore.remote({l: state[l] for l in range(lo, hi + 1) if l in state})
+                   for row in self.chips for chip, (lo, hi) in zip(row, self.groups)])
 
     def reports(self) -> list[dict]:
         """Each chip's counters since the last call (reset), summed over replicas, by chip index."""
         self._drain()
-        return merge_reports(ray.get([chip.report.remote(True) for row in self.chips for chip in row]))
+        return merge_reports(self._get([chip.report.remote(True) for row in self.chips for chip in row]))
 
     def audit_sizes(self, on: bool = True) -> None:
-        ray.get([chip.audit_sizes.remote(on) for row in self.chips for chip in row])
+        self._get([chip.audit_sizes.remote(on) for row in self.chips for chip in row])
 
     def close(self) -> None:
         for row in self.chips:

@@ -64,3 +64,55 @@ def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
     for k in ref:
         assert np.array_equal(ref[k], got[k]), k
     assert summary["test_accuracy"] == ref_summary["test_accuracy"]
+
+
+def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_path, monkeypatch):
+    """SIGSTOP: the chip's process lives but answers nothing. The driver's bounded waits call it
+    failed (here after the 5 s floor), restart the chips from the last checkpoint, and the run
+    ends with the weights of an uninterrupted run."""
+    from launch import chip_trainer
+
+    monkeypatch.setenv("SPIKEGRAD_CHIP_TIMEOUT", "5")
+    ref = train(make_config("digits", out=str(tmp_path / "ref"), **KW), progress=False, log=lambda s: None)
+    stopped, logs, made = [], [], []
+    original = chip_trainer.ChipTrainer.__init__
+
+    def record(self, *a, **k):
+        original(self, *a, **k)
+        made.append(self)
+
+    def stopper():
+        run = tmp_path / "cut"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+                    ready = int(z["epochs_done"]) == 1 and int(z["position"]) >= 2
+            except (OSError, ValueError, KeyError, EOFError):
+                ready = False
+            if ready and made:
+                pid = next(w["pid"] for w in made[0].pipeline.where if w["chip"] == 1)
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+                return
+            time.sleep(0.005)
+
+    monkeypatch.setattr(chip_trainer.ChipTrainer, "__init__", record)
+    t = threading.Thread(target=stopper)
+    t.start()
+    try:
+        summary = train(make_config("digits", out=str(tmp_path / "cut"), **KW), progress=False, log=logs.append)
+    finally:
+        t.join()
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert stopped, "the chip was never stopped"
+    assert any("answered nothing" in line for line in logs), logs
+    assert any("chips restarted (1 of 3)" in line for line in logs), logs
+    a, b = weights(tmp_path / "ref"), weights(tmp_path / "cut")
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert summary["test_accuracy"] == ref["test_accuracy"]
