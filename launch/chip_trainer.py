@@ -163,11 +163,13 @@ class ChipTrainer(Trainer):
     def failure_text(self, exc: BaseException) -> str:
         """Which chip failed, and why, from a Ray error."""
         actor = getattr(exc, "actor_id", None)
-        who = [w for w in self.pipeline.where if actor and w.get("actor") == actor]
+        where = self.pipeline.where if getattr(self, "pipeline", None) is not None else []
+        who = [w for w in where if actor and w.get("actor") == actor]
         name = (f"chip {who[0]['chip']} (process {who[0]['pid']})" if who else "a chip")
         cause = " ".join(str(exc).split())[:300]
         return f"{name} failed: {type(exc).__name__}: {cause}"
 
+    @_chip_calls
     def restart_chips(self) -> None:
         """Replace the whole pipeline by fresh chip actors (their weights follow from a checkpoint:
         :meth:`load_state`); batches queued on the old chips are dropped with them."""

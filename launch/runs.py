@@ -164,20 +164,22 @@ def _epoch_surviving_chip_failures(trainer: Trainer, run_dir: Path, xtr, ytr, xt
     from actors.chip import ChipFailure  # noqa: PLC0415
 
     cfg = trainer.cfg
-    for attempt in range(MAX_CHIP_RESTARTS + 1):
+    restarts = 0
+    while True:
         try:
+            if restarts:  # inside the try: a failure while the new chips start counts like any other
+                trainer.restart_chips()  # type: ignore[attr-defined]
+                trainer.load_state(read_checkpoint(run_dir / CHECKPOINT), str(run_dir / CHECKPOINT))
+                log(f"spikegrad: chips restarted ({restarts} of {MAX_CHIP_RESTARTS}); replaying from epoch "
+                    f"{trainer.epochs_done + 1}, batch {trainer.position}")
             return trainer.run_epoch(xtr, ytr, xte, yte, progress=progress, checkpoint_every=cfg.checkpoint_every,
                                      checkpoint=lambda: save_checkpoint(run_dir, trainer))
         except ChipFailure as exc:
-            if attempt == MAX_CHIP_RESTARTS:
+            if restarts == MAX_CHIP_RESTARTS:
                 raise SpikeGradError(f"{exc}; gave up after {MAX_CHIP_RESTARTS} restarts in epoch "
                                      f"{trainer.epochs_done + 1} (last checkpoint intact: {run_dir / CHECKPOINT})") from None
             log(f"spikegrad: {exc}")
-            trainer.restart_chips()  # type: ignore[attr-defined]
-            trainer.load_state(read_checkpoint(run_dir / CHECKPOINT), str(run_dir / CHECKPOINT))
-            log(f"spikegrad: chips restarted ({attempt + 1} of {MAX_CHIP_RESTARTS}); replaying from epoch "
-                f"{trainer.epochs_done + 1}, batch {trainer.position}")
-    raise AssertionError("unreachable")
+            restarts += 1
 
 
 def _train(cfg: TrainConfig, trainer: Trainer, data, arrays: tuple, run_dir: Path, progress: bool,
