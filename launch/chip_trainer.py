@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -82,6 +83,58 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
     if sigterm is not None:
         signal.signal(signal.SIGTERM, sigterm)
     return True, ray.cluster_resources()
+
+
+RAY_LOST_EXIT = 3  # exit status of a run whose private Ray instance lost its GCS or raylet
+
+
+def ray_daemons(parent: int | None = None) -> dict[str, int]:
+    """{name: pid} of the private Ray instance's GCS server and raylet: the children of this
+    process (or ``parent``) with those names (Linux /proc; empty elsewhere or when joining a cluster)."""
+    me, found = str(parent or os.getpid()), {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for pid in filter(str.isdigit, entries):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if rest[1] == me and name in ("gcs_server", "raylet"):
+            found[name] = int(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def watch_ray(message: Callable[[str], str], period: float = 0.5) -> None:
+    """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
+    print one ``spikegrad: error:`` line (``message(what died)``) and end the process with
+    :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and then ends the process
+    from C++ with its own log line; nothing the driver could still do is lost by ending first."""
+    daemons = ray_daemons()
+    if not daemons:
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(period)
+            for name, pid in daemons.items():
+                if not _alive(pid):
+                    print(f"spikegrad: error: {message(f'the Ray instance lost its {name} (process {pid})')}",
+                          file=sys.stderr, flush=True)
+                    os._exit(RAY_LOST_EXIT)
+
+    threading.Thread(target=loop, name="spikegrad-ray-watch", daemon=True).start()
 
 
 def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:

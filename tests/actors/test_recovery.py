@@ -116,3 +116,33 @@ def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_pa
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     assert summary["test_accuracy"] == ref["test_accuracy"]
+
+
+def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_command(tmp_path):
+    """The GCS server of the run's private Ray instance killed: one line, exit status 3, and the
+    run resumes (Ray alone would retry for 60 s, then end the process with its own C++ log line)."""
+    import subprocess
+    import sys
+
+    from launch.chip_trainer import RAY_LOST_EXIT, ray_daemons
+
+    run = tmp_path / "g"
+    proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--epochs", "1000", "--quiet",
+                             "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (run / "metrics.parquet").exists():
+            time.sleep(0.1)
+        gcs = ray_daemons(proc.pid)["gcs_server"]
+        os.kill(gcs, signal.SIGKILL)
+        err = proc.communicate(timeout=60)[1].decode().strip().splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == RAY_LOST_EXIT, err[-5:]
+    assert err[-1] == (f"spikegrad: error: the Ray instance lost its gcs_server (process {gcs}); the last "
+                       f"checkpoint of {run} is kept: continue with spikegrad train --resume {run}")
+    assert "Traceback" not in "\n".join(err)
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+        assert int(z["epochs_done"]) >= 1
