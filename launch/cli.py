@@ -337,7 +337,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status: 0 done, 2 refused input (one ``spikegrad: error:`` line), 130 Ctrl-C, 143
+    """Exit status: 0 done, 2 refused input (one ``spikegrad: error:`` line), 3 the private Ray
+    instance lost its GCS or raylet (launch.chip_trainer.watch_ray), 130 Ctrl-C, 143
     SIGTERM (both print the run directory and the ``--resume`` command), 1 other OS errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
     on_main = threading.current_thread() is threading.main_thread()
