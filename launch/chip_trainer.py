@@ -72,11 +72,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
     else:
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" and not os.environ.get(ALLOW_NO_AUTH):
             raise SpikeGradError(f"RAY_AUTH_MODE=disabled would start the private Ray instance without its token "
-                                 f"gate (any process that reaches its ports could run code in it); unset it, or set "
-                                 f"{ALLOW_NO_AUTH}=1 to accept that")
+                                 f"gate (any process that reaches its ports could run code in it); unset it, or pass "
+                                 f"--allow-no-auth (or set {ALLOW_NO_AUTH}=1) to accept that")
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
             print("spikegrad: warning: the private Ray instance starts without token authentication "
-                  f"({ALLOW_NO_AUTH} is set)", file=sys.stderr)
+                  f"(--allow-no-auth)", file=sys.stderr)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
                  object_store_memory=512 * 1024 * 1024)

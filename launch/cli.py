@@ -96,6 +96,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="chips exchange spike counts per micro-batch (default) or the spiking network's "
                         "address events, wave by wave")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
+    p.add_argument("--allow-no-auth", action="store_true",
+                   help="let the private Ray instance start with RAY_AUTH_MODE=disabled (no token gate: any "
+                        "process reaching its ports can run code in it); refused without this flag")
     p.add_argument("--backend", choices=("numpy", "cupy"))
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="with --backend cupy and --engine local: replay each full batch's step as one CUDA "
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RESUME_OK = {"resume", "address", "json", "quiet", "command", "download", "data_dir"}
+_RESUME_OK = {"resume", "address", "allow_no_auth", "json", "quiet", "command", "download", "data_dir"}
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -220,6 +223,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     if a.address:
         check_address(a.address)
+    if a.allow_no_auth:
+        from .chip_trainer import ALLOW_NO_AUTH  # noqa: PLC0415
+
+        os.environ[ALLOW_NO_AUTH] = "1"
     if a.resume:
         given = sorted(k for k, v in vars(a).items() if k not in _RESUME_OK and v not in (None, False))
         if given:
