@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +50,18 @@ def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                              f"('ray start --head') and the address right?") from None
 
 
+def private_token() -> None:
+    """Ray writes the instance's token to ``~/.ray/auth_token`` readable by everyone (0644);
+    only its owner needs it, so it is made 0600."""
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        if token.is_file() and not token.is_symlink() and token.stat().st_mode & 0o077:
+            os.chmod(token, 0o600)
+    except OSError as exc:
+        print(f"spikegrad: warning: could not restrict {token} to its owner ({exc.strerror or exc})",
+              file=sys.stderr)
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, dict]:
     """Join the cluster at ``address`` (or RAY_ADDRESS), else start a private local instance.
 
@@ -80,6 +93,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
                  object_store_memory=512 * 1024 * 1024)
+        private_token()
     if sigterm is not None:
         signal.signal(signal.SIGTERM, sigterm)
     return True, ray.cluster_resources()

@@ -48,3 +48,35 @@ def test_spread_over_nodes_equals_local(tmp_path):
     assert res["equal"]
     # 4 chips x 2 replicas spread over the 3 nodes
     assert "on 3 node(s)" in res["log"][0], res["log"]
+
+
+def test_the_private_instance_refuses_a_client_without_its_token(ray_session, tmp_path):
+    """Token authentication is the gate of a Ray instance whose ports listen on the network (issue
+    16): a client with a wrong token, or none, is refused by the GCS."""
+    import os
+    import subprocess
+    import sys
+
+    gcs = ray_session.get_runtime_context().gcs_address
+    code = ("import ray\ntry:\n    ray.init(address=%r, logging_level='error')\n    print('JOINED')\n"
+            "except Exception as exc:\n    print('REFUSED', type(exc).__name__, exc)\n") % gcs
+    for token in ("0" * 64, None):
+        env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}  # no ~/.ray/auth_token there
+        env.pop("RAY_AUTH_TOKEN", None)
+        if token:
+            env["RAY_AUTH_TOKEN"] = token
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert "REFUSED" in proc.stdout and "JOINED" not in proc.stdout, proc.stdout + proc.stderr[-1500:]
+        assert "token" in (proc.stdout + proc.stderr).lower(), proc.stderr[-1500:]  # for its token, not by chance
+
+
+def test_the_token_file_is_readable_by_its_owner_only(tmp_path, monkeypatch):
+    from launch.chip_trainer import private_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("secret")
+    token.chmod(0o644)
+    private_token()
+    assert token.stat().st_mode & 0o777 == 0o600
