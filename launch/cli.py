@@ -56,12 +56,15 @@ def _positive_float(text: str) -> float:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .config import DATASET_DEFAULTS  # noqa: PLC0415
 
-    defaults = "\n".join(f"  {name}: " + ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in d.items())
-                          for name, d in DATASET_DEFAULTS.items())
+    def flags(d: dict) -> str:
+        return ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in d.items())
+
+    defaults = "\n".join(f"  {name}: {flags(d)}" for name, d in DATASET_DEFAULTS.items())
     p = sub.add_parser("train", help="train a network (default: digits, embedded, no download)",
                        description="Train a SpikeGrad network. Flags not given take the dataset's "
                                    "defaults (launch/config.py, README).",
-                       epilog=f"per-dataset defaults:\n{defaults}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=f"per-dataset defaults:\n{defaults}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), help="default: digits")
     p.add_argument("--data-dir", help="directory holding the dataset files (mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="fetch missing dataset files first")
@@ -122,9 +125,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--limit-test", type=_positive_int)
     p.add_argument("--backend", choices=("numpy", "cupy"))
-    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --backend cupy and --engine local: replay each full batch's step as one CUDA "
-                        "graph (default on; --no-cuda-graph runs every kernel from Python)")
     p.add_argument("--json", action="store_true")
 
 
@@ -252,7 +252,8 @@ def _train_config(a: argparse.Namespace) -> Any:
     from .config import make_config  # noqa: PLC0415
 
     return make_config(
-        a.dataset or "digits", data_dir=str(Path(a.data_dir).expanduser().resolve()) if a.data_dir else None, topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
+        a.dataset or "digits", data_dir=str(Path(a.data_dir).expanduser().resolve()) if a.data_dir else None,
+        topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
         lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
         theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,

@@ -256,7 +256,8 @@ class Trainer:
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
         t0 = time.perf_counter() - self.partial["seconds"]
         bar = tqdm(range(self.position, steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
-                   disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 30.0,  # job logs: a line per 30 s file=sys.stderr, leave=True, dynamic_ncols=True,
+                   disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0,  # job logs (no terminal): a line per 30 s
                    initial=self.position, total=steps)
         for s in bar:
             idx = order[s * B:(s + 1) * B]
@@ -405,10 +406,12 @@ def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str)
 
 def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` whole or not at all: a new temporary file beside it (created exclusively,
-    with a unique name: never a file or symlink someone planted), then a rename over ``path``."""
-    import tempfile  # noqa: PLC0415
+    with a unique name: never a file or symlink someone planted; the usual umask applies), then a
+    rename over ``path``."""
+    import secrets  # noqa: PLC0415
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
