@@ -130,18 +130,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def watch_ray(message: Callable[[str], str], period: float = 0.5) -> None:
+def watch_ray(message: Callable[[str], str], period: float = 0.5) -> threading.Event:
     """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
     print one ``spikegrad: error:`` line (``message(what died)``) and end the process with
     :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and then ends the process
-    from C++ with its own log line; nothing the driver could still do is lost by ending first."""
+    from C++ with its own log line; nothing the driver could still do is lost by ending first.
+    Returns the event that stops the watch: set it before shutting Ray down."""
+    stop = threading.Event()
     daemons = ray_daemons()
     if not daemons:
-        return
+        return stop
 
     def loop() -> None:
-        while True:
-            time.sleep(period)
+        while not stop.wait(period):
             for name, pid in daemons.items():
                 if not _alive(pid):
                     print(f"spikegrad: error: {message(f'the Ray instance lost its {name} (process {pid})')}",
@@ -149,6 +150,7 @@ def watch_ray(message: Callable[[str], str], period: float = 0.5) -> None:
                     os._exit(RAY_LOST_EXIT)
 
     threading.Thread(target=loop, name="spikegrad-ray-watch", daemon=True).start()
+    return stop
 
 
 def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:

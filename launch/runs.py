@@ -113,15 +113,18 @@ def _run_data(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None],
     check_fit(parse_topology(cfg.topology), data)
     xtr, ytr, xte, yte, xval, yval = select(data, cfg)
     trainer = make_trainer(cfg, address)
+    watch = None
     if getattr(trainer, "started_ray", False) and not address and not os.environ.get("RAY_ADDRESS"):
         from .chip_trainer import watch_ray  # noqa: PLC0415
 
-        watch_ray(lambda what: f"{what}; the last checkpoint of {run_dir} is kept: continue with "
-                               f"spikegrad train --resume {run_dir}")
+        watch = watch_ray(lambda what: f"{what}; the last checkpoint of {run_dir} is kept: continue with "
+                                       f"spikegrad train --resume {run_dir}")
     try:
         start(trainer)
         return _train(cfg, trainer, data, (xtr, ytr, xte, yte, xval, yval), run_dir, progress, log)
     finally:
+        if watch is not None:
+            watch.set()  # the shutdown below ends the GCS and raylet on purpose
         trainer.close()
 
 

@@ -146,3 +146,15 @@ def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_comma
     assert "Traceback" not in "\n".join(err)
     with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
         assert int(z["epochs_done"]) >= 1
+
+
+def test_a_chip_run_on_its_private_instance_ends_cleanly(tmp_path):
+    """The default job's path (chips on a private Ray instance, watched): shutting Ray down at the
+    end is not mistaken for losing it."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "launch.cli", "train", "--epochs", "1", "--limit-train", "256",
+                           "--quiet", "--out", str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test accuracy" in proc.stdout and "lost its" not in proc.stderr
