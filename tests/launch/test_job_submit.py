@@ -9,6 +9,7 @@ and stops only the processes it started (the process group), never a `ray stop` 
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -44,6 +45,20 @@ def wait_http(port: int, timeout: float) -> bool:
 
 
 
+def readme_recipe() -> list[str]:
+    """The shell lines of the README's job recipe (between its job-recipe markers)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("<!-- job-recipe -->", 1)[1].split("<!-- /job-recipe -->", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("```")]
+
+
+def test_the_readme_recipe_is_what_the_test_runs():
+    recipe = readme_recipe()
+    assert recipe[0].startswith("export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=")
+    assert [line.split()[0:2] for line in recipe[1:]] == [["ray", "start"], ["ray", "job"], ["ray", "job"],
+                                                          ["spikegrad", "traffic"], ["ray", "stop"]]
+
+
 def test_ray_job_submit_trains(tmp_path):
     ray_cli, spikegrad = BIN / "ray", BIN / "spikegrad"
     if not ray_cli.exists() or not spikegrad.exists():
@@ -58,18 +73,26 @@ def test_ray_job_submit_trains(tmp_path):
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
         "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     temp = Path("/tmp") / f"sg-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
+    recipe = readme_recipe()
+    run = tmp_path / "job-run"
+    job_id = f"spikegrad-test-{secrets.token_hex(4)}"
+
+    def from_readme(line: str) -> list[str]:
+        """A recipe line with this test's port, paths and job id (and the installed commands)."""
+        line = (line.replace("8265", str(dash)).replace('"$PWD/runs/job-1"', str(run))
+                .replace("spikegrad-job-1", job_id))
+        words = shlex.split(line)
+        return [str(BIN / words[0]) if words[0] in ("ray", "spikegrad") else words[0],
+                *[str(spikegrad) if w == "spikegrad" else w for w in words[1:]]]
+
+    start = from_readme(next(line for line in recipe if line.startswith("ray start")))
     head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", *own_ports],
+        [*start, "--block", f"--port={gcs}", f"--dashboard-port={dash}", "--include-dashboard=true",
+         f"--temp-dir={temp}", "--disable-usage-stats", *own_ports],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         assert wait_http(dash, 120), "the head's dashboard did not come up"
-        run = tmp_path / "job-run"
-        job_id = f"spikegrad-test-{secrets.token_hex(4)}"
-        cmd = [str(ray_cli), "job", "submit", f"--address=http://127.0.0.1:{dash}", f"--submission-id={job_id}",
-               "--", str(spikegrad), "train", "--epochs", "2", "--limit-train", "300", "--limit-test", "100",
-               "--quiet", "--json", "--out", str(run)]
+        cmd = from_readme(next(line for line in recipe if line.startswith("ray job submit")))
         deadline = time.time() + 120
         while True:
             submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -79,7 +102,7 @@ def test_ray_job_submit_trains(tmp_path):
                 break
             time.sleep(2)
         assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-2000:]
-        status = subprocess.run([str(ray_cli), "job", "status", f"--address=http://127.0.0.1:{dash}", job_id],
+        status = subprocess.run(from_readme(next(line for line in recipe if line.startswith("ray job status"))),
                                 env=env, capture_output=True, text=True, timeout=60)
         # `ray job status` prints "Job '<id>' succeeded" for the SUCCEEDED state.
         assert f"Job '{job_id}' succeeded" in status.stdout + status.stderr, status.stdout + status.stderr
@@ -87,6 +110,10 @@ def test_ray_job_submit_trains(tmp_path):
         assert summary["engine"] == "chips" and summary["epochs"] == 2
         assert summary["test_accuracy"] > 25  # a 2-epoch run on 300 images: well above chance (10 %)
         assert (run / "traffic.parquet").is_file()
+        traffic = subprocess.run(from_readme(next(line for line in recipe if line.startswith("spikegrad traffic"))),
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert traffic.returncode == 0 and "chip-to-chip traffic" in traffic.stdout, \
+            traffic.stdout[-1000:] + traffic.stderr[-1000:]
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
