@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from cluster.errors import SpikeGradError
+from cluster.events import ORDERS
+from cluster.network import GRADIENT_MODES
 from cluster.topology import PRESETS
+
+from .config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, WIRES
+from .datasets import DATASETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +70,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "defaults (launch/config.py, README).",
                        epilog=f"per-dataset defaults:\n{defaults}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=("digits", "mnist", "cifar10"), help="default: digits")
+    p.add_argument("--dataset", choices=DATASETS, help="default: digits")
     p.add_argument("--data-dir", help="directory holding the dataset files (mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="fetch missing dataset files first")
     p.add_argument("--topology", help=f"preset ({', '.join(PRESETS)}) or string like 28x28-15C5-P2-10")
@@ -73,11 +78,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=_positive_float, help="learning rate on the batch sum; eta = lr/alpha")
     p.add_argument("--momentum", type=float, help="0 = plain SGD as in Algorithm 3")
-    p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--alpha", type=_positive_float, help="error scale of the top layer")
     p.add_argument("--theta-ff", type=_positive_float, help="forward threshold")
     p.add_argument("--theta-bp", type=_positive_float, help="error threshold (default: theta-ff)")
-    p.add_argument("--gradient", choices=("spike", "float"))
+    p.add_argument("--gradient", choices=GRADIENT_MODES)
     p.add_argument("--seed", type=_nonnegative_int)
     p.add_argument("--limit-train", type=_positive_int, help="use the first N training images")
     p.add_argument("--limit-test", type=_positive_int, help="use the first N test images")
@@ -89,24 +94,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "epoch (with --shift P this is CIFAR's pad-P-and-crop plus flip)")
     p.add_argument("--validation", type=_nonnegative_int, metavar="N",
                    help="hold out the last N training images and score them after every epoch (default 0)")
-    p.add_argument("--engine", choices=("chips", "local"),
+    p.add_argument("--engine", choices=ENGINES,
                    help="'chips' (default): every layer a Ray actor; 'local': one process")
     p.add_argument("--chips", help="layer groups per chip, e.g. 0-1,2-3,4,5 (default: one layer per chip)")
     p.add_argument("--replicas", type=_positive_int, help="data-parallel copies of the chip pipeline")
-    p.add_argument("--placement", choices=("pack", "spread"), help="chips packed on few nodes or spread")
+    p.add_argument("--placement", choices=PLACEMENTS, help="chips packed on few nodes or spread")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on chips")
-    p.add_argument("--wire", choices=("counts", "events"),
+    p.add_argument("--wire", choices=WIRES,
                    help="chips exchange spike counts per micro-batch (default) or the spiking network's "
                         "address events, wave by wave")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
     p.add_argument("--allow-no-auth", action="store_true",
                    help="let the private Ray instance start with RAY_AUTH_MODE=disabled (no token gate: any "
                         "process reaching its ports can run code in it); refused without this flag")
-    p.add_argument("--backend", choices=("numpy", "cupy"))
+    p.add_argument("--backend", choices=BACKENDS)
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="with --backend cupy and --engine local: replay each full batch's step as one CUDA "
                         "graph (default on; --no-cuda-graph runs every kernel from Python)")
-    p.add_argument("--dtype", choices=("float32", "float64"))
+    p.add_argument("--dtype", choices=DTYPES)
     p.add_argument("--weight-frac-bits", type=_positive_int,
                    help="keep weights and biases on a 2^-K grid (nearest rounding after each update)")
     p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
@@ -124,7 +129,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="run directory")
     p.add_argument("--data-dir")
     p.add_argument("--limit-test", type=_positive_int)
-    p.add_argument("--backend", choices=("numpy", "cupy"))
+    p.add_argument("--backend", choices=BACKENDS)
     p.add_argument("--json", action="store_true")
 
 
@@ -132,7 +137,7 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("conformance", help="one training step of a case file, all DESIGN §4 arrays")
     p.add_argument("case", help="CASE.npz")
     p.add_argument("--out", required=True, help="OUT.npz to write")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy")
     p.add_argument("--expected", help="compare with this .npz and fail on any difference > 1e-9")
 
 
@@ -142,7 +147,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=_positive_int, default=1000)
     p.add_argument("--data-dir")
     p.add_argument("--no-residual", action="store_true", help="leave out the residual phases (Eqs. 16, 19)")
-    p.add_argument("--order", choices=("waves", "layered", "random"), default="waves",
+    p.add_argument("--order", choices=tuple(ORDERS), default="waves",
                    help="event order of the simulation (README: The spiking network, event by event)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random order")
     p.add_argument("--json", action="store_true")
@@ -169,8 +174,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[64, 256])
     t.add_argument("--seconds", type=_positive_float, default=5.0, help="time per measurement")
     t.add_argument("--repeats", type=_positive_int, default=3, help="median of this many measurements")
-    t.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--backend", choices=BACKENDS, default="numpy")
+    t.add_argument("--dtype", choices=DTYPES, default="float32")
     t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
     t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the trainer's)")
@@ -195,7 +200,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--topology", default="mnist")
     e.add_argument("--samples", type=_positive_int, default=500)
     e.add_argument("--batch-size", type=_positive_int, default=100)
-    e.add_argument("--order", choices=("waves", "layered", "random"), default="waves")
+    e.add_argument("--order", choices=tuple(ORDERS), default="waves")
     e.add_argument("--seed", type=_nonnegative_int, default=0)
     e.add_argument("--json", action="store_true")
 

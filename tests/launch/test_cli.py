@@ -99,3 +99,30 @@ def test_pickled_case_refused(tmp_path):
 def test_missing_case_one_line(tmp_path):
     line = _one_error_line(spikegrad("conformance", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "o.npz")))
     assert "does not exist" in line
+
+
+def test_every_config_field_has_its_train_option_and_every_option_its_field():
+    """One name per setting: the CLI's train options are TrainConfig's fields (plus the options that
+    act on a run rather than configure it), and their choices are the config's own enumerations."""
+    import dataclasses
+
+    from launch.cli import build_parser
+    from launch.config import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    train = sub.choices["train"]
+    options = {a.dest: a for a in train._actions if a.dest != "help"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    not_config = {"resume", "address", "allow_no_auth", "json", "quiet"}
+    assert fields - set(options) == set(), "config fields without a train option"
+    assert set(options) - fields - not_config == set(), "train options without a config field"
+    import launch.config as config
+    from cluster.network import GRADIENT_MODES
+    from launch.datasets import DATASETS
+
+    enums = {"backend": config.BACKENDS, "dtype": config.DTYPES, "engine": config.ENGINES, "wire": config.WIRES,
+             "placement": config.PLACEMENTS, "schedule": config.SCHEDULES, "gradient": GRADIENT_MODES,
+             "dataset": DATASETS}
+    for name, values in enums.items():
+        assert tuple(options[name].choices) == tuple(values), name
+    assert set(config.DATASET_DEFAULTS) == set(DATASETS)
