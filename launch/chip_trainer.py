@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,7 +88,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
                                  f"--allow-no-auth (or set {ALLOW_NO_AUTH}=1) to accept that")
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
             print("spikegrad: warning: the private Ray instance starts without token authentication "
-                  f"(--allow-no-auth)", file=sys.stderr)
+                  "(--allow-no-auth)", file=sys.stderr)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
                  object_store_memory=512 * 1024 * 1024)
