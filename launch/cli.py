@@ -119,7 +119,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a stopped run from its last checkpoint, with its own config.json "
                         "(no other training options)")
-    p.add_argument("--out", help="run directory (default runs/<dataset>-<gradient>-s<seed>-<time>)")
+    p.add_argument("--out", help="run directory: a path, or a URI on shared storage (s3://bucket/run, gs://, hdfs://, "
+                                 "file://; default runs/<dataset>-<gradient>-s<seed>-<time>)")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -239,7 +240,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                                  f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         summary = resume(a.resume, data_dir=a.data_dir, progress=not a.quiet, address=a.address)
     else:
-        if os.environ.get(RAY_JOB_ENV) and not (a.out and Path(a.out).expanduser().is_absolute()):
+        out_ok = a.out and ("://" in a.out or Path(a.out).expanduser().is_absolute())
+        if os.environ.get(RAY_JOB_ENV) and not out_ok:
             raise SpikeGradError(f"under 'ray job submit' the run directory must be an absolute path on storage "
                                  f"that outlives the job (got {a.out or 'the default runs/...'!r}, which would land "
                                  f"in the job's temporary copy of its working directory); pass --out /PATH/RUN")
@@ -271,7 +273,10 @@ def _train_config(a: argparse.Namespace) -> Any:
 def _cmd_eval(a: argparse.Namespace) -> int:
     from .runs import evaluate_run  # noqa: PLC0415
 
-    res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
+    from .runs import fetch_run  # noqa: PLC0415
+
+    res = evaluate_run(fetch_run(a.checkpoint), data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
+    res["run_dir"] = a.checkpoint
     if a.json:
         print(json.dumps(res), flush=True)
     else:
@@ -298,7 +303,9 @@ def _cmd_conformance(a: argparse.Namespace) -> int:
 def _cmd_verify(a: argparse.Namespace) -> int:
     from .verify import format_verify, verify  # noqa: PLC0415
 
-    res = verify(a.checkpoint, samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
+    from .runs import fetch_run  # noqa: PLC0415
+
+    res = verify(fetch_run(a.checkpoint), samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
                  order=a.order, seed=a.seed, progress=not a.quiet)
     print(format_verify(res), file=sys.stderr if a.json else sys.stdout)
     if a.json:
@@ -309,7 +316,9 @@ def _cmd_verify(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from .report import report  # noqa: PLC0415
 
-    res = report(a.run_dirs, a.out)
+    from .runs import fetch_run  # noqa: PLC0415
+
+    res = report([fetch_run(d) for d in a.run_dirs], a.out)
     print(f"report: {len(res['files'])} files in {res['out']}: {', '.join(res['files'])}")
     return 0
 
@@ -318,7 +327,9 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     from .chip_format import format_traffic  # noqa: PLC0415
     from .trainer import read_parquet_rows  # noqa: PLC0415
 
-    run = Path(a.run_dir)
+    from .runs import fetch_run  # noqa: PLC0415
+
+    run = Path(fetch_run(a.run_dir))
     for name in ("traffic.parquet", "chips.parquet"):
         if not (run / name).is_file():
             raise SpikeGradError(f"{run} has no {name}: traffic is recorded by '--engine chips' runs")
