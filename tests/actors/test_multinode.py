@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = r'''
@@ -80,3 +82,59 @@ def test_the_token_file_is_readable_by_its_owner_only(tmp_path, monkeypatch):
     token.chmod(0o644)
     private_token()
     assert token.stat().st_mode & 0o777 == 0o600
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (/proc: its socket inodes against the LISTEN table)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_raylet_and_a_chip_worker_refuse_calls_without_the_token(ray_session):
+    """Beyond the GCS: a gRPC call without the token to the raylet (node manager) and to a chip's
+    own worker process is refused as UNAUTHENTICATED."""
+    import grpc
+    from ray.core.generated import (core_worker_pb2, core_worker_pb2_grpc, node_manager_pb2,
+                                    node_manager_pb2_grpc)
+
+    from actors.chip import ChipConfig
+    from actors.ray_chip import ChipActor
+    from launch.config import make_config
+
+    node = ray_session.nodes()[0]
+    channel = grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    with pytest.raises(grpc.RpcError) as raylet:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).GetNodeStats(
+            node_manager_pb2.GetNodeStatsRequest(), timeout=20)
+    assert raylet.value.code() == grpc.StatusCode.UNAUTHENTICATED, raylet.value
+
+    cfg = make_config("digits", engine="local")
+    chip = ChipActor.options(num_cpus=0.01).remote(  # a pooling layer: a chip without weights
+        1, 1, 1, ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
+    try:
+        pid = ray_session.get(chip.ping.remote())["pid"]
+        ports = _listening_ports(pid)
+        assert ports, "the chip's worker listens on no port"
+        for port in ports:
+            channel = grpc.insecure_channel(f"{node['NodeManagerAddress']}:{port}")
+            stub = core_worker_pb2_grpc.CoreWorkerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as worker:
+                stub.GetCoreWorkerStats(core_worker_pb2.GetCoreWorkerStatsRequest(), timeout=20)
+            assert worker.value.code() == grpc.StatusCode.UNAUTHENTICATED, (port, worker.value)
+    finally:
+        ray_session.kill(chip)
