@@ -18,6 +18,7 @@ call per chip and batch; the arithmetic is the same.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import time
 import uuid
@@ -38,6 +39,20 @@ MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIME
 HANG_FACTOR = 20.0  # a wait longer than this many times the slowest batch so far is a hang
 
 Placement = Literal["pack", "spread"]
+
+
+def chip_timeout_floor() -> float:
+    """The hang timeout's floor: ``$SPIKEGRAD_CHIP_TIMEOUT`` seconds (a number > 0), else 60 s."""
+    text = os.environ.get("SPIKEGRAD_CHIP_TIMEOUT")
+    if text is None:
+        return MIN_CHIP_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SpikeGradError(f"SPIKEGRAD_CHIP_TIMEOUT expected a number of seconds > 0, got {text[:40]!r}")
+    return value
 
 
 class ChipPipeline:
@@ -82,7 +97,7 @@ class ChipPipeline:
         # wait is bounded, first by the start-up allowance, then by HANG_FACTOR x the slowest of the
         # last 10 batches (never below the floor); past it the chips count as failed (ChipFailure:
         # the driver restarts them from the last checkpoint, as for a killed chip).
-        self.floor = float(os.environ.get("SPIKEGRAD_CHIP_TIMEOUT", MIN_CHIP_TIMEOUT_S))
+        self.floor = chip_timeout_floor()
         self.timeout = max(self.floor, START_TIMEOUT_S)
         self.slowest = 0.0
         self._recent: collections.deque[float] = collections.deque(maxlen=10)  # the last batches' times

@@ -129,7 +129,7 @@ class GraphStep:
     """Forward, backward, counters and the SGD update of one batch shape, as one CUDA graph.
 
     params / velocity: the trainer's dicts {layer: (W, b)}; their arrays are updated in place,
-    and must not be replaced while this object lives (call :meth:`reset` after loading others).
+    and must not be replaced while this object lives (the trainer drops it when it loads others).
     """
 
     def __init__(self, xp: Any, topo: Topology, params: dict, velocity: dict, step: StepConfig,
@@ -184,20 +184,15 @@ class GraphStep:
             self.y.set(np.ascontiguousarray(y, dtype=np.int64))
             self.eta.fill(self.dtype.type(eta))
             self.calls += 1
-            if self.graph is None and (self.calls == 1 or self.reason is not None):
-                loss, correct, rows = self._body()  # eager: warms the pool, kernels and cuBLAS
-                self._accumulate_on_device(rows)
-                self.replays += 1
-                out = float(loss), int(correct)
-                self.stream.synchronize()
-                return out
-            if self.graph is None:
+            if self.graph is None and self.calls > 1 and self.reason is None:
                 self._capture()
-                if self.graph is None:
-                    return self.run(x, y, eta)  # capture failed: eager from now on (self.reason)
-            self.graph.launch(self.stream)
+            if self.graph is None:  # the first call (it warms the pool, kernels and cuBLAS), or capture refused
+                loss, correct, rows = self._body()
+                self._accumulate_on_device(rows)
+            else:
+                self.graph.launch(self.stream)
+                loss, correct = self.outputs  # type: ignore[misc]
             self.replays += 1
-            loss, correct = self.outputs  # type: ignore[misc]
             out = float(loss), int(correct)
             self.stream.synchronize()
             return out
@@ -212,7 +207,6 @@ class GraphStep:
                 graph = self.stream.end_capture()
         except Exception as exc:  # noqa: BLE001  (an unsupported call: stay eager, say why)
             self.reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); the step runs eagerly"
-            self.calls -= 1
             return
         self.graph, self.outputs = graph, (loss, correct)
 
@@ -226,8 +220,3 @@ class GraphStep:
             self.acc.fill(0)
         self.counter.accumulate([list(row) for row in acc])
         self.replays = 0
-
-    def reset(self) -> None:
-        """Forget the graph (after the trainer's arrays were replaced): the next call recaptures."""
-        self.flush_counts()
-        self.graph, self.outputs, self.calls = None, None, 0

@@ -390,9 +390,8 @@ def _main(argv: list[str]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as exc:
-        terminated = getattr(exc, "signal_name", "") == "terminated" or "terminated" in str(exc)[:12]
         print(f"spikegrad: {str(exc) or 'interrupted'}", file=sys.stderr)
-        return 143 if terminated else 130
+        return 143 if getattr(exc, "signal_name", "") == "terminated" else 130
     except OSError as exc:
         print(f"spikegrad: error: {exc}", file=sys.stderr)
         return 1

@@ -113,12 +113,11 @@ def run_case(case: dict[str, np.ndarray], backend: str = "numpy", name: str = "c
 
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write an .npz next to its destination, then rename: a reader never sees half a file."""
+    from .files import write_atomic  # noqa: PLC0415
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float = 1e-9) -> list[str]:

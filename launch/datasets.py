@@ -36,6 +36,8 @@ from tqdm import tqdm
 
 from cluster.errors import SpikeGradError
 
+from .files import write_atomic
+
 DATASETS = ("digits", "mnist", "cifar10")
 
 # Mirrors in the order torchvision tries them; each serves "<base><name>.gz".
@@ -425,18 +427,11 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> str | None:
-    """Write atomically (a temporary file, then rename); returns why not, or None."""
+    """Write atomically (:func:`launch.files.write_atomic`); returns why not, or None."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, digest=np.frombuffer(_arrays_digest(arrays).encode(), np.uint8),
-                         key=np.frombuffer(key.encode(), np.uint8), **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        digest = np.frombuffer(_arrays_digest(arrays).encode(), np.uint8)
+        write_atomic(path, lambda f: np.savez(f, digest=digest, key=np.frombuffer(key.encode(), np.uint8), **arrays))
     except OSError as exc:
         return f"{exc.strerror or exc}"
     return None

@@ -21,8 +21,9 @@ from .chip_format import format_traffic, traffic_rows
 from .config import config_from_json
 from .trainer import (
     CHECKPOINT, LOCK, Trainer, check_fit, epoch_rows, load_run, read_checkpoint, read_parquet_rows, save_checkpoint,
-    select, write_parquet, _write_atomic,
+    select, write_parquet,
 )
+from .files import write_atomic
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -60,7 +61,7 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     sync = remote.push if remote else _no_sync
 
     def start(trainer: Trainer) -> None:
-        _write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
+        write_atomic(run_dir / "config.json", lambda f: f.write(cfg.to_json() + "\n"), mode="w")
         save_checkpoint(run_dir, trainer)  # the initial state: a run can resume (or chips restart) from here
         sync()
 
@@ -197,6 +198,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path | str, how: str) -> None:
         super().__init__(f"{how}; the last checkpoint of {run_dir} is kept: continue with "
                          f"spikegrad train --resume {run_dir}")
+        self.signal_name = how
 
 
 def _run_data(cfg: TrainConfig, run_dir: Path, start: Callable[[Trainer], None], progress: bool,
@@ -346,7 +348,7 @@ def _train(cfg: TrainConfig, trainer: Trainer, data, arrays: tuple, run_dir: Pat
         gradient=cfg.gradient,
         epochs=cfg.epochs, seed=cfg.seed, run_dir=name or str(run_dir),
     )
-    _write_atomic(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
+    write_atomic(run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
     sync()
     return summary
 

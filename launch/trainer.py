@@ -34,6 +34,7 @@ from cluster.topology import Topology, parse_topology
 from actors.allocator import keep_freed_memory, resident_bytes
 from .config import TrainConfig, config_from_json
 from .datasets import Dataset, augment
+from .files import write_atomic
 
 CHECKPOINT = "checkpoint.npz"
 LOCK = ".lock"  # one writer per run directory (launch.runs.run_lock)
@@ -404,26 +405,8 @@ def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str)
                                      f"{int((~np.isfinite(a)).sum())} NaN or infinite")
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write ``path`` whole or not at all: a new temporary file beside it (created exclusively,
-    with a unique name: never a file or symlink someone planted; the usual umask applies), then a
-    rename over ``path``."""
-    import secrets  # noqa: PLC0415
-
-    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp"))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(run_dir: Path, trainer: Trainer) -> None:
-    _write_atomic(run_dir / CHECKPOINT, lambda f: np.savez(f, **trainer.state_arrays()))
+    write_atomic(run_dir / CHECKPOINT, lambda f: np.savez(f, **trainer.state_arrays()))
 
 
 def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Trainer:
@@ -546,7 +529,7 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     table = pa.Table.from_pylist(rows)
-    _write_atomic(path, lambda f: pq.write_table(table, f))
+    write_atomic(path, lambda f: pq.write_table(table, f))
 
 
 def read_parquet_rows(path: Path) -> list[dict]:

@@ -149,3 +149,15 @@ def test_default_micro_batch_cuts_only_where_chips_have_their_own_core():
     assert default_micro_batch(20, 1, own_core=True) == 8  # at least 8 samples
     assert default_micro_batch(256, 1, own_core=False) == 256  # shared cores: one call per chip and batch
     assert default_micro_batch(255, 2, own_core=False) == 128
+
+
+@pytest.mark.parametrize("text", ["soon", "-5", "0", "nan", "inf"])
+def test_a_bad_chip_timeout_is_one_clear_error(monkeypatch, text):
+    from actors.pipeline import chip_timeout_floor
+    from cluster.errors import SpikeGradError
+
+    monkeypatch.setenv("SPIKEGRAD_CHIP_TIMEOUT", text)
+    with pytest.raises(SpikeGradError, match="SPIKEGRAD_CHIP_TIMEOUT expected a number of seconds > 0"):
+        chip_timeout_floor()
+    monkeypatch.setenv("SPIKEGRAD_CHIP_TIMEOUT", "2.5")
+    assert chip_timeout_floor() == 2.5

@@ -20,6 +20,25 @@ def weights(run):
         return {k: z[k] for k in z.files if k.startswith(("W", "b", "vW", "vb"))}
 
 
+def act_on_chip_mid_run(run, made, chip, act, pause=0.0):
+    """Wait for a checkpoint in the middle of epoch 2 of ``run``, then ``act(pid)`` on the process
+    of chip ``chip`` of the first trainer in ``made``; returns the pid, or None on timeout."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+                ready = int(z["epochs_done"]) == 1 and int(z["position"]) >= 2
+        except (OSError, ValueError, KeyError, EOFError):
+            ready = False
+        if ready and made:
+            time.sleep(pause)
+            pid = next(w["pid"] for w in made[0].pipeline.where if w["chip"] == chip)
+            act(pid)
+            return pid
+        time.sleep(0.005)
+    return None
+
+
 def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
     from launch import chip_trainer
 
@@ -32,22 +51,10 @@ def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
         original(self, *a, **k)
         made.append(self)
 
-    def killer():
-        run = tmp_path / "cut"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
-                    ready = int(z["epochs_done"]) == 1 and int(z["position"]) >= 2
-            except (OSError, ValueError, KeyError, EOFError):
-                ready = False
-            if ready and made:
-                time.sleep(0.05)  # mid-batch, after the checkpoint
-                pid = next(w["pid"] for w in made[0].pipeline.where if w["chip"] == 2)
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
-            time.sleep(0.005)
+    def killer():  # mid-batch, just after the checkpoint
+        pid = act_on_chip_mid_run(tmp_path / "cut", made, 2, lambda p: os.kill(p, signal.SIGKILL), pause=0.05)
+        if pid:
+            killed.append(pid)
 
     chip_trainer.ChipTrainer.__init__ = record
     try:
@@ -82,20 +89,9 @@ def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_pa
         made.append(self)
 
     def stopper():
-        run = tmp_path / "cut"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
-                    ready = int(z["epochs_done"]) == 1 and int(z["position"]) >= 2
-            except (OSError, ValueError, KeyError, EOFError):
-                ready = False
-            if ready and made:
-                pid = next(w["pid"] for w in made[0].pipeline.where if w["chip"] == 1)
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-                return
-            time.sleep(0.005)
+        pid = act_on_chip_mid_run(tmp_path / "cut", made, 1, lambda p: os.kill(p, signal.SIGSTOP))
+        if pid:
+            stopped.append(pid)
 
     monkeypatch.setattr(chip_trainer.ChipTrainer, "__init__", record)
     t = threading.Thread(target=stopper)
