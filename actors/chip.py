@@ -46,11 +46,11 @@ from cluster.errors import SpikeGradError
 from cluster.events import FORWARD_STANDARD, Segment
 from cluster.kernels import error_gate
 from cluster.network import (
-    LayerForward, StepConfig, layer_error_below, layer_forward, layer_increment_sums, output_error,
-    sgd_update, softmax, to_chwb,
+    LayerForward, StepConfig, backward_layers, forward_layers, sgd_update, to_chwb, top_error_spikes,
+    top_potential,
 )
 from cluster.synops import COUNTERS, SynopCounter
-from cluster.topology import Dense, parse_topology
+from cluster.topology import parse_topology
 
 from . import wire
 from .allocator import resident_bytes
@@ -172,7 +172,7 @@ class Chip:
         """Wire rows (B, N) -> the layout of layer ``l_below``'s output (CHWB map or (B, N))."""
         v = to_device(self.backend, values, self.dtype)
         layer = self.topo.layers[l_below] if l_below >= 0 else None
-        if layer is None or isinstance(layer, Dense):
+        if layer is None or not layer.is_map:
             return v
         C, H, W = layer.out_shape
         return self.xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
@@ -213,7 +213,7 @@ class Chip:
     def _wave_layout(self, rows: np.ndarray, l: int) -> np.ndarray:
         """Wire rows (k, N) of one wave -> float64 in the layout of layer l's output."""
         layer, r = self.topo.layers[l], rows.astype(np.float64)
-        if isinstance(layer, Dense):
+        if not layer.is_map:
             return r
         C, H, W = layer.out_shape
         return np.ascontiguousarray(r.T).reshape(C, H, W, r.shape[0])
@@ -299,12 +299,8 @@ class Chip:
         else:
             S_in = self._to_layout(self._receive(inputs, "forward", batch, micro,
                                                  self._in_shape()), self.first - 1)
-        S, kept = S_in, []
-        for l in self.layers:
-            lf = layer_forward(self.xp, self.topo.layers[l], self.params.get(l), S, self.cfg.step,
-                               is_output=(l == self.L))
-            kept.append(lf)
-            S = lf.S
+        kept = forward_layers(self.xp, self.topo, self.params, S_in, self.cfg.step, self.first, self.last)
+        S = kept[-1].S
         seg = None
         if self.events and train:  # the spiking network itself, on the same input events
             B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
@@ -350,13 +346,10 @@ class Chip:
             V = kept[-1].S
             yd = to_device(self.backend, y)
             correct = int((V.argmax(axis=1) == yd).sum())
-            if seg is not None:  # the top U compartments start from the ANN's unrounded error
-                U = softmax(xp, V)
-                U[xp.arange(len(y)), yd] -= 1
-                U *= step.error_scale
-                U /= step.theta_bp
-                phases_out = seg.backward(top_error=to_host(U).astype(np.float64) * step.theta_bp)
-            E, loss = output_error(xp, V, yd, step)
+            U, loss = top_potential(xp, V, yd, step)
+            if seg is not None:  # the top U compartments start from the ANN's unrounded Uᴸ
+                phases_out = seg.backward(top_error=to_host(U).astype(np.float64))
+            E = top_error_spikes(xp, U, step)
             stats = [float(loss.sum()), correct]
         else:
             if seg is not None:
@@ -367,37 +360,32 @@ class Chip:
                 Z = self._to_layout(self._receive(errors, "error", batch, micro, self._out_shape()), self.last)
             E = error_gate(xp, Z, kept[-1].mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
         B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
-        out = None
-        for i in range(len(self.layers) - 1, -1, -1):
-            l = self.layers[i]
-            layer = self.topo.layers[l]
-            below = S_in if i == 0 else kept[i - 1].S
+
+        def visit(l: int, E_l: Any) -> None:  # checks and counters of layer l, once its E is known
+            i = l - self.first
             if seg is not None:
-                self._check(seg.net[l].E, E)
-            rows = self.counter.measure_layer(l, below, kept[i].S if l < self.L else None, E, B)
-            self.counter.accumulate_row(l, rows)
-            if layer.trainable:
-                gW, gb = layer_increment_sums(xp, layer, self.params[l], E, kept[i].cache)
-                if self.omega[l] is None:
-                    self.omega[l] = (gW.copy(), gb.copy())
-                else:
-                    acc_W, acc_b = self.omega[l]
-                    acc_W += gW
-                    acc_b += gb
-            if l == 0:
-                break
-            below_layer = self.topo.layers[l - 1]
-            Z = layer_error_below(xp, layer, self.params.get(l), E, below_layer.out_shape,
-                                  not isinstance(below_layer, Dense), step)
-            Zr = error_gate(xp, Z, None, step.theta_bp, rounding=(step.gradient == "spike"))
-            if i == 0:  # the layer below lives on the previous chip: send its error spikes
-                if seg is not None:  # the boundary U compartments' error spikes, as events
-                    self._check(seg.net[l - 1].Z, Zr)
-                    out = self._send_events(phases_out, self.index - 1, batch, micro, below_layer.out_shape, B)
-                else:
-                    out = self._send(Zr, "error", self.index - 1, batch, micro, below_layer.out_shape)
-                break
-            E = error_gate(xp, Zr, kept[i - 1].mask, 1.0, rounding=False)
+                self._check(seg.net[l].E, E_l)
+            below = S_in if i == 0 else kept[i - 1].S
+            self.counter.accumulate_row(l, self.counter.measure_layer(
+                l, below, kept[i].S if l < self.L else None, E_l, B))
+
+        _, sums, Z_below = backward_layers(xp, self.topo, self.params, kept, E, step, self.first, self.last,
+                                           visit=visit)
+        for l, (gW, gb) in sums.items():
+            if self.omega[l] is None:
+                self.omega[l] = (gW.copy(), gb.copy())
+            else:
+                acc_W, acc_b = self.omega[l]
+                acc_W += gW
+                acc_b += gb
+        out = None
+        if Z_below is not None:  # the layer below lives on the previous chip: send its error spikes
+            below_shape = self.topo.layers[self.first - 1].out_shape
+            if seg is not None:  # the boundary U compartments' error spikes, as events
+                self._check(seg.net[self.first - 1].Z, Z_below)
+                out = self._send_events(phases_out, self.index - 1, batch, micro, below_shape, B)
+            else:
+                out = self._send(Z_below, "error", self.index - 1, batch, micro, below_shape)
         self.timing["busy"] += time.perf_counter() - t0
         return (out, stats) if self.is_output else out
 

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from . import layers as ops
-from .network import StepConfig, export_layer, layer_increment_sums, softmax, to_chwb
+from .network import StepConfig, export_layer, layer_increment_sums, to_chwb, top_potential
 from .synops import _weighted_events, layer_fan
 from .topology import Conv, Dense, Pool, Topology
 
@@ -380,9 +380,7 @@ class Segment:
         top = self.net[self.last]
         if self.last == self.L:
             if top_error is None:
-                U = softmax(np, top.V)
-                U[np.arange(self.batch), y] -= 1
-                top_error = U * self.cfg.error_scale
+                top_error, _ = top_potential(np, top.V, y, self.cfg)
             top.U = np.array(top_error, dtype=np.float64)
             out = [(FORWARD_STANDARD, self._down(self.L - 1, top.fire_errors(None)))]
         else:

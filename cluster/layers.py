@@ -17,6 +17,10 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from .topology import Conv, Dense, Pool
 
 
@@ -201,8 +205,145 @@ def dense_increment_sums(E: Any, S_prev: Any) -> tuple[Any, Any]:
     return matmul(E.T, S_prev), E.sum(axis=0)
 
 
+# -- layer kinds: everything the engine, the chips and the counters need from a layer type -------
+#
+# ``kind_of(layer)`` gives the row of :data:`KINDS` for a parsed layer (``layer.kind``): network.py,
+# synops.py and the chips dispatch through it and never ask a layer's type. A new layer type is a
+# token in the topology grammar (cluster/topology.py) and one class here (plus the event simulator).
+
+
+@dataclass(frozen=True)
+class Fan:
+    """Connectivity of one layer: fan-out of its input neurons, fan-in of its outputs.
+
+    fan_out: (H_in, W_in) per input position (channels included), or a scalar for a dense layer.
+    fan_in: (H_out, W_out) per output position, or a scalar. connections: synapses per sample
+    (the ANN's MACs per sample).
+    """
+
+    fan_out: np.ndarray
+    fan_in: np.ndarray
+    connections: int
+
+
+def _taps(n_in: int, n_out: int, k: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis: (outputs fed by each input position (n_in,), inputs feeding each output (n_out,))."""
+    fed = np.zeros(n_in, dtype=np.int64)
+    feeding = np.zeros(n_out, dtype=np.int64)
+    for o in range(n_out):
+        for kk in range(k):
+            i = o + kk - p
+            if 0 <= i < n_in:
+                fed[i] += 1
+                feeding[o] += 1
+    return fed, feeding
+
+
+class ConvKind:
+    """Convolution with ReLU IF neurons: W ⋆ S (Eq. (15)), Wᵀ ⋆ E (Eq. (18)), Σ E ⊗ S (Eq. (14))."""
+
+    relu = True
+
+    @staticmethod
+    def linear(xp: Any, layer: Conv, params: tuple[Any, Any], S_prev: Any) -> tuple[Any, Any, Any]:
+        """(pre (Co, Ho·Wo·B), bias broadcastable to it, im2col cache)."""
+        pre, cols = conv_forward(xp, layer, params[0], S_prev)
+        return pre, params[1][:, None], cols
+
+    @staticmethod
+    def layout(S: Any, layer: Conv) -> Any:
+        Co, Ho, Wo = layer.out_shape
+        return S.reshape(Co, Ho, Wo, -1)
+
+    @staticmethod
+    def error_below(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, below: Any, theta_ff: float) -> Any:
+        return conv_backward_input(xp, layer, params[0], E)
+
+    @staticmethod
+    def increments(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:
+        return conv_increment_sums(params[0], E, cache, xp)
+
+    @staticmethod
+    def fan(layer: Conv) -> Fan:
+        Ci, H, W = layer.in_shape
+        Co, Ho, Wo = layer.out_shape
+        fh, gh = _taps(H, Ho, layer.kernel, layer.padding)
+        fw, gw = _taps(W, Wo, layer.kernel, layer.padding)
+        fan_in = Ci * np.outer(gh, gw)
+        return Fan(Co * np.outer(fh, fw), fan_in, int(Co * fan_in.sum()))
+
+
+class PoolKind:
+    """Average pooling: a linear IF layer with weights Θff/k² (S = round(Ŝ), S′ = 1; not trainable)."""
+
+    relu = False
+
+    @staticmethod
+    def linear(xp: Any, layer: Pool, params: None, S_prev: Any) -> tuple[Any, Any, Any]:
+        return pool_forward(xp, layer, S_prev), None, None
+
+    @staticmethod
+    def layout(S: Any, layer: Pool) -> Any:
+        return S
+
+    @staticmethod
+    def error_below(xp: Any, layer: Pool, params: None, E: Any, below: Any, theta_ff: float) -> Any:
+        return pool_backward_input(xp, layer, E, theta_ff / layer.size ** 2)
+
+    @staticmethod
+    def increments(xp: Any, layer: Pool, params: None, E: Any, cache: Any) -> tuple[Any, Any]:
+        raise TypeError("pooling has no weights")
+
+    @staticmethod
+    def fan(layer: Pool) -> Fan:
+        C, H, W = layer.in_shape
+        _, Ho, Wo = layer.out_shape
+        fan_out = np.zeros((H, W), dtype=np.int64)
+        fan_out[:Ho * layer.size, :Wo * layer.size] = 1  # rows past the last window feed nothing
+        fan_in = np.full((Ho, Wo), layer.size ** 2, dtype=np.int64)
+        return Fan(fan_out, fan_in, int(C * fan_in.sum()))
+
+
+class DenseKind:
+    """Fully connected ReLU IF neurons on rows (B, N); a map below is flattened in (C, H, W) order."""
+
+    relu = True
+
+    @staticmethod
+    def linear(xp: Any, layer: Dense, params: tuple[Any, Any], S_prev: Any) -> tuple[Any, Any, Any]:
+        S_prev = flatten(xp, S_prev) if S_prev.ndim == 4 else S_prev
+        return dense_forward(params[0], S_prev), params[1][None, :], S_prev
+
+    @staticmethod
+    def layout(S: Any, layer: Dense) -> Any:
+        return S
+
+    @staticmethod
+    def error_below(xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, below: Any, theta_ff: float) -> Any:
+        if below.is_map:
+            return dense_error_to_map(params[0], E, below.out_shape)
+        return dense_backward_input(params[0], E)
+
+    @staticmethod
+    def increments(xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:
+        return dense_increment_sums(E, cache)
+
+    @staticmethod
+    def fan(layer: Dense) -> Fan:
+        return Fan(np.asarray(layer.out_features), np.asarray(layer.in_features),
+                   layer.in_features * layer.out_features)
+
+
+KINDS: dict[str, Any] = {"conv": ConvKind, "pool": PoolKind, "dense": DenseKind}
+
+
+def kind_of(layer: Any) -> Any:
+    """The :data:`KINDS` row of a parsed layer."""
+    return KINDS[layer.kind]
+
+
 __all__ = [
     "Conv", "Dense", "Pool", "im2col", "col2im", "conv_forward", "conv_backward_input",
     "conv_increment_sums", "pool_forward", "pool_backward_input", "flatten", "dense_error_to_map",
-    "dense_forward", "dense_backward_input", "dense_increment_sums",
+    "dense_forward", "dense_backward_input", "dense_increment_sums", "Fan", "KINDS", "kind_of",
 ]

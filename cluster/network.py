@@ -14,21 +14,26 @@ One training step (Algorithm 3) on a batch, in the ANN form of section 3:
 The float-gradient baseline (tables 1-2, "Direct float gradient") keeps the same
 integer forward pass and drops both rounds of the backward pass, with α = 1.
 
-Per-layer functions (:func:`layer_forward`, :func:`layer_backward`) are the
-units a chip runs; :func:`forward` and :func:`backward` chain them.
+The one implementation of each step: :func:`forward_layers` and :func:`backward_layers` run a
+range of layers first..last, and :func:`output_error` (through :func:`top_potential`) is the
+top error. The local engine (via :func:`forward` and :func:`backward`), every chip
+(``actors.chip``, its own range), the CUDA-graph step and the profiler (``spikegrad bench train
+--profile``, through the ``clock`` hook) all call these; layer types dispatch through
+:func:`cluster.layers.kind_of`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from . import layers as ops
 from .errors import SpikeGradError
 from .kernels import activation, error_gate, round_any
-from .topology import Conv, Dense, Pool, Topology
+from .layers import kind_of
+from .topology import Topology
 
 GradientMode = Literal["spike", "float"]
 GRADIENT_MODES: tuple[str, ...] = ("spike", "float")
@@ -99,35 +104,46 @@ def to_chwb(xp: Any, x: Any) -> Any:
     return xp.ascontiguousarray(x.transpose(1, 2, 3, 0))
 
 
-def layer_input(xp: Any, layer: Any, S_prev: Any) -> Any:
-    """Give layer its input in the layout it expects (dense layers take (B, N) rows)."""
-    if isinstance(layer, Dense) and S_prev.ndim == 4:
-        return ops.flatten(xp, S_prev)
-    return S_prev
+Clock = Callable[[str, Callable[[], Any]], Any]
+"""A timing hook: ``clock(key, fn)`` runs ``fn()`` and returns its result (``launch`` profiles with it)."""
+
+
+def _untimed(key: str, fn: Callable[[], Any]) -> Any:
+    return fn()
 
 
 def layer_forward(xp: Any, layer: Any, params: tuple[Any, Any] | None, S_prev: Any,
                   cfg: StepConfig, is_output: bool) -> LayerForward:
-    """Forward phase of one layer: S_prev (native layout of the layer below) -> LayerForward."""
-    S_prev = layer_input(xp, layer, S_prev)
-    if isinstance(layer, Pool):
-        # Ŝ = mean of the window; a linear IF layer, so S = round(Ŝ) and S′ = 1.
-        return LayerForward(round_any(xp, ops.pool_forward(xp, layer, S_prev)), None, None)
-    W, b = params  # type: ignore[misc]
-    if isinstance(layer, Conv):
-        pre, cache = ops.conv_forward(xp, layer, W, S_prev)  # (Co, Ho·Wo·B)
-        bias = b[:, None]
-    else:
-        pre, cache = ops.dense_forward(W, S_prev), S_prev      # (B, N_out)
-        bias = b[None, :]
+    """Forward phase of one layer (Eqs. (10), (13), (15)): S_prev (native layout of the layer
+    below, or the CHWB float input) -> LayerForward in this layer's layout."""
+    kind = kind_of(layer)
+    pre, bias, cache = kind.linear(xp, layer, params, S_prev)
     if is_output:
         pre += bias  # Vᴸ integrates only: no threshold, no rounding
         return LayerForward(pre, None, cache)
+    if not kind.relu:
+        # A linear IF layer (pooling): S = round(Ŝ) and S′ = 1.
+        return LayerForward(round_any(xp, pre), None, cache)
     S, mask = activation(xp, pre, bias, cfg.theta_ff)
-    if isinstance(layer, Conv):
-        Co, Ho, Wo = layer.out_shape
-        S, mask = S.reshape(Co, Ho, Wo, -1), mask.reshape(Co, Ho, Wo, -1)
-    return LayerForward(S, mask, cache)
+    return LayerForward(kind.layout(S, layer), kind.layout(mask, layer), cache)
+
+
+def forward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], S_in: Any, cfg: StepConfig,
+                   first: int = 0, last: int | None = None, clock: Clock | None = None) -> list[LayerForward]:
+    """Forward phase of layers ``first..last`` (default: to the output) on S_in, the output of
+    layer first − 1 in its layout (for first = 0 the CHWB float input). One entry per layer."""
+    L = len(topo.layers) - 1
+    last = L if last is None else last
+    run = clock or _untimed
+    out: list[LayerForward] = []
+    S = S_in
+    for l in range(first, last + 1):
+        layer = topo.layers[l]
+        lf = run(f"l{l} {layer.token():>8} forward",
+                 lambda: layer_forward(xp, layer, params.get(l), S, cfg, is_output=(l == L)))
+        out.append(lf)
+        S = lf.S
+    return out
 
 
 def forward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], x: Any,
@@ -137,12 +153,7 @@ def forward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], x: Any,
         raise SpikeGradError(f"input shape {tuple(x.shape[1:])} does not fit topology "
                              f"{topo.text!r}, which expects {topo.input_shape} (C, H, W)")
     fp = ForwardPass(x=to_chwb(xp, x))
-    S = fp.x
-    L = len(topo.layers) - 1
-    for l, layer in enumerate(topo.layers):
-        lf = layer_forward(xp, layer, params.get(l), S, cfg, is_output=(l == L))
-        fp.layers.append(lf)
-        S = lf.S
+    fp.layers = forward_layers(xp, topo, params, fp.x, cfg)
     return fp
 
 
@@ -153,53 +164,90 @@ def softmax(xp: Any, V: Any) -> Any:
     return e
 
 
-def output_error(xp: Any, V: Any, y: Any, cfg: StepConfig) -> tuple[Any, Any]:
-    """Top error Eᴸ = round(α (softmax(Vᴸ) − onehot(y)) / Θbp) and the loss.
+def top_potential(xp: Any, V: Any, y: Any, cfg: StepConfig) -> tuple[Any, Any]:
+    """The output layer's error compartments Uᴸ = α (softmax(Vᴸ) − onehot(y)) and the loss.
 
-    V: (B, classes) float; y: (B,) int. Returns (Eᴸ (B, classes), cross-entropy (B,)).
-    Float gradients: Eᴸ = (softmax − onehot) / Θbp, unrounded.
+    V: (B, classes) float; y: (B,) int. Returns (Uᴸ (B, classes), cross-entropy (B,)); α = 1 for
+    float gradients. The event simulator starts its top error spikes from this Uᴸ (Eq. (6)).
     """
     p = softmax(xp, V)
-    B = V.shape[0]
-    rows = xp.arange(B)
+    rows = xp.arange(V.shape[0])
     loss = -xp.log(xp.maximum(p[rows, y], xp.finfo(p.dtype).tiny))
     U = p
     U[rows, y] -= 1
     U *= cfg.error_scale
-    U /= cfg.theta_bp
-    if cfg.gradient == "spike":
-        U = round_any(xp, U)
     return U, loss
 
 
-def layer_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any,
-                      below_shape: tuple[int, int, int], below_is_map: bool,
+def top_error_spikes(xp: Any, U: Any, cfg: StepConfig) -> Any:
+    """In place: Eᴸ = Zᴸ = round(Uᴸ / Θbp) (spike) or Uᴸ / Θbp (float), (B, classes)."""
+    U /= cfg.theta_bp
+    return round_any(xp, U) if cfg.gradient == "spike" else U
+
+
+def output_error(xp: Any, V: Any, y: Any, cfg: StepConfig) -> tuple[Any, Any]:
+    """Top error Eᴸ = round(α (softmax(Vᴸ) − onehot(y)) / Θbp) and the loss: (Eᴸ (B, classes), (B,))."""
+    U, loss = top_potential(xp, V, y, cfg)
+    return top_error_spikes(xp, U, cfg), loss
+
+
+def layer_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any, below: Any,
                       cfg: StepConfig) -> Any:
-    """(Wˡ)ᵀ ⋆ Eˡ for the layer below, in its layout (÷ Θbp and rounding follow in :func:`gate`)."""
-    if isinstance(layer, Pool):
-        return ops.pool_backward_input(xp, layer, E, cfg.theta_ff / layer.size ** 2)
-    W, _ = params  # type: ignore[misc]
-    if isinstance(layer, Conv):
-        Z = ops.conv_backward_input(xp, layer, W, E)
-    elif below_is_map:
-        Z = ops.dense_error_to_map(W, E, below_shape)
-    else:
-        Z = ops.dense_backward_input(W, E)
-    return Z
+    """(Wˡ)ᵀ ⋆ Eˡ for the layer ``below`` (Eqs. (11), (18)), in its layout (÷ Θbp and rounding
+    follow in :func:`gate`)."""
+    return kind_of(layer).error_below(xp, layer, params, E, below, cfg.theta_ff)
 
 
 def layer_increment_sums(xp: Any, layer: Any, params: tuple[Any, Any], E: Any,
                          cache: Any) -> tuple[Any, Any]:
-    """(Σ E ⊗ Sˡ⁻¹, Σ E) for a trainable layer, shapes of (W, b); ΔW = −η × these."""
-    W, _ = params
-    if isinstance(layer, Conv):
-        return ops.conv_increment_sums(W, E, cache, xp)
-    return ops.dense_increment_sums(E, cache)
+    """(Σ E ⊗ Sˡ⁻¹, Σ E) for a trainable layer, shapes of (W, b); ΔW = −η × these (Eq. (14))."""
+    return kind_of(layer).increments(xp, layer, params, E, cache)
 
 
 def gate(xp: Any, Z: Any, mask: Any | None, cfg: StepConfig) -> Any:
     """Eˡ = S′ˡ ⊙ round(Zˡ / Θbp) (spike) or S′ˡ ⊙ Zˡ / Θbp (float); mask None means S′ = 1."""
     return error_gate(xp, Z, mask, cfg.theta_bp, rounding=(cfg.gradient == "spike"))
+
+
+def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], kept: list[LayerForward],
+                    E_top: Any, cfg: StepConfig, first: int = 0, last: int | None = None,
+                    clock: Clock | None = None,
+                    visit: Callable[[int, Any], None] | None = None) -> tuple[list[Any], dict, Any]:
+    """Backward phase of layers ``last..first`` (Algorithm 2 in ANN form, Eqs. (7), (11), (12), (18)).
+
+    kept: the forward phase of layers first..last (:func:`forward_layers`); E_top: E of layer
+    ``last`` (from :func:`output_error` on the output layer, else S′ ⊙ Z of the error spikes
+    received from above). ``visit(l, Eˡ)`` is called for each layer, top down, once its E is
+    known. Returns (E: list over layers 0..L, None outside first..last; the increment sums
+    {l: (Σ E ⊗ Sˡ⁻¹, Σ E)}; Zᶠⁱʳˢᵗ⁻¹ = round((W)ᵀ ⋆ E / Θbp), the error spikes for the layer
+    below ``first`` (None when first = 0: nothing is propagated into the input)).
+    """
+    L = len(topo.layers) - 1
+    last = L if last is None else last
+    run = clock or _untimed
+    E: list[Any] = [None] * (L + 1)
+    E[last] = E_top
+    sums: dict[int, tuple[Any, Any]] = {}
+    Z_below = None
+    for l in range(last, first - 1, -1):
+        layer, El = topo.layers[l], E[l]
+        if visit is not None:
+            visit(l, El)
+        if layer.trainable:
+            sums[l] = run(f"l{l} {layer.token():>8} increments",
+                          lambda: layer_increment_sums(xp, layer, params[l], El, kept[l - first].cache))
+        if l == 0:
+            break
+        below = topo.layers[l - 1]
+        # the layer below on this side of the boundary gates with its S′; across it, S′ is the receiver's
+        mask = kept[l - 1 - first].mask if l > first else None
+        Zl = run(f"l{l} {layer.token():>8} error below",
+                 lambda: gate(xp, layer_error_below(xp, layer, params.get(l), El, below, cfg), mask, cfg))
+        if l == first:
+            Z_below = Zl
+            break
+        E[l - 1] = Zl
+    return E, sums, Z_below
 
 
 def backward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], fp: ForwardPass,
@@ -209,20 +257,8 @@ def backward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], fp: Fo
     y: (B,) int labels on the backend. The error of layer 0 is computed (it updates
     W⁰) but nothing is propagated into the input.
     """
-    L = len(topo.layers) - 1
-    E: list[Any] = [None] * (L + 1)
-    sums: dict[int, tuple[Any, Any]] = {}
-    E[L], loss = output_error(xp, fp.V, y, cfg)
-    for l in range(L, -1, -1):
-        layer = topo.layers[l]
-        if layer.trainable:
-            sums[l] = layer_increment_sums(xp, layer, params[l], E[l], fp.layers[l].cache)
-        if l == 0:
-            break
-        below = topo.layers[l - 1]
-        Z_hat = layer_error_below(xp, layer, params.get(l), E[l], below.out_shape,
-                                  not isinstance(below, Dense), cfg)
-        E[l - 1] = gate(xp, Z_hat, fp.layers[l - 1].mask, cfg)
+    E_top, loss = output_error(xp, fp.V, y, cfg)
+    E, sums, _ = backward_layers(xp, topo, params, fp.layers, E_top, cfg)
     return BackwardPass(E=E, sums=sums, loss=loss)
 
 

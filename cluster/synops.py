@@ -18,63 +18,19 @@ Relative synaptic operations = ACC / MAC (figures 1 and 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .layers import matmul
-from .topology import Conv, Dense, Pool, Topology
+from .layers import Fan, kind_of, matmul
+from .topology import Topology
 
 COUNTERS: tuple[str, ...] = ("spikes", "error_spikes", "acc_forward", "acc_backward", "acc_update", "macs")
 
 
-def _taps(n_in: int, n_out: int, k: int, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per axis: (outputs fed by each input position (n_in,), inputs feeding each output (n_out,))."""
-    fed = np.zeros(n_in, dtype=np.int64)
-    feeding = np.zeros(n_out, dtype=np.int64)
-    for o in range(n_out):
-        for kk in range(k):
-            i = o + kk - p
-            if 0 <= i < n_in:
-                fed[i] += 1
-                feeding[o] += 1
-    return fed, feeding
-
-
-@dataclass(frozen=True)
-class Fan:
-    """Connectivity of one layer: fan-out of its input neurons, fan-in of its outputs.
-
-    fan_out: (H_in, W_in) per input position (multiply by nothing: channels included),
-    or a scalar for a dense layer. fan_in: (H_out, W_out) per output position, or a scalar.
-    connections: synapses per sample (the ANN's MACs per sample).
-    """
-
-    fan_out: np.ndarray
-    fan_in: np.ndarray
-    connections: int
-
-
 def layer_fan(layer: Any) -> Fan:
-    if isinstance(layer, Conv):
-        Ci, H, W = layer.in_shape
-        Co, Ho, Wo = layer.out_shape
-        fh, gh = _taps(H, Ho, layer.kernel, layer.padding)
-        fw, gw = _taps(W, Wo, layer.kernel, layer.padding)
-        fan_out = Co * np.outer(fh, fw)
-        fan_in = Ci * np.outer(gh, gw)
-        return Fan(fan_out, fan_in, int(Co * fan_in.sum()))
-    if isinstance(layer, Pool):
-        C, H, W = layer.in_shape
-        _, Ho, Wo = layer.out_shape
-        fan_out = np.zeros((H, W), dtype=np.int64)
-        fan_out[:Ho * layer.size, :Wo * layer.size] = 1  # rows past the last window feed nothing
-        fan_in = np.full((Ho, Wo), layer.size ** 2, dtype=np.int64)
-        return Fan(fan_out, fan_in, int(C * fan_in.sum()))
-    assert isinstance(layer, Dense)
-    return Fan(np.asarray(layer.out_features), np.asarray(layer.in_features),
-               layer.in_features * layer.out_features)
+    """Connectivity of one layer (:meth:`cluster.layers` kinds' ``fan``)."""
+    return kind_of(layer).fan(layer)
 
 
 def topology_fans(topo: Topology) -> list[Fan]:

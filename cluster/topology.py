@@ -47,6 +47,11 @@ class Conv:
         return "conv"
 
     @property
+    def is_map(self) -> bool:
+        """Its output is a map, held CHWB (C, H, W, B); else rows (B, N)."""
+        return True
+
+    @property
     def weight_shape(self) -> tuple[int, ...]:
         return (self.out_channels, self.in_shape[0], self.kernel, self.kernel)
 
@@ -71,6 +76,10 @@ class Pool:
         return "pool"
 
     @property
+    def is_map(self) -> bool:
+        return True
+
+    @property
     def weight_shape(self) -> None:
         return None
 
@@ -93,6 +102,10 @@ class Dense:
     @property
     def kind(self) -> str:
         return "dense"
+
+    @property
+    def is_map(self) -> bool:
+        return False
 
     @property
     def in_features(self) -> int:

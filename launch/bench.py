@@ -21,9 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cluster.backend import get_backend, to_device
-from cluster.network import init_params, layer_error_below, layer_forward, layer_increment_sums, \
-    output_error, gate, to_chwb
-from cluster.topology import Dense, parse_topology
+from cluster.network import backward_layers, forward_layers, init_params, output_error, to_chwb
+from cluster.topology import parse_topology
 
 from .config import TrainConfig
 from .trainer import Trainer
@@ -66,41 +65,26 @@ def machine_line() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-def profile_step(trainer: Trainer, x: np.ndarray, y: np.ndarray, steps: int = 5) -> dict[str, float]:
-    """Milliseconds per step by (layer, phase), measured with a device sync around each piece."""
-    be, xp, topo, cfg = trainer.backend, trainer.xp, trainer.topo, trainer.cfg.step
-    xd, yd = to_device(be, x, trainer.dtype), to_device(be, y.astype(np.int64))
+def profile_step(params: dict, topo: Any, step: Any, backend: Any, dtype: Any, x: np.ndarray, y: np.ndarray,
+                 steps: int = 5) -> dict[str, float]:
+    """Milliseconds per step by (layer, phase): the engine's own forward, top error and backward
+    (:mod:`cluster.network`), timed through its ``clock`` hook with a device sync around each piece."""
+    xp = backend.xp
+    xd, yd = to_device(backend, x, dtype), to_device(backend, y.astype(np.int64))
     out: dict[str, float] = {}
 
-    def timed(key: str, fn: Callable[[], Any]) -> Any:
-        be.synchronize()
+    def clock(key: str, fn: Callable[[], Any]) -> Any:
+        backend.synchronize()
         t0 = time.perf_counter()
         r = fn()
-        be.synchronize()
+        backend.synchronize()
         out[key] = out.get(key, 0.0) + (time.perf_counter() - t0) * 1e3 / steps
         return r
 
-    L = len(topo.layers) - 1
     for _ in range(steps):
-        S = to_chwb(xp, xd)
-        fwd = []
-        for l, layer in enumerate(topo.layers):
-            lf = timed(f"l{l} {layer.token():>8} forward", lambda: layer_forward(
-                xp, layer, trainer.params.get(l), S, cfg, l == L))
-            fwd.append(lf)
-            S = lf.S
-        E, _ = timed("   output error", lambda: output_error(xp, fwd[-1].S, yd, cfg))
-        for l in range(L, -1, -1):
-            layer = topo.layers[l]
-            if layer.trainable:
-                timed(f"l{l} {layer.token():>8} increments", lambda: layer_increment_sums(
-                    xp, layer, trainer.params[l], E, fwd[l].cache))
-            if l == 0:
-                break
-            below = topo.layers[l - 1]
-            E = timed(f"l{l} {layer.token():>8} error below", lambda: gate(xp, layer_error_below(
-                xp, layer, trainer.params.get(l), E, below.out_shape, not isinstance(below, Dense), cfg),
-                fwd[l - 1].mask, cfg))
+        kept = forward_layers(xp, topo, params, to_chwb(xp, xd), step, clock=clock)
+        E, _ = clock("   output error", lambda: output_error(xp, kept[-1].S, yd, step))
+        backward_layers(xp, topo, params, kept, E, step, clock=clock)
     return out
 
 
@@ -169,7 +153,7 @@ def bench_train(a: Any) -> int:
         if "torch_images_per_second" in row:
             row["ratio_vs_torch"] = row["images_per_second"] / row["torch_images_per_second"]
         if a.profile:
-            row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(trainer, x, y).items()}
+            row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(trainer.params, topo, cfg.step, backend, trainer.dtype, x, y).items()}
         results["rows"].append(row)
         line = f"batch {B:5d}: {row['images_per_second']:9.1f} img/s"
         if "torch_images_per_second" in row:
