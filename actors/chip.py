@@ -482,6 +482,32 @@ class Chip:
         return out
 
 
+def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
+    """Chip reports (of replicas, or with ``over_time`` of successive parts of an epoch) summed
+    per chip, by chip index; resident memory is summed over replicas, the latest over time.
+    Layer and destination keys may be ints or their strings (reports that went through JSON)."""
+    merged: dict[int, dict] = {}
+    for rep in reports:
+        m = merged.setdefault(int(rep["chip"]), {"chip": int(rep["chip"]), "layers": rep["layers"], "synops": {},
+                                                 "traffic": {}, "timing": {},
+                                                 "event_checks": {"values": 0, "differ": 0}})
+        for l, row in rep["synops"].items():
+            acc = m["synops"].setdefault(int(l), dict.fromkeys(row, 0.0))
+            for k, v in row.items():
+                acc[k] += v
+        for dst, link in rep["traffic"].items():
+            acc = m["traffic"].setdefault(int(dst), dict.fromkeys(link, 0))
+            for k, v in link.items():
+                acc[k] += v
+        for k, v in rep["timing"].items():
+            m["timing"][k] = m["timing"].get(k, 0.0) + v
+        for k, v in rep.get("event_checks", {}).items():
+            m["event_checks"][k] += v
+        rss = rep.get("rss_bytes", 0)
+        m["rss_bytes"] = rss if over_time else m.get("rss_bytes", 0) + rss
+    return [merged[c] for c in sorted(merged)]
+
+
 def run_chain(chips: list[Chip], x: np.ndarray, y: np.ndarray, micro: int, batch: int = 0,
               lr_scale: float = 1.0) -> tuple[float, int]:
     """One batch through a chain of chips held in this process, as :mod:`actors.pipeline` drives

@@ -31,7 +31,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.errors import SpikeGradError
 
-from .chip import ChipConfig, ChipFailure
+from .chip import ChipConfig, ChipFailure, merge_reports
 from .ray_chip import ChipActor
 
 START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
@@ -104,7 +104,8 @@ class ChipPipeline:
         self.where = self._get([a.ping.remote() for row in self.chips for a in row])
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
         self._batches: list[tuple[list, int, float]] = []  # submitted batches: (stats refs, samples, when)
-        self._done: tuple[float, int] = (0.0, 0)  # loss sum and correct of collected batches
+        self._done: tuple[float, int, int] = (0.0, 0, 0)  # loss sum, correct, samples of collected batches
+        self.batches = 0  # batches submitted so far (their numbers on the wire)
         # The last batch's APPLY, not yet sent: (lr scale, None for one replica (each chip applies
         # its own ω), else per chip index the replicas' increments references).
         self._deferred: tuple[float, list[list] | None] | None = None
@@ -118,7 +119,7 @@ class ChipPipeline:
         return [[(lo, min(hi, lo + self.micro_batch)) for lo in range(a, hi, self.micro_batch)]
                 for a, hi in zip(bounds[:-1], bounds[1:])]
 
-    def submit_batch(self, batch: int, x: np.ndarray, y: np.ndarray, lr_scale: float) -> None:
+    def submit_batch(self, x: np.ndarray, y: np.ndarray, lr_scale: float) -> None:
         """Queue one batch through all replicas, without waiting for it; its APPLY goes with
         the next batch's first call on each chip (or :meth:`_drain` sends it).
 
@@ -127,6 +128,7 @@ class ChipPipeline:
         batches. At most ``in_flight`` micro-batches and two whole batches are unfinished at
         once (backpressure); results are collected by :meth:`finish`.
         """
+        batch, self.batches = self.batches, self.batches + 1
         x_ref = ray.put(x)
         # Labels are small: inline in each call that needs them, no object-store round trip.
         y_ref = y if y.nbytes <= 64 * 1024 else ray.put(y)
@@ -223,27 +225,25 @@ class ChipPipeline:
         self._get(self._micro_refs + applied)
         self._micro_refs = []
 
-    def finish(self) -> tuple[float, int]:
-        """Wait for every submitted batch; (loss sum, correct) of the batches finished since the last call."""
+    def finish(self) -> tuple[float, int, int]:
+        """Wait for every submitted batch; (loss sum, correct, samples) of the batches finished
+        since the last call."""
         self._drain()
         return self.collected()
 
-    def collected(self) -> tuple[float, int]:
-        """(loss sum, correct) of the batches collected since the last call, without waiting."""
-        out, self._done = self._done, (0.0, 0)
+    def collected(self) -> tuple[float, int, int]:
+        """(loss sum, correct, samples) of the batches collected since the last call, without waiting."""
+        out, self._done = self._done, (0.0, 0, 0)
         return out
-
-    def pending_samples(self) -> int:
-        """Samples submitted whose loss and hits are not collected yet."""
-        return sum(n for _, n, _ in self._batches)
 
     def _collect(self, pending: tuple[list, int, float]) -> None:
         results = self._get(pending[0])  # raises here if a call of the batch failed, a folded APPLY included
         self._recent.append(time.perf_counter() - pending[2])
         self.slowest = max(self._recent)  # the last 10 batches: the first batches' start-up passes
         self.timeout = max(self.floor, HANG_FACTOR * self.slowest)
-        loss, correct = self._done
-        self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)))
+        loss, correct, samples = self._done
+        self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)),
+                      samples + pending[1])
 
     # -- evaluation, state, counters -----------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 0) -> np.ndarray:
@@ -287,29 +287,3 @@ class ChipPipeline:
                 ray.kill(chip)
         self.chips = []
         remove_placement_group(self.pg)
-
-
-def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
-    """Chip reports (of replicas, or with ``over_time`` of successive parts of an epoch) summed
-    per chip, by chip index; resident memory is summed over replicas, the latest over time.
-    Layer and destination keys may be ints or their strings (reports that went through JSON)."""
-    merged: dict[int, dict] = {}
-    for rep in reports:
-        m = merged.setdefault(int(rep["chip"]), {"chip": int(rep["chip"]), "layers": rep["layers"], "synops": {},
-                                                 "traffic": {}, "timing": {},
-                                                 "event_checks": {"values": 0, "differ": 0}})
-        for l, row in rep["synops"].items():
-            acc = m["synops"].setdefault(int(l), dict.fromkeys(row, 0.0))
-            for k, v in row.items():
-                acc[k] += v
-        for dst, link in rep["traffic"].items():
-            acc = m["traffic"].setdefault(int(dst), dict.fromkeys(link, 0))
-            for k, v in link.items():
-                acc[k] += v
-        for k, v in rep["timing"].items():
-            m["timing"][k] = m["timing"].get(k, 0.0) + v
-        for k, v in rep.get("event_checks", {}).items():
-            m["event_checks"][k] += v
-        rss = rep.get("rss_bytes", 0)
-        m["rss_bytes"] = rss if over_time else m.get("rss_bytes", 0) + rss
-    return [merged[c] for c in sorted(merged)]

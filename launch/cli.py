@@ -21,8 +21,8 @@ from cluster.events import ORDERS
 from cluster.network import GRADIENT_MODES
 from cluster.topology import PRESETS
 
-from .config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, WIRES
-from .datasets import DATASETS
+from .data.datasets import DATASETS
+from .run.config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, WIRES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +59,7 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .config import DATASET_DEFAULTS  # noqa: PLC0415
+    from .run.config import DATASET_DEFAULTS  # noqa: PLC0415
 
     def flags(d: dict) -> str:
         return ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in d.items())
@@ -224,13 +224,13 @@ _RESUME_OK = {"resume", "address", "allow_no_auth", "json", "quiet", "command", 
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .config import check_address  # noqa: PLC0415
-    from .runs import resume, train  # noqa: PLC0415
+    from .run.config import check_address  # noqa: PLC0415
+    from .run.runs import resume, train  # noqa: PLC0415
 
     if a.address:
         check_address(a.address)
     if a.allow_no_auth:
-        from .chip_trainer import ALLOW_NO_AUTH  # noqa: PLC0415
+        from .run.ray_session import ALLOW_NO_AUTH  # noqa: PLC0415
 
         os.environ[ALLOW_NO_AUTH] = "1"
     if a.resume:
@@ -256,7 +256,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _train_config(a: argparse.Namespace) -> Any:
-    from .config import make_config  # noqa: PLC0415
+    from .run.config import make_config  # noqa: PLC0415
 
     return make_config(
         a.dataset or "digits", data_dir=str(Path(a.data_dir).expanduser().resolve()) if a.data_dir else None,
@@ -271,11 +271,9 @@ def _train_config(a: argparse.Namespace) -> Any:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .runs import evaluate_run  # noqa: PLC0415
+    from .run.runs import evaluate_run  # noqa: PLC0415
 
-    from .runs import fetch_run  # noqa: PLC0415
-
-    res = evaluate_run(fetch_run(a.checkpoint), data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
+    res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
     res["run_dir"] = a.checkpoint
     if a.json:
         print(json.dumps(res), flush=True)
@@ -286,7 +284,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_conformance(a: argparse.Namespace) -> int:
-    from .conformance import compare, load_case, run_case, write_npz_atomic  # noqa: PLC0415
+    from .tools.conformance import compare, load_case, run_case, write_npz_atomic  # noqa: PLC0415
 
     got = run_case(load_case(a.case), backend=a.backend, name=str(a.case))
     write_npz_atomic(a.out, got)
@@ -301,11 +299,9 @@ def _cmd_conformance(a: argparse.Namespace) -> int:
 
 
 def _cmd_verify(a: argparse.Namespace) -> int:
-    from .verify import format_verify, verify  # noqa: PLC0415
+    from .tools.verify import format_verify, verify  # noqa: PLC0415
 
-    from .runs import fetch_run  # noqa: PLC0415
-
-    res = verify(fetch_run(a.checkpoint), samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
+    res = verify(a.checkpoint, samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
                  order=a.order, seed=a.seed, progress=not a.quiet)
     print(format_verify(res), file=sys.stderr if a.json else sys.stdout)
     if a.json:
@@ -314,26 +310,24 @@ def _cmd_verify(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from .report import report  # noqa: PLC0415
+    from .run.rundir import RunDir  # noqa: PLC0415
+    from .tools.report import report  # noqa: PLC0415
 
-    from .runs import fetch_run  # noqa: PLC0415
-
-    res = report([fetch_run(d) for d in a.run_dirs], a.out)
+    res = report([RunDir.fetch(d) for d in a.run_dirs], a.out)
     print(f"report: {len(res['files'])} files in {res['out']}: {', '.join(res['files'])}")
     return 0
 
 
 def _cmd_traffic(a: argparse.Namespace) -> int:
-    from .chip_format import format_traffic  # noqa: PLC0415
-    from .trainer import read_parquet_rows  # noqa: PLC0415
+    from .run.rundir import RunDir  # noqa: PLC0415
+    from .tools.traffic import format_traffic  # noqa: PLC0415
 
-    from .runs import fetch_run  # noqa: PLC0415
-
-    run = Path(fetch_run(a.run_dir))
-    for name in ("traffic.parquet", "chips.parquet"):
-        if not (run / name).is_file():
-            raise SpikeGradError(f"{run} has no {name}: traffic is recorded by '--engine chips' runs")
-    links, chips = read_parquet_rows(run / "traffic.parquet"), read_parquet_rows(run / "chips.parquet")
+    run = RunDir.fetch(a.run_dir)
+    for table in ("traffic", "chips"):
+        if not run.has_table(table):
+            raise SpikeGradError(f"{run} has no {run.table_file(table).name}: traffic is recorded by "
+                                 f"'--engine chips' runs")
+    links, chips = run.read_table("traffic"), run.read_table("chips")
     epochs = sorted({r["epoch"] for r in chips})
     if a.epoch is not None and a.epoch not in epochs:
         raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
@@ -342,7 +336,7 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import bench_chips, bench_events, bench_train  # noqa: PLC0415
+    from .tools.bench import bench_chips, bench_events, bench_train  # noqa: PLC0415
 
     return {"chips": bench_chips, "events": bench_events, "train": bench_train}[a.bench](a)
 

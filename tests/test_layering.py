@@ -25,7 +25,7 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_packages_import_only_what_their_layer_allows(package):
     bad = []
-    for path in sorted((REPO / package).glob("*.py")):
+    for path in sorted((REPO / package).rglob("*.py")):
         for name in imported_modules(path):
             if name.split(".")[0] in FORBIDDEN[package]:
                 bad.append(f"{path.relative_to(REPO)} imports {name}")

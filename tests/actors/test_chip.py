@@ -6,8 +6,10 @@ import pytest
 from actors.chip import Chip, ChipConfig, Phase, parse_chips, run_chain
 from cluster.backend import to_host
 from cluster.errors import SpikeGradError
-from launch.config import make_config
-from launch.trainer import Trainer
+from cluster.topology import parse_topology
+from launch.run.config import make_config
+from launch.run.driver import seeded_params
+from launch.run.local import LocalEngine
 
 
 def run_chips(cfg, groups, params, x, y, micro, wire="counts", frac_bits=None, batches=1, backend="numpy"):
@@ -28,7 +30,7 @@ def test_event_wire_trains_the_same_weights(spec, backend):
     """--wire events: chips exchange address events; the spiking network on every chip agrees with
     the ANN value for value, and three batches give bit-identical weights to the count wire."""
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     params = {l: (np.round(W * 4096) / 4096, np.round(b * 4096) / 4096) for l, (W, b) in params.items()}
     rng = np.random.default_rng(3)
     x = (rng.integers(0, 17, (24, 1, 8, 8)) / 16).astype(np.float32)
@@ -62,8 +64,8 @@ def test_event_wire_needs_spike_gradients():
 @pytest.mark.parametrize("gradient", ["spike", "float"])
 def test_chip_chain_equals_local_step(spec, micro, gradient, backend):
     cfg = make_config("digits", engine="local", gradient=gradient, backend=backend)
-    local = Trainer(cfg, graph=False)  # the eager step, as the chips run it (the graph: test_graph.py)
-    params = {l: (to_host(W).copy(), to_host(b).copy()) for l, (W, b) in local.params.items()}
+    params = seeded_params(cfg)
+    local = LocalEngine(cfg, parse_topology(cfg.topology), params, graph=False)  # the eager step, as the chips run it (the graph: test_graph.py)
     rng = np.random.default_rng(5)
     x = (rng.integers(0, 17, (32, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 32)
@@ -85,7 +87,7 @@ def test_chip_chain_equals_local_step(spec, micro, gradient, backend):
 
 def test_counters_and_traffic():
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     x = np.random.default_rng(0).random((16, 1, 8, 8)).astype(np.float32)
     chips, _, _ = run_chips(cfg, parse_chips(None, 4), params, x, np.arange(16) % 10, 8)
     reps = [c.report() for c in chips]
@@ -98,7 +100,7 @@ def test_counters_and_traffic():
 
 def test_protocol_errors():
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     c0 = Chip(0, 0, 0, ccfg, {0: params[0]})
     c1 = Chip(1, 1, 1, ccfg, {})
@@ -132,7 +134,7 @@ def test_one_method_per_phase():
 
 def test_train_micro_is_forward_then_backward_on_a_whole_network_chip():
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     rng = np.random.default_rng(6)
     x = (rng.integers(0, 17, (24, 1, 8, 8)) / 16).astype(np.float32)
@@ -157,7 +159,7 @@ def test_train_micro_applies_the_previous_batch_first():
     """The pipeline folds a batch's APPLY into the next batch's first call: the same weights,
     losses and hits as the separate calls, over three batches (learning-rate scale included)."""
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     rng = np.random.default_rng(7)
     xs = [(rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32) for _ in range(3)]
@@ -184,7 +186,7 @@ def test_forward_applies_the_previous_batch_first():
     """A layer chain folds each chip's APPLY into its next batch's first FORWARD: the same
     weights and output statistics as separate APPLY calls, over three batches."""
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     rng = np.random.default_rng(8)
     xs = [(rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32) for _ in range(3)]
     ys = [rng.integers(0, 10, 16) for _ in range(3)]

@@ -4,8 +4,8 @@ subset in ../shared/data: a few batches, the loss falls."""
 import pyarrow.parquet as pq
 import pytest
 
-from launch.config import make_config
-from launch.runs import train
+from launch.run.config import make_config
+from launch.run.runs import train
 
 
 def test_cifar10_preset_on_chips_loss_falls(ray_session, shared_dir, tmp_path):

@@ -7,8 +7,9 @@ import numpy as np
 from actors.chip import Chip, ChipConfig
 from actors.ray_chip import ChipActor
 from actors.wire import encode
-from launch.config import make_config
-from launch.trainer import Trainer
+from launch.run.config import make_config
+from launch.run.driver import seeded_params
+from launch.run.local import LocalEngine
 
 N_MESSAGES = 10_000
 
@@ -41,7 +42,7 @@ def test_ten_thousand_mutated_messages(ray_session):
     import ray
 
     cfg = make_config("digits", engine="local")
-    params = {l: (np.array(W), np.array(b)) for l, (W, b) in Trainer(cfg).params.items()}
+    params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     rest = {l: params[l] for l in (2, 3) if l in params}
     local = Chip(1, 1, 3, ccfg, rest)

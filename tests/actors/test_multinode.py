@@ -18,8 +18,8 @@ import json, sys
 import numpy as np
 import ray
 from ray.cluster_utils import Cluster
-from launch.config import make_config
-from launch.runs import train
+from launch.run.config import make_config
+from launch.run.runs import train
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
 cluster.add_node(num_cpus=1)
@@ -73,7 +73,7 @@ def test_the_private_instance_refuses_a_client_without_its_token(ray_session, tm
 
 
 def test_the_token_file_is_readable_by_its_owner_only(tmp_path, monkeypatch):
-    from launch.chip_trainer import private_token
+    from launch.run.ray_session import private_token
 
     monkeypatch.setenv("HOME", str(tmp_path))
     token = tmp_path / ".ray" / "auth_token"
@@ -114,7 +114,7 @@ def test_the_raylet_and_a_chip_worker_refuse_calls_without_the_token(ray_session
 
     from actors.chip import ChipConfig
     from actors.ray_chip import ChipActor
-    from launch.config import make_config
+    from launch.run.config import make_config
 
     node = ray_session.nodes()[0]
     channel = grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")

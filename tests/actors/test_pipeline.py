@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from launch.cli import main
-from launch.config import make_config
-from launch.runs import train
+from launch.run.config import make_config
+from launch.run.runs import train
 
 
 def weights(run):
@@ -114,35 +114,40 @@ def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
 
 
 def test_results_of_queued_batches_are_counted_once_collected(ray_session):
-    """Chips return a batch's loss and hits up to two batches later: the trainer knows how many
-    samples are still pending (the progress bar divides by the collected ones only)."""
-    from launch.chip_trainer import ChipTrainer
-    from launch.trainer import Trainer
+    """Chips return a batch's loss and hits up to two batches later: collect() hands back only the
+    finished ones (the progress bar divides by the collected samples), and every batch once."""
+    from cluster.topology import parse_topology
+    from launch.run.chips import ChipEngine
+    from launch.run.driver import seeded_params
+    from launch.run.local import LocalEngine
 
     cfg = make_config("digits", engine="chips", batch_size=16, micro_batch=8)
-    trainer = ChipTrainer(cfg, micro_batch=8)
+    topo = parse_topology(cfg.topology)
+    engine = ChipEngine(cfg, topo, seeded_params(cfg))
     try:
         names = sorted(n for n in ray_session.util.list_named_actors() if n.startswith("spikegrad-"))
         assert [n.split("-", 2)[2] for n in names] == [f"replica0-chip{c}-layers{c}-{c}" for c in range(4)]
         rng = np.random.default_rng(0)
         x = (rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32)
         y = rng.integers(0, 10, 16)
-        hits = 0
+        hits = seen = 0
         for step in range(4):
-            _, c = trainer.train_step(x, y)
-            hits += c
-            assert trainer.pending_samples() == 16 * min(step + 1, 2)
-        _, c = trainer.finish_steps()
-        assert trainer.pending_samples() == 0
-        local = Trainer(make_config("digits", engine="local", batch_size=16))
+            engine.submit(x, y, 1.0)
+            _, c, n = engine.collect()
+            hits, seen = hits + c, seen + n
+            assert seen == 16 * max(0, step - 1)  # two batches stay in flight
+        _, c, n = engine.collect(wait=True)
+        assert seen + n == 64
+        lcfg = make_config("digits", engine="local", batch_size=16)
+        local = LocalEngine(lcfg, topo, seeded_params(lcfg))
         assert hits + c == sum(local.train_step(x, y)[1] for _ in range(4))  # every batch counted once
         local.close()
     finally:
-        trainer.close()
+        engine.close()
 
 
 def test_default_micro_batch_cuts_only_where_chips_have_their_own_core():
-    from launch.chip_trainer import default_micro_batch
+    from launch.run.chips import default_micro_batch
 
     assert default_micro_batch(256, 1, own_core=True) == 64
     assert default_micro_batch(256, 2, own_core=True) == 32

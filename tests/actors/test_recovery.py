@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from launch.config import make_config
-from launch.runs import train
+from launch.run.config import make_config
+from launch.run.runs import train
 
 KW = dict(epochs=2, limit_train=384, limit_test=64, batch_size=32, micro_batch=16, seed=1,
           checkpoint_every=2)
@@ -40,12 +40,12 @@ def act_on_chip_mid_run(run, made, chip, act, pause=0.0):
 
 
 def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
-    from launch import chip_trainer
+    from launch.run import chips as chip_engine
 
     ref_summary = train(make_config("digits", out=str(tmp_path / "ref"), **KW), progress=False, log=lambda s: None)
     killed, logs = [], []
     made = []
-    original = chip_trainer.ChipTrainer.__init__
+    original = chip_engine.ChipEngine.__init__
 
     def record(self, *a, **k):  # the test needs the trainer to find the chips' processes
         original(self, *a, **k)
@@ -56,14 +56,14 @@ def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
         if pid:
             killed.append(pid)
 
-    chip_trainer.ChipTrainer.__init__ = record
+    chip_engine.ChipEngine.__init__ = record
     try:
         t = threading.Thread(target=killer)
         t.start()
         summary = train(make_config("digits", out=str(tmp_path / "cut"), **KW), progress=False, log=logs.append)
         t.join()
     finally:
-        chip_trainer.ChipTrainer.__init__ = original
+        chip_engine.ChipEngine.__init__ = original
     assert killed, "the chip was never killed"
     assert any("chip 2" in line and "failed" in line for line in logs), logs
     assert any("chips restarted (1 of 3)" in line for line in logs), logs
@@ -77,12 +77,12 @@ def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_pa
     """SIGSTOP: the chip's process lives but answers nothing. The driver's bounded waits call it
     failed (here after the 5 s floor), restart the chips from the last checkpoint, and the run
     ends with the weights of an uninterrupted run."""
-    from launch import chip_trainer
+    from launch.run import chips as chip_engine
 
     monkeypatch.setenv("SPIKEGRAD_CHIP_TIMEOUT", "5")
     ref = train(make_config("digits", out=str(tmp_path / "ref"), **KW), progress=False, log=lambda s: None)
     stopped, logs, made = [], [], []
-    original = chip_trainer.ChipTrainer.__init__
+    original = chip_engine.ChipEngine.__init__
 
     def record(self, *a, **k):
         original(self, *a, **k)
@@ -93,7 +93,7 @@ def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_pa
         if pid:
             stopped.append(pid)
 
-    monkeypatch.setattr(chip_trainer.ChipTrainer, "__init__", record)
+    monkeypatch.setattr(chip_engine.ChipEngine, "__init__", record)
     t = threading.Thread(target=stopper)
     t.start()
     try:
@@ -120,7 +120,7 @@ def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_comma
     import subprocess
     import sys
 
-    from launch.chip_trainer import RAY_LOST_EXIT, ray_daemons
+    from launch.run.ray_session import RAY_LOST_EXIT, ray_daemons
 
     run = tmp_path / "g"
     proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--epochs", "1000", "--quiet",

@@ -3,8 +3,8 @@ object store at the last epoch within 10 % of the second epoch (no leaked refere
 
 import pyarrow.parquet as pq
 
-from launch.config import make_config
-from launch.runs import train
+from launch.run.config import make_config
+from launch.run.runs import train
 
 
 def test_twenty_epochs_memory_flat(ray_session, tmp_path):

@@ -70,7 +70,7 @@ def test_the_error_without_residual_is_not_always_zero():
 
 
 def test_conformance_cases_through_the_simulator(shared_dir):
-    from launch.conformance import _check_case, load_case
+    from launch.tools.conformance import _check_case, load_case
 
     cases = sorted(p for p in (shared_dir / "conformance").glob("*.npz") if not p.name.endswith(".expected.npz"))
     assert cases

@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 
 from cluster.backend import to_host
-from launch.config import make_config
-from launch.trainer import Trainer
+from launch.run.config import make_config
+from cluster.topology import parse_topology
+from launch.run.driver import seeded_params
+from launch.run.local import LocalEngine
 
 
-def test_numpy_trainer_never_uses_a_graph():
-    assert not Trainer(make_config("digits", engine="local")).use_graph
-    assert not Trainer(make_config("digits", engine="local"), graph=True).use_graph
+def _engine(cfg, graph):
+    return LocalEngine(cfg, parse_topology(cfg.topology), seeded_params(cfg), graph=graph)
+
+
+def test_numpy_engine_never_uses_a_graph():
+    assert not _engine(make_config("digits", engine="local"), None).use_graph
+    assert not _engine(make_config("digits", engine="local"), True).use_graph
 
 
 def _batches(n, B, last, seed):
@@ -33,23 +39,23 @@ def test_graph_step_equals_eager_step(backend, momentum, frac_bits):
         pytest.skip("CUDA graphs need a GPU: run with --backend cupy")
     cfg = make_config("digits", engine="local", backend="cupy", dtype="float64", weight_frac_bits=frac_bits,
                       momentum=momentum, lr=3e-3)
-    graph, eager = Trainer(cfg, graph=True), Trainer(cfg, graph=False)
+    graph, eager = _engine(cfg, True), _engine(cfg, False)
     assert graph.use_graph and not eager.use_graph
     for i, (x, y) in enumerate(_batches(5, 32, 20, seed=1)):
         scale = 1.0 - 0.15 * i  # a schedule: the captured update must read the new rate
         assert graph.train_step(x, y, scale) == eager.train_step(x, y, scale), f"batch {i}"
     assert graph.graph_note is None, graph.graph_note
     assert graph._graph is not None and graph._graph.graph is not None  # it did capture and replay
-    np.testing.assert_array_equal(graph.collect_counts(), eager.collect_counts())
-    state = graph.state_arrays()
-    for k, v in eager.state_arrays().items():
-        if k.startswith(("W", "b", "vW", "vb")):
-            np.testing.assert_array_equal(state[k], v, err_msg=k)
-    graph.load_state(state, "memory")  # new arrays: the old graph must not be replayed on them
-    eager.load_state(eager.state_arrays(), "memory")
+    np.testing.assert_array_equal(graph.counters().layers, eager.counters().layers)
+    state = graph.state()
+    for l, arrays in eager.state().items():
+        for k, (u, v) in enumerate(zip(state[l], arrays)):
+            np.testing.assert_array_equal(u, v, err_msg=f"layer {l} array {k}")
+    graph.restore(state)  # new arrays: the old graph must not be replayed on them
+    eager.restore(eager.state())
     for i, (x, y) in enumerate(_batches(3, 32, 0, seed=2)):
         assert graph.train_step(x, y, 0.5) == eager.train_step(x, y, 0.5), f"batch {i} after reload"
     for l, (W, b) in eager.params.items():
         np.testing.assert_array_equal(to_host(graph.params[l][0]), to_host(W))
         np.testing.assert_array_equal(to_host(graph.params[l][1]), to_host(b))
-    np.testing.assert_array_equal(graph.collect_counts(), eager.collect_counts())
+    np.testing.assert_array_equal(graph.counters().layers, eager.counters().layers)

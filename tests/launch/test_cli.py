@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from launch.cli import main
-from launch.conformance import compare, load_case
+from launch.tools.conformance import compare, load_case
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_every_config_field_has_its_train_option_and_every_option_its_field():
     import dataclasses
 
     from launch.cli import build_parser
-    from launch.config import TrainConfig
+    from launch.run.config import TrainConfig
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     train = sub.choices["train"]
@@ -116,9 +116,9 @@ def test_every_config_field_has_its_train_option_and_every_option_its_field():
     not_config = {"resume", "address", "allow_no_auth", "json", "quiet"}
     assert fields - set(options) == set(), "config fields without a train option"
     assert set(options) - fields - not_config == set(), "train options without a config field"
-    import launch.config as config
+    import launch.run.config as config
     from cluster.network import GRADIENT_MODES
-    from launch.datasets import DATASETS
+    from launch.data.datasets import DATASETS
 
     enums = {"backend": config.BACKENDS, "dtype": config.DTYPES, "engine": config.ENGINES, "wire": config.WIRES,
              "placement": config.PLACEMENTS, "schedule": config.SCHEDULES, "gradient": GRADIENT_MODES,

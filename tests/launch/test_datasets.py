@@ -1,4 +1,4 @@
-"""Tests for launch.datasets: real MNIST / CIFAR-10 subset files, synthetic layouts, downloads."""
+"""Tests for launch.data.datasets: real MNIST / CIFAR-10 subset files, synthetic layouts, downloads."""
 from __future__ import annotations
 
 import functools
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from cluster.errors import SpikeGradError
-from launch import datasets as ds
-from launch.datasets import DataError, load_dataset, read_cifar_bin, read_idx
+from launch.data import datasets as ds
+from launch.data.datasets import DataError, load_dataset, read_cifar_bin, read_idx
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MNIST_DIR = SHARED / "mnist"

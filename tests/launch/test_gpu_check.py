@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from launch import gpu_check
+from launch.tools import gpu_check
 
 from .test_image_folder import write_folder
 

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cluster.errors import SpikeGradError
 from launch.cli import main
-from launch.config import config_from_json, make_config
-from launch.conformance import load_case, run_case
-from launch.datasets import DataError, read_cifar_bin, read_idx
-from launch.runs import run_lock, train
-from launch.trainer import load_run, read_parquet_rows
+from launch.run.config import config_from_json, make_config
+from launch.tools.conformance import load_case, run_case
+from launch.data.datasets import DataError, read_cifar_bin, read_idx
+from launch.run.rundir import RunDir, read_parquet_rows
+from launch.run.runs import load_run, train
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CASES = Path(__file__).resolve().parents[3] / "shared" / "conformance"
@@ -60,10 +60,10 @@ def test_fuzzed_checkpoints_load_or_are_refused(run_dir, tmp_path, data):
     raw = (run_dir / "checkpoint.npz").read_bytes()
     (d / "checkpoint.npz").write_bytes(mutate(raw, data))
     try:
-        trainer = load_run(d)
+        driver = load_run(d)
     except SpikeGradError:
         return
-    for W, b in trainer.params.values():  # what loads is finite and shaped as the topology says
+    for W, b in driver.host_params().values():  # what loads is finite and shaped as the topology says
         assert np.isfinite(W).all() and np.isfinite(b).all() and b.shape == W.shape[:1]
 
 
@@ -180,7 +180,7 @@ def test_case_files_with_strings_no_samples_or_nan_are_refused(tmp_path, edit, m
 def test_a_second_writer_of_a_run_directory_is_refused_with_the_owners_pid(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    with run_lock(out):  # as a first run holds it while it trains
+    with RunDir(out).lock():  # as a first run holds it while it trains
         assert main(["train", "--engine", "local", "--epochs", "1", "--quiet", "--out", str(out)]) == 2
         assert f"in use by another spikegrad process (PID {os.getpid()})" in capsys.readouterr().err
         assert not (out / "config.json").exists()
@@ -191,7 +191,7 @@ def test_a_second_writer_of_a_run_directory_is_refused_with_the_owners_pid(tmp_p
 def test_resume_refuses_a_run_that_is_still_being_written(run_dir, tmp_path, capsys):
     d = tmp_path / "r"
     shutil.copytree(run_dir, d)
-    with run_lock(d):
+    with RunDir(d).lock():
         assert main(["train", "--resume", str(d)]) == 2
     assert "in use by another spikegrad process" in capsys.readouterr().err
 

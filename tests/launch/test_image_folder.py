@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launch import datasets as ds
-from launch.datasets import CIFAR_CLASSES, DataError, load_dataset
+from launch.data import datasets as ds
+from launch.data.datasets import CIFAR_CLASSES, DataError, load_dataset
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 

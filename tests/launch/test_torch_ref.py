@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="torch is only a benchmark compariso
 
 @pytest.mark.parametrize("text", ["28x28-15C5-P2-40C5-P2-300-10", "12x12x3-4C3p1-P2-6C3p1-P2-10"])
 def test_torch_step_matches_engine(text):
-    from launch.torch_ref import make_torch_step
+    from launch.tools.torch_ref import make_torch_step
 
     topo = parse_topology(text)
     rng = np.random.default_rng(0)

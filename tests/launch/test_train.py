@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from launch.cli import main
-from launch.config import make_config
-from launch.runs import evaluate_run, train
+from launch.run.config import make_config
+from launch.run.runs import evaluate_run, train
 
 
 def test_digits_default_learns(tmp_path):

@@ -3,8 +3,8 @@
 import json
 
 from launch.cli import main
-from launch.config import make_config
-from launch.runs import train
+from launch.run.config import make_config
+from launch.run.runs import train
 
 
 def test_verify_digits_checkpoint(tmp_path, capsys):

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The paper's cifar10 preset with its channels divided by 8: the smoke mode's and the CPU recipe's network.
 CIFAR_NARROW = "32x32x3-16C3p1-32C3p1-P2-64C3p1-P2-128C3p1-64C3p1-128-64-10"
 RAY_FREE_TESTS = ("tests/cluster", "tests/actors/test_chip.py", "tests/actors/test_wire.py",
@@ -214,10 +214,11 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: st
     from cluster.backend import get_backend  # noqa: PLC0415
     from cluster.topology import parse_topology  # noqa: PLC0415
 
+    from ..run.config import TrainConfig  # noqa: PLC0415
+    from ..run.driver import initial_params  # noqa: PLC0415
+    from ..run.local import LocalEngine  # noqa: PLC0415
     from .bench import profile_step, synthetic_batch  # noqa: PLC0415
-    from .config import TrainConfig  # noqa: PLC0415
     from .torch_ref import make_torch_step, torch_available  # noqa: PLC0415
-    from .trainer import Trainer  # noqa: PLC0415
 
     gpu = backend == "cupy"
     clock = Clock(gpu)
@@ -232,23 +233,24 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: st
             flops, nbytes = step_cost(topo, B)
             row: dict[str, Any] = {"preset": name, "batch": B, "flops": flops, "min_bytes": nbytes}
             modes = [("eager", False)] + ([("graph", True)] if gpu else [])
+            host = initial_params(cfg, topo, np.random.default_rng(cfg.seed))
             for mode, graph in modes:
-                trainer = Trainer(cfg, topo=topo, backend=get_backend(backend), graph=graph)
-                t = statistics.median(clock.time(lambda: trainer.train_step(x, y), 3, iters))
+                engine = LocalEngine(cfg, topo, host, backend=get_backend(backend), graph=graph)
+                t = statistics.median(clock.time(lambda: engine.train_step(x, y), 3, iters))
                 row[f"{mode}_step_s"], row[f"{mode}_images_per_s"] = t, B / t
                 row[f"{mode}_tflops"] = flops / t / 1e12
-                if graph and trainer.graph_note:
-                    row["graph_note"] = trainer.graph_note
+                if graph and engine.graph_note:
+                    row["graph_note"] = engine.graph_note
                 if mode == "eager" and B == max(batches):
-                    row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(trainer, x, y, steps=3).items()}
-                del trainer
+                    row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(
+                        engine.params, topo, cfg.step, engine.backend, engine.dtype, x, y, steps=3).items()}
+                engine.close()
+                del engine
             if have_torch and gpu:
                 import torch  # noqa: PLC0415
 
                 torch.backends.cudnn.allow_tf32 = False
                 torch.backends.cuda.matmul.allow_tf32 = False
-                host = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in
-                        Trainer(TrainConfig(**{**cfg.__dict__, "backend": "numpy"}), topo=topo).params.items()}
                 step = make_torch_step(topo, host, "cuda", "float32", cfg.theta_ff, cfg.step.theta_bp,
                                        cfg.alpha, cfg.eta, cfg.momentum)
                 tx = torch.tensor(x, device="cuda")
@@ -275,11 +277,12 @@ def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smo
     """The cifar10 preset (narrowed in smoke mode) with spike gradients for ``seconds``, on the
     dataset's defaults (launch.config); epochs from a timed probe of the same trainer.
     graph: replay steps as CUDA graphs (off where the graph tests failed in this run)."""
+    from ..data.datasets import load_dataset  # noqa: PLC0415
+    from ..run.config import make_config  # noqa: PLC0415
+    from ..run.driver import Driver  # noqa: PLC0415
+    from ..run.rundir import RunDir  # noqa: PLC0415
+    from ..run.runs import train  # noqa: PLC0415
     from .bench import synthetic_batch  # noqa: PLC0415
-    from .config import make_config  # noqa: PLC0415
-    from .datasets import load_dataset  # noqa: PLC0415
-    from .runs import train  # noqa: PLC0415
-    from .trainer import Trainer, read_parquet_rows  # noqa: PLC0415
 
     t_load = time.perf_counter()
     data = load_dataset("cifar10", data_dir, progress=False)
@@ -291,13 +294,19 @@ def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smo
     probe_cfg = make_config("cifar10", **overrides, epochs=1)
     n_train = min(len(data.y_train), probe_cfg.limit_train or len(data.y_train)) - probe_cfg.validation
     n_test = min(len(data.y_test), probe_cfg.limit_test or len(data.y_test))
-    probe = Trainer(probe_cfg)
+    probe = Driver(probe_cfg)
     x, y = synthetic_batch((3, 32, 32), probe_cfg.batch_size, 10)
     clock = Clock(backend == "cupy")
-    step_s = statistics.median(clock.time(lambda: probe.train_step(x, y, 0.0), 3, 5 if smoke else 20))
+
+    def probe_step() -> None:
+        probe.engine.submit(x, y, 0.0)
+        probe.engine.collect(wait=True)
+
+    step_s = statistics.median(clock.time(probe_step, 3, 5 if smoke else 20))
     t0 = time.perf_counter()
     probe.evaluate(data.x_test[:n_test], data.y_test[:n_test])
     eval_s = time.perf_counter() - t0
+    probe.close()
     del probe
     # + augmentation on the host; + the checkpoint (weights and velocities) written every epoch
     epoch_s = math.ceil(n_train / probe_cfg.batch_size) * step_s * 1.08 + eval_s + 2.0
@@ -308,7 +317,7 @@ def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smo
     t0 = time.perf_counter()
     result = train(cfg, progress=False, log=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
-    rows = read_parquet_rows(out_dir / "metrics.parquet")
+    rows = RunDir(out_dir).read_table("metrics")
     keep = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "images_per_second", "seconds")
     return {"dataset": data.source, "load_seconds": round(load_s, 1), "config": json.loads(cfg.to_json()),
             "epochs": epochs, "wall_seconds": round(wall, 1), "test_accuracy": result["test_accuracy"],

@@ -24,8 +24,9 @@ from cluster.backend import get_backend, to_device
 from cluster.network import backward_layers, forward_layers, init_params, output_error, to_chwb
 from cluster.topology import parse_topology
 
-from .config import TrainConfig
-from .trainer import Trainer
+from ..run.config import TrainConfig
+from ..run.driver import initial_params
+from ..run.local import LocalEngine
 
 
 def synthetic_batch(shape: tuple[int, int, int], B: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -107,13 +108,14 @@ def bench_train(a: Any) -> int:
     trained = None
     if getattr(a, "checkpoint", None):
         # A trained network on its own test images: the errors are as sparse as late in training.
-        from .datasets import load_dataset  # noqa: PLC0415
-        from .trainer import load_run  # noqa: PLC0415
+        from ..data.datasets import load_dataset  # noqa: PLC0415
+        from ..run.runs import load_run  # noqa: PLC0415
 
-        trained = load_run(a.checkpoint)
-        topo = trained.topo
-        data = load_dataset(trained.cfg.dataset, trained.cfg.data_dir, progress=False)
-        results.update(topology=topo.text, inputs=f"{trained.cfg.dataset} test images, trained weights "
+        driver = load_run(a.checkpoint)
+        topo, trained = driver.topo, driver.host_params()
+        driver.close()
+        data = load_dataset(driver.cfg.dataset, driver.cfg.data_dir, progress=False)
+        results.update(topology=topo.text, inputs=f"{driver.cfg.dataset} test images, trained weights "
                                                    f"from {a.checkpoint}")
     for B in a.batch_sizes:
         cfg = TrainConfig(dataset="mnist", engine="local", topology=topo.text, batch_size=B, backend=backend.name,
@@ -123,16 +125,15 @@ def bench_train(a: Any) -> int:
         else:
             x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
         row: dict[str, Any] = dict(batch=B)
+        host = initial_params(cfg, topo, np.random.default_rng(cfg.seed)) if trained is None else \
+            {l: (np.asarray(W, a.dtype), np.asarray(b, a.dtype)) for l, (W, b) in trained.items()}
         if a.torch and "torch" in results:
             # PyTorch first, before our engine has started worker threads or limited BLAS.
             import torch  # noqa: PLC0415
 
             dev = "cuda" if backend.is_gpu else "cpu"
-            # The same initial weights as our trainer's, without creating one: PyTorch is timed
-            # as a plain user would run it, before our process-wide allocator setting.
-            host = init_params(topo, np.random.default_rng(cfg.seed), cfg.theta_ff, np.dtype(a.dtype)) \
-                if trained is None else {l: (np.asarray(W, a.dtype), np.asarray(b, a.dtype))
-                                         for l, (W, b) in trained.params.items()}
+            # The same weights as our engine's, before the engine exists: PyTorch is timed as a
+            # plain user would run it, before our process-wide allocator setting.
             tstep = make_torch_step(topo, host, dev, a.dtype, cfg.theta_ff, cfg.step.theta_bp,
                                     cfg.alpha, cfg.eta, cfg.momentum)
             tx = torch.tensor(x, device=dev, dtype=getattr(torch, a.dtype))
@@ -141,19 +142,17 @@ def bench_train(a: Any) -> int:
             theirs = _rate(lambda: float(tstep(tx, ty)), B, a.seconds, a.repeats, tsync)
             row["torch_images_per_second"] = statistics.median(theirs)
             row["torch_runs"] = [round(r, 1) for r in theirs]
-        trainer = Trainer(cfg, topo=topo, backend=backend)
-        if trained is not None:
-            trainer.params = {l: (trainer.xp.asarray(W, dtype=trainer.dtype).copy(), trainer.xp.asarray(b, dtype=trainer.dtype).copy())
-                              for l, (W, b) in trained.params.items()}
+        engine = LocalEngine(cfg, topo, host, backend=backend)
         if a.micro_batch:
-            trainer.micro_batch = a.micro_batch
-        ours = _rate(lambda: trainer.train_step(x, y), B, a.seconds, a.repeats, backend.synchronize)
+            engine.micro_batch = a.micro_batch
+        ours = _rate(lambda: engine.train_step(x, y), B, a.seconds, a.repeats, backend.synchronize)
         row["images_per_second"] = statistics.median(ours)
         row["runs"] = [round(r, 1) for r in ours]
         if "torch_images_per_second" in row:
             row["ratio_vs_torch"] = row["images_per_second"] / row["torch_images_per_second"]
         if a.profile:
-            row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(trainer.params, topo, cfg.step, backend, trainer.dtype, x, y).items()}
+            row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(engine.params, topo, cfg.step, backend, engine.dtype, x, y).items()}
+        engine.close()
         results["rows"].append(row)
         line = f"batch {B:5d}: {row['images_per_second']:9.1f} img/s"
         if "torch_images_per_second" in row:
@@ -175,7 +174,7 @@ def bench_chips(a: Any) -> int:
     round), so that both see the same state of a shared machine; the ratio is the median of the
     rounds' ratios, and every round is reported.
     """
-    from .chip_trainer import ChipTrainer  # noqa: PLC0415  (imports Ray)
+    from ..run.chips import ChipEngine  # noqa: PLC0415  (imports Ray)
 
     topo = parse_topology(a.topology)
     B = a.batch_size
@@ -185,26 +184,27 @@ def bench_chips(a: Any) -> int:
     base = dict(dataset="mnist", topology=topo.text, batch_size=B, theta_ff=0.25, lr=1e-5, epochs=1)
     replicas = getattr(a, "replicas", 1)
     rounds = getattr(a, "rounds", 1)
-    local = Trainer(TrainConfig(engine="local", **base))
-    chips = ChipTrainer(TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch,
-                                    replicas=replicas, **base),
-                        chips=a.chips, micro_batch=a.micro_batch, replicas=replicas)
+    local_cfg = TrainConfig(engine="local", **base)
+    chip_cfg = TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch, replicas=replicas, **base)
+    host = initial_params(local_cfg, topo, np.random.default_rng(local_cfg.seed))
+    local = LocalEngine(local_cfg, topo, host)
+    chips = ChipEngine(chip_cfg, topo, host)
 
-    def timed(trainer: Trainer) -> float:
+    def timed(engine: Any) -> float:
         t0 = time.perf_counter()
         for x, y in batches:
-            trainer.train_step(x, y)
-        trainer.finish_steps()
+            engine.submit(x, y, 1.0)
+        engine.collect(wait=True)
         return time.perf_counter() - t0
 
     local_rates, chip_rates = [], []
     wall = 0.0
     try:
-        chips.pipeline.audit_sizes(True)
-        for trainer in (local, chips):  # warm-up: one batch each
-            trainer.train_step(*batches[0])
-            trainer.finish_steps()
-        chips.pipeline.reports()  # drop the warm-up's counters
+        chips.audit_sizes(True)
+        for engine in (local, chips):  # warm-up: one batch each
+            engine.submit(*batches[0], 1.0)
+            engine.collect(wait=True)
+        chips.counters()  # drop the warm-up's counters
         for r in range(rounds):
             local_rates.append(B * len(batches) / timed(local))
             dt = timed(chips)
@@ -212,7 +212,7 @@ def bench_chips(a: Any) -> int:
             chip_rates.append(B * len(batches) / dt)
             print(f"round {r + 1}/{rounds}: local {local_rates[-1]:8.1f} img/s   chips {chip_rates[-1]:8.1f} img/s"
                   f"   ratio {chip_rates[-1] / local_rates[-1]:.2f}", file=sys.stderr)
-        reports = chips.pipeline.reports()
+        reports = chips.counters().chips
         describe = chips.describe()
     finally:
         local.close()
@@ -264,7 +264,7 @@ def ray_floor(n_chips: int, message_bytes: float, micros: int, batches: int) -> 
     import pyarrow as pa  # noqa: PLC0415
     import ray  # noqa: PLC0415
 
-    from .chip_trainer import start_ray  # noqa: PLC0415
+    from ..run.ray_session import start_ray  # noqa: PLC0415
 
     started, _ = start_ray()
 
@@ -305,17 +305,18 @@ def bench_events(a: Any) -> int:
     from cluster.network import backward, forward  # noqa: PLC0415
 
     if a.checkpoint:
-        from .datasets import load_dataset  # noqa: PLC0415
-        from .trainer import check_fit, load_run  # noqa: PLC0415
+        from ..data.datasets import load_dataset  # noqa: PLC0415
+        from ..run.runs import check_fit, load_run  # noqa: PLC0415
 
-        trainer = load_run(a.checkpoint, backend="numpy")
-        topo, step = trainer.topo, trainer.cfg.step
-        data = load_dataset(trainer.cfg.dataset, a.data_dir or trainer.cfg.data_dir, progress=False)
+        driver = load_run(a.checkpoint, backend="numpy")
+        topo, step, trained = driver.topo, driver.cfg.step, driver.host_params()
+        driver.close()
+        data = load_dataset(driver.cfg.dataset, a.data_dir or driver.cfg.data_dir, progress=False)
         check_fit(topo, data)
         if a.samples > len(data.x_test):
             raise SystemExit(f"bench events: --samples {a.samples} is more than the {len(data.x_test)} test images")
         x, y = data.x_test[:a.samples].astype(np.float64), data.y_test[:a.samples]
-        params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in trainer.params.items()}
+        params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in trained.items()}
         source = f"checkpoint {a.checkpoint}, first {a.samples} test images"
     else:
         topo = parse_topology(a.topology)

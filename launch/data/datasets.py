@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from cluster.errors import SpikeGradError
 
-from .files import write_atomic
+from ..run.rundir import write_atomic
 
 DATASETS = ("digits", "mnist", "cifar10")
 

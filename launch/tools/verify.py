@@ -23,18 +23,20 @@ import numpy as np
 from cluster.events import ORDERS, max_sde_without_residual, simulate
 from cluster.network import backward, export_layer, forward
 
-from .datasets import load_dataset
-from .trainer import check_fit, load_run
+from ..data.datasets import load_dataset
+from ..run.runs import check_fit, load_run
 
 
 def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk: int = 100,
            residual: bool = True, order: str = "waves", seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    trainer = load_run(run_dir, backend="numpy")
-    cfg, topo = trainer.cfg, trainer.topo
+    driver = load_run(run_dir, backend="numpy")
+    cfg, topo = driver.cfg, driver.topo
+    host = driver.host_params()
+    driver.close()
     data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
     check_fit(topo, data)
     x, y = data.x_test[:samples].astype(np.float64), data.y_test[:samples]
-    params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in trainer.params.items()}
+    params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in host.items()}
     step = cfg.step
     L = len(topo.layers) - 1
     agree = np.zeros((L + 1, 3))    # equal values of S, E, ω per layer

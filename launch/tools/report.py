@@ -27,29 +27,29 @@ import numpy as np
 
 from cluster.errors import SpikeGradError
 
-from .config import config_from_json
-from .trainer import read_parquet_rows
+from ..run.rundir import RunDir
 
 
 class Run:
     """One run directory's config and Parquet rows."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        for name in ("config.json", "metrics.parquet", "layers.parquet"):
-            if not (self.path / name).is_file():
-                raise SpikeGradError(f"report: {self.path} is not a finished-epoch run directory ({name} is missing)")
-        self.cfg = config_from_json((self.path / "config.json").read_bytes())
-        self.metrics = read_parquet_rows(self.path / "metrics.parquet")
-        self.layers = read_parquet_rows(self.path / "layers.parquet")
-        traffic = self.path / "traffic.parquet"
-        self.traffic = read_parquet_rows(traffic) if traffic.is_file() else []
+    def __init__(self, where: RunDir | str | Path) -> None:
+        run = where if isinstance(where, RunDir) else RunDir(where)
+        self.path = run.path
+        for f in (run.file(RunDir.CONFIG), run.table_file("metrics"), run.table_file("layers")):
+            if not f.is_file():
+                raise SpikeGradError(f"report: {run} is not a finished-epoch run directory ({f.name} is missing)")
+        self.cfg = run.read_config()
+        self.metrics = run.read_table("metrics")
+        self.layers = run.read_table("layers")
+        self.traffic = run.read_table("traffic")
+        self.label_text = run.label
         if not self.metrics:
-            raise SpikeGradError(f"report: {self.path} has no finished epoch yet")
+            raise SpikeGradError(f"report: {run} has no finished epoch yet")
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return Path(self.label_text.rstrip("/")).name
 
     @property
     def final(self) -> dict:
@@ -185,7 +185,7 @@ def table1(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def report(run_dirs: list[str], out_dir: str) -> dict:
+def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
     if not run_dirs:
         raise SpikeGradError("report: expected at least one run directory")
     runs = [Run(p) for p in run_dirs]

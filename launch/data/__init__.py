@@ -1,0 +1,1 @@
+"""Datasets: loaders, caches and augmentation (:mod:`launch.data.datasets`)."""

@@ -1,0 +1,1 @@
+"""The driver and its engines (see :mod:`launch.run.engine` for the protocol between them)."""

@@ -1,0 +1,139 @@
+"""The Ray session of a chip run: join a cluster or start a private, token-gated local instance,
+and watch the private instance's daemons."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from cluster.errors import SpikeGradError
+
+from .config import check_address
+
+
+ALLOW_NO_AUTH = "SPIKEGRAD_ALLOW_NO_AUTH"
+CONNECT_TIMEOUT_S = 15.0
+
+
+def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A bounded TCP connect to HOST:PORT before Ray is asked (ray.init retries an address that
+    does not answer for minutes); ``auto`` is Ray's own lookup and is not probed."""
+    if address == "auto":
+        return
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = rest.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SpikeGradError(f"no Ray cluster answers at {address} within {timeout:g} s "
+                             f"({exc.strerror or type(exc).__name__}); is the head running "
+                             f"('ray start --head') and the address right?") from None
+
+
+def private_token() -> None:
+    """Ray writes the instance's token to ``~/.ray/auth_token`` readable by everyone (0644);
+    only its owner needs it, so it is made 0600."""
+    token = Path.home() / ".ray" / "auth_token"
+    try:
+        if token.is_file() and not token.is_symlink() and token.stat().st_mode & 0o077:
+            os.chmod(token, 0o600)
+    except OSError as exc:
+        print(f"spikegrad: warning: could not restrict {token} to its owner ({exc.strerror or exc})",
+              file=sys.stderr)
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, dict]:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a private local instance.
+
+    The local instance runs no dashboard and asks Ray for the loopback address; Ray 2.60 still
+    opens its GCS, raylet and worker ports on all interfaces (measured with ``ss -ltnp``):
+    restricting those is open work (issue 6). Returns (started here, cluster resources).
+    """
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        return False, ray.cluster_resources()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # ray.init installs a native SIGTERM handler that prints a C++ stack and exits; the Python
+    # handler in place before it (the CLI's: close the chips, print the --resume command) is put back.
+    on_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
+    if address:
+        check_address(address)
+        probe_address(address)
+        ray.init(address=address, logging_level="warning", log_to_driver=True)
+    else:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" and not os.environ.get(ALLOW_NO_AUTH):
+            raise SpikeGradError(f"RAY_AUTH_MODE=disabled would start the private Ray instance without its token "
+                                 f"gate (any process that reaches its ports could run code in it); unset it, or pass "
+                                 f"--allow-no-auth (or set {ALLOW_NO_AUTH}=1) to accept that")
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            print("spikegrad: warning: the private Ray instance starts without token authentication "
+                  "(--allow-no-auth)", file=sys.stderr)
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
+                 object_store_memory=512 * 1024 * 1024)
+        private_token()
+    if sigterm is not None:
+        signal.signal(signal.SIGTERM, sigterm)
+    return True, ray.cluster_resources()
+
+
+RAY_LOST_EXIT = 3  # exit status of a run whose private Ray instance lost its GCS or raylet
+
+
+def ray_daemons(parent: int | None = None) -> dict[str, int]:
+    """{name: pid} of the private Ray instance's GCS server and raylet: the children of this
+    process (or ``parent``) with those names (Linux /proc; empty elsewhere or when joining a cluster)."""
+    me, found = str(parent or os.getpid()), {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for pid in filter(str.isdigit, entries):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if rest[1] == me and name in ("gcs_server", "raylet"):
+            found[name] = int(pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def watch_ray(message: Callable[[str], str], period: float = 0.5) -> threading.Event:
+    """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
+    print one ``spikegrad: error:`` line (``message(what died)``) and end the process with
+    :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and then ends the process
+    from C++ with its own log line; nothing the driver could still do is lost by ending first.
+    Returns the event that stops the watch: set it before shutting Ray down."""
+    stop = threading.Event()
+    daemons = ray_daemons()
+    if not daemons:
+        return stop
+
+    def loop() -> None:
+        while not stop.wait(period):
+            for name, pid in daemons.items():
+                if not _alive(pid):
+                    print(f"spikegrad: error: {message(f'the Ray instance lost its {name} (process {pid})')}",
+                          file=sys.stderr, flush=True)
+                    os._exit(RAY_LOST_EXIT)
+
+    threading.Thread(target=loop, name="spikegrad-ray-watch", daemon=True).start()
+    return stop

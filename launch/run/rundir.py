@@ -1,0 +1,303 @@
+"""A run directory: the one place that knows its file names and formats.
+
+=====================  ==========================================================================
+file                   what it holds
+=====================  ==========================================================================
+``config.json``        the resolved :class:`~launch.run.config.TrainConfig`
+``metrics.parquet``    one row per epoch (accuracies, loss, images/s, spikes per neuron, ...)
+``layers.parquet``     one row per epoch and layer (synaptic operations, spikes, errors)
+``traffic.parquet``    chips only: one row per epoch and link (messages, bytes, spikes)
+``chips.parquet``      chips only: one row per epoch and chip (operations, timing, event checks)
+``checkpoint.npz``     weights, velocities and the driver's position (read without pickle)
+``summary.json``       the final metrics
+``.lock``              one writer at a time (the owner's PID)
+=====================  ==========================================================================
+
+Every file is written whole or not at all (:func:`write_atomic`). A run directory may live on a
+pyarrow filesystem (``--out s3://bucket/run``): it is then staged locally and pushed after each
+write (:class:`RemoteRun`). Train, resume, eval, verify, traffic and report all go through
+:class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import secrets
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from cluster.errors import SpikeGradError
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a new temporary file beside it
+    (created exclusively under a random name, so never a file or symlink someone planted; the
+    usual umask applies), which is then renamed over ``path``. The one atomic writer of the
+    project (run directories, conformance answers, the decoded-image cache)."""
+    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_NPZ_KINDS = "biufU"  # bool, integers, floats, and text (the progress record, a case's topology)
+
+
+def read_npz(path: Path, what: str = "checkpoint") -> dict[str, np.ndarray]:
+    """An .npz file's arrays, read without pickle (checkpoints, conformance cases). Every member's
+    header is checked against the bytes the member holds before anything is allocated (a header
+    may claim any shape); only numbers, booleans and text are accepted."""
+    import zipfile  # noqa: PLC0415
+
+    fmt = np.lib.format
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise SpikeGradError(f"{what} {path}: expected only .npy members, got {info.filename!r}")
+                with zf.open(info) as f:
+                    version = fmt.read_magic(f)
+                    shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else
+                                       fmt.read_array_header_2_0)(f)
+                    need = math.prod(shape) * dtype.itemsize
+                    if dtype.hasobject or dtype.kind not in _NPZ_KINDS:
+                        raise SpikeGradError(f"{what} {path}: {info.filename} expected numbers, got dtype {dtype}")
+                    if need > info.file_size:
+                        raise SpikeGradError(f"{what} {path}: {info.filename} claims shape {shape} "
+                                             f"({need} bytes) but holds {info.file_size} bytes")
+                with zf.open(info) as f:  # read again from the start: read_array wants the header
+                    arrays[info.filename[:-4]] = fmt.read_array(f, allow_pickle=False)
+    except SpikeGradError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, MemoryError) as exc:
+        raise SpikeGradError(f"{what} {path} is unreadable ({type(exc).__name__}: {exc})") from None
+    return arrays
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    table = pa.Table.from_pylist(rows)
+    write_atomic(path, lambda f: pq.write_table(table, f))
+
+
+def read_parquet_rows(path: Path) -> list[dict]:
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SpikeGradError(f"{path} is not a readable Parquet file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def is_uri(text: str) -> bool:
+    """``s3://bucket/run``, ``gs://...``, ``hdfs://...``, ``file:///...``: a run directory on a
+    pyarrow filesystem rather than a local path."""
+    return "://" in str(text)
+
+
+class RunDir:
+    """One run directory (local, or the staging copy of a remote one).
+
+    path: the local folder; label: how to name it to the user (the URI of a remote run);
+    remote: the :class:`RemoteRun` it is pushed to after each write, if any.
+    """
+
+    CONFIG = "config.json"
+    CHECKPOINT = "checkpoint.npz"
+    SUMMARY = "summary.json"
+    LOCK = ".lock"
+    TABLES = ("metrics", "layers", "traffic", "chips")  # <name>.parquet
+
+    def __init__(self, path: str | os.PathLike, remote: "RemoteRun | None" = None) -> None:
+        self.path = Path(path)
+        self.remote = remote
+        self.label = remote.uri if remote is not None else str(self.path)
+
+    @classmethod
+    def at(cls, where: str) -> "RunDir":
+        """The run directory at a local path or a filesystem URI (staged locally, not read yet)."""
+        if is_uri(where):
+            remote = RemoteRun(where)
+            return cls(remote.local, remote)
+        return cls(where)
+
+    @classmethod
+    def fetch(cls, where: str) -> "RunDir":
+        """An existing run to read (eval, verify, traffic, report): a remote one is copied here first."""
+        run = cls.at(where)
+        if run.remote is not None:
+            if not run.remote.exists(cls.CONFIG):
+                raise SpikeGradError(f"{where} is not a run directory: {cls.CONFIG} is missing there")
+            run.remote.pull()
+        return run
+
+    def __str__(self) -> str:
+        return self.label
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def table_file(self, table: str) -> Path:
+        assert table in self.TABLES, table
+        return self.path / f"{table}.parquet"
+
+    # -- existence -----------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        """A run was started here (its config is written), locally or at the remote URI."""
+        if self.remote is not None and self.remote.exists(self.CONFIG):
+            return True
+        return self.file(self.CONFIG).exists()
+
+    def require(self, *names: str, why: str = "is not a run directory") -> None:
+        for name in names:
+            if not self.file(name).is_file():
+                raise SpikeGradError(f"{self.label} {why}: {name} is missing")
+
+    def create(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpikeGradError(f"run directory {self.label} cannot be created ({exc.strerror or exc})") from None
+
+    # -- files ---------------------------------------------------------------------------------
+    def write_config(self, cfg: Any) -> None:
+        write_atomic(self.file(self.CONFIG), lambda f: f.write(cfg.to_json() + "\n"), mode="w")
+
+    def read_config(self) -> Any:
+        from .config import config_from_json  # noqa: PLC0415
+
+        self.require(self.CONFIG)
+        return config_from_json(self.file(self.CONFIG).read_bytes())
+
+    def write_checkpoint(self, arrays: dict[str, np.ndarray]) -> None:
+        write_atomic(self.file(self.CHECKPOINT), lambda f: np.savez(f, **arrays))
+
+    def read_checkpoint(self) -> dict[str, np.ndarray]:
+        self.require(self.CHECKPOINT)
+        return read_npz(self.file(self.CHECKPOINT), "checkpoint")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.file(self.CHECKPOINT)
+
+    def write_table(self, table: str, rows: list[dict]) -> None:
+        write_parquet(self.table_file(table), rows)
+
+    def has_table(self, table: str) -> bool:
+        return self.table_file(table).is_file()
+
+    def read_table(self, table: str) -> list[dict]:
+        """The table's rows; [] when the run has none (a local run has no traffic)."""
+        path = self.table_file(table)
+        return read_parquet_rows(path) if path.is_file() else []
+
+    def write_summary(self, summary: dict) -> None:
+        write_atomic(self.file(self.SUMMARY), lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")
+
+    def sync(self) -> None:
+        """Copy what changed to where the run lives (remote runs; nothing for a local one)."""
+        if self.remote is not None:
+            self.remote.push()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer per run directory: an exclusive lock on ``.lock`` (holding the owner's PID),
+        taken before data or Ray start and released when the process ends, however it ends."""
+        path = self.file(self.LOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise SpikeGradError(f"run directory {self.label}: cannot open its lock file {self.LOCK} "
+                                 f"({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SpikeGradError(f"run directory {self.label} is in use by another spikegrad process "
+                                 f"(PID {owner}); wait for it or choose another --out") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+class RemoteRun:
+    """A run directory on a pyarrow filesystem (``--out s3://bucket/run``: shared storage that every
+    node of a cluster, and the user afterwards, can reach). The run is written to a local staging
+    folder as usual, and each time a checkpoint (or the end of an epoch, or the summary) is written
+    the folder is copied to the URI, so the remote directory always holds a complete, resumable run.
+    Query parameters of the URI configure the filesystem (e.g. ``?endpoint_override=HOST:PORT&
+    scheme=http`` for an S3-compatible server); credentials come from the usual environment."""
+
+    def __init__(self, uri: str) -> None:
+        import pyarrow.fs as pafs  # noqa: PLC0415
+
+        self.uri, self.pafs = uri, pafs
+        try:
+            self.fs, self.path = pafs.FileSystem.from_uri(uri)
+        except (ValueError, OSError, TypeError) as exc:
+            raise SpikeGradError(f"--out {uri!r}: expected a filesystem URI pyarrow can open "
+                                 f"(s3://, gs://, hdfs://, file://), got {type(exc).__name__}: {exc}") from None
+        self.path = self.path.rstrip("/")
+        self.local = Path(tempfile.mkdtemp(prefix="spikegrad-run-")) / "run"
+        self.created = False
+        self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) last uploaded
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (OSError, ValueError) as exc:
+            raise SpikeGradError(f"run directory {self.uri}: {what} failed ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:300]})") from None
+
+    def exists(self, name: str) -> bool:
+        info = self._call("reading", lambda: self.fs.get_file_info(f"{self.path}/{name}"))
+        return info.type == self.pafs.FileType.File
+
+    def pull(self) -> Path:
+        """Copy the remote run directory into the staging folder; returns that folder."""
+        self.local.mkdir(parents=True, exist_ok=True)
+        self._call("download", lambda: self.pafs.copy_files(self.path, str(self.local), source_filesystem=self.fs))
+        self.created = True
+        self.sent = {p.name: self._stamp(p) for p in self.local.iterdir() if p.is_file()}
+        return self.local
+
+    @staticmethod
+    def _stamp(p: Path) -> tuple[int, int]:
+        st = p.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def push(self) -> None:
+        """Copy the run's files that changed since the last push to the remote directory (each file
+        whole: a reader there sees the old or the new version; the lock and temporary files stay)."""
+        if not self.created:
+            self._call("creating the directory", lambda: self.fs.create_dir(self.path, recursive=True))
+            self.created = True
+        for p in sorted(self.local.iterdir(), key=lambda p: p.name == RunDir.CHECKPOINT):  # the checkpoint last
+            if not p.is_file() or p.name.startswith(".") or self.sent.get(p.name) == self._stamp(p):
+                continue
+            stamp = self._stamp(p)
+            self._call(f"upload of {p.name}", lambda: self.pafs.copy_files(
+                str(p), f"{self.path}/{p.name}", destination_filesystem=self.fs))
+            self.sent[p.name] = stamp
