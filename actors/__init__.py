@@ -1,6 +1,7 @@
-"""Chips: plain classes that each hold one layer's state, speak the Arrow spike wire and keep
-counters, wrapped as Ray actors at the edge (DESIGN §5).
+"""Chips: plain classes that each hold one layer, or a group of consecutive layers, speak the
+Arrow spike wire and keep counters (``chip``, ``wire``), wrapped as Ray actors at the edge
+(``ray_chip``) and fed by the driver's pipeline (``pipeline``) (DESIGN §5).
 
-Not built yet: the chip engine, the wire and the Ray pipeline are the next piece of work
-(issue 3). Until then ``spikegrad train --engine local`` is the only engine.
+Nothing here imports ``launch``; only ``ray_chip`` and ``pipeline`` import Ray, so the chips
+themselves run and are tested without it (``actors.chip.run_chain``).
 """

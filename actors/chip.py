@@ -58,7 +58,7 @@ from .allocator import resident_bytes
 
 class ChipFailure(SpikeGradError):
     """A chip's process died, or a message it held was lost with it: the driver can restart the
-    chips from the last checkpoint and replay (``launch.runs``)."""
+    chips from the last checkpoint and replay (``launch.run.driver``)."""
 
 
 class Phase(str, Enum):
@@ -513,7 +513,7 @@ def run_chain(chips: list[Chip], x: np.ndarray, y: np.ndarray, micro: int, batch
     """One batch through a chain of chips held in this process, as :mod:`actors.pipeline` drives
     them over Ray: per micro-batch FORWARD up the chain and BACKWARD down it, the Arrow wire
     messages passed by hand; then every chip's APPLY. For tests and the Ray-free GPU check
-    (``launch.gpu_check``). Returns (loss sum, correct)."""
+    (``launch.tools.gpu_check``). Returns (loss sum, correct)."""
     loss, correct = 0.0, 0
     for m, lo in enumerate(range(0, len(x), micro)):
         hi = min(len(x), lo + micro)

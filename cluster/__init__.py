@@ -8,9 +8,12 @@ dataclasses. No Ray, no pyarrow, no I/O here; chips (``actors``) and the outside
 world (``launch``) build on it.
 
 Modules: ``topology`` (the paper's notation), ``layers`` (conv / pool / dense
-products), ``kernels`` (fused rounding kernels and their NumPy twins),
-``network`` (forward, backward, increments), ``synops`` (synaptic operations),
-``backend`` (NumPy or CuPy, chosen once), ``errors``.
+products, and the table of layer kinds every other module dispatches through),
+``kernels`` (fused rounding kernels and their NumPy twins), ``network`` (forward,
+backward and increments over a range of layers; the top error), ``synops``
+(synaptic operations), ``events`` (the event-driven simulation of the spiking
+network), ``graph`` (a whole step as a CUDA graph), ``backend`` (NumPy or CuPy,
+chosen once), ``errors``.
 
 Symbols (paper symbol, code name, meaning, dtype, shape, equation):
 
@@ -26,7 +29,7 @@ bˡᵢ        ``b``           bias, V(0) = b                        float      (
 α          ``alpha``       error scale of the top layer          float      scalar > 0          sec. 2
 η          ``eta``         learning rate on Σ_batch (lr / α)     float      scalar              (2), (14)
 Ŝˡ         ``S_hat``/pre   ANN pre-activation (W S + b) / Θff    float      layer shape         (10), (15)
-Sˡ         ``S``           accumulated spikes, max(0, round Ŝ)   float int  (C, B, H, W) /      (10), (15)
+Sˡ         ``S``           accumulated spikes, max(0, round Ŝ)   float int  (C, H, W, B) /      (10), (15)
                                                                             (B, N)
 S′ˡ        ``mask``        surrogate derivative [Ŝ > 0]          float 0/1  as S                (5)
 Vᴸ         ``V``           output integration (no spikes)        float      (B, classes)        sec. 2

@@ -128,8 +128,8 @@ class CublasGemm:
 class GraphStep:
     """Forward, backward, counters and the SGD update of one batch shape, as one CUDA graph.
 
-    params / velocity: the trainer's dicts {layer: (W, b)}; their arrays are updated in place,
-    and must not be replaced while this object lives (the trainer drops it when it loads others).
+    params / velocity: the local engine's dicts {layer: (W, b)}; their arrays are updated in place,
+    and must not be replaced while this object lives (the engine drops it when it loads others).
     """
 
     def __init__(self, xp: Any, topo: Topology, params: dict, velocity: dict, step: StepConfig,
@@ -212,7 +212,7 @@ class GraphStep:
 
     # -- counters and state ----------------------------------------------------------------
     def flush_counts(self) -> None:
-        """Move the counters of every step run so far into the trainer's SynopCounter."""
+        """Move the counters of every step run so far into the engine's SynopCounter."""
         if self.replays == 0:
             return
         with self.stream:

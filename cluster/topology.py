@@ -152,7 +152,7 @@ class Topology:
         """A lower bound of the memory layer l holds in one training step of ``batch`` samples:
         weights, biases, velocities and increments (four copies), its outputs, surrogate
         derivatives and errors (three per neuron and sample) and, for a convolution, its im2col
-        patches. Checked before anything is allocated (``launch.config``)."""
+        patches. Checked before anything is allocated (``launch.run.config``)."""
         layer = self.layers[l]
         n = 4 * (math.prod(layer.weight_shape) + layer.weight_shape[0]) if layer.trainable else 0
         n += 3 * self.neurons(l) * batch

@@ -67,7 +67,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     defaults = "\n".join(f"  {name}: {flags(d)}" for name, d in DATASET_DEFAULTS.items())
     p = sub.add_parser("train", help="train a network (default: digits, embedded, no download)",
                        description="Train a SpikeGrad network. Flags not given take the dataset's "
-                                   "defaults (launch/config.py, README).",
+                                   "defaults (launch/run/config.py, README).",
                        epilog=f"per-dataset defaults:\n{defaults}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, help="default: digits")
@@ -179,7 +179,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dtype", choices=DTYPES, default="float32")
     t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
-    t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the trainer's)")
+    t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the local engine's)")
     t.add_argument("--checkpoint", help="time a trained run on its own test images (sparse errors) "
                                         "instead of synthetic batches on initial weights")
     t.add_argument("--json", action="store_true")
@@ -356,7 +356,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 2 refused input (one ``spikegrad: error:`` line), 3 the private Ray
-    instance lost its GCS or raylet (launch.chip_trainer.watch_ray), 130 Ctrl-C, 143
+    instance lost its GCS or raylet (launch.run.ray_session.watch_ray), 130 Ctrl-C, 143
     SIGTERM (both print the run directory and the ``--resume`` command), 1 other OS errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
     on_main = threading.current_thread() is threading.main_thread()

@@ -53,7 +53,7 @@ class TrainConfig:
     chips: str | None = None        # --chips groups, e.g. "0-1,2-3,4,5"; None: one layer per chip
     replicas: int = 1
     placement: str = "pack"
-    micro_batch: int | None = None  # chips: samples per micro-batch (None: chip_trainer.default_micro_batch)
+    micro_batch: int | None = None  # chips: samples per micro-batch (None: launch.run.chips.default_micro_batch)
     wire: str = "counts"            # chips: spike counts per micro-batch, or "events" (address events)
     checkpoint_every: int | None = None  # also checkpoint every N batches (None: at epoch ends only)
     shift: int = 0                  # augmentation: each training image moved by up to ±shift pixels (0: none)

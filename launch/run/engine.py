@@ -60,7 +60,7 @@ class Counters:
     @classmethod
     def from_json(cls, data: Any, n_layers: int) -> "Counters":
         """Banked counters from a checkpoint's progress record; also the two older forms (a list
-        of layer rows from the local trainer, a list of chip reports from the chip trainer)."""
+        of layer rows from the earlier local trainer, a list of chip reports from the earlier chip trainer)."""
         if data is None:
             return cls.zeros(n_layers)
         if isinstance(data, dict):

@@ -1,11 +1,15 @@
-"""``spikegrad bench train``: training-step throughput, optionally against PyTorch, with a profile.
+"""``spikegrad bench``: three benchmarks.
 
-A measurement is forward + backward + update (+ the synaptic-operation counters
-the trainer keeps) on fixed synthetic batches of the topology's input shape,
-MNIST-like in range ([0, 1), about 19 % nonzero), on initial weights: the errors are
-then dense, as early in training. ``--checkpoint RUN_DIR`` times a trained network on
-its own test images instead, where the errors are sparse, as late in training. Each number is the median over ``--repeats`` windows of
-``--seconds`` each, after two warm-up steps.
+* ``bench train``: training-step throughput of the local engine, optionally against PyTorch on
+  the same equivalent ANN, with a per-layer profile (``--profile``, through the engine's own
+  ``clock`` hook). A measurement is forward + backward + update (+ the synaptic-operation
+  counters) on fixed synthetic batches of the topology's input shape, MNIST-like in range
+  ([0, 1), about 19 % nonzero), on initial weights: the errors are then dense, as early in
+  training. ``--checkpoint RUN_DIR`` times a trained network on its own test images instead,
+  where the errors are sparse, as late in training. Each number is the median over
+  ``--repeats`` windows of ``--seconds`` each, after two warm-up steps.
+* ``bench chips``: the chip engine against the local engine on the same batches, taking turns.
+* ``bench events``: the event-driven simulator's synaptic events per second against the ANN.
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 
 Usage (on the GPU machine, from the repository root; no Ray needed)::
 
-    python3 -m launch.gpu_check --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR
-    python3 -m launch.gpu_check --smoke --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR  # CPU, a minute
+    python3 -m launch.tools.gpu_check --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR
+    python3 -m launch.tools.gpu_check --smoke --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR  # CPU, a minute
 
 Stages, each written to ``RESULTS_DIR/gpu_check.json`` as it completes (a failing stage is
 recorded with its error and the next one still runs: device time is scarce):
 
 1. ``ceilings``: device-to-device copy bandwidth and the float32 matrix-product rate (no TF32);
 2. ``tests``: ``pytest --backend cupy`` over tests/cluster and the Ray-free chip tests
-   (the engine against its float64 reference, chips against the local trainer, the CUDA graph
+   (the engine against its float64 reference, chips against the local engine, the CUDA graph
    step against the eager step, the CuPy kernels against their NumPy twins);
 3. ``conformance``: every conformance case on CuPy in float64 against its expected answer;
 4. ``chips``: chips as plain objects in this process on CuPy, the Arrow wire between them
@@ -19,7 +19,7 @@ recorded with its error and the next one still runs: device time is scarce):
    preset and a narrowed ``cifar10``, event wire on ``digits``);
 5. ``timing``: forward + backward + update of the ``mnist`` and ``cifar10`` presets, the CuPy
    engine (eager, and as a replayed CUDA graph) against the same equivalent ANN in PyTorch
-   (:mod:`launch.torch_ref`, TF32 off on both sides), median of CUDA-event-timed steps;
+   (:mod:`launch.tools.torch_ref`, TF32 off on both sides), median of CUDA-event-timed steps;
 6. ``cifar10``: the paper's ``cifar10`` preset trained with spike gradients on the image
    folder given (the JPEG stand-in) for a fixed time budget (``--train-seconds``): the number
    of epochs is set from a timed probe so that the cosine schedule ends inside the budget;
@@ -275,7 +275,7 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: st
 def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smoke: bool,
                 graph: bool = True) -> dict[str, Any]:
     """The cifar10 preset (narrowed in smoke mode) with spike gradients for ``seconds``, on the
-    dataset's defaults (launch.config); epochs from a timed probe of the same trainer.
+    dataset's defaults (launch.run.config); epochs from a timed probe of the same engine.
     graph: replay steps as CUDA graphs (off where the graph tests failed in this run)."""
     from ..data.datasets import load_dataset  # noqa: PLC0415
     from ..run.config import make_config  # noqa: PLC0415
