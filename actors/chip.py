@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -69,6 +69,12 @@ class Phase(str, Enum):
     APPLY = "apply"
 
 
+Wire = Literal["counts", "events"]
+WIRES: tuple[str, ...] = get_args(Wire)
+Placement = Literal["pack", "spread"]   # how a pipeline's chips spread over Ray nodes (actors.pipeline)
+PLACEMENTS: tuple[str, ...] = get_args(Placement)
+
+
 @dataclass(frozen=True)
 class ChipConfig:
     """What every chip of a run shares: topology, thresholds, learning rule, arrays."""
@@ -80,10 +86,9 @@ class ChipConfig:
     dtype: str = "float32"
     backend: str = "numpy"    # numpy, cupy, or auto (CuPy where the chip's process has a GPU)
     frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid (None: floating point)
-    wire: str = "counts"      # training messages: "counts" per micro-batch, or "events" (address events)
+    wire: Wire = "counts"     # training messages: "counts" per micro-batch, or "events" (address events)
 
 
-WIRES = ("counts", "events")
 
 
 def parse_chips(spec: str | None, n_layers: int) -> list[tuple[int, int]]:

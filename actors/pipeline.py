@@ -22,7 +22,7 @@ import math
 import os
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import ray
@@ -31,14 +31,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.errors import SpikeGradError
 
-from .chip import ChipConfig, ChipFailure, merge_reports
+from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, merge_reports
 from .ray_chip import ChipActor
 
 START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
 MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIMEOUT overrides it)
 HANG_FACTOR = 20.0  # a wait longer than this many times the slowest batch so far is a hang
 
-Placement = Literal["pack", "spread"]
 
 
 def chip_timeout_floor() -> float:
@@ -65,8 +64,8 @@ class ChipPipeline:
     def __init__(self, cfg: ChipConfig, groups: list[tuple[int, int]], params: dict,
                  replicas: int = 1, placement: Placement = "pack", micro_batch: int = 64,
                  in_flight: int = 4, cpus_per_chip: float = 1.0, gpus_per_chip: float = 0.0) -> None:
-        if placement not in ("pack", "spread"):
-            raise SpikeGradError(f"placement must be one of pack, spread, got {placement!r}")
+        if placement not in PLACEMENTS:
+            raise SpikeGradError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         if replicas < 1 or micro_batch < 1 or in_flight < 1:
             raise SpikeGradError(f"replicas, micro_batch and in_flight must be >= 1, got "
                                  f"{replicas}, {micro_batch}, {in_flight}")

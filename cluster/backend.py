@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -51,6 +51,10 @@ def cupy_available() -> tuple[bool, str]:
     return True, name
 
 
+BackendName = Literal["numpy", "cupy"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+
+
 def get_backend(name: str = "numpy") -> Backend:
     """Return the backend called ``name`` (``numpy`` or ``cupy``)."""
     if name == "numpy":
@@ -65,7 +69,7 @@ def get_backend(name: str = "numpy") -> Backend:
         import cupy  # noqa: PLC0415
 
         return Backend("cupy", cupy)
-    raise SpikeGradError(f"unknown backend {name!r}; expected one of: numpy, cupy")
+    raise SpikeGradError(f"unknown backend {name!r}; expected one of: {', '.join(BACKENDS)}")
 
 
 def to_device(backend: Backend, array: Any, dtype: Any = None) -> Any:

@@ -25,7 +25,7 @@ top error. The local engine (via :func:`forward` and :func:`backward`), every ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, get_args
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .layers import kind_of
 from .topology import Topology
 
 GradientMode = Literal["spike", "float"]
-GRADIENT_MODES: tuple[str, ...] = ("spike", "float")
+GRADIENT_MODES: tuple[str, ...] = get_args(GradientMode)
 
 
 @dataclass(frozen=True)

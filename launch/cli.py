@@ -21,7 +21,7 @@ from cluster.events import ORDERS
 from cluster.network import GRADIENT_MODES
 from cluster.topology import PRESETS
 
-from .data.datasets import DATASETS
+from .data import DATASETS
 from .run.config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, WIRES
 
 

@@ -1,28 +1,37 @@
 """Training configuration: one frozen dataclass, per-dataset defaults, strict checking.
 
-The defaults per dataset were chosen by measurement (README, "Choosing Θff and the
-optimizer"); a flag given on the command line always wins over them.
+Every enumeration has one typed source, a ``Literal`` (this module's, or the one of the package
+that owns it: ``cluster.network.GradientMode``, ``cluster.backend.BackendName``,
+``actors.chip.Wire`` and ``Placement``); the fields are annotated with them, :func:`_check_types`
+validates against them and the CLI takes its ``choices`` from them. The defaults per dataset live
+with each dataset (:mod:`launch.data`); a flag given on the command line always wins over them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
+import types
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from actors.chip import PLACEMENTS, WIRES, Placement, Wire
+from cluster.backend import BACKENDS, BackendName
 from cluster.errors import SpikeGradError
-from cluster.network import GRADIENT_MODES, StepConfig
-from cluster.topology import PRESETS, parse_topology
+from cluster.network import GRADIENT_MODES, GradientMode, StepConfig
+from cluster.topology import PRESETS, Topology, parse_topology
 
-ENGINES = ("chips", "local")
-WIRES = ("counts", "events")
-PLACEMENTS = ("pack", "spread")
-BACKENDS = ("numpy", "cupy")
-DTYPES = ("float32", "float64")
-SCHEDULES = ("constant", "cosine")
+from ..data import DATASET_DEFAULTS, DATASETS
+
+Engine = Literal["chips", "local"]
+DType = Literal["float32", "float64"]
+Schedule = Literal["constant", "cosine"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+DTYPES: tuple[str, ...] = get_args(DType)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 @dataclass(frozen=True)
@@ -41,27 +50,27 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4
     momentum: float = 0.9
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     alpha: float = 100.0
     theta_ff: float = 0.25
     theta_bp: float | None = None   # None: equal to theta_ff (section 3: no explicit rescaling)
-    gradient: str = "spike"
+    gradient: GradientMode = "spike"
     seed: int = 0
     limit_train: int | None = None
     limit_test: int | None = None
-    engine: str = "chips"
+    engine: Engine = "chips"
     chips: str | None = None        # --chips groups, e.g. "0-1,2-3,4,5"; None: one layer per chip
     replicas: int = 1
-    placement: str = "pack"
+    placement: Placement = "pack"
     micro_batch: int | None = None  # chips: samples per micro-batch (None: launch.run.chips.default_micro_batch)
-    wire: str = "counts"            # chips: spike counts per micro-batch, or "events" (address events)
+    wire: Wire = "counts"           # chips: spike counts per micro-batch, or "events" (address events)
     checkpoint_every: int | None = None  # also checkpoint every N batches (None: at epoch ends only)
     shift: int = 0                  # augmentation: each training image moved by up to ±shift pixels (0: none)
     flip: bool = False              # augmentation: each training image mirrored left-right with probability 1/2
     validation: int = 0             # hold out the last N training images; scored after every epoch
-    backend: str = "numpy"
+    backend: BackendName = "numpy"
     cuda_graph: bool = True         # CuPy: each full batch's step replayed as one CUDA graph (cluster.graph)
-    dtype: str = "float32"
+    dtype: DType = "float32"
     weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
     out: str | None = None
     download: bool = False
@@ -69,11 +78,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self)
 
+    @functools.cached_property
+    def topo(self) -> Topology:
+        """The parsed topology: parsed once (by the checks of ``__post_init__``) and handed down."""
+        return parse_topology(self.topology)
+
     @property
     def step(self) -> StepConfig:
         return StepConfig(theta_ff=self.theta_ff,
                           theta_bp=self.theta_ff if self.theta_bp is None else self.theta_bp,
-                          alpha=self.alpha, gradient=self.gradient)  # type: ignore[arg-type]
+                          alpha=self.alpha, gradient=self.gradient)
 
     @property
     def eta(self) -> float:
@@ -84,33 +98,41 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-# Per-dataset defaults, measured (README). Keys are TrainConfig fields.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(topology="digits", epochs=10, batch_size=32, lr=1e-4, momentum=0.9,
-                   alpha=100.0, theta_ff=0.25),
-    "mnist": dict(topology="mnist", epochs=5, batch_size=64, lr=6e-5, momentum=0.9,
-                  alpha=100.0, theta_ff=0.25),
-    # Found on the channel-narrowed network on a validation split (docs/measurements/cifar10-recipe-*).
-    "cifar10": dict(topology="cifar10", epochs=30, batch_size=64, lr=1e-5, momentum=0.9,
-                    alpha=500.0, theta_ff=0.25, shift=4, flip=True),
-}
+_TYPES: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float), bool: (bool,)}
 
 
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+@functools.lru_cache(maxsize=None)
+def _field_rules() -> dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, bool, str]]:
+    """Per field, from its resolved annotation: (Python types allowed, the Literal's values or None,
+    whether None is allowed, the annotation in words)."""
+    rules = {}
+    for name, hint in get_type_hints(TrainConfig).items():
+        parts = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        kinds: tuple[type, ...] = ()
+        values: tuple[Any, ...] | None = None
+        words = " or ".join("null" if p is type(None) else getattr(p, "__name__", "a value") for p in parts)
+        for part in parts:
+            if get_origin(part) is Literal:
+                values = get_args(part)
+                kinds += tuple({type(v) for v in values})
+            elif part is not type(None):
+                kinds += _TYPES[part]
+        rules[name] = (kinds, values, type(None) in parts, words)
+    return rules
 
 
 def _check_types(cfg: TrainConfig) -> None:
-    """Every field has the type its annotation names (``int | None`` and so on); booleans are not
-    numbers here (``lr: true`` in an edited config.json is refused, not read as 1)."""
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        kinds = [k.strip() for k in str(f.type).split("|")]
-        if v is None and "None" in kinds:
+    """Every field has the type its annotation names (``int | None``, a ``Literal`` of the allowed
+    values, and so on); booleans are not numbers here (``lr: true`` in an edited config.json is
+    refused, not read as 1)."""
+    for name, (kinds, values, nullable, words) in _field_rules().items():
+        v = getattr(cfg, name)
+        if v is None and nullable:
             continue
-        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
-        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
-            want = " or ".join("null" if k == "None" else k for k in kinds)
-            raise SpikeGradError(f"{f.name} must be {want}, got {type(v).__name__} {v!r}"[:300])
+        if values is not None and (isinstance(v, bool) or v not in values or not isinstance(v, kinds)):
+            raise SpikeGradError(f"{name} must be one of {', '.join(map(str, values))}, got {v!r}"[:300])
+        if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            raise SpikeGradError(f"{name} must be {words}, got {type(v).__name__} {v!r}"[:300])
 
 
 def _check_memory(cfg: TrainConfig, topo: Any) -> None:
@@ -130,14 +152,9 @@ def _check_memory(cfg: TrainConfig, topo: Any) -> None:
 
 
 def _check(cfg: TrainConfig) -> None:
-    _check_types(cfg)
-    if cfg.dataset not in DATASET_DEFAULTS:
-        raise SpikeGradError(f"unknown dataset {cfg.dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
-    for name, allowed in (("gradient", GRADIENT_MODES), ("engine", ENGINES), ("backend", BACKENDS),
-                          ("dtype", DTYPES), ("schedule", SCHEDULES), ("placement", PLACEMENTS),
-                          ("wire", WIRES)):
-        if getattr(cfg, name) not in allowed:
-            raise SpikeGradError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    _check_types(cfg)  # enumerations included: their Literal annotations
+    if cfg.dataset not in DATASETS:
+        raise SpikeGradError(f"unknown dataset {cfg.dataset!r}; expected one of: {', '.join(DATASETS)}")
     for name in ("epochs", "batch_size", "replicas"):
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -169,7 +186,7 @@ def _check(cfg: TrainConfig) -> None:
         raise SpikeGradError(f"seed must be an integer in 0..2^63-1, got {cfg.seed!r}")
     if not (0 <= cfg.momentum < 1):
         raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
-    topo = parse_topology(cfg.topology)  # raises with the offending token
+    topo = cfg.topo  # parsed here, once; raises with the offending token
     _check_memory(cfg, topo)
     if cfg.wire == "events" and (cfg.engine != "chips" or cfg.gradient != "spike"):
         raise SpikeGradError(f"--wire events needs --engine chips and --gradient spike, got engine {cfg.engine}, "
@@ -184,8 +201,8 @@ def _check(cfg: TrainConfig) -> None:
 
 def make_config(dataset: str = "digits", **overrides: Any) -> TrainConfig:
     """The dataset's measured defaults, then ``overrides`` (None values are ignored)."""
-    if dataset not in DATASET_DEFAULTS:
-        raise SpikeGradError(f"unknown dataset {dataset!r}; expected one of: {', '.join(DATASET_DEFAULTS)}")
+    if dataset not in DATASETS:
+        raise SpikeGradError(f"unknown dataset {dataset!r}; expected one of: {', '.join(DATASETS)}")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -229,4 +246,5 @@ def config_from_json(text: str | bytes) -> TrainConfig:
     return TrainConfig(**data)
 
 
-__all__ = ["TrainConfig", "make_config", "config_from_json", "check_address", "DATASET_DEFAULTS", "PRESETS"]
+__all__ = ["TrainConfig", "make_config", "config_from_json", "check_address", "DATASET_DEFAULTS", "PRESETS",
+           "ENGINES", "DTYPES", "SCHEDULES", "BACKENDS", "WIRES", "PLACEMENTS", "GRADIENT_MODES"]

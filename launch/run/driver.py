@@ -26,9 +26,9 @@ from actors.allocator import resident_bytes
 from cluster.errors import SpikeGradError
 from cluster.network import init_params, quantize
 from cluster.synops import COUNTERS
-from cluster.topology import Topology, parse_topology
+from cluster.topology import Topology
 
-from ..data.datasets import augment
+from ..data import augment
 from .config import TrainConfig
 from .engine import ChipFailure, Counters, Engine, HostState
 from .rundir import RunDir
@@ -73,7 +73,7 @@ def initial_params(cfg: TrainConfig, topo: Topology, rng: np.random.Generator) -
 
 def seeded_params(cfg: TrainConfig, topo: Topology | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The initial weights a run of ``cfg`` starts from (its seed's generator, first draws)."""
-    return initial_params(cfg, topo or parse_topology(cfg.topology), np.random.default_rng(cfg.seed))
+    return initial_params(cfg, topo or cfg.topo, np.random.default_rng(cfg.seed))
 
 
 def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str) -> None:
@@ -105,7 +105,7 @@ class Driver:
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None,
                  make_engine: Callable[[dict], Engine] | None = None) -> None:
         self.cfg = cfg
-        self.topo = topo or parse_topology(cfg.topology)
+        self.topo = topo or cfg.topo
         # One generator, seeded once: initial weights, then the batch order of each epoch.
         self.rng = np.random.default_rng(cfg.seed)
         params = initial_params(cfg, self.topo, self.rng)

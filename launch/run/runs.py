@@ -15,7 +15,7 @@ import numpy as np
 from cluster.errors import SpikeGradError
 from cluster.topology import Topology
 
-from ..data.datasets import Dataset, load_dataset
+from ..data import Dataset, load_dataset
 from .config import TrainConfig
 from .driver import Driver
 from .engine import make_engine
@@ -98,9 +98,7 @@ def _run(cfg: TrainConfig, run: RunDir, start: Callable[[Driver], None], progres
 
 def _run_data(cfg: TrainConfig, run: RunDir, start: Callable[[Driver], None], progress: bool,
               log: Callable[[str], None], address: str | None) -> dict:
-    from cluster.topology import parse_topology  # noqa: PLC0415
-
-    topo = parse_topology(cfg.topology)  # once per run, handed down
+    topo = cfg.topo  # parsed once, by the config's checks; handed down
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
     check_fit(topo, data)
     arrays = select(data, cfg)

@@ -112,7 +112,7 @@ def bench_train(a: Any) -> int:
     trained = None
     if getattr(a, "checkpoint", None):
         # A trained network on its own test images: the errors are as sparse as late in training.
-        from ..data.datasets import load_dataset  # noqa: PLC0415
+        from ..data import load_dataset  # noqa: PLC0415
         from ..run.runs import load_run  # noqa: PLC0415
 
         driver = load_run(a.checkpoint)
@@ -309,7 +309,7 @@ def bench_events(a: Any) -> int:
     from cluster.network import backward, forward  # noqa: PLC0415
 
     if a.checkpoint:
-        from ..data.datasets import load_dataset  # noqa: PLC0415
+        from ..data import load_dataset  # noqa: PLC0415
         from ..run.runs import check_fit, load_run  # noqa: PLC0415
 
         driver = load_run(a.checkpoint, backend="numpy")

@@ -277,7 +277,7 @@ def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smo
     """The cifar10 preset (narrowed in smoke mode) with spike gradients for ``seconds``, on the
     dataset's defaults (launch.run.config); epochs from a timed probe of the same engine.
     graph: replay steps as CUDA graphs (off where the graph tests failed in this run)."""
-    from ..data.datasets import load_dataset  # noqa: PLC0415
+    from ..data import load_dataset  # noqa: PLC0415
     from ..run.config import make_config  # noqa: PLC0415
     from ..run.driver import Driver  # noqa: PLC0415
     from ..run.rundir import RunDir  # noqa: PLC0415

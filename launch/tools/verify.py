@@ -23,7 +23,7 @@ import numpy as np
 from cluster.events import ORDERS, max_sde_without_residual, simulate
 from cluster.network import backward, export_layer, forward
 
-from ..data.datasets import load_dataset
+from ..data import load_dataset
 from ..run.runs import check_fit, load_run
 
 

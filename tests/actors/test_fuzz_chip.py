@@ -9,7 +9,6 @@ from actors.ray_chip import ChipActor
 from actors.wire import encode
 from launch.run.config import make_config
 from launch.run.driver import seeded_params
-from launch.run.local import LocalEngine
 
 N_MESSAGES = 10_000
 

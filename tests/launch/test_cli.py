@@ -118,7 +118,7 @@ def test_every_config_field_has_its_train_option_and_every_option_its_field():
     assert set(options) - fields - not_config == set(), "train options without a config field"
     import launch.run.config as config
     from cluster.network import GRADIENT_MODES
-    from launch.data.datasets import DATASETS
+    from launch.data import DATASETS
 
     enums = {"backend": config.BACKENDS, "dtype": config.DTYPES, "engine": config.ENGINES, "wire": config.WIRES,
              "placement": config.PLACEMENTS, "schedule": config.SCHEDULES, "gradient": GRADIENT_MODES,

@@ -1,4 +1,4 @@
-"""Tests for launch.data.datasets: real MNIST / CIFAR-10 subset files, synthetic layouts, downloads."""
+"""Tests for launch.data: real MNIST / CIFAR-10 subset files, synthetic layouts, downloads."""
 from __future__ import annotations
 
 import functools
@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 
 from cluster.errors import SpikeGradError
-from launch.data import datasets as ds
-from launch.data.datasets import DataError, load_dataset, read_cifar_bin, read_idx
+from launch.data import DataError, cifar10, download_dataset, load_dataset
+from launch.data import base as data_base
+from launch.data import mnist as mnist_mod
+from launch.data.cifar10 import read_cifar_bin
+from launch.data.mnist import read_idx
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MNIST_DIR = SHARED / "mnist"
@@ -93,7 +96,7 @@ def test_mnist_plain_files_checked_by_sha256(mnist_copy, mnist):
     raw = bytearray(path.read_bytes())
     raw[5000] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(DataError, match=ds.MNIST_FILES["t10k-images-idx3-ubyte"][1]) as err:
+    with pytest.raises(DataError, match=mnist_mod.MNIST_FILES["t10k-images-idx3-ubyte"][1]) as err:
         load_dataset("mnist", mnist_copy)
     assert "t10k-images-idx3-ubyte" in str(err.value) and "SHA256" in str(err.value)
 
@@ -159,7 +162,7 @@ def test_mnist_gz_checksum(mnist_copy):
     assert load_dataset("mnist", mnist_copy).y_test[0] == 7
     payload[-1] = (payload[-1] + 1) % 10  # a changed label: structure intact, digests differ
     path.write_bytes(gzip.compress(bytes(payload)))
-    with pytest.raises(DataError, match=ds.MNIST_FILES["t10k-labels-idx1-ubyte"][0]) as err:
+    with pytest.raises(DataError, match=mnist_mod.MNIST_FILES["t10k-labels-idx1-ubyte"][0]) as err:
         load_dataset("mnist", mnist_copy)
     assert "t10k-labels-idx1-ubyte.gz" in str(err.value) and "checksum" in str(err.value)
 
@@ -183,7 +186,7 @@ def test_mnist_count_mismatch(tmp_path, monkeypatch):
         raw = idx_bytes(a)
         (tmp_path / n).write_bytes(raw)
         table[n] = ("0" * 32, hashlib.sha256(raw).hexdigest())
-    monkeypatch.setattr(ds, "MNIST_FILES", table)
+    monkeypatch.setattr(mnist_mod, "MNIST_FILES", table)
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.*expected 3 labels.*\(4,\)"):
         load_dataset("mnist", tmp_path)
 
@@ -246,7 +249,7 @@ def test_read_cifar_bin_errors(tmp_path):
         read_cifar_bin(tmp_path / "label.bin")
 
 
-@pytest.mark.parametrize("subdir", ["", ds.CIFAR_SUBDIR])
+@pytest.mark.parametrize("subdir", ["", cifar10.CIFAR_SUBDIR])
 def test_cifar_full_release_layout(tmp_path, subdir):
     folder = tmp_path / subdir
     folder.mkdir(exist_ok=True)
@@ -321,28 +324,28 @@ def _fake_mnist(www: Path) -> dict:
 
 
 def test_download_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    monkeypatch.setattr(mnist_mod, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
     target = tmp_path / "data"
     with pytest.raises(DataError, match="offline") as err:
         load_dataset("mnist", target, download=True, progress=False)
     assert str(target) in str(err.value) and "train-images-idx3-ubyte.gz" in str(err.value)
     assert list(target.iterdir()) == []  # no partial files left behind
-    monkeypatch.setattr(ds, "CIFAR_URL", "http://127.0.0.1:9/cifar-10-binary.tar.gz")
+    monkeypatch.setattr(cifar10, "CIFAR_URL", "http://127.0.0.1:9/cifar-10-binary.tar.gz")
     with pytest.raises(DataError, match=r"offline.*cifar-10-binary\.tar\.gz"):
-        ds.download_dataset("cifar10", target, progress=False)
+        download_dataset("cifar10", target, progress=False)
 
 
 def test_download_from_local_server(http_root, tmp_path, monkeypatch):
     www, base = http_root
     table = _fake_mnist(www)
-    monkeypatch.setattr(ds, "MNIST_FILES", table)
-    monkeypatch.setattr(ds, "MNIST_MIRRORS", ("http://127.0.0.1:9/", base))  # first mirror dead
+    monkeypatch.setattr(mnist_mod, "MNIST_FILES", table)
+    monkeypatch.setattr(mnist_mod, "MNIST_MIRRORS", ("http://127.0.0.1:9/", base))  # first mirror dead
     target = tmp_path / "data"
     target.mkdir()
     (target / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress((www / "t10k-labels-idx1-ubyte.gz").read_bytes()))
     replaced = []
     real_replace = os.replace
-    monkeypatch.setattr(ds.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b)))
+    monkeypatch.setattr(data_base.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b)))
     data = load_dataset("mnist", target, download=True, progress=False)
     assert data.y_test.tolist() == [3, 9] and data.x_train.shape == (4, 1, 28, 28)
     # only the three missing files came, each renamed from a temp file in the same folder
@@ -355,18 +358,18 @@ def test_download_md5_mismatch_leaves_nothing(http_root, tmp_path, monkeypatch):
     www, base = http_root
     table = _fake_mnist(www)
     table["train-images-idx3-ubyte"] = ("0" * 32, table["train-images-idx3-ubyte"][1])
-    monkeypatch.setattr(ds, "MNIST_FILES", table)
-    monkeypatch.setattr(ds, "MNIST_MIRRORS", (base,))
+    monkeypatch.setattr(mnist_mod, "MNIST_FILES", table)
+    monkeypatch.setattr(mnist_mod, "MNIST_MIRRORS", (base,))
     target = tmp_path / "data"
     with pytest.raises(DataError, match=r"checksum mismatch: expected MD5 0{32}") as err:
-        ds.download_dataset("mnist", target, progress=False)
+        download_dataset("mnist", target, progress=False)
     assert "offline" not in str(err.value) and str(target) in str(err.value)
     assert list(target.iterdir()) == []
 
 
 def test_download_cifar_archive(http_root, tmp_path, monkeypatch):
     www, base = http_root
-    src = tmp_path / "src" / ds.CIFAR_SUBDIR
+    src = tmp_path / "src" / cifar10.CIFAR_SUBDIR
     src.mkdir(parents=True)
     for i in range(1, 6):
         (src / f"data_batch_{i}.bin").write_bytes(cifar_bytes([i]))
@@ -374,15 +377,15 @@ def test_download_cifar_archive(http_root, tmp_path, monkeypatch):
     (src / "readme.html").write_text("not extracted")
     archive = www / "cifar-10-binary.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(src, arcname=ds.CIFAR_SUBDIR)
-    monkeypatch.setattr(ds, "CIFAR_URL", base + archive.name)
-    monkeypatch.setattr(ds, "CIFAR_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+        tar.add(src, arcname=cifar10.CIFAR_SUBDIR)
+    monkeypatch.setattr(cifar10, "CIFAR_URL", base + archive.name)
+    monkeypatch.setattr(cifar10, "CIFAR_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     target = tmp_path / "data"
     data = load_dataset("cifar10", target, download=True, progress=False)
     assert data.y_train.tolist() == [1, 2, 3, 4, 5] and data.y_test.tolist() == [0, 9]
-    assert data.classes == ds.CIFAR_CLASSES
-    assert sorted(p.name for p in (target / ds.CIFAR_SUBDIR).iterdir()) == sorted(ds.CIFAR_FULL)
-    assert sorted(p.name for p in target.iterdir()) == [ds.CIFAR_SUBDIR]
+    assert data.classes == cifar10.CIFAR_CLASSES
+    assert sorted(p.name for p in (target / cifar10.CIFAR_SUBDIR).iterdir()) == sorted(cifar10.CIFAR_FULL)
+    assert sorted(p.name for p in target.iterdir()) == [cifar10.CIFAR_SUBDIR]
 
 
 def test_extract_rejects_unsafe_members(tmp_path):
@@ -394,7 +397,7 @@ def test_extract_rejects_unsafe_members(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(DataError, match=r"evil\.tar\.gz.*\.\./test_batch\.bin"):
-        ds._extract_cifar(archive, out)
+        cifar10._extract_cifar(archive, out)
     assert not (tmp_path / "test_batch.bin.part").exists()
 
 
@@ -402,7 +405,7 @@ def test_shift_images_matches_a_pixel_loop():
     rng = np.random.default_rng(0)
     x = rng.random((40, 2, 7, 6)).astype(np.float32)
     shifts = rng.integers(-8, 9, (40, 2))  # some move the whole image out
-    got = ds.shift_images(x, shifts)
+    got = data_base.shift_images(x, shifts)
     want = np.zeros_like(x)
     for n, (dy, dx) in enumerate(shifts):
         for i in range(7):
@@ -410,15 +413,15 @@ def test_shift_images_matches_a_pixel_loop():
                 if 0 <= i - dy < 7 and 0 <= j - dx < 6:
                     want[n, :, i, j] = x[n, :, i - dy, j - dx]
     assert np.array_equal(got, want)
-    assert np.array_equal(ds.shift_images(x, np.zeros((40, 2), int)), x)
+    assert np.array_equal(data_base.shift_images(x, np.zeros((40, 2), int)), x)
     before = x.copy()
-    ds.shift_images(x, shifts)
+    data_base.shift_images(x, shifts)
     assert np.array_equal(x, before)
 
 
 def test_shift_images_rejects_a_bad_shift_array():
     with pytest.raises(SpikeGradError, match=r"expected shifts shaped \(3, 2\), got \(3,\)"):
-        ds.shift_images(np.zeros((3, 1, 4, 4), np.float32), np.zeros(3, int))
+        data_base.shift_images(np.zeros((3, 1, 4, 4), np.float32), np.zeros(3, int))
 
 
 def test_augment_shifts_then_mirrors_and_leaves_the_batch_alone():
@@ -426,10 +429,10 @@ def test_augment_shifts_then_mirrors_and_leaves_the_batch_alone():
     x = rng.random((6, 3, 5, 5)).astype(np.float32)
     keep = x.copy()
     shifts, flips = rng.integers(-2, 3, (6, 2)), np.array([True, False, True, True, False, False])
-    got = ds.augment(x, shifts, flips)
-    want = ds.shift_images(x, shifts)
+    got = data_base.augment(x, shifts, flips)
+    want = data_base.shift_images(x, shifts)
     want[flips] = want[flips][..., ::-1]
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(ds.augment(x, None, flips)[0], x[0, :, :, ::-1])
+    np.testing.assert_array_equal(data_base.augment(x, None, flips)[0], x[0, :, :, ::-1])
     np.testing.assert_array_equal(x, keep)
-    assert ds.augment(x, None, None) is x and ds.augment(x, None, np.zeros(6, bool)) is x
+    assert data_base.augment(x, None, None) is x and data_base.augment(x, None, np.zeros(6, bool)) is x

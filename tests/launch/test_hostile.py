@@ -19,7 +19,9 @@ from cluster.errors import SpikeGradError
 from launch.cli import main
 from launch.run.config import config_from_json, make_config
 from launch.tools.conformance import load_case, run_case
-from launch.data.datasets import DataError, read_cifar_bin, read_idx
+from launch.data import DataError
+from launch.data.cifar10 import read_cifar_bin
+from launch.data.mnist import read_idx
 from launch.run.rundir import RunDir, read_parquet_rows
 from launch.run.runs import load_run, train
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from launch.data import datasets as ds
-from launch.data.datasets import CIFAR_CLASSES, DataError, load_dataset
+from launch.data import DataError, cifar10, load_dataset
+from launch.data.cifar10 import CIFAR_CLASSES
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -64,8 +64,8 @@ def test_the_cache_is_used_and_a_damaged_cache_is_decoded_again(tmp_path, cache,
     root = tmp_path / "data"
     write_folder(root)
     first = load_dataset("cifar10", root, progress=False)
-    decode = ds._decode_image
-    monkeypatch.setattr(ds, "_decode_image", lambda p: pytest.fail(f"decoded {p} despite the cache"))
+    decode = cifar10._decode_image
+    monkeypatch.setattr(cifar10, "_decode_image", lambda p: pytest.fail(f"decoded {p} despite the cache"))
     cached = load_dataset("cifar10", root, progress=False)
     np.testing.assert_array_equal(cached.x_train, first.x_train)
     (path,) = cache.glob("cifar10-folder-*.npz")
@@ -73,7 +73,7 @@ def test_the_cache_is_used_and_a_damaged_cache_is_decoded_again(tmp_path, cache,
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte in the pixels: the SHA-256 no longer matches
     path.write_bytes(bytes(raw))
     calls = []
-    monkeypatch.setattr(ds, "_decode_image", lambda p: calls.append(p) or decode(p))
+    monkeypatch.setattr(cifar10, "_decode_image", lambda p: calls.append(p) or decode(p))
     again = load_dataset("cifar10", root, progress=False)
     assert len(calls) == 50
     np.testing.assert_array_equal(again.x_train, first.x_train)
