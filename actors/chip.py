@@ -46,7 +46,13 @@ from cluster.errors import SpikeGradError
 from cluster.events import FORWARD_STANDARD, Segment
 from cluster.kernels import error_gate
 from cluster.network import (
-    LayerForward, StepConfig, backward_layers, forward_layers, sgd_update, to_chwb, top_error_spikes,
+    LayerForward,
+    StepConfig,
+    backward_layers,
+    forward_layers,
+    sgd_update,
+    to_chwb,
+    top_error_spikes,
     top_potential,
 )
 from cluster.synops import COUNTERS, SynopCounter
@@ -143,8 +149,9 @@ class Chip:
         self.params = {l: (self._own(params[l][0]), self._own(params[l][1]))
                        for l in self.layers if self.topo.layers[l].trainable}
         self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
-        self.omega = {l: None for l in self.params}  # Σ E ⊗ S over the batch so far (None: nothing yet)
-        self.pending: dict[tuple[int, int], tuple[Any, list[LayerForward]]] = {}
+        # Σ E ⊗ S over the batch so far (None: nothing yet)
+        self.omega: dict[int, tuple[Any, Any] | None] = {l: None for l in self.params}
+        self.pending: dict[tuple[int, int], tuple[Any, list[LayerForward], Segment | None]] = {}
         self.counter = SynopCounter(self.xp, self.topo, spike_errors=(cfg.step.gradient == "spike"))
         self.size_audit = False
         if cfg.wire not in WIRES:
@@ -212,7 +219,8 @@ class Chip:
     # -- event mode (--wire events) -----------------------------------------------------------
     def _segment(self, batch_size: int) -> Segment:
         """This chip's layers in the event simulation (float64, NumPy), on its current weights."""
-        params = {l: (to_host(W).astype(np.float64), to_host(b).astype(np.float64)) for l, (W, b) in self.params.items()}
+        params = {l: (to_host(W).astype(np.float64), to_host(b).astype(np.float64))
+                  for l, (W, b) in self.params.items()}
         return Segment(self.topo, params, self.first, self.last, batch_size, self.cfg.step)
 
     def _wave_layout(self, rows: np.ndarray, l: int) -> np.ndarray:
@@ -377,10 +385,11 @@ class Chip:
         _, sums, Z_below = backward_layers(xp, self.topo, self.params, kept, E, step, self.first, self.last,
                                            visit=visit)
         for l, (gW, gb) in sums.items():
-            if self.omega[l] is None:
+            acc = self.omega[l]
+            if acc is None:
                 self.omega[l] = (gW.copy(), gb.copy())
             else:
-                acc_W, acc_b = self.omega[l]
+                acc_W, acc_b = acc
                 acc_W += gW
                 acc_b += gb
         out = None
@@ -431,8 +440,8 @@ class Chip:
             raise SpikeGradError(f"chip {self.index}: apply with {len(self.pending)} micro-batches still "
                                  f"waiting for their backward pass")
         for l, (W, b) in self.params.items():
+            total: tuple[Any, Any] | None = None
             if increments:
-                total = None
                 for inc in increments:
                     if l in inc:
                         gW, gb = (to_device(self.backend, a, self.dtype) for a in inc[l])

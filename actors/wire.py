@@ -274,7 +274,7 @@ def _read(buf, kind, dst, shape, batch, micro) -> tuple[Header, pa.RecordBatch]:
                         "without it (empty or truncated?)")
     source = pa.BufferReader(data)
     reader = pa.ipc.open_stream(source)
-    batches = []
+    batches: list[pa.RecordBatch] = []
     while len(batches) < 2:
         try:
             batches.append(reader.read_next_batch())
@@ -290,7 +290,8 @@ def _read(buf, kind, dst, shape, batch, micro) -> tuple[Header, pa.RecordBatch]:
     meta = {k.decode("utf-8"): x.decode("utf-8") for k, x in (rb.schema.metadata or {}).items()}
     names = rb.schema.names
     h = _header(meta, rb.schema)
-    want = {"kind": kind, "dst": dst, "shape": tuple(shape) if isinstance(shape, (list, tuple)) else shape, "batch": batch, "micro": micro}
+    want = {"kind": kind, "dst": dst, "shape": tuple(shape) if isinstance(shape, (list, tuple)) else shape,
+            "batch": batch, "micro": micro}
     for key, expect in want.items():
         if expect is not None and getattr(h, key) != expect:
             raise WireError(f"wire: {key} expected {expect!r}, got {getattr(h, key)!r}")

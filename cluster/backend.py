@@ -51,7 +51,6 @@ def cupy_available() -> tuple[bool, str]:
     return True, name
 
 
-BackendName = Literal["numpy", "cupy"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 
 

@@ -41,12 +41,14 @@ and S, Z, E, ω equal the ANN's exactly whatever the order of events.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, cast
 
 import numpy as np
 
 from . import layers as ops
+from .errors import SpikeGradError
 from .network import StepConfig, export_layer, layer_increment_sums, to_chwb, top_potential
 from .synops import _weighted_events, layer_fan
 from .topology import Conv, Dense, Pool, Topology
@@ -106,7 +108,8 @@ def _add(A: np.ndarray, cols: np.ndarray | None, r: np.ndarray) -> None:
 
 def _active(s: np.ndarray) -> np.ndarray:
     """Which samples of a wave (or a mask in the same layout) hold anything."""
-    return s.reshape(-1, s.shape[-1]).any(axis=0) if s.ndim == 4 else s.any(axis=1)
+    # any() along an axis of a 2-D array is a 1-D array (numpy's stub also allows a scalar)
+    return cast(np.ndarray, s.reshape(-1, s.shape[-1]).any(axis=0) if s.ndim == 4 else s.any(axis=1))
 
 
 def _compact(s: np.ndarray, cols: np.ndarray | None, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +154,13 @@ class _Layer:
         self.events_in = 0.0    # synaptic events of spikes arriving forward (Σ |s| · fan-out)
         self.events_back = 0.0  # synaptic events of δ leaving backward (Σ |δ| · fan-in)
 
+    @property
+    def weights(self) -> tuple[Any, Any]:
+        """(W, b) of this layer, one with weights (convolution or dense)."""
+        if self.params is None:
+            raise SpikeGradError(f"layer {self.layer.token()} has no weights")
+        return self.params
+
     def _choose(self, eligible: np.ndarray) -> np.ndarray:
         """Deterministic order: every eligible neuron fires this round; random order: each
         eligible neuron fires with probability 1/2 (the rest stay eligible for later rounds)."""
@@ -169,12 +179,12 @@ class _Layer:
         if isinstance(layer, Pool):
             r = np.rint(layer.size ** 2 * ops.pool_forward(xp, layer, s_in))  # Σ window, in Θff/k² units
         elif isinstance(layer, Conv):
-            pre, _ = ops.conv_forward(xp, layer, self.params[0], s_in)
+            pre, _ = ops.conv_forward(xp, layer, self.weights[0], s_in)
             r = pre.reshape(*self.V.shape[:3], s_in.shape[-1])
         else:
             if s_in.ndim == 4:
                 s_in = ops.flatten(xp, s_in)
-            r = ops.dense_forward(self.params[0], s_in)
+            r = ops.dense_forward(self.weights[0], s_in)
         _add(self.V, cols, r)
 
     def fire(self, cols: np.ndarray | None) -> Iterator[Wave]:
@@ -214,18 +224,18 @@ class _Layer:
         return _compact(s, None, self.batch)
 
     # backward ------------------------------------------------------------------------------
-    def receive(self, wave: Wave, above: "_Layer") -> None:
+    def receive(self, wave: Wave, above: _Layer) -> None:
         """U += (W of the layer above)ᵀ ⋆ δ for one wave of δ from the layer above."""
         cols, delta = wave
         lay, xp = above.layer, np
         if isinstance(lay, Pool):
             r = ops.pool_backward_input(xp, lay, delta, self.cfg.theta_ff / lay.size ** 2)
         elif isinstance(lay, Conv):
-            r = ops.conv_backward_input(xp, lay, above.params[0], delta)
+            r = ops.conv_backward_input(xp, lay, above.weights[0], delta)
         elif self.U.ndim == 4:
-            r = ops.dense_error_to_map(above.params[0], delta, self.layer.out_shape)
+            r = ops.dense_error_to_map(above.weights[0], delta, self.layer.out_shape)
         else:
-            r = ops.dense_backward_input(above.params[0], delta)
+            r = ops.dense_backward_input(above.weights[0], delta)
         _add(self.U, cols, r)
 
     def fire_errors(self, cols: np.ndarray | None) -> Iterator[Wave]:
@@ -421,9 +431,9 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     phases = [(FORWARD_STANDARD, [(np.arange(B), xin)])]
     for seg in segs:
         phases = seg.forward(phases)
-    phases = None
+    errors: list[tuple[int, list[Wave]]] | None = None
     for seg in reversed(segs):
-        phases = seg.backward(phases, y=y)
+        errors = seg.backward(errors, y=y)
     # Each layer from the segment that owns it (the boundary U compartments report error spikes).
     net = {l: seg.net[l] for seg in segs for l in range(seg.first, seg.last + 1)}
     n_err = {l: net[l].n_err for l in net}
@@ -438,7 +448,7 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
         if layer.trainable:
             cache = ops.im2col(np, below, layer) if isinstance(layer, Conv) else \
                 (ops.flatten(np, below) if below.ndim == 4 else below)
-            sums[l] = layer_increment_sums(np, layer, st.params, st.E, cache)
+            sums[l] = layer_increment_sums(np, layer, st.weights, st.E, cache)
         counts.spikes.append(st.n)
         counts.spikes_min.append(float(np.abs(st.S).sum()) if l < L else 0.0)
         counts.error_spikes.append(n_err[l])

@@ -41,7 +41,6 @@ from .network import StepConfig, backward, forward, sgd_update
 from .synops import COUNTERS, SynopCounter
 from .topology import Topology
 
-
 _OP_N, _OP_T = 0, 1  # cublasOperation_t
 
 
@@ -132,7 +131,8 @@ class GraphStep:
     and must not be replaced while this object lives (the engine drops it when it loads others).
     """
 
-    def __init__(self, xp: Any, topo: Topology, params: dict, velocity: dict, step: StepConfig,
+    def __init__(self, xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]],
+                 velocity: dict[int, tuple[Any, Any]], step: StepConfig,
                  momentum: float, frac_bits: int | None, counter: SynopCounter, batch: int, dtype: Any) -> None:
         self.xp, self.topo, self.params, self.velocity = xp, topo, params, velocity
         self.step, self.momentum, self.frac_bits, self.counter = step, momentum, frac_bits, counter
@@ -215,6 +215,7 @@ class GraphStep:
         """Move the counters of every step run so far into the engine's SynopCounter."""
         if self.replays == 0:
             return
+        assert self.host_counts is not None  # set by the first run, which every replay follows
         with self.stream:
             acc = self.acc.get() + self.replays * self.host_counts
             self.acc.fill(0)

@@ -19,7 +19,7 @@ demand equal outputs.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -114,7 +114,7 @@ def error_gate_numpy(Z: np.ndarray, mask: np.ndarray | None, theta_bp: float, ro
     return Z
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cupy_kernels() -> tuple[Any, Any, Any, Any]:
     import cupy  # noqa: PLC0415  (only on the GPU backend)
 

@@ -3,8 +3,9 @@
 Layout. Inside the engine, maps are held channel-first with the batch
 innermost, ``(C, H, W, B)`` ("CHWB"), so that a convolution is one matrix product
 ``W (Co, Ci·k·k) @ cols (Ci·k·k, Ho·Wo·B)`` whose result is already CHWB (no
-transposes on the hot path), and the im2col copy moves contiguous runs of Wo·B values. Dense layers take ``(B, N)`` with N in (C, H, W)
-order (DESIGN §2); :func:`flatten` converts at the conv-to-dense boundary.
+transposes on the hot path), and the im2col copy moves contiguous runs of Wo·B values.
+Dense layers take ``(B, N)`` with N in (C, H, W) order (DESIGN §2); :func:`flatten`
+converts at the conv-to-dense boundary.
 
 These functions compute the *linear* parts: W ⋆ S (Eqs. (10), (15)) forward and
 Wᵀ ⋆ E (Eqs. (11), (18)) backward, and the increment sums Σ E ⊗ S (Eq. (14)).
@@ -14,10 +15,10 @@ Rounding and gating live in :mod:`cluster.kernels`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,7 @@ def pool_forward(xp: Any, layer: Pool, S_prev: Any) -> Any:
     k = layer.size
     C, H, W, B = S_prev.shape
     Ho, Wo = H // k, W // k
-    total = None
+    total: Any = None
     for i in range(k):
         for j in range(k):
             tap = S_prev[:, i:Ho * k:k, j:Wo * k:k, :]

@@ -24,8 +24,10 @@ top error. The local engine (via :func:`forward` and :func:`backward`), every ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args
+from functools import partial
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -140,7 +142,7 @@ def forward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], 
     for l in range(first, last + 1):
         layer = topo.layers[l]
         lf = run(f"l{l} {layer.token():>8} forward",
-                 lambda: layer_forward(xp, layer, params.get(l), S, cfg, is_output=(l == L)))
+                 partial(layer_forward, xp, layer, params.get(l), S, cfg, is_output=(l == L)))
         out.append(lf)
         S = lf.S
     return out
@@ -209,6 +211,12 @@ def gate(xp: Any, Z: Any, mask: Any | None, cfg: StepConfig) -> Any:
     return error_gate(xp, Z, mask, cfg.theta_bp, rounding=(cfg.gradient == "spike"))
 
 
+def _gated_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any, below: Any,
+                       mask: Any | None, cfg: StepConfig) -> Any:
+    """gate(layer_error_below(...)): one timed unit of :func:`backward_layers`."""
+    return gate(xp, layer_error_below(xp, layer, params, E, below, cfg), mask, cfg)
+
+
 def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], kept: list[LayerForward],
                     E_top: Any, cfg: StepConfig, first: int = 0, last: int | None = None,
                     clock: Clock | None = None,
@@ -235,14 +243,14 @@ def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]],
             visit(l, El)
         if layer.trainable:
             sums[l] = run(f"l{l} {layer.token():>8} increments",
-                          lambda: layer_increment_sums(xp, layer, params[l], El, kept[l - first].cache))
+                          partial(layer_increment_sums, xp, layer, params[l], El, kept[l - first].cache))
         if l == 0:
             break
         below = topo.layers[l - 1]
         # the layer below on this side of the boundary gates with its S′; across it, S′ is the receiver's
         mask = kept[l - 1 - first].mask if l > first else None
         Zl = run(f"l{l} {layer.token():>8} error below",
-                 lambda: gate(xp, layer_error_below(xp, layer, params.get(l), El, below, cfg), mask, cfg))
+                 partial(_gated_error_below, xp, layer, params.get(l), El, below, mask, cfg))
         if l == first:
             Z_below = Zl
             break
@@ -277,8 +285,7 @@ def init_params(topo: Topology, rng: np.random.Generator, theta_ff: float,
     params = {}
     L = len(topo.layers) - 1
     for l in topo.trainable:
-        layer = topo.layers[l]
-        shape = layer.weight_shape
+        shape = topo.weight_shape(l)
         fan_in = int(np.prod(shape[1:]))
         if l == 0:
             std = np.sqrt(2.0 / fan_in)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from .errors import SpikeGradError
 
@@ -124,7 +123,7 @@ class Dense:
         return str(self.out_features)
 
 
-Layer = Union[Conv, Pool, Dense]
+Layer = Conv | Pool | Dense
 
 
 @dataclass(frozen=True)
@@ -148,13 +147,23 @@ class Topology:
         c, h, w = self.layers[l].out_shape
         return c * h * w
 
+    def weight_shape(self, l: int) -> tuple[int, ...]:
+        """Shape of the weights of layer l, which must be trainable (one of :attr:`trainable`)."""
+        shape = self.layers[l].weight_shape
+        if shape is None:
+            raise SpikeGradError(f"layer {l} ({self.layers[l].token()}) has no weights")
+        return shape
+
     def layer_bytes(self, l: int, batch: int, itemsize: int) -> int:
         """A lower bound of the memory layer l holds in one training step of ``batch`` samples:
         weights, biases, velocities and increments (four copies), its outputs, surrogate
         derivatives and errors (three per neuron and sample) and, for a convolution, its im2col
         patches. Checked before anything is allocated (``launch.run.config``)."""
         layer = self.layers[l]
-        n = 4 * (math.prod(layer.weight_shape) + layer.weight_shape[0]) if layer.trainable else 0
+        n = 0
+        if layer.trainable:
+            w_shape = self.weight_shape(l)
+            n = 4 * (math.prod(w_shape) + w_shape[0])
         n += 3 * self.neurons(l) * batch
         if isinstance(layer, Conv):
             n += layer.in_shape[0] * layer.kernel ** 2 * layer.out_shape[1] * layer.out_shape[2] * batch

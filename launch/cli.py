@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from cluster.errors import SpikeGradError
 from cluster.events import ORDERS
@@ -179,7 +180,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dtype", choices=DTYPES, default="float32")
     t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
-    t.add_argument("--micro-batch", type=_positive_int, help="samples per CPU micro-batch (default: the local engine's)")
+    t.add_argument("--micro-batch", type=_positive_int,
+                   help="samples per CPU micro-batch (default: the local engine's)")
     t.add_argument("--checkpoint", help="time a trained run on its own test images (sparse errors) "
                                         "instead of synthetic batches on initial weights")
     t.add_argument("--json", action="store_true")

@@ -1,5 +1,10 @@
 """Shared test fixtures: where ../shared lives, and a skip with a reason when it does not.
 
+Markers (README, *Tests*): ``ray`` — the test starts or joins a Ray cluster (the session fixture
+``ray_session``, or a Ray instance of its own in a subprocess); ``data`` — it reads ``../shared``
+(real data or the conformance cases); ``slow`` — it takes seconds to minutes (every ``ray`` test
+is also ``slow``). ``python -m pytest -m "not slow"`` is the fast tier.
+
 ``python -m pytest --backend cupy`` runs the tests that take the ``backend`` fixture (the engine
 against its dense reference, the chips against the local trainer, the CUDA graph step) on CuPy;
 the default is NumPy. Asking for CuPy without CUDA is an error, not a skip.
@@ -13,6 +18,31 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+MARKERS = {
+    "ray": "starts or joins a Ray cluster (also slow)",
+    "data": "reads ../shared (real data sets or the conformance cases)",
+    "slow": "takes seconds to minutes; left out of the fast tier (-m 'not slow')",
+}
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers that follow from a test's fixtures: ``ray_session`` is Ray, ``shared_dir`` and
+    ``mnist_dir`` are data; every Ray test is slow."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "ray_session" in names:
+            item.add_marker(pytest.mark.ray)
+        if names & {"shared_dir", "mnist_dir"}:
+            item.add_marker(pytest.mark.data)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_addoption(parser):

@@ -116,6 +116,7 @@ def load(data_dir: Any, download: bool = False, progress: bool = True) -> Datase
         train = (np.concatenate([b[0] for b in batches[:5]]), np.concatenate([b[1] for b in batches[:5]]))
         test, source = batches[5], f"{folder} (CIFAR-10 binary release)"
     else:
+        assert subset is not None  # both None: downloaded above, or refused
         folder = subset
         raws = {n: _read_bytes(folder / n, MAX_CIFAR_BYTES) for n in CIFAR_SUBSET}
         for n, md5 in CIFAR_SUBSET.items():
@@ -217,7 +218,8 @@ def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> str | N
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = np.frombuffer(_arrays_digest(arrays).encode(), np.uint8)
-        write_atomic(path, lambda f: np.savez(f, digest=digest, key=np.frombuffer(key.encode(), np.uint8), **arrays))
+        kwds: dict[str, Any] = arrays  # numpy's stub types **kwds of savez as allow_pickle: bool too
+        write_atomic(path, lambda f: np.savez(f, digest=digest, key=np.frombuffer(key.encode(), np.uint8), **kwds))
     except OSError as exc:
         return f"{exc.strerror or exc}"
     return None
@@ -270,7 +272,9 @@ def _extract_cifar(archive: Path, root: Path) -> None:
                     raise DataError(f"{archive}: expected relative member names, got {member.name!r}")
                 if not member.isfile() or not parts or parts[-1] not in wanted:
                     continue  # links, folders, readme.html: never written
-                data = tar.extractfile(member).read()
+                member_file = tar.extractfile(member)
+                assert member_file is not None  # a regular file (member.isfile() above)
+                data = member_file.read()
                 fd, tmp = tempfile.mkstemp(prefix=f".{parts[-1]}.", suffix=".part", dir=out_dir)
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)

@@ -13,8 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from .base import MAX_IDX_BYTES, DataError, Dataset, _check_digest, _fetch_any, _gunzip_if_gzip, _read_bytes, \
-    require_dir
+from .base import (
+    MAX_IDX_BYTES,
+    DataError,
+    Dataset,
+    _check_digest,
+    _fetch_any,
+    _gunzip_if_gzip,
+    _read_bytes,
+    require_dir,
+)
 
 NAME = "mnist"
 # Training defaults (keys are TrainConfig fields), measured (README, "Choosing Θff and the optimizer").
@@ -96,9 +104,14 @@ def load(data_dir: Any, download: bool = False, progress: bool = True) -> Datase
     elif missing:
         raise DataError(f"mnist: expected {', '.join(n + '[.gz]' for n in missing)} in {root}, "
                         f"got no such file; pass --download or copy them there")
-    paths = {n: _mnist_path(root, n) for n in MNIST_FILES}
+    paths: dict[str, Path] = {}
+    for n in MNIST_FILES:
+        p = _mnist_path(root, n)
+        if p is None:  # not after fetch_missing, which fetches every missing file or raises
+            raise DataError(f"mnist: expected {n}[.gz] in {root}, got no such file")
+        paths[n] = p
     arrays = {n: _read_mnist_file(p, n) for n, p in paths.items()}
-    parts = []
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ("train", "t10k"):
         images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
         img_path, lab_path = paths[f"{split}-images-idx3-ubyte"], paths[f"{split}-labels-idx1-ubyte"]
@@ -108,9 +121,11 @@ def load(data_dir: Any, download: bool = False, progress: bool = True) -> Datase
             raise DataError(f"{lab_path}: expected {len(images)} labels (as many as images in "
                             f"{img_path.name}), got shape {labels.shape}")
         # pixel / 256 in float32 is exact (dyadic); it keeps x strictly below 1.
-        parts += [images[:, None].astype(np.float32) * np.float32(1 / 256), labels.astype(np.int64)]
+        parts[split] = (images[:, None].astype(np.float32) * np.float32(1 / 256), labels.astype(np.int64))
     kinds = sorted({"gzip" if p.suffix == ".gz" else "plain" for p in paths.values()})
-    return Dataset("mnist", *parts, tuple(str(i) for i in range(10)), f"{root} (IDX, {'+'.join(kinds)})")
+    (x_train, y_train), (x_test, y_test) = parts["train"], parts["t10k"]
+    return Dataset("mnist", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                   classes=tuple(str(i) for i in range(10)), source=f"{root} (IDX, {'+'.join(kinds)})")
 
 
 def download(data_dir: Any, progress: bool = True) -> None:

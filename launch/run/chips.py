@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def _chip_calls(fn: Callable) -> Callable:
     """Turn Ray's actor-death errors raised by a pipeline call into :class:`ChipFailure`."""
 
     @functools.wraps(fn)
-    def wrapped(self: "ChipEngine", *args: Any, **kwargs: Any) -> Any:
+    def wrapped(self: ChipEngine, *args: Any, **kwargs: Any) -> Any:
         import ray  # noqa: PLC0415
 
         try:

@@ -101,7 +101,7 @@ class TrainConfig:
 _TYPES: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float), bool: (bool,)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_rules() -> dict[str, tuple[tuple[type, ...], tuple[Any, ...] | None, bool, str]]:
     """Per field, from its resolved annotation: (Python types allowed, the Literal's values or None,
     whether None is allowed, the annotation in words)."""

@@ -17,8 +17,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -61,12 +62,13 @@ def lr_factor(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> 
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def initial_params(cfg: TrainConfig, topo: Topology, rng: np.random.Generator) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def initial_params(cfg: TrainConfig, topo: Topology,
+                   rng: np.random.Generator) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The run's initial weights on the host (:func:`cluster.network.init_params`), on the
     fixed-point grid with ``--weight-frac-bits``. Draws from ``rng`` (the run's one generator)."""
     host = init_params(topo, rng, cfg.theta_ff, np.dtype(cfg.dtype))
     if cfg.weight_frac_bits is not None:
-        for W, b in host.values():
+        for W, _b in host.values():
             quantize(np, W, cfg.weight_frac_bits)
     return host
 
@@ -80,7 +82,7 @@ def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str)
     """Refuse a checkpoint whose weights, biases or velocities do not fit ``topo`` or are not finite
     floats (a NaN or complex bias would otherwise evaluate to a plausible accuracy)."""
     for t, l in enumerate(topo.trainable):
-        w_shape = tuple(topo.layers[l].weight_shape)
+        w_shape = topo.weight_shape(l)
         want = {f"W{t}": w_shape, f"b{t}": w_shape[:1], f"vW{t}": w_shape, f"vb{t}": w_shape[:1]}
         for key, shape in want.items():
             if key not in arrays:
@@ -119,7 +121,7 @@ class Driver:
         # Where a checkpoint can stop and resume (:meth:`run_epoch`): batches of the current
         # epoch applied, the generator before this epoch's permutation, the epoch's sums so far.
         self.position = 0
-        self.epoch_rng_state: dict | None = None
+        self.epoch_rng_state: Mapping[str, Any] | None = None
         self.partial: dict[str, float] = dict(_NO_PARTIAL)
         self.banked = Counters.zeros(len(self.topo.layers))
 
@@ -147,6 +149,7 @@ class Driver:
         if self.position == 0:
             self.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
         else:  # resumed mid-epoch: the same permutation again
+            assert self.epoch_rng_state is not None  # load_progress refuses a position without it
             self.rng.bit_generator.state = copy.deepcopy(self.epoch_rng_state)
         order = self.rng.permutation(len(x_train))
         k = self.cfg.shift  # augmentation: drawn right after the permutation, so a resume redraws it too
@@ -222,7 +225,8 @@ class Driver:
             except ChipFailure as exc:
                 if restarts == MAX_CHIP_RESTARTS:
                     raise SpikeGradError(f"{exc}; gave up after {MAX_CHIP_RESTARTS} restarts in epoch "
-                                         f"{self.epochs_done + 1} (last checkpoint intact: {run.checkpoint_path})") from None
+                                         f"{self.epochs_done + 1} "
+                                         f"(last checkpoint intact: {run.checkpoint_path})") from None
                 log(f"spikegrad: {exc}")
                 restarts += 1
 
@@ -319,7 +323,8 @@ class Driver:
             self.partial = {k: float(p["partial"][k]) for k in _NO_PARTIAL}
             self.banked = Counters.from_json(p["banked"], len(self.topo.layers))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise SpikeGradError(f"checkpoint {path}: unreadable progress record ({type(exc).__name__}: {exc})") from None
+            raise SpikeGradError(f"checkpoint {path}: unreadable progress record "
+                                 f"({type(exc).__name__}: {exc})") from None
         if self.position and self.epoch_rng_state is None:
             raise SpikeGradError(f"checkpoint {path}: position {self.position} without the epoch's generator state")
 
@@ -350,10 +355,10 @@ def epoch_rows(res: EpochResult, topo: Topology, cfg: TrainConfig) -> tuple[dict
     L = len(topo.layers) - 1
     for l, layer in enumerate(topo.layers):
         macs = c["macs"][l]
-        neurons = topo.neurons(l) * res.images
+        layer_neurons = topo.neurons(l) * res.images
         layer_rows.append(dict(
             epoch=res.epoch, layer=l, kind=layer.kind, token=layer.token(),
-            spikes=c["spikes"][l], spikes_per_neuron=(c["spikes"][l] / neurons) if l < L else float("nan"),
+            spikes=c["spikes"][l], spikes_per_neuron=(c["spikes"][l] / layer_neurons) if l < L else float("nan"),
             error_spikes=c["error_spikes"][l],
             acc_forward=c["acc_forward"][l], acc_backward=c["acc_backward"][l], acc_update=c["acc_update"][l],
             macs=macs,

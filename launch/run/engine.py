@@ -38,11 +38,11 @@ class Counters:
     chips: list[dict] = field(default_factory=list)
 
     @classmethod
-    def zeros(cls, n_layers: int) -> "Counters":
+    def zeros(cls, n_layers: int) -> Counters:
         return cls(np.zeros((n_layers, len(COUNTERS))))
 
     @classmethod
-    def from_reports(cls, reports: list[dict], n_layers: int) -> "Counters":
+    def from_reports(cls, reports: list[dict], n_layers: int) -> Counters:
         """Layer counts taken from chip reports (each chip reports the rows of its layers)."""
         counts = np.zeros((n_layers, len(COUNTERS)))
         for rep in reports:
@@ -50,7 +50,7 @@ class Counters:
                 counts[int(l)] = [row[k] for k in COUNTERS]
         return cls(counts, reports)
 
-    def __add__(self, other: "Counters") -> "Counters":
+    def __add__(self, other: Counters) -> Counters:
         """Successive parts of an epoch, summed (chip timing and traffic too)."""
         return Counters(self.layers + other.layers, merge_reports(self.chips + other.chips, over_time=True))
 
@@ -58,7 +58,7 @@ class Counters:
         return {"layers": self.layers.tolist(), "chips": self.chips}
 
     @classmethod
-    def from_json(cls, data: Any, n_layers: int) -> "Counters":
+    def from_json(cls, data: Any, n_layers: int) -> Counters:
         """Banked counters from a checkpoint's progress record; also the two older forms (a list
         of layer rows from the earlier local trainer, a list of chip reports from the earlier chip trainer)."""
         if data is None:

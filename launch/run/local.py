@@ -37,7 +37,7 @@ class LocalEngine:
                  backend: Backend | None = None, graph: bool | None = None) -> None:
         self.cfg, self.topo = cfg, topo
         self.backend = backend or get_backend(cfg.backend)
-        self.backend_name = self.backend.name
+        self.backend_name: str = self.backend.name
         self.xp = self.backend.xp
         if not self.backend.is_gpu:
             keep_freed_memory()

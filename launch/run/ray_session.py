@@ -3,18 +3,18 @@ and watch the private instance's daemons."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cluster.errors import SpikeGradError
 
 from .config import check_address
-
 
 ALLOW_NO_AUTH = "SPIKEGRAD_ALLOW_NO_AUTH"
 CONNECT_TIMEOUT_S = 15.0
@@ -67,7 +67,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
     if address:
         check_address(address)
         probe_address(address)
-        ray.init(address=address, logging_level="warning", log_to_driver=True)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" and not os.environ.get(ALLOW_NO_AUTH):
             raise SpikeGradError(f"RAY_AUTH_MODE=disabled would start the private Ray instance without its token "
@@ -77,7 +77,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
             print("spikegrad: warning: the private Ray instance starts without token authentication "
                   "(--allow-no-auth)", file=sys.stderr)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 num_cpus=num_cpus or os.cpu_count(), logging_level="warning", log_to_driver=True,
+                 num_cpus=num_cpus or os.cpu_count(), logging_level=logging.WARNING, log_to_driver=True,
                  object_store_memory=512 * 1024 * 1024)
         private_token()
     if sigterm is not None:
@@ -91,7 +91,8 @@ RAY_LOST_EXIT = 3  # exit status of a run whose private Ray instance lost its GC
 def ray_daemons(parent: int | None = None) -> dict[str, int]:
     """{name: pid} of the private Ray instance's GCS server and raylet: the children of this
     process (or ``parent``) with those names (Linux /proc; empty elsewhere or when joining a cluster)."""
-    me, found = str(parent or os.getpid()), {}
+    me = str(parent or os.getpid())
+    found: dict[str, int] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:

@@ -27,9 +27,11 @@ import math
 import os
 import secrets
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -126,13 +128,13 @@ class RunDir:
     LOCK = ".lock"
     TABLES = ("metrics", "layers", "traffic", "chips")  # <name>.parquet
 
-    def __init__(self, path: str | os.PathLike, remote: "RemoteRun | None" = None) -> None:
+    def __init__(self, path: str | os.PathLike, remote: RemoteRun | None = None) -> None:
         self.path = Path(path)
         self.remote = remote
         self.label = remote.uri if remote is not None else str(self.path)
 
     @classmethod
-    def at(cls, where: str) -> "RunDir":
+    def at(cls, where: str) -> RunDir:
         """The run directory at a local path or a filesystem URI (staged locally, not read yet)."""
         if is_uri(where):
             remote = RemoteRun(where)
@@ -140,7 +142,7 @@ class RunDir:
         return cls(where)
 
     @classmethod
-    def fetch(cls, where: str) -> "RunDir":
+    def fetch(cls, where: str) -> RunDir:
         """An existing run to read (eval, verify, traffic, report): a remote one is copied here first."""
         run = cls.at(where)
         if run.remote is not None:
@@ -188,7 +190,8 @@ class RunDir:
         return config_from_json(self.file(self.CONFIG).read_bytes())
 
     def write_checkpoint(self, arrays: dict[str, np.ndarray]) -> None:
-        write_atomic(self.file(self.CHECKPOINT), lambda f: np.savez(f, **arrays))
+        kwds: dict[str, Any] = arrays  # numpy's stub types **kwds of savez as allow_pickle: bool too
+        write_atomic(self.file(self.CHECKPOINT), lambda f: np.savez(f, **kwds))
 
     def read_checkpoint(self) -> dict[str, np.ndarray]:
         self.require(self.CHECKPOINT)
@@ -298,6 +301,6 @@ class RemoteRun:
             if not p.is_file() or p.name.startswith(".") or self.sent.get(p.name) == self._stamp(p):
                 continue
             stamp = self._stamp(p)
-            self._call(f"upload of {p.name}", lambda: self.pafs.copy_files(
-                str(p), f"{self.path}/{p.name}", destination_filesystem=self.fs))
+            self._call(f"upload of {p.name}", partial(
+                self.pafs.copy_files, str(p), f"{self.path}/{p.name}", destination_filesystem=self.fs))
             self.sent[p.name] = stamp

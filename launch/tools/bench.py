@@ -20,7 +20,9 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +72,11 @@ def machine_line() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
+def _float_of(fn: Callable[..., Any], *args: Any) -> float:
+    """float(fn(*args)): a PyTorch step's loss as a host number (it waits for the step)."""
+    return float(fn(*args))
+
+
 def profile_step(params: dict, topo: Any, step: Any, backend: Any, dtype: Any, x: np.ndarray, y: np.ndarray,
                  steps: int = 5) -> dict[str, float]:
     """Milliseconds per step by (layer, phase): the engine's own forward, top error and backward
@@ -88,7 +95,7 @@ def profile_step(params: dict, topo: Any, step: Any, backend: Any, dtype: Any, x
 
     for _ in range(steps):
         kept = forward_layers(xp, topo, params, to_chwb(xp, xd), step, clock=clock)
-        E, _ = clock("   output error", lambda: output_error(xp, kept[-1].S, yd, step))
+        E, _ = clock("   output error", partial(output_error, xp, kept[-1].S, yd, step))
         backward_layers(xp, topo, params, kept, E, step, clock=clock)
     return out
 
@@ -143,19 +150,20 @@ def bench_train(a: Any) -> int:
             tx = torch.tensor(x, device=dev, dtype=getattr(torch, a.dtype))
             ty = torch.tensor(y, device=dev)
             tsync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-            theirs = _rate(lambda: float(tstep(tx, ty)), B, a.seconds, a.repeats, tsync)
+            theirs = _rate(partial(_float_of, tstep, tx, ty), B, a.seconds, a.repeats, tsync)
             row["torch_images_per_second"] = statistics.median(theirs)
             row["torch_runs"] = [round(r, 1) for r in theirs]
         engine = LocalEngine(cfg, topo, host, backend=backend)
         if a.micro_batch:
             engine.micro_batch = a.micro_batch
-        ours = _rate(lambda: engine.train_step(x, y), B, a.seconds, a.repeats, backend.synchronize)
+        ours = _rate(partial(engine.train_step, x, y), B, a.seconds, a.repeats, backend.synchronize)
         row["images_per_second"] = statistics.median(ours)
         row["runs"] = [round(r, 1) for r in ours]
         if "torch_images_per_second" in row:
             row["ratio_vs_torch"] = row["images_per_second"] / row["torch_images_per_second"]
         if a.profile:
-            row["profile_ms"] = {k: round(v, 3) for k, v in profile_step(engine.params, topo, cfg.step, backend, engine.dtype, x, y).items()}
+            prof = profile_step(engine.params, topo, cfg.step, backend, engine.dtype, x, y)
+            row["profile_ms"] = {k: round(v, 3) for k, v in prof.items()}
         engine.close()
         results["rows"].append(row)
         line = f"batch {B:5d}: {row['images_per_second']:9.1f} img/s"
@@ -249,8 +257,10 @@ def bench_chips(a: Any) -> int:
                ray_floor_images_per_second=B / floor)
     print(f"median of {rounds} round(s): local {res['local_images_per_second']:8.1f} img/s   chips "
           f"{res['chips_images_per_second']:8.1f} img/s   ratio {res['ratio']:.2f}   ({describe})", file=sys.stderr)
-    print(f"chip time: busy {busy:.2f} s of {wall * n_chips:.2f} s (waiting {100 * res['waiting_share_of_chip_time']:.0f} %); "
-          f"encode {100 * res['encode_share_of_chip_time']:.1f} % and decode {100 * res['decode_share_of_chip_time']:.1f} % of busy time",
+    print(f"chip time: busy {busy:.2f} s of {wall * n_chips:.2f} s "
+          f"(waiting {100 * res['waiting_share_of_chip_time']:.0f} %); "
+          f"encode {100 * res['encode_share_of_chip_time']:.1f} % and "
+          f"decode {100 * res['decode_share_of_chip_time']:.1f} % of busy time",
           file=sys.stderr)
     print(f"wire: {msgs} messages, {res['bytes_per_message']:.0f} bytes each on average, smaller encoding's payload "
           f"{res['smaller_encoding_bytes_per_message']:.0f} bytes (+{100 * res['wire_overhead']:.1f} % framing)",
@@ -277,7 +287,8 @@ def ray_floor(n_chips: int, message_bytes: float, micros: int, batches: int) -> 
         def hop(self, msg: Any, *ids: int) -> Any:
             return msg
 
-    actors = [Echo.remote() for _ in range(n_chips)]
+    # ray's stubs type @ray.remote on a class as returning the class itself, without .remote
+    actors = [Echo.remote() for _ in range(n_chips)]  # type: ignore[attr-defined]
     ray.get([a.hop.remote(0) for a in actors])
     payload = pa.py_buffer(np.random.default_rng(0).bytes(int(message_bytes)))
     t0 = time.perf_counter()

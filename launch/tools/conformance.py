@@ -68,8 +68,8 @@ def _check_case(case: dict[str, np.ndarray], name: str) -> tuple[Any, StepConfig
         raise SpikeGradError(f"case {name}: labels must lie in 0..{topo.num_classes - 1}, "
                              f"got {int(y.min())}..{int(y.max())}")
     for t, l in enumerate(topo.trainable):
-        layer = topo.layers[l]
-        for key, shape in ((f"W{t}", layer.weight_shape), (f"b{t}", (layer.weight_shape[0],))):
+        layer, w_shape = topo.layers[l], topo.weight_shape(l)
+        for key, shape in ((f"W{t}", w_shape), (f"b{t}", (w_shape[0],))):
             if key not in case:
                 raise SpikeGradError(f"case {name}: missing {key} for layer {l} ({layer.token()})")
             if case[key].shape != shape:
@@ -117,7 +117,8 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    kwds: dict[str, Any] = arrays  # numpy's stub types **kwds of savez as allow_pickle: bool too
+    write_atomic(path, lambda f: np.savez(f, **kwds))
 
 
 def compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float = 1e-9) -> list[str]:

@@ -39,10 +39,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: the stages import the project lazily
+    from actors.chip import Wire
+    from cluster.backend import BackendName
 
 REPO = Path(__file__).resolve().parents[2]
 # The paper's cifar10 preset with its channels divided by 8: the smoke mode's and the CPU recipe's network.
@@ -87,16 +93,23 @@ def ceilings() -> dict[str, float]:
     import cupy as cp  # noqa: PLC0415
 
     clock = Clock(True)
-    n = 1 << 29  # 2 GiB of float32
-    a = cp.random.random(n, dtype=cp.float32)
-    b = cp.empty_like(a)
-    t = statistics.median(clock.time(lambda: cp.copyto(b, a), 3, 10))
-    bw = 2 * a.nbytes / t
+
+    # Each measurement in its own function: its arrays are released when it returns.
+    def copy_bytes_per_s() -> float:
+        n = 1 << 29  # 2 GiB of float32
+        a = cp.random.random(n, dtype=cp.float32)
+        b = cp.empty_like(a)
+        t = statistics.median(clock.time(lambda: cp.copyto(b, a), 3, 10))
+        return 2 * a.nbytes / t
+
+    def matmul_seconds(m: int) -> float:
+        A = cp.random.random((m, m), dtype=cp.float32)
+        B = cp.random.random((m, m), dtype=cp.float32)
+        return statistics.median(clock.time(lambda: A @ B, 3, 10))
+
+    bw = copy_bytes_per_s()
     m = 8192
-    A = cp.random.random((m, m), dtype=cp.float32)
-    B = cp.random.random((m, m), dtype=cp.float32)
-    t = statistics.median(clock.time(lambda: A @ B, 3, 10))
-    del a, b, A, B
+    t = matmul_seconds(m)
     cp.get_default_memory_pool().free_all_blocks()
     return {"copy_bytes_per_s": bw, "fp32_matmul_flop_per_s": 2 * m ** 3 / t}
 
@@ -129,7 +142,7 @@ def conformance(cases_dir: Path, backend: str) -> list[dict]:
     return rows
 
 
-def _chip_states(topology: str, groups: str | None, backend: str, wire: str, batches: int, B: int,
+def _chip_states(topology: str, groups: str | None, backend: str, wire: Wire, batches: int, B: int,
                  micro: int, seed: int) -> tuple[list, list, list, float]:
     """Train chips in this process: (per-batch (loss, correct), chip states, chip reports, seconds)."""
     from actors.chip import Chip, ChipConfig, parse_chips, run_chain  # noqa: PLC0415
@@ -139,7 +152,7 @@ def _chip_states(topology: str, groups: str | None, backend: str, wire: str, bat
     topo = parse_topology(topology)
     rng = np.random.default_rng(seed)
     params = init_params(topo, rng, 0.25, np.float64)
-    for W, b in params.values():
+    for W, _b in params.values():
         quantize(np, W, 12)
     ccfg = ChipConfig(topology=topology, step=StepConfig(theta_ff=0.25, theta_bp=0.25, alpha=100.0),
                       eta=1e-6, momentum=0.9, dtype="float64", backend=backend, frac_bits=12, wire=wire)
@@ -157,8 +170,8 @@ def _chip_states(topology: str, groups: str | None, backend: str, wire: str, bat
 
 def chip_parity(backend: str, smoke: bool) -> list[dict]:
     """Chips on ``backend`` against chips on NumPy, value for value (see the module docstring)."""
-    cases = [("mnist", "0-1,2-3,4,5", "counts"), (CIFAR_NARROW, "0-2,3-5,6-9", "counts"),
-             ("digits", "0-1,2-3", "events")]
+    cases: list[tuple[str, str, Wire]] = [("mnist", "0-1,2-3,4,5", "counts"), (CIFAR_NARROW, "0-2,3-5,6-9", "counts"),
+                                          ("digits", "0-1,2-3", "events")]
     if smoke:
         cases = [("8x8-4C3p1-P2-16-10", "0-1,2-3", "counts"), ("8x8-4C3p1-P2-16-10", "0-1,2-3", "events")]
     rows = []
@@ -209,7 +222,7 @@ def step_cost(topo: Any, B: int) -> tuple[float, float]:
     return flops, nbytes
 
 
-def time_presets(presets: list[str], batches: list[int], iters: int, backend: str) -> list[dict]:
+def time_presets(presets: list[str], batches: list[int], iters: int, backend: BackendName) -> list[dict]:
     """Images/s of one training step: eager, graph (CuPy) and PyTorch (where importable)."""
     from cluster.backend import get_backend  # noqa: PLC0415
     from cluster.topology import parse_topology  # noqa: PLC0415
@@ -236,7 +249,7 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: st
             host = initial_params(cfg, topo, np.random.default_rng(cfg.seed))
             for mode, graph in modes:
                 engine = LocalEngine(cfg, topo, host, backend=get_backend(backend), graph=graph)
-                t = statistics.median(clock.time(lambda: engine.train_step(x, y), 3, iters))
+                t = statistics.median(clock.time(partial(engine.train_step, x, y), 3, iters))
                 row[f"{mode}_step_s"], row[f"{mode}_images_per_s"] = t, B / t
                 row[f"{mode}_tflops"] = flops / t / 1e12
                 if graph and engine.graph_note:
@@ -255,7 +268,8 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: st
                                        cfg.alpha, cfg.eta, cfg.momentum)
                 tx = torch.tensor(x, device="cuda")
                 ty = torch.tensor(y, device="cuda")
-                t = statistics.median(clock.time(lambda: step(tx, ty).item(), 3, iters))  # one sync per step, as ours
+                # .item(): one sync per step, as ours
+                t = statistics.median(clock.time(partial(_torch_item, step, tx, ty), 3, iters))
                 row["torch_step_s"], row["torch_images_per_s"] = t, B / t
                 row["torch_version"] = torch_version
                 for mode, _ in modes:
@@ -272,6 +286,34 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: st
     return rows
 
 
+def _probe_seconds(probe_cfg: Any, x_test: np.ndarray, y_test: np.ndarray, backend: str,
+                   smoke: bool) -> tuple[float, float]:
+    """(seconds per training step, seconds for one evaluation on x_test) of a Driver on probe_cfg,
+    closed and released on return."""
+    from ..run.driver import Driver  # noqa: PLC0415
+    from .bench import synthetic_batch  # noqa: PLC0415
+
+    probe = Driver(probe_cfg)
+    x, y = synthetic_batch((3, 32, 32), probe_cfg.batch_size, 10)
+    clock = Clock(backend == "cupy")
+
+    def probe_step() -> None:
+        probe.engine.submit(x, y, 0.0)
+        probe.engine.collect(wait=True)
+
+    step_s = statistics.median(clock.time(probe_step, 3, 5 if smoke else 20))
+    t0 = time.perf_counter()
+    probe.evaluate(x_test, y_test)
+    eval_s = time.perf_counter() - t0
+    probe.close()
+    return step_s, eval_s
+
+
+def _torch_item(step: Callable[[Any, Any], Any], tx: Any, ty: Any) -> Any:
+    """step(tx, ty).item(): one PyTorch step, its loss fetched to the host."""
+    return step(tx, ty).item()
+
+
 def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smoke: bool,
                 graph: bool = True) -> dict[str, Any]:
     """The cifar10 preset (narrowed in smoke mode) with spike gradients for ``seconds``, on the
@@ -279,10 +321,8 @@ def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smo
     graph: replay steps as CUDA graphs (off where the graph tests failed in this run)."""
     from ..data import load_dataset  # noqa: PLC0415
     from ..run.config import make_config  # noqa: PLC0415
-    from ..run.driver import Driver  # noqa: PLC0415
     from ..run.rundir import RunDir  # noqa: PLC0415
     from ..run.runs import train  # noqa: PLC0415
-    from .bench import synthetic_batch  # noqa: PLC0415
 
     t_load = time.perf_counter()
     data = load_dataset("cifar10", data_dir, progress=False)
@@ -294,20 +334,7 @@ def train_cifar(data_dir: Path, out_dir: Path, seconds: float, backend: str, smo
     probe_cfg = make_config("cifar10", **overrides, epochs=1)
     n_train = min(len(data.y_train), probe_cfg.limit_train or len(data.y_train)) - probe_cfg.validation
     n_test = min(len(data.y_test), probe_cfg.limit_test or len(data.y_test))
-    probe = Driver(probe_cfg)
-    x, y = synthetic_batch((3, 32, 32), probe_cfg.batch_size, 10)
-    clock = Clock(backend == "cupy")
-
-    def probe_step() -> None:
-        probe.engine.submit(x, y, 0.0)
-        probe.engine.collect(wait=True)
-
-    step_s = statistics.median(clock.time(probe_step, 3, 5 if smoke else 20))
-    t0 = time.perf_counter()
-    probe.evaluate(data.x_test[:n_test], data.y_test[:n_test])
-    eval_s = time.perf_counter() - t0
-    probe.close()
-    del probe
+    step_s, eval_s = _probe_seconds(probe_cfg, data.x_test[:n_test], data.y_test[:n_test], backend, smoke)
     # + augmentation on the host; + the checkpoint (weights and velocities) written every epoch
     epoch_s = math.ceil(n_train / probe_cfg.batch_size) * step_s * 1.08 + eval_s + 2.0
     epochs = max(1, int(seconds // epoch_s))
@@ -342,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=20, help="timed steps per measurement")
     a = p.parse_args(argv)
     started = time.perf_counter()
-    backend = "numpy" if a.smoke else "cupy"
+    backend: BackendName = "numpy" if a.smoke else "cupy"
     a.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "smoke": a.smoke, "backend": backend,
                               "argv": sys.argv[1:] if argv is None else argv}

@@ -121,7 +121,8 @@ def figure2(run: Run, out: Path, max_curves: int = 6) -> str:
 def curves(runs: list[Run], out: Path) -> list[str]:
     plt = _pyplot()
     names = []
-    for key, ylabel, fname in (("accuracy", "accuracy (%)", "accuracy.png"), ("loss", "cross-entropy loss", "loss.png")):
+    for key, ylabel, fname in (("accuracy", "accuracy (%)", "accuracy.png"),
+                               ("loss", "cross-entropy loss", "loss.png")):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for r in runs:
             ep = [m["epoch"] for m in r.metrics]

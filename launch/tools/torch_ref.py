@@ -10,7 +10,8 @@ that both sides do the same work.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,9 @@ def make_torch_step(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarr
 
     @torch.no_grad()
     def step(x: Any, y: Any) -> Any:
-        S, ins, masks = x, [], []
+        S = x
+        ins: list[Any] = []
+        masks: list[torch.Tensor | None] = []
         for l, layer in enumerate(topo.layers):
             if isinstance(layer, Dense) and S.dim() == 4:
                 S = S.reshape(S.shape[0], -1)

@@ -98,12 +98,14 @@ def format_verify(res: dict[str, Any]) -> str:
              f"{'n':>11} {'n_min':>11} {'(n-nmin)/nmin':>13} {'syn. events':>12}"]
     for r in res["layers"]:
         pct = lambda v: "-" if v != v else f"{100 * v:.3f}%"  # noqa: E731  (NaN: not applicable)
-        sde = "-" if r["max_abs_sde_no_residual"] != r["max_abs_sde_no_residual"] else f"{r['max_abs_sde_no_residual']:.6f}"
+        sde_max = r["max_abs_sde_no_residual"]
+        sde = "-" if sde_max != sde_max else f"{sde_max:.6f}"
         red = "-" if r["redundancy"] != r["redundancy"] else f"{r['redundancy']:.4f}"
         lines.append(f"{r['layer']:>5} {r['token']:>8} {pct(r['S_exact']):>8} {pct(r['E_exact']):>8} "
                      f"{pct(r['omega_exact']):>8} {sde:>9} {r['spikes']:>11.4g} {r['spikes_min']:>11.4g} "
                      f"{red:>13} {r['synaptic_events_forward'] + r['synaptic_events_backward']:>12.4g}")
-    lines.append(f"{res['samples']} samples: exact agreement {100 * res['exact_fraction']:.4f} % of all S, E, ω values; "
+    lines.append(f"{res['samples']} samples: "
+                 f"exact agreement {100 * res['exact_fraction']:.4f} % of all S, E, ω values; "
                  f"max |SDE| without residual phases {res['max_abs_sde_no_residual']:.6f}; "
                  f"spikes n = {res['spikes']:.6g}, n_min = {res['spikes_min']:.6g}, (n - n_min)/n_min = "
                  f"{res['redundancy']:.4f}; ANN {res['seconds_ann']:.2f} s, SNN {res['seconds_snn']:.2f} s")

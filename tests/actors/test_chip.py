@@ -65,7 +65,8 @@ def test_event_wire_needs_spike_gradients():
 def test_chip_chain_equals_local_step(spec, micro, gradient, backend):
     cfg = make_config("digits", engine="local", gradient=gradient, backend=backend)
     params = seeded_params(cfg)
-    local = LocalEngine(cfg, parse_topology(cfg.topology), params, graph=False)  # the eager step, as the chips run it (the graph: test_graph.py)
+    # the eager step, as the chips run it (the graph: test_graph.py)
+    local = LocalEngine(cfg, parse_topology(cfg.topology), params, graph=False)
     rng = np.random.default_rng(5)
     x = (rng.integers(0, 17, (32, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 32)

@@ -7,6 +7,8 @@ import pytest
 from launch.run.config import make_config
 from launch.run.runs import train
 
+pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
+
 
 def test_cifar10_preset_on_chips_loss_falls(ray_session, shared_dir, tmp_path):
     data = shared_dir / "data" / "cifar10-subset"

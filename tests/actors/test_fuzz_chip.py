@@ -3,6 +3,7 @@ clear error a local decode gives, or (when the mutation left a valid message) an
 as a local chip answers it; afterwards the chip still serves a good message."""
 
 import numpy as np
+import pytest
 
 from actors.chip import Chip, ChipConfig
 from actors.ray_chip import ChipActor
@@ -37,6 +38,7 @@ def mutate(rng, good: bytes, variants: list) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.slow
 def test_ten_thousand_mutated_messages(ray_session):
     import ray
 

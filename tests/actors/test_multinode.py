@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
 SCRIPT = r'''
 import json, sys
@@ -60,8 +61,8 @@ def test_the_private_instance_refuses_a_client_without_its_token(ray_session, tm
     import sys
 
     gcs = ray_session.get_runtime_context().gcs_address
-    code = ("import ray\ntry:\n    ray.init(address=%r, logging_level='error')\n    print('JOINED')\n"
-            "except Exception as exc:\n    print('REFUSED', type(exc).__name__, exc)\n") % gcs
+    code = (f"import ray\ntry:\n    ray.init(address={gcs!r}, logging_level='error')\n    print('JOINED')\n"
+            "except Exception as exc:\n    print('REFUSED', type(exc).__name__, exc)\n")
     for token in ("0" * 64, None):
         env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}  # no ~/.ray/auth_token there
         env.pop("RAY_AUTH_TOKEN", None)
@@ -109,8 +110,7 @@ def test_the_raylet_and_a_chip_worker_refuse_calls_without_the_token(ray_session
     """Beyond the GCS: a gRPC call without the token to the raylet (node manager) and to a chip's
     own worker process is refused as UNAUTHENTICATED."""
     import grpc
-    from ray.core.generated import (core_worker_pb2, core_worker_pb2_grpc, node_manager_pb2,
-                                    node_manager_pb2_grpc)
+    from ray.core.generated import core_worker_pb2, core_worker_pb2_grpc, node_manager_pb2, node_manager_pb2_grpc
 
     from actors.chip import ChipConfig
     from actors.ray_chip import ChipActor

@@ -7,9 +7,12 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from launch.run.config import make_config
 from launch.run.runs import train
+
+pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
 KW = dict(epochs=2, limit_train=384, limit_test=64, batch_size=32, micro_batch=16, seed=1,
           checkpoint_every=2)

@@ -2,9 +2,12 @@
 object store at the last epoch within 10 % of the second epoch (no leaked references)."""
 
 import pyarrow.parquet as pq
+import pytest
 
 from launch.run.config import make_config
 from launch.run.runs import train
+
+pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
 
 def test_twenty_epochs_memory_flat(ray_session, tmp_path):

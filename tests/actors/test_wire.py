@@ -42,7 +42,8 @@ def expected_dtype(v: np.ndarray) -> str:
 
 
 def enc(values, shape=None, **kw):
-    args = dict(kind="forward", src=0, dst=1, batch=2, micro=3, shape=shape if shape is not None else (values.shape[1],))
+    args = dict(kind="forward", src=0, dst=1, batch=2, micro=3,
+                shape=shape if shape is not None else (values.shape[1],))
     args.update(kw)
     return encode(values, **args)
 
@@ -372,11 +373,14 @@ def stream(columns: dict, metadata: dict | None, batches: int = 1) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def sparse(s=(0, 1), n=(2, 0), v=(1, -1), st_=pa.uint8(), nt=pa.uint8(), vt=pa.int8()):
+UINT8, INT8 = pa.uint8(), pa.int8()
+
+
+def sparse(s=(0, 1), n=(2, 0), v=(1, -1), st_=UINT8, nt=UINT8, vt=INT8):
     return {"sample": pa.array(s, st_), "neuron": pa.array(n, nt), "value": pa.array(v, vt)}
 
 
-def dense(v=(0, 1, 0, -1, 0, 0), vt=pa.int8()):
+def dense(v=(0, 1, 0, -1, 0, 0), vt=INT8):
     return {"value": pa.array(v, vt)}
 
 
@@ -420,7 +424,8 @@ BAD = [
     (sparse(st_=pa.int32()), meta(), {}, r"sample column expected an unsigned integer type, got int32"),
     (sparse(nt=pa.int8()), meta(), {}, r"neuron column expected an unsigned integer type, got int8"),
     (sparse(v=(1, 2), vt=pa.uint8()), meta(), {}, r"value column expected one of .*, got uint8"),
-    (sparse(v=np.array([1.5, 2.5], np.float16), vt=pa.float16()), meta(), {}, r"value column expected one of .*, got halffloat"),
+    (sparse(v=np.array([1.5, 2.5], np.float16), vt=pa.float16()), meta(), {},
+     r"value column expected one of .*, got halffloat"),
     (sparse(v=(1.5, float("nan")), vt=pa.float32()), meta(), {}, r"values expected finite, got 1 NaN/inf"),
     (dense(v=(0, 1, 0, float("inf"), 0, 0), vt=pa.float64()), meta(encoding="dense"), {}, r"expected finite"),
     (dense(v=(0, 1, 0, -1, 0)), meta(encoding="dense"), {},
@@ -472,7 +477,8 @@ def test_batch_count_and_bad_utf8():
         (np.array([[np.inf, -np.inf]]), {}, r"values expected finite, got 2 NaN/inf"),
         (np.array([[1 + 2j]]), {}, r"integer or float array, got dtype complex128"),
         (np.array([["a"]]), {}, r"integer or float array, got dtype <U1"),
-        (np.array([[2**64 - 1]], np.uint64), {}, r"within int64 .*, got \[18446744073709551615, 18446744073709551615\]"),
+        (np.array([[2**64 - 1]], np.uint64), {},
+         r"within int64 .*, got \[18446744073709551615, 18446744073709551615\]"),
     ],
 )
 def test_encode_rejects(values, kw, pattern):

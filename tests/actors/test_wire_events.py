@@ -26,7 +26,8 @@ def phases(draw):
         for _ in range(draw(st.integers(0, 3))):
             k = int(rng.integers(1, b + 1))
             cols = np.sort(rng.choice(b, k, replace=False))
-            rows = rng.integers(-1, 2, (k, n)).astype(np.int8) * (rng.random((k, n)) < draw(st.sampled_from([0.1, 1.0])))
+            rows = (rng.integers(-1, 2, (k, n)).astype(np.int8)
+                    * (rng.random((k, n)) < draw(st.sampled_from([0.1, 1.0]))))
             waves.append((cols, rows.astype(np.int8)))
         out.append((tag, waves))
     return b, shape, out

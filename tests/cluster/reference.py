@@ -16,8 +16,13 @@ def connection_matrix(layer, W=None, theta_ff=1.0):
     n_in, n_out = Ci * H * Wd, Co * Ho * Wo
     M = np.zeros((n_out, n_in))
     C = np.zeros((n_out, n_in), dtype=bool)  # connection exists (weight may be 0)
-    idx_in = lambda c, i, j: (c * H + i) * Wd + j
-    idx_out = lambda c, i, j: (c * Ho + i) * Wo + j
+
+    def idx_in(c, i, j):
+        return (c * H + i) * Wd + j
+
+    def idx_out(c, i, j):
+        return (c * Ho + i) * Wo + j
+
     if isinstance(layer, Dense):
         M[:] = W
         C[:] = True

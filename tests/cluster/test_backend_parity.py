@@ -64,6 +64,7 @@ def test_engine_cupy_equals_numpy(text, gradient):
 @pytest.mark.parametrize("share", [0.0, 1.1])   # never / always take the sparse-columns path
 def test_sparse_error_columns_cupy_equals_numpy(share, monkeypatch):
     import cupy as cp
+
     from cluster import layers as ops
 
     monkeypatch.setattr(ops, "SPARSE_COLUMNS", share)

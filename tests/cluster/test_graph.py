@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cluster.backend import to_host
-from launch.run.config import make_config
 from cluster.topology import parse_topology
+from launch.run.config import make_config
 from launch.run.driver import seeded_params
 from launch.run.local import LocalEngine
 

@@ -1,11 +1,12 @@
 """Kernels: NumPy twins against exact references; CuPy kernels against their twins."""
 
-from fractions import Fraction
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from cluster.backend import cupy_available
@@ -60,7 +61,8 @@ def test_activation_blocks_and_bias_axes():
        arrays(np.bool_, 30), st.sampled_from([1.0, 0.5, 2.0]))
 def test_error_gate(z, mask, theta):
     E = error_gate_numpy(z.copy(), mask, theta, rounding=True)
-    np.testing.assert_array_equal(E, np.array([exact_round(float(v)) for v in z / np.float32(theta)], np.float32) * mask)
+    np.testing.assert_array_equal(
+        E, np.array([exact_round(float(v)) for v in z / np.float32(theta)], np.float32) * mask)
     F = error_gate_numpy(z.copy(), mask, theta, rounding=False)
     np.testing.assert_array_equal(F, z / np.float32(theta) * mask)
 
@@ -72,6 +74,7 @@ HAVE_CUDA, CUDA_WHY = cupy_available()
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cupy_kernels_match_numpy_twins(dtype):
     import cupy as cp
+
     from cluster import kernels
 
     rng = np.random.default_rng(1)

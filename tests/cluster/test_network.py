@@ -1,7 +1,8 @@
 """The engine against a dense-matrix reference on random small nets (hypothesis)."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.backend import get_backend, to_host
 from cluster.kernels import round_half_away
@@ -10,7 +11,8 @@ from cluster.topology import Pool, parse_topology
 
 from .reference import bias_vector, connection_matrix
 
-TOPOLOGIES = ["6x6-2C3-P2-3", "8x8-2C3-P2-3C2p1-4", "6x6x2-2C3p1-3C3p1-4", "7x7x2-3C3p1-P2-4C2-5-3", "5x5-2C2p1-P3-4-3", "1x9-5-4-3", "8x8-2C5p2-3C3-4"]
+TOPOLOGIES = ["6x6-2C3-P2-3", "8x8-2C3-P2-3C2p1-4", "6x6x2-2C3p1-3C3p1-4", "7x7x2-3C3p1-P2-4C2-5-3", "5x5-2C2p1-P3-4-3",
+              "1x9-5-4-3", "8x8-2C5p2-3C3-4"]
 
 
 def dyadic(rng, shape, scale=8, span=8):

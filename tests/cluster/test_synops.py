@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster.network import StepConfig, backward, forward, init_params
 from cluster.synops import COUNTERS, SynopCounter, layer_fan
@@ -10,7 +11,8 @@ from cluster.topology import parse_topology
 
 from .reference import connection_matrix
 
-TOPOLOGIES = ["6x6-2C3-P2-3", "7x7x2-3C3p1-P2-4C2-5-3", "5x5-2C2p1-P3-4-3", "8x8-2C5p2-3C3-4", "28x28-15C5-P2-40C5-P2-300-10"]
+TOPOLOGIES = ["6x6-2C3-P2-3", "7x7x2-3C3p1-P2-4C2-5-3", "5x5-2C2p1-P3-4-3", "8x8-2C5p2-3C3-4",
+              "28x28-15C5-P2-40C5-P2-300-10"]
 
 
 @pytest.mark.parametrize("text", TOPOLOGIES)

@@ -351,7 +351,8 @@ def test_download_from_local_server(http_root, tmp_path, monkeypatch):
     # only the three missing files came, each renamed from a temp file in the same folder
     assert sorted(b.name for _, b in replaced) == sorted(f"{n}.gz" for n in table if n != "t10k-labels-idx1-ubyte")
     assert all(a.parent == b.parent == target and a.name.endswith(".part") for a, b in replaced)
-    assert sorted(p.name for p in target.iterdir()) == sorted([b.name for _, b in replaced] + ["t10k-labels-idx1-ubyte"])
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        [b.name for _, b in replaced] + ["t10k-labels-idx1-ubyte"])
 
 
 def test_download_md5_mismatch_leaves_nothing(http_root, tmp_path, monkeypatch):

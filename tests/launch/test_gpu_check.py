@@ -9,6 +9,8 @@ from launch.tools import gpu_check
 from .test_image_folder import write_folder
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_smoke_mode_runs_every_stage(tmp_path, monkeypatch, shared_dir):
     monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "cifar"

@@ -13,17 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cluster.errors import SpikeGradError
 from launch.cli import main
-from launch.run.config import config_from_json, make_config
-from launch.tools.conformance import load_case, run_case
 from launch.data import DataError
 from launch.data.cifar10 import read_cifar_bin
 from launch.data.mnist import read_idx
+from launch.run.config import config_from_json, make_config
 from launch.run.rundir import RunDir, read_parquet_rows
 from launch.run.runs import load_run, train
+from launch.tools.conformance import load_case, run_case
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CASES = Path(__file__).resolve().parents[3] / "shared" / "conformance"

@@ -133,6 +133,8 @@ def test_other_files_and_grey_images(tmp_path, cache):
     assert np.all(d.x_train[10] == (200 - 128) / 128)  # grey -> the same value in R, G and B
 
 
+@pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.skipif(not (SHARED / "cifar10-jpeg" / "test").is_dir() or not (SHARED / "cifar10-subset").is_dir(),
                     reason=f"the CIFAR-10 JPEG stand-in and lossless subset are not in {SHARED}")
 def test_real_jpeg_stand_in_matches_the_lossless_subset(cache):

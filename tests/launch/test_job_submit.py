@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
+
 BIN = Path(sys.executable).parent
 
 

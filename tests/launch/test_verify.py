@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from launch.cli import main
 from launch.run.config import make_config
 from launch.run.runs import train
 
 
+@pytest.mark.slow
 def test_verify_digits_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     train(make_config("digits", engine="local", epochs=2, limit_train=300, out=str(run)), progress=False,
