@@ -24,8 +24,11 @@ from typing import Any
 
 import numpy as np
 
-# Elements per block: 64 Ki float32 = 256 KiB, several live temporaries fit in a 2 MiB L2.
-BLOCK = 1 << 16
+# Elements per block: 256 Ki float32 = 1 MiB. Smaller blocks stay in cache better on one thread,
+# but each block is a few NumPy calls that hold the GIL: with the local engine's two worker threads,
+# 64 Ki blocks trained mnist at batch 256 about 5 % slower than 256 Ki ones (8 paired rounds,
+# docs/measurements/bench-train-torch-2026-12-01.md).
+BLOCK = 1 << 18
 
 
 def _round_block(c: np.ndarray) -> None:

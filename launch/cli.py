@@ -179,6 +179,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--backend", choices=BACKENDS, default="numpy")
     t.add_argument("--dtype", choices=DTYPES, default="float32")
     t.add_argument("--torch", action="store_true", help="also time the same network in PyTorch, if installed")
+    t.add_argument("--dataset", choices=DATASETS,
+                   help="time on this dataset's first training images (initial weights) instead of synthetic "
+                        "batches")
+    t.add_argument("--data-dir", help="the dataset's folder (with --dataset)")
+    t.add_argument("--images", type=_positive_int, default=8192,
+                   help="with --dataset: step through this many of its first training images, batch by batch")
+    t.add_argument("--rounds", type=_positive_int, default=1,
+                   help="with --torch: take turns this many times (PyTorch in a process of its own, then "
+                        "ours); the ratio is the median of the rounds' ratios")
     t.add_argument("--profile", action="store_true", help="break the step down by layer and phase")
     t.add_argument("--micro-batch", type=_positive_int,
                    help="samples per CPU micro-batch (default: the local engine's)")

@@ -179,6 +179,22 @@ class RunDir:
         except OSError as exc:
             raise SpikeGradError(f"run directory {self.label} cannot be created ({exc.strerror or exc})") from None
 
+    def remove_if_unused(self, created: Path) -> None:
+        """Remove the folder if it holds nothing but the lock file (a run that failed before its
+        config was written), and the empty folders above it up to ``created`` (the outermost one
+        this run made); anything else is left alone."""
+        try:
+            if {p.name for p in self.path.iterdir()} <= {self.LOCK}:
+                (self.path / self.LOCK).unlink(missing_ok=True)
+                folder = self.path
+                while True:
+                    folder.rmdir()  # only ever an empty folder
+                    if folder == created or folder.parent == folder:
+                        break
+                    folder = folder.parent
+        except OSError:
+            pass
+
     # -- files ---------------------------------------------------------------------------------
     def write_config(self, cfg: Any) -> None:
         write_atomic(self.file(self.CONFIG), lambda f: f.write(cfg.to_json() + "\n"), mode="w")

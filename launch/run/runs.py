@@ -66,16 +66,24 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     run = RunDir.at(cfg.out) if cfg.out else RunDir(default_run_dir(cfg))
     if run.holds_run():
         raise SpikeGradError(f"run directory {run} already holds a run; choose another --out")
+    created = None if run.path.exists() else run.path  # the outermost folder this run creates
+    while created is not None and not created.parent.exists():
+        created = created.parent
     run.create()
 
     def start(driver: Driver) -> None:
         run.write_config(cfg)
         driver.save(run)  # the initial state: a run can resume (or chips restart) from here
 
-    with run.lock():
-        if run.holds_run():  # a run that started between the check above and the lock
-            raise SpikeGradError(f"run directory {run} already holds a run; choose another --out")
-        return _run(cfg, run, start, progress, log or _stderr, address)
+    try:
+        with run.lock():
+            if run.holds_run():  # a run that started between the check above and the lock
+                raise SpikeGradError(f"run directory {run} already holds a run; choose another --out")
+            return _run(cfg, run, start, progress, log or _stderr, address)
+    except BaseException:
+        if created is not None:
+            run.remove_if_unused(created)  # a run that never started (bad data, no cluster) leaves no folder
+        raise
 
 
 class Interrupted(KeyboardInterrupt):

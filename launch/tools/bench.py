@@ -33,6 +33,7 @@ from cluster.topology import parse_topology
 from ..run.config import TrainConfig
 from ..run.driver import initial_params
 from ..run.local import LocalEngine
+from .torch_ref import time_in_subprocess
 
 
 def synthetic_batch(shape: tuple[int, int, int], B: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +42,7 @@ def synthetic_batch(shape: tuple[int, int, int], B: int, classes: int, seed: int
     return x, rng.integers(0, classes, B)
 
 
-def _rate(step: Callable[[], Any], B: int, seconds: float, repeats: int, sync: Callable[[], None]) -> list[float]:
+def rate(step: Callable[[], Any], B: int, seconds: float, repeats: int, sync: Callable[[], None]) -> list[float]:
     for _ in range(2):
         step()
     sync()
@@ -72,11 +73,6 @@ def machine_line() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-def _float_of(fn: Callable[..., Any], *args: Any) -> float:
-    """float(fn(*args)): a PyTorch step's loss as a host number (it waits for the step)."""
-    return float(fn(*args))
-
-
 def profile_step(params: dict, topo: Any, step: Any, backend: Any, dtype: Any, x: np.ndarray, y: np.ndarray,
                  steps: int = 5) -> dict[str, float]:
     """Milliseconds per step by (layer, phase): the engine's own forward, top error and backward
@@ -100,22 +96,28 @@ def profile_step(params: dict, topo: Any, step: Any, backend: Any, dtype: Any, x
     return out
 
 
+def _cycle(engine: LocalEngine, x: np.ndarray, y: np.ndarray, B: int, turn: list[int]) -> None:
+    """One training step on the next batch of B rows of x, round and round (x may be one batch)."""
+    n = len(x) // B
+    i = (turn[0] % n) * B
+    turn[0] += 1
+    engine.train_step(x[i:i + B], y[i:i + B])
+
+
 def bench_train(a: Any) -> int:
     topo = parse_topology(a.topology)
     backend = get_backend(a.backend)
     results: dict[str, Any] = dict(topology=topo.text, backend=backend.name, dtype=a.dtype,
                                    machine=machine_line(), date=time.strftime("%Y-%m-%d"), rows=[])
     if a.torch:
-        from .torch_ref import make_torch_step, torch_available  # noqa: PLC0415
+        import importlib.metadata  # noqa: PLC0415
+        import importlib.util  # noqa: PLC0415
 
-        ok, ver = torch_available()
-        if not ok:
-            print(f"spikegrad bench: --torch skipped: {ver}", file=sys.stderr)
+        # Asked without importing it: PyTorch runs in a process of its own (torch_ref.time_in_subprocess).
+        if importlib.util.find_spec("torch") is None:
+            print("spikegrad bench: --torch skipped: torch is not installed", file=sys.stderr)
         else:
-            import torch  # noqa: PLC0415
-
-            results["torch"] = ver
-            results["torch_threads"] = torch.get_num_threads()
+            results["torch"] = importlib.metadata.version("torch")
     trained = None
     if getattr(a, "checkpoint", None):
         # A trained network on its own test images: the errors are as sparse as late in training.
@@ -128,41 +130,58 @@ def bench_train(a: Any) -> int:
         data = load_dataset(driver.cfg.dataset, driver.cfg.data_dir, progress=False)
         results.update(topology=topo.text, inputs=f"{driver.cfg.dataset} test images, trained weights "
                                                    f"from {a.checkpoint}")
+    images = None
+    if trained is None and getattr(a, "dataset", None):
+        # Real training images on initial weights: the errors are dense, as at the start of a run.
+        from ..data import load_dataset  # noqa: PLC0415
+        from ..run.runs import check_fit  # noqa: PLC0415
+
+        images = load_dataset(a.dataset, a.data_dir, progress=False)
+        check_fit(topo, images)
+        results.update(inputs=f"the first training images of {images.name} ({images.source}), initial weights")
     for B in a.batch_sizes:
         cfg = TrainConfig(dataset="mnist", engine="local", topology=topo.text, batch_size=B, backend=backend.name,
                           dtype=a.dtype, theta_ff=0.25, lr=1e-5, epochs=1)
         if trained is not None:
             x, y = data.x_test[:B], data.y_test[:B]
+        elif images is not None:  # consecutive batches of the first --images, round and round
+            x, y = images.x_train[:max(B, a.images - a.images % B)], images.y_train[:max(B, a.images - a.images % B)]
         else:
             x, y = synthetic_batch(topo.input_shape, B, topo.num_classes)
         row: dict[str, Any] = dict(batch=B)
         host = initial_params(cfg, topo, np.random.default_rng(cfg.seed)) if trained is None else \
             {l: (np.asarray(W, a.dtype), np.asarray(b, a.dtype)) for l, (W, b) in trained.items()}
-        if a.torch and "torch" in results:
-            # PyTorch first, before our engine has started worker threads or limited BLAS.
-            import torch  # noqa: PLC0415
-
-            dev = "cuda" if backend.is_gpu else "cpu"
-            # The same weights as our engine's, before the engine exists: PyTorch is timed as a
-            # plain user would run it, before our process-wide allocator setting.
-            tstep = make_torch_step(topo, host, dev, a.dtype, cfg.theta_ff, cfg.step.theta_bp,
-                                    cfg.alpha, cfg.eta, cfg.momentum)
-            tx = torch.tensor(x, device=dev, dtype=getattr(torch, a.dtype))
-            ty = torch.tensor(y, device=dev)
-            tsync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-            theirs = _rate(partial(_float_of, tstep, tx, ty), B, a.seconds, a.repeats, tsync)
-            row["torch_images_per_second"] = statistics.median(theirs)
-            row["torch_runs"] = [round(r, 1) for r in theirs]
         engine = LocalEngine(cfg, topo, host, backend=backend)
         if a.micro_batch:
             engine.micro_batch = a.micro_batch
-        ours = _rate(partial(engine.train_step, x, y), B, a.seconds, a.repeats, backend.synchronize)
+        rounds = getattr(a, "rounds", 1)
+        ours: list[float] = []
+        theirs: list[float] = []
+        ratios: list[float] = []
+        for r in range(rounds):  # taking turns: PyTorch (its own process), then ours, each round
+            if a.torch and "torch" in results:
+                t = statistics.median(time_in_subprocess(
+                    topo, host, x, y, dict(theta_ff=cfg.theta_ff, theta_bp=cfg.step.theta_bp, alpha=cfg.alpha,
+                                           eta=cfg.eta, momentum=cfg.momentum),
+                    a.dtype, "cuda" if backend.is_gpu else "cpu", a.seconds, a.repeats, batch=B))
+                theirs.append(t)
+            ours.append(statistics.median(rate(partial(_cycle, engine, x, y, B, [0]), B, a.seconds, a.repeats,
+                                               backend.synchronize)))
+            if theirs:
+                ratios.append(ours[-1] / theirs[-1])
+            if rounds > 1:
+                print(f"batch {B:5d} round {r + 1}/{rounds}: {ours[-1]:9.1f} img/s"
+                      + (f"   torch {theirs[-1]:9.1f} img/s   ratio {ratios[-1]:.2f}" if theirs else ""),
+                      file=sys.stderr)
         row["images_per_second"] = statistics.median(ours)
-        row["runs"] = [round(r, 1) for r in ours]
-        if "torch_images_per_second" in row:
-            row["ratio_vs_torch"] = row["images_per_second"] / row["torch_images_per_second"]
+        row["runs"] = [round(v, 1) for v in ours]
+        if theirs:
+            row["torch_images_per_second"] = statistics.median(theirs)
+            row["torch_runs"] = [round(v, 1) for v in theirs]
+            row["ratio_vs_torch"] = statistics.median(ratios)
+            row["ratio_runs"] = [round(v, 3) for v in ratios]
         if a.profile:
-            prof = profile_step(engine.params, topo, cfg.step, backend, engine.dtype, x, y)
+            prof = profile_step(engine.params, topo, cfg.step, backend, engine.dtype, x[:B], y[:B])
             row["profile_ms"] = {k: round(v, 3) for k, v in prof.items()}
         engine.close()
         results["rows"].append(row)

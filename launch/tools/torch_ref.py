@@ -6,6 +6,10 @@ The step mirrors :mod:`cluster.network` (integer activations, rounded errors,
 increments Σ E ⊗ S, SGD with momentum) with PyTorch's own kernels (oneDNN on a
 CPU, cuDNN/cuBLAS on a GPU), written by hand rather than through autograd so
 that both sides do the same work.
+
+``python -m launch.tools.torch_ref JOB.npz`` times the step in a process of its own (the way
+``bench train --torch`` runs it: PyTorch's thread pool and allocator then never share a process
+with the engine it is compared with) and prints one JSON line of images/s per window.
 """
 
 from __future__ import annotations
@@ -112,3 +116,70 @@ def make_torch_step(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarr
 
     step.params = P  # type: ignore[attr-defined]  # {layer: [W, b]} torch tensors, updated in place
     return step
+
+
+def time_in_subprocess(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
+                       y: np.ndarray, step: dict[str, float], dtype: str, device: str, seconds: float,
+                       repeats: int, batch: int | None = None) -> list[float]:
+    """Images/s of ``repeats`` windows of ``seconds`` each (after two warm-up steps) of the PyTorch
+    step, timed in a fresh Python process. step: theta_ff, theta_bp, alpha, eta, momentum.
+    batch: step through x in consecutive batches of this size, round and round (None: x is one batch)."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    arrays: dict[str, Any] = {f"W{l}": W for l, (W, _) in params.items()}
+    arrays.update({f"b{l}": b for l, (_, b) in params.items()})
+    meta = dict(topology=topo.text, dtype=dtype, device=device, seconds=seconds, repeats=repeats,
+                batch=batch or len(x), **step)
+    with tempfile.TemporaryDirectory(prefix="spikegrad-torch-") as tmp:
+        job = Path(tmp) / "job.npz"
+        np.savez(job, x=x, y=y, meta=np.asarray(json.dumps(meta)), **arrays)
+        proc = subprocess.run([sys.executable, "-m", "launch.tools.torch_ref", str(job)], capture_output=True,
+                              text=True, timeout=max(120.0, 10 * seconds * repeats))
+    if proc.returncode != 0:
+        raise RuntimeError(f"the PyTorch timing process failed: {proc.stderr.strip()[-500:]}")
+    rates: list[float] = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_second"]
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time the job file's step (see :func:`time_in_subprocess`); prints {"images_per_second": [...]}."""
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from cluster.topology import parse_topology  # noqa: PLC0415
+
+    from .bench import rate  # noqa: PLC0415
+
+    args = sys.argv[1:] if argv is None else argv
+    with np.load(args[0], allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        x, y = z["x"], z["y"]
+        params = {int(k[1:]): (z[k], z[f"b{k[1:]}"]) for k in z.files if k.startswith("W")}
+    topo = parse_topology(meta["topology"])
+    dev = meta["device"]
+    tstep = make_torch_step(topo, params, dev, meta["dtype"], meta["theta_ff"], meta["theta_bp"], meta["alpha"],
+                            meta["eta"], meta["momentum"])
+    B = int(meta["batch"])
+    batches = [(torch.tensor(x[i:i + B], device=dev, dtype=getattr(torch, meta["dtype"])),
+                torch.tensor(y[i:i + B], device=dev)) for i in range(0, len(x) - B + 1, B)]
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    turn = [0]
+
+    def one() -> None:
+        tx, ty = batches[turn[0] % len(batches)]
+        turn[0] += 1
+        float(tstep(tx, ty))  # one host sync per step, as the engine's step returns its loss
+
+    rates = rate(one, B, meta["seconds"], meta["repeats"], sync)
+    print(json.dumps({"images_per_second": rates, "torch": torch.__version__, "threads": torch.get_num_threads()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -139,3 +139,16 @@ def test_local_engine_runs_where_ray_cannot_be_imported(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "r" / "checkpoint.npz").is_file()
+
+
+def test_a_run_that_never_starts_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """Bad data: one error line, and neither the default run directory nor its runs/ parent stays
+    behind; a folder that existed before is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--quiet"]) == 2
+    assert "expected an existing data directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--quiet",
+                 "--out", str(tmp_path / "mine" / "a" / "b")]) == 2
+    assert [p.name for p in tmp_path.rglob("*")] == ["mine"]
