@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .kernels import error_gate
 from .topology import Conv, Dense, Pool
 
 
@@ -213,7 +214,10 @@ def dense_increment_sums(E: Any, S_prev: Any) -> tuple[Any, Any]:
 
 # -- layer kinds: everything the engine, the chips and the counters need from a layer type -------
 #
-# ``kind_of(layer)`` gives the row of :data:`KINDS` for a parsed layer (``layer.kind``): network.py,
+# ``kind_of(layer)`` gives the row of :data:`KINDS` for a parsed layer (``layer.kind``). Each kind
+# has: ``relu`` (IF neurons with S′, or a linear IF layer), ``linear`` (W ⋆ S, its bias, the cache
+# for the increments), ``layout``, ``error_below`` (Wᵀ ⋆ E), ``gated_error_below`` (S′ ⊙ round(Wᵀ ⋆
+# E / Θbp), the step the engine runs), ``increments`` and ``fan``. network.py,
 # synops.py and the chips dispatch through it and never ask a layer's type. A new layer type is a
 # token in the topology grammar (cluster/topology.py) and one class here (plus the event simulator).
 
@@ -266,6 +270,12 @@ class ConvKind:
         return conv_backward_input(xp, layer, params[0], E)
 
     @staticmethod
+    def gated_error_below(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, below: Any, mask: Any | None,
+                          theta_ff: float, theta_bp: float, rounding: bool) -> Any:
+        """S′ ⊙ round(Wᵀ ⋆ E / Θbp) for the layer below (Eqs. (7), (11), (18)), in its layout."""
+        return error_gate(xp, conv_backward_input(xp, layer, params[0], E), mask, theta_bp, rounding)
+
+    @staticmethod
     def increments(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:
         return conv_increment_sums(params[0], E, cache, xp)
 
@@ -295,6 +305,18 @@ class PoolKind:
     @staticmethod
     def error_below(xp: Any, layer: Pool, params: None, E: Any, below: Any, theta_ff: float) -> Any:
         return pool_backward_input(xp, layer, E, theta_ff / layer.size ** 2)
+
+    @staticmethod
+    def gated_error_below(xp: Any, layer: Pool, params: None, E: Any, below: Any, mask: Any | None,
+                          theta_ff: float, theta_bp: float, rounding: bool) -> Any:
+        """S′ ⊙ round(Wᵀ ⋆ E / Θbp) for the layer below (Eqs. (7), (11)), rounded on the pooled grid:
+        every input of a window receives the same value (E Θff/k²), so its rounding is done once per
+        window, k² times fewer, and then copied out; the values are those of rounding after the copy."""
+        Z = error_gate(xp, E * (theta_ff / layer.size ** 2), None, theta_bp, rounding)
+        out = pool_backward_input(xp, layer, Z, 1.0)
+        if mask is not None:
+            out *= mask
+        return out
 
     @staticmethod
     def increments(xp: Any, layer: Pool, params: None, E: Any, cache: Any) -> tuple[Any, Any]:
@@ -329,6 +351,12 @@ class DenseKind:
         if below.is_map:
             return dense_error_to_map(params[0], E, below.out_shape)
         return dense_backward_input(params[0], E)
+
+    @classmethod
+    def gated_error_below(cls, xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, below: Any,
+                          mask: Any | None, theta_ff: float, theta_bp: float, rounding: bool) -> Any:
+        """S′ ⊙ round(Wᵀ E / Θbp) for the layer below (Eqs. (7), (11)), in its layout."""
+        return error_gate(xp, cls.error_below(xp, layer, params, E, below, theta_ff), mask, theta_bp, rounding)
 
     @staticmethod
     def increments(xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:

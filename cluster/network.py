@@ -213,8 +213,10 @@ def gate(xp: Any, Z: Any, mask: Any | None, cfg: StepConfig) -> Any:
 
 def _gated_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any, below: Any,
                        mask: Any | None, cfg: StepConfig) -> Any:
-    """gate(layer_error_below(...)): one timed unit of :func:`backward_layers`."""
-    return gate(xp, layer_error_below(xp, layer, params, E, below, cfg), mask, cfg)
+    """gate(layer_error_below(...)), Eˡ⁻¹ = S′ ⊙ round(Zˡ⁻¹ / Θbp): one timed unit of :func:`backward_layers`,
+    as each layer kind computes it (pooling rounds on its pooled grid: the same values)."""
+    return kind_of(layer).gated_error_below(xp, layer, params, E, below, mask, cfg.theta_ff, cfg.theta_bp,
+                                            cfg.gradient == "spike")
 
 
 def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], kept: list[LayerForward],
