@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from cluster.topology import Topology
 
 from .config import TrainConfig
 from .engine import Counters, HostState
-from .ray_session import start_ray
+from .ray_session import start_ray, watch_ray
 
 
 def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:
@@ -58,15 +59,19 @@ class ChipEngine:
     ``cfg.chips``: ``--chips`` groups (None: one layer per chip); ``cfg.replicas``: data-parallel
     copies; ``cfg.placement``: pack or spread; ``cfg.micro_batch``: samples per micro-batch
     (None: :func:`default_micro_batch`). address: the cluster to join (None: RAY_ADDRESS, else a
-    private local instance).
+    private local instance). on_lost: for a private instance, the ``spikegrad: error:`` text to
+    end the process with when its GCS or raylet dies (:func:`launch.run.ray_session.watch_ray`).
     """
 
     def __init__(self, cfg: TrainConfig, topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]],
-                 address: str | None = None, in_flight: int = 4) -> None:
+                 address: str | None = None, in_flight: int = 4,
+                 on_lost: Callable[[str], str] | None = None) -> None:
         self.cfg, self.topo = cfg, topo
         self.pipeline: ChipPipeline | None = None
+        self._watch: threading.Event | None = None
         self.started_ray, resources = start_ray(address)
-        self.joined = bool(address or os.environ.get("RAY_ADDRESS"))
+        if self.started_ray and on_lost is not None and not (address or os.environ.get("RAY_ADDRESS")):
+            self._watch = watch_ray(on_lost)
         gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 1.0))
         if cfg.backend == "cupy" and gpus == 0:
@@ -196,5 +201,7 @@ class ChipEngine:
                 self.pipeline.close()
             finally:
                 self.pipeline = None
+        if self._watch is not None:
+            self._watch.set()  # the shutdown below ends the GCS and raylet on purpose
         if self.started_ray and ray.is_initialized():
             ray.shutdown()

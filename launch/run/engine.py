@@ -11,6 +11,7 @@ A step's results may come back later than it was submitted (the chips keep batch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,13 +121,15 @@ class Engine(Protocol):
         """Release threads, actors, a private Ray instance."""
 
 
-def make_engine(cfg: Any, topo: Any, params: dict, address: str | None = None) -> Engine:
+def make_engine(cfg: Any, topo: Any, params: dict, address: str | None = None,
+                on_lost: Callable[[str], str] | None = None) -> Engine:
     """The engine ``cfg.engine`` names, holding ``params`` (initial host weights): the one place
-    that knows both. ``address``: the Ray cluster the chips join (None: RAY_ADDRESS or a private one)."""
+    that knows both. ``address``: the Ray cluster the chips join (None: RAY_ADDRESS or a private one);
+    on_lost: the error text for a private Ray instance that dies under the run (chips only)."""
     if cfg.engine == "chips":
         from .chips import ChipEngine  # noqa: PLC0415  (imports Ray)
 
-        return ChipEngine(cfg, topo, params, address=address)
+        return ChipEngine(cfg, topo, params, address=address, on_lost=on_lost)
     from .local import LocalEngine  # noqa: PLC0415
 
     return LocalEngine(cfg, topo, params)

@@ -1,5 +1,5 @@
 """A whole training run, a resumed one and a checkpoint's evaluation, as the CLI drives them:
-the run directory, its lock, the data, the driver and its engine, the Ray watch."""
+the run directory, its lock, the data, the driver and its engine."""
 
 from __future__ import annotations
 
@@ -111,13 +111,10 @@ def _run_data(cfg: TrainConfig, run: RunDir, start: Callable[[Driver], None], pr
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
     check_fit(topo, data)
     arrays = select(data, cfg)
-    driver = Driver(cfg, topo, lambda params: make_engine(cfg, topo, params, address))
-    watch = None
-    if getattr(driver.engine, "started_ray", False) and not getattr(driver.engine, "joined", True):
-        from .ray_session import watch_ray  # noqa: PLC0415
+    def lost(what: str) -> str:
+        return f"{what}; the last checkpoint of {run} is kept: continue with spikegrad train --resume {run}"
 
-        watch = watch_ray(lambda what: f"{what}; the last checkpoint of {run} is kept: continue with "
-                                       f"spikegrad train --resume {run}")
+    driver = Driver(cfg, topo, lambda params: make_engine(cfg, topo, params, address, on_lost=lost))
     try:
         start(driver)
         xtr, _, xte, _, xval, _ = arrays
@@ -132,8 +129,6 @@ def _run_data(cfg: TrainConfig, run: RunDir, start: Callable[[Driver], None], pr
             f"batch {cfg.batch_size}, seed {cfg.seed}; run directory {run}")
         return driver.train(run, arrays, progress, log, source=data.source)
     finally:
-        if watch is not None:
-            watch.set()  # the shutdown below ends the GCS and raylet on purpose
         driver.close()
 
 
