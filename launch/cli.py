@@ -1,4 +1,4 @@
-"""The ``spikegrad`` command line: train, eval, conformance, bench.
+"""The ``spikegrad`` command line: train, eval, conformance, traffic, verify, bench, report, map.
 
 Bad input of any kind ends with one line ``spikegrad: error: ...`` on stderr and
 exit status 2, never a traceback. Progress goes to stderr; ``--json`` prints one
@@ -98,6 +98,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=ENGINES,
                    help="'chips' (default): every layer a Ray actor; 'local': one process")
     p.add_argument("--chips", help="layer groups per chip, e.g. 0-1,2-3,4,5 (default: one layer per chip)")
+    _add_capacity(p)
     p.add_argument("--replicas", type=_positive_int, help="data-parallel copies of the chip pipeline")
     p.add_argument("--placement", choices=PLACEMENTS, help="chips packed on few nodes or spread")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on chips")
@@ -154,6 +155,23 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random order")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_capacity(p: argparse.ArgumentParser) -> None:
+    from cluster.mapping import PROFILES  # noqa: PLC0415
+
+    p.add_argument("--chip", choices=tuple(PROFILES),
+                   help="a chip profile with its published capacity; the network is mapped onto such chips")
+    p.add_argument("--chip-neurons", type=_positive_int, help="a chip's neurons (with --chip-synapses, or "
+                   "overriding the profile's)")
+    p.add_argument("--chip-synapses", type=_positive_int, help="a chip's synapses, i.e. stored weights")
+
+
+def _add_map(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="map a network onto chips with a capacity and print the table (no training)")
+    p.add_argument("--topology", default="mnist", help=f"preset ({', '.join(PRESETS)}) or topology string")
+    _add_capacity(p)
+    p.add_argument("--json", action="store_true")
 
 
 def _add_traffic(sub: argparse._SubParsersAction) -> None:
@@ -227,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traffic(sub)
     _add_verify(sub)
     _add_bench(sub)
+    _add_map(sub)
     _add_report(sub)
     return parser
 
@@ -278,7 +297,7 @@ def _train_config(a: argparse.Namespace) -> Any:
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
         checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation,
-        cuda_graph=a.cuda_graph)
+        cuda_graph=a.cuda_graph, chip=a.chip, chip_neurons=a.chip_neurons, chip_synapses=a.chip_synapses)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -346,6 +365,24 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_map(a: argparse.Namespace) -> int:
+    from cluster.mapping import PROFILES, map_network, resolve_spec  # noqa: PLC0415
+    from cluster.topology import parse_topology  # noqa: PLC0415
+
+    from .tools.chipmap import format_mapping, mapping_json  # noqa: PLC0415
+
+    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses)
+    if spec is None:
+        raise SpikeGradError(f"map needs a chip: --chip NAME ({', '.join(PROFILES)}) or both --chip-neurons and "
+                             f"--chip-synapses")
+    mapping = map_network(parse_topology(a.topology), spec)
+    if a.json:
+        print(json.dumps(mapping_json(mapping)), flush=True)
+    else:
+        print(format_mapping(mapping))
+    return 0
+
+
 def _cmd_bench(a: argparse.Namespace) -> int:
     from .tools.bench import bench_chips, bench_events, bench_train  # noqa: PLC0415
 
@@ -386,7 +423,7 @@ def _main(argv: list[str]) -> int:
             args = build_parser().parse_args(["train", *argv])
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
-                   "report": _cmd_report}[args.command]
+                   "report": _cmd_report, "map": _cmd_map}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

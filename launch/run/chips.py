@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.chip import ChipConfig, ChipFailure, parse_chips
+from actors.chip import ChipConfig, ChipFailure
 from actors.pipeline import ChipPipeline
 from cluster.errors import SpikeGradError
 from cluster.topology import Topology
@@ -78,7 +78,7 @@ class ChipEngine:
             self.close()
             raise SpikeGradError("--backend cupy asked for, but the Ray cluster has no GPUs "
                                  f"(resources: {resources}); chips use CuPy on GPU nodes by themselves")
-        groups = parse_chips(cfg.chips, len(topo.layers))
+        groups = cfg.chip_groups()
         replicas = cfg.replicas
         n = len(groups) * replicas
         # GPUs when the cluster has them (CuPy there), CPUs otherwise; fractions let a

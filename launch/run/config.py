@@ -21,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from actors.chip import PLACEMENTS, WIRES, Placement, Wire
 from cluster.backend import BACKENDS, BackendName
 from cluster.errors import SpikeGradError
+from cluster.mapping import ChipSpec, map_network, resolve_spec
 from cluster.network import GRADIENT_MODES, GradientMode, StepConfig
 from cluster.topology import PRESETS, Topology, parse_topology
 
@@ -60,6 +61,9 @@ class TrainConfig:
     limit_test: int | None = None
     engine: Engine = "chips"
     chips: str | None = None        # --chips groups, e.g. "0-1,2-3,4,5"; None: one layer per chip
+    chip: str | None = None         # a chip profile (cluster.mapping.PROFILES): map the network by capacity
+    chip_neurons: int | None = None  # a chip's neuron capacity (with chip_synapses, or overriding --chip's)
+    chip_synapses: int | None = None  # a chip's synapse capacity (stored weights)
     replicas: int = 1
     placement: Placement = "pack"
     micro_batch: int | None = None  # chips: samples per micro-batch (None: launch.run.chips.default_micro_batch)
@@ -82,6 +86,27 @@ class TrainConfig:
     def topo(self) -> Topology:
         """The parsed topology: parsed once (by the checks of ``__post_init__``) and handed down."""
         return parse_topology(self.topology)
+
+    def chip_spec(self) -> ChipSpec | None:
+        """The chip capacity asked for (``--chip``, ``--chip-neurons``, ``--chip-synapses``), or None."""
+        return resolve_spec(self.chip, self.chip_neurons, self.chip_synapses)
+
+    def chip_groups(self) -> list[tuple[int, int]]:
+        """Layer groups per chip: from the capacity's mapping (cluster.mapping), or ``--chips``."""
+        from actors.chip import parse_chips  # noqa: PLC0415
+
+        spec = self.chip_spec()
+        if spec is None:
+            return parse_chips(self.chips, len(self.topo.layers))
+        mapping = map_network(self.topo, spec)
+        groups = mapping.groups()
+        if groups is None:
+            split = ", ".join(f"{l} ({self.topo.layers[l].token()}: {len(mapping.chips_of(l))} chips)"
+                              for l in mapping.split_layers)
+            raise SpikeGradError(f"on {spec.name} chips ({spec.neurons:,} neurons, {spec.synapses:,} synapses) "
+                                 f"layers {split} must be split across chips; 'spikegrad map' shows the mapping, "
+                                 f"but training on split layers is not built yet: choose a larger chip")
+        return groups
 
     @property
     def step(self) -> StepConfig:
@@ -191,10 +216,18 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.wire == "events" and (cfg.engine != "chips" or cfg.gradient != "spike"):
         raise SpikeGradError(f"--wire events needs --engine chips and --gradient spike, got engine {cfg.engine}, "
                              f"gradient {cfg.gradient}")
+    for name in ("chip_neurons", "chip_synapses"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
+    if cfg.chip_spec() is not None:
+        if cfg.engine != "chips":
+            raise SpikeGradError(f"a chip capacity (--chip, --chip-neurons, --chip-synapses) needs --engine chips, "
+                                 f"got engine {cfg.engine}")
+        if cfg.chips:
+            raise SpikeGradError("give either --chips groups or a chip capacity (--chip ...), not both")
     if cfg.engine == "chips":
-        from actors.chip import parse_chips  # noqa: PLC0415
-
-        parse_chips(cfg.chips, len(topo.layers))
+        cfg.chip_groups()
         if cfg.replicas > cfg.batch_size:
             raise SpikeGradError(f"replicas ({cfg.replicas}) cannot exceed the batch size ({cfg.batch_size})")
 

@@ -1,0 +1,62 @@
+"""`spikegrad map` and training on a capacity: the table, the refusals, and chips mapped by capacity
+training the same weights as one process."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cluster.errors import SpikeGradError
+from launch.cli import main
+from launch.run.config import make_config
+from launch.run.runs import train
+
+
+def test_map_prints_the_table(capsys):
+    assert main(["map", "--topology", "mnist", "--chip", "loihi2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 chip(s), 14,310 neurons, 210,375 synapses; no layer split" in out
+    assert "Loihi 2" in out and "Intel Labs" in out  # the profile says where its figures come from
+    assert main(["map", "--topology", "mnist", "--chip-neurons", "2000", "--chip-synapses", "100000", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert len(d["chips"]) == 9 and d["split_layers"] == [0, 1, 2, 4]
+    assert sum(c["neurons"] for c in d["chips"]) == 14310
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "map needs a chip"),
+    (["--chip-neurons", "5"], "both a neuron and a synapse capacity"),
+    (["--chip-neurons", "100", "--chip-synapses", "1000000"], "one channel's map of 576 neurons exceeds"),
+    (["--chip", "nope"], "invalid choice"),
+])
+def test_map_refuses_in_one_line(args, message, capsys):
+    assert main(["map", "--topology", "mnist", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spikegrad: error:") and message in err[0]
+
+
+def test_a_capacity_gives_the_chip_groups_or_a_clear_refusal():
+    cfg = make_config("digits", chip_neurons=1100, chip_synapses=20000)
+    assert cfg.chip_groups() == [(0, 0), (1, 3)]
+    with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1: 2 chips\).* training on split layers is not built"):
+        make_config("digits", chip_neurons=600, chip_synapses=20000)
+    with pytest.raises(SpikeGradError, match="needs --engine chips"):
+        make_config("digits", engine="local", chip="loihi")
+    with pytest.raises(SpikeGradError, match="not both"):
+        make_config("digits", chips="0-1,2-3", chip="loihi")
+
+
+@pytest.mark.slow
+def test_chips_mapped_by_capacity_train_the_weights_of_one_process(ray_session, tmp_path):
+    kw = dict(epochs=1, limit_train=256, limit_test=64, batch_size=32)
+    local = train(make_config("digits", engine="local", out=str(tmp_path / "l"), **kw), progress=False,
+                  log=lambda s: None)
+    logs: list[str] = []
+    chips = train(make_config("digits", chip_neurons=1100, chip_synapses=20000, out=str(tmp_path / "c"), **kw),
+                  progress=False, log=logs.append)
+    assert any("2 chips (0, 1-3)" in line for line in logs), logs
+    a, b = (np.load(tmp_path / d / "checkpoint.npz") for d in ("l", "c"))
+    for k in a.files:
+        if k.startswith(("W", "b", "vW", "vb")):
+            assert np.array_equal(a[k], b[k]), k
+    assert chips["test_accuracy"] == local["test_accuracy"]
