@@ -39,7 +39,8 @@ def test_a_layer_that_fits_a_chip_of_its_own_is_not_split():
 
 
 @pytest.mark.parametrize("neurons, synapses, message", [
-    (10_000, 500, "layer 4 (300) cannot be mapped onto x chips: a neuron's fan-in of 640 synapses exceeds a chip's 500"),
+    (10_000, 500,
+     "layer 4 (300) cannot be mapped onto x chips: a neuron's fan-in of 640 synapses exceeds a chip's 500"),
     (100, 10**9, "layer 0 (15C5) cannot be mapped onto x chips: one channel's map of 576 neurons exceeds a chip's 100"),
     (10**6, 300, "layer 2 (40C5) cannot be mapped onto x chips: one channel's kernel of 375 synapses exceeds"),
 ])
