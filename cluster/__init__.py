@@ -12,8 +12,8 @@ products, and the table of layer kinds every other module dispatches through),
 ``kernels`` (fused rounding kernels and their NumPy twins), ``network`` (forward,
 backward and increments over a range of layers; the top error), ``synops``
 (synaptic operations), ``events`` (the event-driven simulation of the spiking
-network), ``graph`` (a whole step as a CUDA graph), ``backend`` (NumPy or CuPy,
-chosen once), ``errors``.
+network), ``graph`` (a whole step as a CUDA graph), ``mapping`` (a network on chips
+with a capacity), ``backend`` (NumPy or CuPy, chosen once), ``errors``.
 
 Symbols (paper symbol, code name, meaning, dtype, shape, equation):
 
