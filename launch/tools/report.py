@@ -3,15 +3,17 @@
 Drawn from the runs' Parquet files (matplotlib, headless):
 
 - ``fig1_backward_synops.png``: relative synaptic operations of backpropagation per epoch, one curve
-  per run, labelled with its α and final test accuracy (the paper's Figure 1);
+  per run, labelled with its name, α, seed and final test accuracy (the paper's Figure 1); one
+  file per dataset (``fig1_backward_synops_<dataset>.png``) when the runs cover several;
 - ``fig2_layers_<run>.png``: relative synaptic operations per layer in the direction of
   backpropagation (output first; the float input layer and pooling layers left out, as in the
   paper's Figure 2), one curve per epoch shown;
-- ``accuracy.png`` and ``loss.png`` per epoch; ``traffic_<run>.png``, a chip run's chip-to-chip
-  spike events of its last epoch as a heat map;
+- ``accuracy.png`` (test and training) and ``loss.png`` (training) per epoch, with markers so that a
+  one-epoch run shows; ``traffic_<run>.png``, a chip run's last epoch as heat maps of spike events
+  and of bytes per link, chips labelled by the layers they hold;
 - ``summary.md``: one row per run, and per training protocol (runs that differ only in their seed,
-  ``PROTOCOL``) the final test accuracy's max and mean ± sample standard deviation over seeds (the
-  paper's Table 1).
+  ``PROTOCOL``) the final test accuracy's max and mean ± sample standard deviation over distinct
+  seeds (the paper's Table 1); a run that repeats a seed is listed, not counted again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Run:
         self.metrics = run.read_table("metrics")
         self.layers = run.read_table("layers")
         self.traffic = run.read_table("traffic")
+        self.chips = run.read_table("chips")
         self.label_text = run.label
         if not self.metrics:
             raise SpikeGradError(f"report: {run} has no finished epoch yet")
@@ -56,7 +59,8 @@ class Run:
         return self.metrics[-1]
 
     def label(self) -> str:
-        return (f"{self.cfg.gradient} α={self.cfg.alpha:g} seed {self.cfg.seed}: "
+        """The run's name, then what tells it apart: gradient, α, seed, final test accuracy."""
+        return (f"{self.name}: {self.cfg.gradient} α={self.cfg.alpha:g} seed {self.cfg.seed}, "
                 f"{self.final['test_accuracy']:.2f} %")
 
 
@@ -78,20 +82,29 @@ def _save(fig: Any, path: Path) -> str:
     return path.name
 
 
-def figure1(runs: list[Run], out: Path) -> str:
+def figure1(runs: list[Run], out: Path) -> list[str]:
+    """One figure per dataset (their costs are not on one scale): fig1_backward_synops.png, or
+    fig1_backward_synops_<dataset>.png when the runs cover several datasets."""
+    datasets = sorted({r.cfg.dataset for r in runs})
+    return [_figure1([r for r in runs if r.cfg.dataset == d], out, d,
+                     "fig1_backward_synops.png" if len(datasets) == 1 else f"fig1_backward_synops_{d}.png")
+            for d in datasets]
+
+
+def _figure1(runs: list[Run], out: Path, dataset: str, name: str) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in sorted(runs, key=lambda r: (r.cfg.alpha, r.cfg.seed)):
+    for r in sorted(runs, key=lambda r: (r.cfg.alpha, r.cfg.seed, r.name)):
         ep = [m["epoch"] for m in r.metrics]
         ax.plot(ep, [m["rel_synops_backward"] for m in r.metrics], marker="o", label=r.label())
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("relative synaptic operations, backward\n(error-spike ACCs / ANN MACs)")
     ax.set_yscale("log")
-    ax.set_title("Backpropagation cost during training (paper Fig. 1)")
+    ax.set_title(f"Backpropagation cost during training, {dataset} (paper Fig. 1)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, out / "fig1_backward_synops.png")
+    ax.legend(fontsize=7)
+    return _save(fig, out / name)
 
 
 def figure2(run: Run, out: Path, max_curves: int = 6) -> str:
@@ -121,17 +134,20 @@ def figure2(run: Run, out: Path, max_curves: int = 6) -> str:
 def curves(runs: list[Run], out: Path) -> list[str]:
     plt = _pyplot()
     names = []
-    for key, ylabel, fname in (("accuracy", "accuracy (%)", "accuracy.png"),
-                               ("loss", "cross-entropy loss", "loss.png")):
+    for key, ylabel, fname, title in (
+            ("accuracy", "accuracy (%)", "accuracy.png", "Test (solid, o) and training (dashed, x) accuracy"),
+            ("loss", "training loss (cross-entropy, mean per image)", "loss.png", "Training loss")):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for r in runs:
             ep = [m["epoch"] for m in r.metrics]
             if key == "accuracy":
                 line, = ax.plot(ep, [m["test_accuracy"] for m in r.metrics], marker="o", label=f"{r.name} test")
-                ax.plot(ep, [m["train_accuracy"] for m in r.metrics], ls="--", color=line.get_color(),
-                        label=f"{r.name} train")
+                # markers: a one-epoch run's training point must show too
+                ax.plot(ep, [m["train_accuracy"] for m in r.metrics], ls="--", marker="x", color=line.get_color(),
+                        label=f"{r.name} training")
             else:
                 ax.plot(ep, [m["train_loss"] for m in r.metrics], marker="o", label=r.name)
+        ax.set_title(f"{title} per epoch", fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
@@ -142,28 +158,35 @@ def curves(runs: list[Run], out: Path) -> list[str]:
 
 
 def traffic_map(run: Run, out: Path) -> str | None:
+    """A chip run's last epoch as two heat maps, spike events and bytes per link, chips labelled
+    by the layers they hold."""
     if not run.traffic:
         return None
     plt = _pyplot()
     last = max(r["epoch"] for r in run.traffic)
     rows = [r for r in run.traffic if r["epoch"] == last]
     chips = sorted({r["src"] for r in rows} | {r["dst"] for r in rows})
-    m = np.zeros((len(chips), len(chips)))
-    for r in rows:
-        m[chips.index(r["src"]), chips.index(r["dst"])] = r["spikes"]
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    im = ax.imshow(np.where(m > 0, m, np.nan), cmap="viridis")
-    for i in range(len(chips)):
-        for j in range(len(chips)):
-            if m[i, j] > 0:
-                dark = m[i, j] < 0.6 * m.max()  # light text on the dark end of viridis
-                ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", color="w" if dark else "k", fontsize=8)
-    ax.set_xticks(range(len(chips)), [str(c) for c in chips])
-    ax.set_yticks(range(len(chips)), [str(c) for c in chips])
-    ax.set_xlabel("to chip")
-    ax.set_ylabel("from chip")
-    ax.set_title(f"{run.name}: spike events per link, epoch {last}", fontsize=10)
-    fig.colorbar(im, ax=ax, label="spike events")
+    held = {r["chip"]: r["layers"] for r in run.chips if r["epoch"] == last}
+    labels = [f"{c} (l{held[c]})" if c in held else str(c) for c in chips]
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 5.2))
+    for ax, key, what in ((axes[0], "spikes", "spike events"), (axes[1], "bytes", "bytes (Arrow IPC)")):
+        m = np.zeros((len(chips), len(chips)))
+        for r in rows:
+            m[chips.index(r["src"]), chips.index(r["dst"])] = r[key]
+        im = ax.imshow(np.where(m > 0, m, np.nan), cmap="viridis")
+        for i in range(len(chips)):
+            for j in range(len(chips)):
+                if m[i, j] > 0:
+                    dark = m[i, j] < 0.6 * m.max()  # light text on the dark end of viridis
+                    ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", color="w" if dark else "k",
+                            fontsize=8)
+        ax.set_xticks(range(len(chips)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(chips)), labels, fontsize=8)
+        ax.set_xlabel("to chip (layers)")
+        ax.set_ylabel("from chip (layers)")
+        ax.set_title(f"{what} per link", fontsize=10)
+        fig.colorbar(im, ax=ax, label=what)
+    fig.suptitle(f"{run.name}: chip-to-chip traffic, epoch {last}", fontsize=10)
     return _save(fig, out / f"traffic_{run.name}.png")
 
 
@@ -173,16 +196,29 @@ PROTOCOL = ("dataset", "topology", "gradient", "alpha", "epochs", "batch_size", 
 
 
 def table1(runs: list[Run]) -> list[dict]:
-    """Per training protocol (PROTOCOL; epochs as trained): final test accuracy over seeds."""
-    groups: dict[tuple, list[float]] = {}
+    """Per training protocol (PROTOCOL; epochs as trained): final test accuracy over distinct seeds.
+
+    A seed that several runs share counts once (the first run by name); the others are listed in
+    ``repeated`` with their accuracies, never averaged in as if they were more seeds."""
+    groups: dict[tuple, list[Run]] = {}
     for r in runs:
         cfg = {**dataclasses.asdict(r.cfg), "epochs": len(r.metrics)}
         key = tuple((k, cfg[k]) for k in PROTOCOL)
-        groups.setdefault(key, []).append(r.final["test_accuracy"])
+        groups.setdefault(key, []).append(r)
     rows = []
-    for key, accs in sorted(groups.items(), key=lambda kv: repr(kv[0])):
-        rows.append(dict(key, seeds=len(accs), max=max(accs), mean=statistics.fmean(accs),
-                         std=statistics.stdev(accs) if len(accs) > 1 else math.nan))
+    for key, members in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        by_seed: dict[int, Run] = {}
+        repeated = []
+        for r in sorted(members, key=lambda r: r.name):
+            if r.cfg.seed in by_seed:
+                repeated.append(dict(run=r.name, seed=r.cfg.seed, test_accuracy=r.final["test_accuracy"],
+                                     counted=by_seed[r.cfg.seed].name))
+            else:
+                by_seed[r.cfg.seed] = r
+        accs = [r.final["test_accuracy"] for r in by_seed.values()]
+        rows.append(dict(key, seeds=len(accs), runs=len(members), seed_list=sorted(by_seed), max=max(accs),
+                         mean=statistics.fmean(accs), std=statistics.stdev(accs) if len(accs) > 1 else math.nan,
+                         repeated=repeated))
     return rows
 
 
@@ -195,7 +231,7 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
         raise SpikeGradError(f"report: run directory names expected distinct, got {names}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = [figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
+    files = [*figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
     files += [f for f in (traffic_map(r, out) for r in runs) if f]
     t1 = table1(runs)
     lines = ["# SpikeGrad runs", "", "| run | dataset | gradient | α | seed | epochs | test accuracy | "
@@ -210,6 +246,11 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
         std = "–" if math.isnan(g["std"]) else f"{g['std']:.2f}"
         lines.append(f"| {g['dataset']} | {g['gradient']} | {g['alpha']:g} | {g['epochs']} | {g['lr']:g} | "
                      f"{g['shift']} | {g['seeds']} | {g['max']:.2f} % | {g['mean']:.2f} ± {std} % |")
+    repeated = [rep for g in t1 for rep in g["repeated"]]
+    if repeated:
+        lines += ["", "Runs that repeat a seed of their protocol (reported, not counted as more seeds):", ""]
+        lines += [f"- {rep['run']}: seed {rep['seed']}, {rep['test_accuracy']:.2f} % (counted: {rep['counted']})"
+                  for rep in repeated]
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in files]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     result = dict(out=str(out), files=[*files, "summary.md"], table1=t1)
