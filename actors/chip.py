@@ -505,6 +505,8 @@ def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
         m = merged.setdefault(int(rep["chip"]), {"chip": int(rep["chip"]), "layers": rep["layers"], "synops": {},
                                                  "traffic": {}, "timing": {},
                                                  "event_checks": {"values": 0, "differ": 0}})
+        if "nodes" in rep:  # the Ray nodes the chip's replicas ran on (added by the chip engine)
+            m["nodes"] = sorted(set(m.get("nodes", [])) | set(rep["nodes"]))
         for l, row in rep["synops"].items():
             acc = m["synops"].setdefault(int(l), dict.fromkeys(row, 0.0))
             for k, v in row.items():

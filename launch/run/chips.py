@@ -157,8 +157,12 @@ class ChipEngine:
 
     @_chip_calls
     def counters(self) -> Counters:
-        self.last_reports = self._chips().reports()
-        return Counters.from_reports(self.last_reports, len(self.topo.layers))
+        chips = self._chips()
+        reports = chips.reports()
+        for rep in reports:  # where each chip ran (its replicas' nodes), for the traffic tables
+            rep["nodes"] = sorted({w["node"] for w in chips.where if w["chip"] == rep["chip"]})
+        self.last_reports = reports
+        return Counters.from_reports(reports, len(self.topo.layers))
 
     @_chip_calls
     def state(self) -> HostState:

@@ -8,21 +8,38 @@ from cluster.synops import COUNTERS
 
 
 def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Parquet rows: (links: epoch, src, dst, messages, bytes, spikes), (chips: epoch, chip, ops, timing)."""
+    """Parquet rows: (links: epoch, src, dst, messages, bytes, spikes, cross_node), (chips: epoch, chip,
+    layers, node, ops, timing). A link crosses nodes when its two chips ran on different Ray nodes
+    (with replicas: when the sets of their replicas' nodes differ)."""
     links, chips = [], []
+    nodes = {rep["chip"]: tuple(rep.get("nodes", ())) for rep in reports}
     for rep in reports:
         for dst, link in rep["traffic"].items():
-            links.append(dict(epoch=epoch, src=rep["chip"], dst=int(dst), **link))
+            links.append(dict(epoch=epoch, src=rep["chip"], dst=int(dst), **link,
+                              cross_node=nodes.get(rep["chip"], ()) != nodes.get(int(dst), ())))
         ops: dict[str, Any] = {k: sum(row[k] for row in rep["synops"].values()) for k in COUNTERS}
         checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
+                          node=",".join(n[:8] for n in nodes[rep["chip"]]),
                           **ops, **{f"{k}_seconds": v for k, v in rep["timing"].items()},
                           event_values_checked=checks["values"], event_values_differ=checks["differ"]))
     return links, chips
 
 
+def _totals(links: list[dict]) -> str:
+    """Spikes, bytes and messages within nodes and across them."""
+    parts = []
+    for where, cross in (("within a node", False), ("across nodes", True)):
+        rows = [r for r in links if bool(r.get("cross_node", False)) == cross]
+        parts.append(f"{where} {sum(r['spikes'] for r in rows):.4g} spikes, {sum(r['bytes'] for r in rows):.4g} "
+                     f"bytes, {sum(r['messages'] for r in rows):.4g} messages")
+    return "; ".join(parts)
+
+
 def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = None) -> str:
-    """The chip-to-chip traffic matrix (spikes and bytes) and the per-chip operation table, as text."""
+    """The chip-to-chip traffic matrix (spikes, bytes, messages per link), totals within and across
+    nodes for the epoch and the whole run, and the per-chip operation table, as text."""
+    every_epoch = links
     if epoch is None:
         epoch = max((r["epoch"] for r in chips), default=0)
     links = [r for r in links if r["epoch"] == epoch]
@@ -31,22 +48,28 @@ def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = Non
     cell = {(r["src"], r["dst"]): r for r in links}
     events = sum(r.get("event_values_checked", 0) for r in chips)
     what = "address events" if events else "spikes (counts)"
-    lines = [f"chip-to-chip traffic, epoch {epoch} (row: from, column: to; {what} / bytes)"]
-    lines.append("from\\to " + "".join(f"{c:>22d}" for c in ids))
+    lines = [f"chip-to-chip traffic, epoch {epoch} (row: from, column: to; {what} / bytes / messages; "
+             f"* crosses nodes)"]
+    lines.append("from\\to " + "".join(f"{c:>31d}" for c in ids))
     for s in ids:
         vals = []
         for d in ids:
             r = cell.get((s, d))
-            vals.append(f"{r['spikes']:>11.3g} / {r['bytes']:>8.3g}" if r else f"{'-':>22s}")
-        lines.append(f"{s:>7d} " + "".join(f"{v:>22s}" for v in vals))
+            vals.append(f"{r['spikes']:>10.3g} / {r['bytes']:>8.3g} / {r['messages']:>6.3g}"
+                        + ("*" if r.get("cross_node") else " ") if r else f"{'-':>31s}")
+        lines.append(f"{s:>7d} " + "".join(f"{v:>31s}" for v in vals))
+    lines.append(f"epoch {epoch}: {_totals(links)}")
+    epochs = sorted({r["epoch"] for r in every_epoch})
+    if len(epochs) > 1:
+        lines.append(f"epochs {epochs[0]}-{epochs[-1]}: {_totals(every_epoch)}")
     lines.append("")
-    lines.append(f"{'chip':>4} {'layers':>7} {'spikes':>11} {'err spikes':>11} {'ACC fwd':>11} {'ACC bwd':>11} "
-                 f"{'ACC upd':>11} {'MACs':>11} {'busy s':>7} {'enc s':>6} {'dec s':>6}")
+    lines.append(f"{'chip':>4} {'node':>8} {'layers':>7} {'spikes':>11} {'err spikes':>11} {'ACC fwd':>11} "
+                 f"{'ACC bwd':>11} {'ACC upd':>11} {'MACs':>11} {'busy s':>7} {'enc s':>6} {'dec s':>6}")
     for r in chips:
-        lines.append(f"{r['chip']:>4} {r['layers']:>7} {r['spikes']:>11.3g} {r['error_spikes']:>11.3g} "
-                     f"{r['acc_forward']:>11.3g} {r['acc_backward']:>11.3g} {r['acc_update']:>11.3g} "
-                     f"{r['macs']:>11.3g} {r.get('busy_seconds', 0):>7.2f} {r.get('encode_seconds', 0):>6.2f} "
-                     f"{r.get('decode_seconds', 0):>6.2f}")
+        lines.append(f"{r['chip']:>4} {r.get('node', '') or '-':>8} {r['layers']:>7} {r['spikes']:>11.3g} "
+                     f"{r['error_spikes']:>11.3g} {r['acc_forward']:>11.3g} {r['acc_backward']:>11.3g} "
+                     f"{r['acc_update']:>11.3g} {r['macs']:>11.3g} {r.get('busy_seconds', 0):>7.2f} "
+                     f"{r.get('encode_seconds', 0):>6.2f} {r.get('decode_seconds', 0):>6.2f}")
     if events:
         differ = sum(r.get("event_values_differ", 0) for r in chips)
         lines.append(f"event wire: the spiking network on the chips equals the ANN on {events - differ:.6g} of "

@@ -34,8 +34,12 @@ for name, extra in [("local", dict(engine="local")), ("spread", dict(placement="
     with np.load(sys.argv[1] + "/" + name + "/checkpoint.npz") as z:
         out[name] = {k: z[k].tolist() for k in z.files}
     out[name + "_log"] = [l for l in logs if "chips:" in l]
+import pyarrow.parquet as pq
+links = pq.read_table(sys.argv[1] + "/spread/traffic.parquet").to_pylist()
+chips = pq.read_table(sys.argv[1] + "/spread/chips.parquet").to_pylist()
 print(json.dumps({"equal": all(out["local"][k] == out["spread"][k] for k in out["local"]),
-                  "log": out["spread_log"]}))
+                  "log": out["spread_log"], "cross": sum(r["cross_node"] for r in links),
+                  "nodes": sorted({n for r in chips for n in r["node"].split(",")})}))
 ray.shutdown()
 cluster.shutdown()
 '''
@@ -49,8 +53,9 @@ def test_spread_over_nodes_equals_local(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["equal"]
-    # 4 chips x 2 replicas spread over the 3 nodes
+    # 4 chips x 2 replicas spread over the 3 nodes; the traffic tables say which links cross them
     assert "on 3 node(s)" in res["log"][0], res["log"]
+    assert len(res["nodes"]) == 3 and res["cross"] > 0, res
 
 
 def test_the_private_instance_refuses_a_client_without_its_token(ray_session, tmp_path):

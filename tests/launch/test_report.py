@@ -36,3 +36,25 @@ def test_report_from_two_runs(tmp_path, capsys):
     assert "a100again: seed 0" in summary and "not counted as more seeds" in summary
     assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_traffic_tables_mark_links_across_nodes_and_total_them():
+    """traffic_rows and format_traffic on hand-made chip reports: chip 0 on node a, chips 1-2 on node b."""
+    from launch.tools.traffic import format_traffic, traffic_rows
+
+    def rep(chip, node, traffic):
+        return {"chip": chip, "layers": [chip], "nodes": [node], "synops": {chip: dict.fromkeys(
+            ("spikes", "error_spikes", "acc_forward", "acc_backward", "acc_update", "macs"), 1.0)},
+                "traffic": traffic, "timing": {"busy": 0.1}, "event_checks": {"values": 0, "differ": 0}}
+
+    link = {"messages": 2, "bytes": 100, "spikes": 10.0, "min_payload_bytes": 0}
+    reports = [rep(0, "a" * 16, {1: link}), rep(1, "b" * 16, {0: link, 2: link}), rep(2, "b" * 16, {1: link})]
+    links, chips = traffic_rows(1, reports)
+    assert sorted((r["src"], r["dst"], r["cross_node"]) for r in links) == \
+        [(0, 1, True), (1, 0, True), (1, 2, False), (2, 1, False)]
+    assert [c["node"] for c in chips] == ["aaaaaaaa", "bbbbbbbb", "bbbbbbbb"]
+    text = format_traffic(links + [dict(r, epoch=2) for r in links], chips + [dict(c, epoch=2) for c in chips])
+    assert "epoch 2: within a node 20 spikes, 200 bytes, 4 messages; across nodes 20 spikes, 200 bytes, 4 messages" \
+        in text
+    assert "epochs 1-2: within a node 40 spikes, 400 bytes, 8 messages; across nodes 40 spikes" in text
+    assert "10 /      100 /      2*" in text  # a cell: spikes / bytes / messages, * across nodes
