@@ -93,6 +93,7 @@ class ChipConfig:
     backend: str = "numpy"    # numpy, cupy, or auto (CuPy where the chip's process has a GPU)
     frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid (None: floating point)
     wire: Wire = "counts"     # training messages: "counts" per micro-batch, or "events" (address events)
+    replicas: int = 1         # data-parallel copies of this chip: its ω goes to the other replicas - 1
 
 
 
@@ -424,8 +425,14 @@ class Chip:
 
     # -- APPLY -------------------------------------------------------------------------------
     def increments(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """This chip's ω as host arrays (for replicas to combine)."""
-        return {l: (to_host(w[0]), to_host(w[1])) for l, w in self.omega.items() if w is not None}
+        """This chip's ω as host arrays (for replicas to combine). Counted as the replica exchange:
+        one message of these arrays to each of the other ``replicas`` − 1 copies of this chip."""
+        out = {l: (to_host(w[0]), to_host(w[1])) for l, w in self.omega.items() if w is not None}
+        others = self.cfg.replicas - 1
+        if others > 0:
+            self.exchange[0] += others
+            self.exchange[1] += others * sum(W.nbytes + b.nbytes for W, b in out.values())
+        return out
 
     def apply(self, lr_scale: float, *increments: dict) -> None:
         """v ← μ v − η ω, w ← w + v, ω ← 0 (Algorithm 3, once per batch).
@@ -476,6 +483,7 @@ class Chip:
         self.traffic: dict[int, list] = {}
         self.timing = {"encode": 0.0, "decode": 0.0, "busy": 0.0}
         self.event_checks = [0, 0]  # values compared (spiking network vs ANN), values that differ
+        self.exchange = [0, 0]  # increments sent to the other replicas: messages, bytes
 
     def report(self, reset: bool = True) -> dict:
         """Counters since the last reset: synops rows of its layers, traffic per destination, timing."""
@@ -487,6 +495,7 @@ class Chip:
                         for dst, v in self.traffic.items()},
             "timing": dict(self.timing),
             "event_checks": {"values": self.event_checks[0], "differ": self.event_checks[1]},
+            "exchange": {"messages": self.exchange[0], "bytes": self.exchange[1]},
             "rss_bytes": resident_bytes(),
         }
         if reset:
@@ -505,6 +514,9 @@ def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
         m = merged.setdefault(int(rep["chip"]), {"chip": int(rep["chip"]), "layers": rep["layers"], "synops": {},
                                                  "traffic": {}, "timing": {},
                                                  "event_checks": {"values": 0, "differ": 0}})
+        ex = m.setdefault("exchange", {"messages": 0, "bytes": 0})
+        for k, v in rep.get("exchange", {}).items():
+            ex[k] += v
         if "nodes" in rep:  # the Ray nodes the chip's replicas ran on (added by the chip engine)
             m["nodes"] = sorted(set(m.get("nodes", [])) | set(rep["nodes"]))
         for l, row in rep["synops"].items():

@@ -85,7 +85,7 @@ class ChipEngine:
         # 2-core laptop hold 6 chips.
         chip_cfg = ChipConfig(topology=topo.text, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum,
                               dtype=cfg.dtype, backend="auto" if gpus > 0 else cfg.backend,
-                              frac_bits=cfg.weight_frac_bits, wire=cfg.wire)
+                              frac_bits=cfg.weight_frac_bits, wire=cfg.wire, replicas=cfg.replicas)
         self.params = {l: (np.asarray(W), np.asarray(b)) for l, (W, b) in params.items()}
         mb = cfg.micro_batch or default_micro_batch(cfg.batch_size, replicas,
                                                     own_core=(gpus >= n) if gpus else (cpus >= n))

@@ -8,15 +8,22 @@ from cluster.synops import COUNTERS
 
 
 def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Parquet rows: (links: epoch, src, dst, messages, bytes, spikes, cross_node), (chips: epoch, chip,
-    layers, node, ops, timing). A link crosses nodes when its two chips ran on different Ray nodes
-    (with replicas: when the sets of their replicas' nodes differ)."""
+    """Parquet rows: (links: epoch, src, dst, kind, messages, bytes, spikes, cross_node), (chips: epoch,
+    chip, layers, node, ops, timing). ``kind`` "spikes": spike messages between chips; "increments":
+    the replica exchange, src = dst = the chip index, each replica's ω sent to the others (float
+    arrays, no spikes). A link crosses nodes when its two chips ran on different Ray nodes (with
+    replicas: when the sets of their replicas' nodes differ; an exchange when its replicas span nodes)."""
     links, chips = [], []
     nodes = {rep["chip"]: tuple(rep.get("nodes", ())) for rep in reports}
     for rep in reports:
         for dst, link in rep["traffic"].items():
-            links.append(dict(epoch=epoch, src=rep["chip"], dst=int(dst), **link,
+            links.append(dict(epoch=epoch, src=rep["chip"], dst=int(dst), kind="spikes", **link,
                               cross_node=nodes.get(rep["chip"], ()) != nodes.get(int(dst), ())))
+        ex = rep.get("exchange", {})
+        if ex.get("messages"):
+            links.append(dict(epoch=epoch, src=rep["chip"], dst=rep["chip"], kind="increments",
+                              messages=ex["messages"], bytes=ex["bytes"], spikes=0.0, min_payload_bytes=0,
+                              cross_node=len(nodes.get(rep["chip"], ())) > 1))
         ops: dict[str, Any] = {k: sum(row[k] for row in rep["synops"].values()) for k in COUNTERS}
         checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
@@ -27,7 +34,7 @@ def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict
 
 
 def _totals(links: list[dict]) -> str:
-    """Spikes, bytes and messages within nodes and across them."""
+    """Spikes, bytes and messages within nodes and across them (replica exchanges included)."""
     parts = []
     for where, cross in (("within a node", False), ("across nodes", True)):
         rows = [r for r in links if bool(r.get("cross_node", False)) == cross]
@@ -45,7 +52,8 @@ def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = Non
     links = [r for r in links if r["epoch"] == epoch]
     chips = [r for r in chips if r["epoch"] == epoch]
     ids = sorted({r["chip"] for r in chips})
-    cell = {(r["src"], r["dst"]): r for r in links}
+    cell = {(r["src"], r["dst"]): r for r in links if r.get("kind", "spikes") == "spikes"}
+    exchange = [r for r in links if r.get("kind") == "increments"]
     events = sum(r.get("event_values_checked", 0) for r in chips)
     what = "address events" if events else "spikes (counts)"
     lines = [f"chip-to-chip traffic, epoch {epoch} (row: from, column: to; {what} / bytes / messages; "
@@ -58,6 +66,9 @@ def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = Non
             vals.append(f"{r['spikes']:>10.3g} / {r['bytes']:>8.3g} / {r['messages']:>6.3g}"
                         + ("*" if r.get("cross_node") else " ") if r else f"{'-':>31s}")
         lines.append(f"{s:>7d} " + "".join(f"{v:>31s}" for v in vals))
+    for r in exchange:
+        lines.append(f"replica exchange, chip {r['src']}: {r['bytes']:.4g} bytes of increments in {r['messages']:.4g} "
+                     f"messages" + (" (across nodes)" if r.get("cross_node") else ""))
     lines.append(f"epoch {epoch}: {_totals(links)}")
     epochs = sorted({r["epoch"] for r in every_epoch})
     if len(epochs) > 1:

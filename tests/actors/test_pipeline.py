@@ -166,3 +166,29 @@ def test_a_bad_chip_timeout_is_one_clear_error(monkeypatch, text):
         chip_timeout_floor()
     monkeypatch.setenv("SPIKEGRAD_CHIP_TIMEOUT", "2.5")
     assert chip_timeout_floor() == 2.5
+
+
+@pytest.mark.parametrize("chips", ["0-3", "0-1,2-3"])
+def test_the_replica_exchange_is_counted(ray_session, tmp_path, capsys, chips):
+    """--replicas 2: every batch each replica's chips send their increments (ω of their layers) to the
+    other replica; traffic.parquet counts them (kind "increments") and `spikegrad traffic` prints them."""
+    import pyarrow.parquet as pq
+
+    from cluster.topology import parse_topology
+
+    run = tmp_path / "r"
+    train(make_config("digits", chips=chips, replicas=2, epochs=1, limit_train=256, limit_test=32, batch_size=32,
+                      out=str(run)), progress=False, log=lambda s: None)
+    topo = parse_topology("digits")
+    links = [r for r in pq.read_table(run / "traffic.parquet").to_pylist() if r["kind"] == "increments"]
+    groups = [tuple(map(int, g.split("-"))) for g in chips.split(",")]
+    assert sorted(r["src"] for r in links) == list(range(len(groups))) and all(r["src"] == r["dst"] for r in links)
+    for r in links:
+        lo, hi = groups[r["src"]]
+        floats = sum(w[0] * (w[1] * w[2] * w[3] if len(w) == 4 else w[1]) + w[0]
+                     for l in range(lo, hi + 1) if (w := topo.layers[l].weight_shape) is not None)
+        # 8 batches x 2 replicas, each sending one message of its chip's increments to the other
+        assert r["messages"] == 16 and r["bytes"] == 16 * 4 * floats, (r, floats)
+        assert r["spikes"] == 0
+    assert main(["traffic", str(run)]) == 0
+    assert "replica exchange, chip 0:" in capsys.readouterr().out
