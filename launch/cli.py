@@ -175,9 +175,18 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_traffic(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("traffic", help="print a chip run's traffic matrix and per-chip operations")
+    from .tools.cost import E_ACC_PJ, E_HOP_PJ, E_MAC_PJ, PACKETS  # noqa: PLC0415
+
+    p = sub.add_parser("traffic", help="print a run's traffic (chips: matrix, packets, bandwidth) and its "
+                                       "energy estimate per sample")
     p.add_argument("run_dir")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
+    p.add_argument("--rate", type=_positive_float, default=1000.0,
+                   help="images/s to size each link's bandwidth for (default 1000)")
+    p.add_argument("--packet", choices=PACKETS, default="spinnaker", help="spike packet format (launch/tools/cost.py)")
+    p.add_argument("--e-mac", type=_positive_float, default=E_MAC_PJ, help="pJ per MAC (default: Horowitz 2014)")
+    p.add_argument("--e-acc", type=_positive_float, default=E_ACC_PJ, help="pJ per accumulation")
+    p.add_argument("--e-hop", type=_positive_float, default=E_HOP_PJ, help="pJ per packet and link")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -350,18 +359,27 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .run.rundir import RunDir  # noqa: PLC0415
+    from .tools.cost import Energies, format_cost, run_cost  # noqa: PLC0415
     from .tools.traffic import format_traffic  # noqa: PLC0415
 
     run = RunDir.fetch(a.run_dir)
-    for table in ("traffic", "chips"):
-        if not run.has_table(table):
-            raise SpikeGradError(f"{run} has no {run.table_file(table).name}: traffic is recorded by "
-                                 f"'--engine chips' runs")
+    cfg = run.read_config()
+    metrics, layers = run.read_table("metrics"), run.read_table("layers")
     links, chips = run.read_table("traffic"), run.read_table("chips")
-    epochs = sorted({r["epoch"] for r in chips})
+    epochs = sorted({r["epoch"] for r in metrics})
+    if not epochs:
+        raise SpikeGradError(f"{run} has no finished epoch yet")
     if a.epoch is not None and a.epoch not in epochs:
         raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
-    print(format_traffic(links, chips, a.epoch))
+    epoch = a.epoch or epochs[-1]
+    if chips:
+        print(format_traffic(links, chips, epoch))
+        print()
+    else:
+        print(f"{run}: a one-process run (--engine local): no chips, no links; the operations are the same")
+    e = Energies(a.e_mac, a.e_acc, a.e_hop)
+    cost = run_cost(metrics, layers, links, chips, cfg.topo, epoch, a.packet, a.rate, e)
+    print(format_cost(cost["links"], cost["energy"], epoch, a.packet, a.rate, e))
     return 0
 
 

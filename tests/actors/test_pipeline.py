@@ -63,7 +63,7 @@ def test_traffic_recorded_and_printed(ray_session, tmp_path, capsys):
     assert main(["traffic", str(run)]) == 0
     out = capsys.readouterr().out
     assert "chip-to-chip traffic" in out and "ACC fwd" in out
-    assert main(["traffic", str(tmp_path)]) == 2
+    assert main(["traffic", str(tmp_path)]) == 2  # not a run directory
 
 
 def test_event_wire_on_ray_same_weights(ray_session, tmp_path, capsys):
