@@ -11,6 +11,8 @@ Drawn from the runs' Parquet files (matplotlib, headless):
 - ``accuracy.png`` (test and training) and ``loss.png`` (training) per epoch, with markers so that a
   one-epoch run shows; ``traffic_<run>.png``, a chip run's last epoch as heat maps of spike events
   and of bytes per link, chips labelled by the layers they hold;
+- ``energy_<run>.png``: the last epoch's energy estimate per sample and pass, SNN against ANN
+  (:mod:`launch.tools.cost`);
 - ``summary.md``: one row per run, and per training protocol (runs that differ only in their seed,
   ``PROTOCOL``) the final test accuracy's max and mean ± sample standard deviation over distinct
   seeds (the paper's Table 1); a run that repeats a seed is listed, not counted again.
@@ -190,6 +192,32 @@ def traffic_map(run: Run, out: Path) -> str | None:
     return _save(fig, out / f"traffic_{run.name}.png")
 
 
+def energy_figure(run: Run, out: Path) -> str:
+    """The last epoch's energy estimate per sample and pass, SNN against its ANN (launch.tools.cost,
+    default per-operation energies), as grouped bars on a log scale."""
+    from .cost import Energies, run_cost  # noqa: PLC0415
+
+    plt = _pyplot()
+    epoch = run.final["epoch"]
+    cost = run_cost(run.metrics, run.layers, run.traffic, run.chips, run.cfg.topo, epoch, "spinnaker", 1000.0,
+                    Energies())
+    rows = cost["energy"]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.bar(x - 0.2, [r["snn_pj"] / 1e3 for r in rows], 0.4, label="SNN (spikes: ACCs; layer 0: MACs)")
+    ax.bar(x + 0.2, [r["ann_pj"] / 1e3 for r in rows], 0.4, label="equivalent ANN (MACs)")
+    ax.set_xticks(x, [r["pass_"] for r in rows])
+    ax.set_yscale("log")
+    smallest = min(v for r in rows for v in (r["snn_pj"] / 1e3, r["ann_pj"] / 1e3) if v > 0)
+    ax.set_ylim(bottom=10 ** math.floor(math.log10(smallest)))  # bars rise from a round decade
+    ax.set_ylabel("nJ per training sample")
+    ax.set_title(f"{run.name}: energy ESTIMATE per sample, epoch {epoch}\n(MAC 4.6 pJ, ACC 0.9 pJ, "
+                 f"3.5 pJ per packet and link)", fontsize=9)
+    ax.grid(True, which="both", axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: never over a bar
+    return _save(fig, out / f"energy_{run.name}.png")
+
+
 # What makes runs one protocol: they are grouped over seeds only when all of these agree.
 PROTOCOL = ("dataset", "topology", "gradient", "alpha", "epochs", "batch_size", "lr", "momentum", "schedule",
             "theta_ff", "theta_bp", "shift", "validation", "limit_train", "limit_test", "weight_frac_bits", "dtype")
@@ -233,6 +261,7 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = [*figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
     files += [f for f in (traffic_map(r, out) for r in runs) if f]
+    files += [energy_figure(r, out) for r in runs]
     t1 = table1(runs)
     lines = ["# SpikeGrad runs", "", "| run | dataset | gradient | α | seed | epochs | test accuracy | "
              "rel. synops backward (last epoch) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]

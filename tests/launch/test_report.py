@@ -20,7 +20,7 @@ def test_report_from_two_runs(tmp_path, capsys):
     assert main(["report", *runs, "--out", str(out)]) == 0
     capsys.readouterr()
     for name in ("fig1_backward_synops.png", "fig2_layers_a50.png", "fig2_layers_a100.png", "accuracy.png",
-                 "loss.png"):
+                 "loss.png", "energy_a50.png"):
         data = (out / name).read_bytes()
         assert data[:8] == PNG and len(data) > 10_000, name
     summary = (out / "summary.md").read_text()
