@@ -176,7 +176,7 @@ def pool_backward_input(xp: Any, layer: Pool, E: Any, scale: float) -> Any:
     k = layer.size
     C, H, W = layer.in_shape
     Ho, Wo, B = E.shape[1], E.shape[2], E.shape[3]
-    Es = E * scale
+    Es = E if scale == 1.0 else E * scale  # 1.0: already scaled and rounded (PoolKind.gated_error_below)
     out = (xp.empty if (Ho * k == H and Wo * k == W) else xp.zeros)((C, H, W, B), dtype=E.dtype)
     for i in range(k):
         for j in range(k):

@@ -167,11 +167,20 @@ def layer_units(topo: Topology, l: int) -> tuple[int, int, int]:
     return C, H * W, per_unit
 
 
+MAX_CHIPS = 100_000  # a mapping is built chip by chip: beyond this it would only exhaust memory
+
+
 def map_network(topo: Topology, spec: ChipSpec) -> Mapping:
     """Fill chips of capacity ``spec`` with the layers of ``topo`` in order (module docstring).
 
     Raises :class:`SpikeGradError` naming the layer when one of its units cannot fit on a chip.
     """
+    per_layer = [layer_units(topo, l) for l in range(len(topo.layers))]
+    need = max(-(-sum(u * n for u, n, _ in per_layer) // spec.neurons),
+               -(-sum(u * s for u, _, s in per_layer) // spec.synapses))
+    if need > MAX_CHIPS:
+        raise SpikeGradError(f"{topo.text[:80]!r} needs at least {need:,} {spec.name} chips ({spec.neurons:,} "
+                             f"neurons, {spec.synapses:,} synapses each); at most {MAX_CHIPS:,} are mapped")
     chips: list[list[Slice]] = [[]]
     free_n, free_s = spec.neurons, spec.synapses
     for l, layer in enumerate(topo.layers):

@@ -127,6 +127,11 @@ class RunDir:
     SUMMARY = "summary.json"
     LOCK = ".lock"
     TABLES = ("metrics", "layers", "traffic", "chips")  # <name>.parquet
+    # The columns every reader relies on; a table without them (an edited or foreign file) is refused.
+    COLUMNS = {"metrics": ("epoch", "images", "seconds", "train_loss", "train_accuracy", "test_accuracy"),
+               "layers": ("epoch", "layer", "kind", "acc_forward", "acc_backward", "acc_update", "macs"),
+               "traffic": ("epoch", "src", "dst", "messages", "bytes", "spikes"),
+               "chips": ("epoch", "chip", "layers")}
 
     def __init__(self, path: str | os.PathLike, remote: RemoteRun | None = None) -> None:
         self.path = Path(path)
@@ -226,7 +231,21 @@ class RunDir:
     def read_table(self, table: str) -> list[dict]:
         """The table's rows; [] when the run has none (a local run has no traffic)."""
         path = self.table_file(table)
-        return read_parquet_rows(path) if path.is_file() else []
+        rows = read_parquet_rows(path) if path.is_file() else []
+        want = self.COLUMNS[table]
+        missing = [c for c in want if rows and c not in rows[0]]
+        if missing:
+            raise SpikeGradError(f"{path} is not a {table} table of a run: expected columns {', '.join(want)}; "
+                                 f"missing {', '.join(missing)}")
+        for r in rows:
+            for c in want:
+                v, text = r[c], c in ("kind", "layers")
+                ok = isinstance(v, str) if text else \
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and (c != "epoch" or isinstance(v, int))
+                if not ok:
+                    raise SpikeGradError(f"{path}: column {c} expected {'text' if text else 'a number'}, got "
+                                         f"{type(v).__name__} {str(v)[:40]!r}")
+        return rows
 
     def write_summary(self, summary: dict) -> None:
         write_atomic(self.file(self.SUMMARY), lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")

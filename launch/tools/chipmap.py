@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.mapping import Mapping
+from cluster.mapping import Mapping, Slice, layer_units
 
 
-def _slice_text(mapping: Mapping, s: Any) -> str:
+def _slice_text(mapping: Mapping, s: Slice) -> str:
     layer = mapping.topology.layers[s.layer]
-    units, _, _ = layer_units_of(mapping, s.layer)
+    units, _, _ = layer_units(mapping.topology, s.layer)
     what = "neurons" if layer.kind == "dense" else "channels"
     part = "" if s.units == units else f" {what[:-1]} {s.lo}" if s.units == 1 else f" {what} {s.lo}-{s.hi - 1}"
     return f"l{s.layer} {layer.token()}{part}"
-
-
-def layer_units_of(mapping: Mapping, l: int) -> tuple[int, int, int]:
-    from cluster.mapping import layer_units  # noqa: PLC0415
-
-    return layer_units(mapping.topology, l)
 
 
 def format_mapping(mapping: Mapping) -> str:

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.errors import SpikeGradError
 from cluster.topology import Topology
 
 E_MAC_PJ, E_ACC_PJ, E_HOP_PJ = 4.6, 0.9, 3.5
@@ -42,9 +43,17 @@ def packet_bits(fmt: str, neurons: int) -> int:
     raise ValueError(f"packet format expected one of {', '.join(PACKETS)}, got {fmt!r}")
 
 
-def _top_layer(chips: list[dict], chip: int) -> int:
-    layers = next(r["layers"] for r in chips if r["chip"] == chip)
-    return int(str(layers).split("-")[-1])
+def _top_layer(chips: list[dict], chip: int, topo: Topology) -> int:
+    """The last layer chip ``chip`` holds, from the chips table ("2-3" -> 3)."""
+    held = [r["layers"] for r in chips if r["chip"] == chip]
+    try:
+        top = int(str(held[0]).split("-")[-1])
+    except (IndexError, ValueError):
+        raise SpikeGradError(f"the chips table has no layers for chip {chip} (got {held[:1]!r})") from None
+    if not 0 <= top < len(topo.layers):
+        raise SpikeGradError(f"the chips table gives chip {chip} layer {top}; {topo.text!r} has "
+                             f"layers 0-{len(topo.layers) - 1}")
+    return top
 
 
 def link_costs(links: list[dict], chips: list[dict], images: int, seconds: float, topo: Topology, fmt: str,
@@ -63,7 +72,7 @@ def link_costs(links: list[dict], chips: list[dict], images: int, seconds: float
             row = dict(src=src, dst=dst, what="increments", spikes=0.0, packets=0.0, packet_bits=0, bits=bits)
         else:
             forward = dst > src
-            neurons = topo.neurons(_top_layer(chips, src if forward else dst))
+            neurons = topo.neurons(_top_layer(chips, src if forward else dst, topo))
             pb = packet_bits(fmt, neurons)
             spikes = r["spikes"] / images
             row = dict(src=src, dst=dst, what="spikes" if forward else "error spikes", spikes=spikes,
@@ -127,7 +136,7 @@ def format_cost(links: list[dict], energy: list[dict], epoch: int, fmt: str, rat
     total_s = sum(r["snn_pj"] for r in energy)
     total_a = sum(r["ann_pj"] for r in energy)
     lines.append(f"{'total':>8} {'':>11} {'':>11} {total_s / 1e3:>9.4g} {'':>11} {total_a / 1e3:>9.4g} "
-                 f"{total_s / total_a:>8.3g}")
+                 f"{total_s / total_a if total_a else float('nan'):>8.3g}")
     return "\n".join(lines)
 
 
@@ -135,6 +144,8 @@ def run_cost(metrics: list[dict], layers: list[dict], links: list[dict], chips: 
              epoch: int, fmt: str, rate: float, e: Energies) -> dict[str, Any]:
     """Links and energy of one epoch of a run (rows as the run directory holds them)."""
     m = next(r for r in metrics if r["epoch"] == epoch)
+    if not (isinstance(m["images"], int) and m["images"] > 0):
+        raise SpikeGradError(f"epoch {epoch} of the metrics table expected a positive image count, got {m['images']!r}")
     lrows = [r for r in layers if r["epoch"] == epoch]
     cost_links = link_costs([r for r in links if r["epoch"] == epoch], [r for r in chips if r["epoch"] == epoch],
                             int(m["images"]), float(m["seconds"]), topo, fmt, rate)

@@ -347,3 +347,29 @@ def test_unreachable_clusters_and_an_open_private_instance_are_refused(tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("table, edit, message", [
+    ("metrics", lambda r: {k: v for k, v in r.items() if k != "images"}, "missing images"),
+    ("metrics", lambda r: {**r, "images": "many"}, "column images expected a number"),
+    ("metrics", lambda r: {**r, "epoch": 1.5}, "column epoch expected a number"),
+    ("metrics", lambda r: {**r, "images": 0}, "expected a positive image count"),
+    ("layers", lambda r: {**r, "kind": 3}, "column kind expected text"),
+])
+def test_edited_run_tables_are_refused_by_traffic_and_report(run_dir, tmp_path, capsys, table, edit, message):
+    """Parquet files that read but do not hold what a run writes: one error line from traffic and report."""
+    from launch.run.rundir import write_parquet
+
+    d = tmp_path / "r"
+    shutil.copytree(run_dir, d)
+    run = RunDir(d)
+    write_parquet(run.table_file(table), [edit(r) for r in run.read_table(table)])
+    for args in (["traffic", str(d)], ["report", str(d), "--out", str(tmp_path / "rep")]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("spikegrad: error:") and message in err[0], err
+
+
+def test_mapping_a_network_onto_too_many_chips_is_refused_at_once(capsys):
+    assert main(["map", "--topology", "28x28-999999999-10", "--chip-neurons", "1", "--chip-synapses", "100000"]) == 2
+    assert "needs at least 1,000,000,009 custom chips" in capsys.readouterr().err
