@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -217,7 +217,9 @@ def dense_increment_sums(E: Any, S_prev: Any) -> tuple[Any, Any]:
 # ``kind_of(layer)`` gives the row of :data:`KINDS` for a parsed layer (``layer.kind``). Each kind
 # has: ``relu`` (IF neurons with S′, or a linear IF layer), ``linear`` (W ⋆ S, its bias, the cache
 # for the increments), ``layout``, ``error_below`` (Wᵀ ⋆ E), ``gated_error_below`` (S′ ⊙ round(Wᵀ ⋆
-# E / Θbp), the step the engine runs), ``increments`` and ``fan``. network.py,
+# E / Θbp), the step the engine runs), ``increments`` and ``fan``; for layers spread over chips
+# (actors.slices) ``slice`` and ``needs``, and for trainable kinds ``on_input``, ``columns`` and
+# ``increment_cache`` (the weight copies kept below a split layer). network.py,
 # synops.py and the chips dispatch through it and never ask a layer's type. A new layer type is a
 # token in the topology grammar (cluster/topology.py) and one class here (plus the event simulator).
 
@@ -279,6 +281,34 @@ class ConvKind:
     def increments(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:
         return conv_increment_sums(params[0], E, cache, xp)
 
+    # -- slices (a layer spread over chips, cluster.mapping): units are output channels -----------
+    @staticmethod
+    def slice(layer: Conv, lo: int, hi: int) -> Conv:
+        """Output channels lo..hi-1: a convolution of hi − lo kernels on the same input."""
+        _, Ho, Wo = layer.out_shape
+        return replace(layer, out_channels=hi - lo, out_shape=(hi - lo, Ho, Wo))
+
+    @staticmethod
+    def needs(layer: Conv, lo: int, hi: int, below: int) -> tuple[int, int]:
+        """Units of the layer below that output channels lo..hi-1 connect to: all ``below`` of them."""
+        return 0, below
+
+    @staticmethod
+    def on_input(layer: Conv, lo: int, hi: int) -> Conv:
+        """The synapses from input channels lo..hi-1 only: every kernel, those input channels."""
+        _, H, W = layer.in_shape
+        return replace(layer, in_shape=(hi - lo, H, W))
+
+    @staticmethod
+    def columns(W: Any, layer: Conv, lo: int, hi: int) -> Any:
+        """The weights of :meth:`on_input`'s synapses: W[:, lo:hi] (a view)."""
+        return W[:, lo:hi]
+
+    @staticmethod
+    def increment_cache(xp: Any, layer: Conv, S_prev: Any) -> Any:
+        """What :meth:`increments` needs of the input: its im2col patches."""
+        return im2col(xp, S_prev, layer)
+
     @staticmethod
     def fan(layer: Conv) -> Fan:
         Ci, H, W = layer.in_shape
@@ -323,6 +353,18 @@ class PoolKind:
         raise TypeError("pooling has no weights")
 
     @staticmethod
+    def slice(layer: Pool, lo: int, hi: int) -> Pool:
+        """Channels lo..hi-1: pooling of those channels of the input only."""
+        _, H, W = layer.in_shape
+        _, Ho, Wo = layer.out_shape
+        return replace(layer, in_shape=(hi - lo, H, W), out_shape=(hi - lo, Ho, Wo))
+
+    @staticmethod
+    def needs(layer: Pool, lo: int, hi: int, below: int) -> tuple[int, int]:
+        """A pooling channel connects only to the same channel below."""
+        return lo, hi
+
+    @staticmethod
     def fan(layer: Pool) -> Fan:
         C, H, W = layer.in_shape
         _, Ho, Wo = layer.out_shape
@@ -361,6 +403,31 @@ class DenseKind:
     @staticmethod
     def increments(xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:
         return dense_increment_sums(E, cache)
+
+    @staticmethod
+    def slice(layer: Dense, lo: int, hi: int) -> Dense:
+        """Neurons lo..hi-1: a dense layer of hi − lo neurons on the same input."""
+        return replace(layer, out_features=hi - lo, out_shape=(hi - lo, 1, 1))
+
+    @staticmethod
+    def needs(layer: Dense, lo: int, hi: int, below: int) -> tuple[int, int]:
+        return 0, below
+
+    @staticmethod
+    def on_input(layer: Dense, lo: int, hi: int) -> Dense:
+        """The synapses from input units lo..hi-1 (channels of a map below, else neurons)."""
+        _, H, W = layer.in_shape
+        return replace(layer, in_shape=(hi - lo, H, W))
+
+    @staticmethod
+    def columns(W: Any, layer: Dense, lo: int, hi: int) -> Any:
+        """W's columns of input units lo..hi-1 (a map's channels are runs of H·W columns, (C, H, W) order)."""
+        _, H, Wd = layer.in_shape
+        return W[:, lo * H * Wd:hi * H * Wd]
+
+    @staticmethod
+    def increment_cache(xp: Any, layer: Dense, S_prev: Any) -> Any:
+        return flatten(xp, S_prev) if S_prev.ndim == 4 else S_prev
 
     @staticmethod
     def fan(layer: Dense) -> Fan:

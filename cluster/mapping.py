@@ -20,12 +20,31 @@ compartments on the chip that holds it. Biases are neuron parameters, not synaps
 that fits a chip of its own but not what is left of the current one starts the next chip whole;
 a layer bigger than a chip fills what is left of the current chip and continues on the next ones
 (so a chip may hold the end of one layer and the start of the next). A unit that alone exceeds a chip (one neuron's
-fan-in over a chip's synapses, or one channel's map over its neurons) cannot be mapped: an error.
+fan-in over a chip's synapses, or one channel's map over its neurons) cannot be mapped: an error. The
+output layer is never split: its error (softmax, section 2) reads all of Vᴸ, and Vᴸ are potentials,
+which never cross a chip boundary.
+
+:class:`Plan` says what crosses between the chips of a mapping, per micro-batch (Only spikes cross):
+
+* forward, the spike counts of a slice of layer l − 1 go to every other chip holding units of
+  layer l they connect to (a pooling channel only to the same channel above; conv and dense
+  units to all), one message per destination chip;
+* backward, through a layer l held whole by one chip (or any pooling layer), that chip sums
+  (Wˡ)ᵀ Eˡ for the units below (the U compartments, Eq. (6)) and sends their error spikes
+  Zˡ⁻¹ to the chips holding them, as an unsplit chain does;
+* backward, through a trainable layer l split over several chips (:meth:`Plan.sums_below`), no
+  chip holds all of Wˡ's rows, and a partial sum must not cross: each slice sends its error
+  spikes Eˡ to every chip holding units of layer l − 1, and those chips keep a copy of Wˡ's
+  columns from their units (:func:`cluster.layers` ``columns``), sum Zˡ⁻¹ themselves and update
+  the copy from the same error spikes and their own spikes Sˡ⁻¹ (Eq. (8)). Owner and copy add
+  the same integer products, so they stay identical (``actors.slices.check_copies`` proves it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .layers import kind_of
 
 from .errors import SpikeGradError
 from .topology import Topology
@@ -195,6 +214,11 @@ def map_network(topo: Topology, spec: ChipSpec) -> Mapping:
                 f"exceeds a chip's {getattr(spec, unit_word):,}")
         whole_n, whole_s = units * n_per, units * s_per
         fits_a_chip = whole_n <= spec.neurons and whole_s <= spec.synapses
+        if l == len(topo.layers) - 1 and not fits_a_chip:
+            raise SpikeGradError(
+                f"the output layer {l} ({layer.token()}: {whole_n:,} neurons, {whole_s:,} synapses) cannot be "
+                f"mapped onto {spec.name} chips: it must fit on one chip (its softmax reads every Vᴸ, which "
+                f"are potentials, not spikes)")
         if chips[-1] and fits_a_chip and (whole_n > free_n or whole_s > free_s):
             # the layer fits a chip of its own but not what is left of this one: whole, on the next
             chips.append([])
@@ -215,3 +239,166 @@ def map_network(topo: Topology, spec: ChipSpec) -> Mapping:
             free_s -= fit * s_per
             u += fit
     return Mapping(topo, spec, tuple(ChipLoad(i, tuple(s)) for i, s in enumerate(chips)))
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Units ``lo..hi-1`` of some layer, on chip ``chip``."""
+
+    chip: int
+    lo: int
+    hi: int
+
+
+Layout = tuple[tuple[tuple[int, int, int], ...], ...]
+"""Per chip, its slices as (layer, first unit, end unit): what a chip actor is told of a mapping."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One chip call of a micro-batch: ``phase`` ("forward" or "backward") of the chip's slice of
+    ``layer``; it takes the messages ``inputs`` and returns ``outputs`` (message keys
+    (phase, layer of the sender, sender chip, receiver chip)), in that order."""
+
+    chip: int
+    phase: str
+    layer: int
+    inputs: tuple[tuple[str, int, int, int], ...]
+    outputs: tuple[tuple[str, int, int, int], ...]
+
+
+class Plan:
+    """Who sends what to whom for a network laid out on chips (module docstring).
+
+    layout: per chip, its slices (layer, lo, hi) in layer order; together they must tile every
+    layer's units once, each chip holding at most one slice of a layer, the output layer on one chip.
+    """
+
+    def __init__(self, topo: Topology, layout: Layout) -> None:
+        self.topo, self.layout = topo, tuple(tuple(tuple(s) for s in c) for c in layout)
+        self.L = len(topo.layers) - 1
+        self.owners: list[list[Piece]] = [[] for _ in topo.layers]
+        for c, slices in enumerate(self.layout):
+            seen = set()
+            for l, lo, hi in slices:
+                if not 0 <= l <= self.L or l in seen:
+                    raise SpikeGradError(f"chip {c}: slice of layer {l} out of range or given twice")
+                seen.add(l)
+                self.owners[l].append(Piece(c, lo, hi))
+        for l, owners in enumerate(self.owners):
+            owners.sort(key=lambda p: p.lo)
+            units = layer_units(topo, l)[0]
+            ends = [0] + [p.hi for p in owners]
+            if not owners or any(p.lo != e or p.hi <= p.lo for p, e in zip(owners, ends)) or ends[-1] != units:
+                raise SpikeGradError(f"the chips' slices of layer {l} do not tile its {units} units once: "
+                                     f"{[(p.chip, p.lo, p.hi) for p in owners]}")
+        if len(self.owners[self.L]) > 1:
+            raise SpikeGradError(f"the output layer {self.L} is split over chips {self.chips_of(self.L)}; "
+                                 f"it must sit on one chip")
+
+    @classmethod
+    def of(cls, mapping: Mapping) -> Plan:
+        return cls(mapping.topology, tuple(tuple((s.layer, s.lo, s.hi) for s in c.slices)
+                                           for c in mapping.chips))
+
+    @property
+    def n_chips(self) -> int:
+        return len(self.layout)
+
+    def chips_of(self, l: int) -> list[int]:
+        return [p.chip for p in self.owners[l]]
+
+    def slice_of(self, l: int, chip: int) -> Piece:
+        for p in self.owners[l]:
+            if p.chip == chip:
+                return p
+        raise SpikeGradError(f"chip {chip} holds no slice of layer {l}")
+
+    def layer(self, l: int, lo: int, hi: int):  # noqa: ANN201  (a topology layer spec)
+        """The layer spec of units lo..hi-1 of layer l (the whole layer when they are all of it)."""
+        layer = self.topo.layers[l]
+        return layer if (lo, hi) == (0, layer_units(self.topo, l)[0]) else kind_of(layer).slice(layer, lo, hi)
+
+    def needs(self, l: int, lo: int, hi: int) -> tuple[int, int]:
+        """The units of layer l − 1 that units lo..hi-1 of layer l connect to."""
+        layer = self.topo.layers[l]
+        return kind_of(layer).needs(layer, lo, hi, layer_units(self.topo, l - 1)[0])
+
+    def _clip(self, l: int, lo: int, hi: int) -> list[Piece]:
+        """The owners of layer l's units lo..hi-1, each clipped to them, in unit order."""
+        return [Piece(p.chip, max(p.lo, lo), min(p.hi, hi)) for p in self.owners[l] if p.lo < hi and lo < p.hi]
+
+    def sums_below(self, l: int) -> bool:
+        """Layer l is trainable and split: its error spikes go down, the chips below keep weight copies."""
+        return 0 < l and self.topo.layers[l].trainable and len(self.owners[l]) > 1
+
+    def forward_sources(self, l: int, chip: int) -> list[Piece]:
+        """The pieces of layer l − 1 (chip, units) that chip's slice of layer l integrates, in unit order."""
+        s = self.slice_of(l, chip)
+        return self._clip(l - 1, *self.needs(l, s.lo, s.hi)) if l > 0 else []
+
+    def forward_targets(self, l: int, chip: int) -> list[Piece]:
+        """Per other chip holding connected units of layer l + 1: the units of chip's slice of l it needs."""
+        if l == self.L:
+            return []
+        s, out = self.slice_of(l, chip), []
+        for d in self.owners[l + 1]:
+            a, b = self.needs(l + 1, d.lo, d.hi)
+            lo, hi = max(a, s.lo), min(b, s.hi)
+            if d.chip != chip and lo < hi:
+                out.append(Piece(d.chip, lo, hi))
+        return out
+
+    def backward_sources(self, l: int, chip: int) -> list[Piece]:
+        """Where chip's slice of layer l (l < L) gets its error spikes from: the slices of layer l + 1
+        (their E, when :meth:`sums_below` (l + 1)), else the Z pieces of its own units (units of l)."""
+        if l == self.L:
+            return []
+        if self.sums_below(l + 1):
+            return list(self.owners[l + 1])
+        s, out = self.slice_of(l, chip), []
+        for d in self.owners[l + 1]:
+            a, b = self.needs(l + 1, d.lo, d.hi)
+            lo, hi = max(a, s.lo), min(b, s.hi)
+            if lo < hi:
+                out.append(Piece(d.chip, lo, hi))
+        return out
+
+    def backward_targets(self, l: int, chip: int) -> list[Piece]:
+        """Where chip's slice of layer l sends error spikes: its E to every other chip of layer l − 1
+        (:meth:`sums_below`), else Z pieces (units of l − 1) to the other chips holding them."""
+        if l == 0:
+            return []
+        if self.sums_below(l):
+            s = self.slice_of(l, chip)
+            return [Piece(p.chip, s.lo, s.hi) for p in self.owners[l - 1] if p.chip != chip]
+        return [p for p in self.forward_sources(l, chip) if p.chip != chip]
+
+    def calls(self) -> list[Call]:
+        """The calls of one training micro-batch in an order that respects every message: FORWARD
+        layer by layer, then BACKWARD from the output down. Evaluation runs the forward calls only."""
+        out = []
+        for l in range(self.L + 1):
+            for p in self.owners[l]:
+                ins = tuple(("forward", l - 1, s.chip, p.chip) for s in self.forward_sources(l, p.chip)
+                            if s.chip != p.chip)
+                outs = tuple(("forward", l, p.chip, t.chip) for t in self.forward_targets(l, p.chip))
+                out.append(Call(p.chip, "forward", l, ins, outs))
+        for l in range(self.L, -1, -1):
+            for p in self.owners[l]:
+                ins = tuple(("backward", l + 1, s.chip, p.chip) for s in self.backward_sources(l, p.chip)
+                            if s.chip != p.chip)
+                outs = tuple(("backward", l, p.chip, t.chip) for t in self.backward_targets(l, p.chip))
+                out.append(Call(p.chip, "backward", l, ins, outs))
+        return out
+
+    def copies(self, chip: int) -> list[tuple[int, int, int]]:
+        """The weight copies chip keeps: (layer l, lo, hi) for each split trainable layer l whose
+        input units lo..hi-1 (of layer l − 1) it holds."""
+        return [(l + 1, p.lo, p.hi) for l in range(self.L) for p in self.owners[l]
+                if p.chip == chip and self.sums_below(l + 1)]
+
+    def param_layers(self, chip: int) -> list[int]:
+        """Layers whose weights chip needs at start-up: its own trainable slices' and its copies'."""
+        own = [l for l, _, _ in self.layout[chip] if self.topo.layers[l].trainable]
+        return sorted(set(own) | {l for l, _, _ in self.copies(chip)})

@@ -320,15 +320,18 @@ def sgd_update(xp: Any, W: Any, b: Any, vW: Any, vb: Any, gW: Any, gb: Any, eta:
     μ = 0 is plain SGD, ΔW = −η Σ E ⊗ S. With ``frac_bits`` K the weights and biases are
     rounded to the 2⁻ᴷ grid after each update (the velocity stays in floating point).
     """
+    momentum_step(xp, W, vW, gW, eta, mu, frac_bits)
+    momentum_step(xp, b, vb, gb, eta, mu, frac_bits)
+
+
+def momentum_step(xp: Any, W: Any, vW: Any, gW: Any, eta: float, mu: float, frac_bits: int | None = None) -> None:
+    """In place, one array of :func:`sgd_update`: v ← μ v − η g, w ← w + v, then the 2⁻ᴷ grid.
+    Elementwise: a block of W updated with the same g anywhere gives the same values."""
     vW *= mu
     vW -= eta * gW
-    vb *= mu
-    vb -= eta * gb
     W += vW
-    b += vb
     if frac_bits is not None:
         quantize(xp, W, frac_bits)
-        quantize(xp, b, frac_bits)
 
 
 def export_layer(xp: Any, S: Any) -> Any:

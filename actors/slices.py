@@ -1,0 +1,404 @@
+"""Chips that hold slices of layers: a network mapped onto chips with a capacity (issue 14).
+
+A :class:`SliceChip` holds one slice (a range of units: output channels of a convolution or a
+pooling layer, neurons of a dense layer) of each of one or more consecutive layers, as
+:func:`cluster.mapping.map_network` lays them out; :class:`cluster.mapping.Plan` says which chip
+sends what to whom. Per micro-batch every slice is one call, FORWARD layer by layer and BACKWARD
+from the output down (:meth:`Plan.calls`):
+
+* FORWARD of a slice of layer l: the spike counts of the units of layer l − 1 it connects to come
+  in, one message from each other chip holding some (this chip's own slice of l − 1 stays here);
+  Ŝ, S, S′ of its units (:func:`cluster.network.layer_forward` on the slice's layer spec); its
+  spike counts go out, one message per chip holding units of layer l + 1 that integrate them.
+* BACKWARD of a slice of layer l: its error spikes come in (the output slice makes Eᴸ from Vᴸ
+  and the labels): Z of its units from the chip(s) above that summed them, or, below a split
+  trainable layer, that layer's error spikes Eˡ⁺¹ from every chip holding it, summed here on a
+  copy of the weights' columns (Eq. (11)); Eˡ = S′ ⊙ Z; ω += Σ Eˡ ⊗ Sˡ⁻¹ for its rows (and the
+  copy's ω from Eˡ⁺¹ and its own spikes, Eq. (8)); then Zˡ⁻¹ or Eˡ out (:class:`Plan`).
+* APPLY: as :class:`actors.chip.Chip`, for its rows and its copies alike.
+
+Only integer spike counts cross (split mappings need spike gradients). Owner rows and copies
+add the same integer products in the same update, so they stay bit-identical; :func:`check_copies`
+compares them whenever the driver gathers the weights (every checkpoint). The event wire and the
+float-gradient baseline run on unsplit chips only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cluster.backend import to_device, to_host
+from cluster.errors import SpikeGradError
+from cluster.kernels import error_gate
+from cluster.layers import kind_of
+from cluster.mapping import Call, Layout, Plan
+from cluster.network import (
+    LayerForward,
+    _gated_error_below,
+    layer_forward,
+    layer_increment_sums,
+    momentum_step,
+    to_chwb,
+    top_error_spikes,
+    top_potential,
+)
+from cluster.synops import SynopCounter
+from cluster.topology import Topology, parse_topology
+
+from .chip import Chip, ChipConfig
+
+
+def _units(A: Any, lo: int, hi: int) -> Any:
+    """Units lo..hi-1 of a layer array: channels of a CHWB map, columns of (B, N) rows."""
+    return A[lo:hi] if A.ndim == 4 else A[:, lo:hi]
+
+
+def _join(xp: Any, parts: list[Any]) -> Any:
+    """Pieces of consecutive units, in order, as one layer array."""
+    if len(parts) == 1:
+        return parts[0]
+    return xp.concatenate(parts, axis=0 if parts[0].ndim == 4 else 1)
+
+
+def _returns(msgs: list[Any]) -> Any:
+    """A call's results as Ray's ``num_returns = max(1, len(msgs))`` expects them."""
+    if not msgs:
+        return None
+    return msgs[0] if len(msgs) == 1 else tuple(msgs)
+
+
+def results(value: Any, n: int) -> list[Any]:
+    """The inverse of :func:`_returns`: a call's ``n`` results as a list."""
+    if n == 0:
+        return []
+    return [value] if n == 1 else list(value)
+
+
+class SliceChip(Chip):
+    """Chip ``index`` of a layout (:data:`cluster.mapping.Layout`); see the module docstring.
+
+    params: {layer: (W, b)} whole host arrays of :meth:`Plan.param_layers` (its slices' layers and
+    the layers it keeps copies of); it keeps its rows and its copies' columns.
+    """
+
+    def __init__(self, index: int, layout: Layout, cfg: ChipConfig,
+                 params: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        topo = parse_topology(cfg.topology)
+        self.plan = Plan(topo, layout)
+        if not 0 <= index < self.plan.n_chips:
+            raise SpikeGradError(f"chip {index}: the layout has chips 0..{self.plan.n_chips - 1}")
+        if cfg.wire != "counts" or cfg.step.gradient != "spike":
+            raise SpikeGradError("chips holding slices of layers exchange spike counts only: they need "
+                                 "--wire counts and --gradient spike")
+        self.slices = {l: (lo, hi) for l, lo, hi in self.plan.layout[index]}
+        missing = [l for l in self.plan.param_layers(index) if l not in params]
+        if missing:
+            raise SpikeGradError(f"chip {index}: no initial weights for layers {missing}")
+        own = {l: (params[l][0][lo:hi], params[l][1][lo:hi]) for l, (lo, hi) in self.slices.items()
+               if topo.layers[l].trainable}
+        super().__init__(index, min(self.slices), max(self.slices), cfg, own)
+        # This chip's view of the network: its slices' layer specs in place of the layers'
+        self.view = Topology(topo.text, topo.input_shape, tuple(
+            self.plan.layer(l, *self.slices[l]) if l in self.slices else layer for l, layer in enumerate(topo.layers)))
+        self.counter = SynopCounter(self.xp, self.view, spike_errors=True)
+        # Copies of split layers' weights: {l: (columns' layer spec, W[:, cols], velocity, ω)}
+        self.copies: dict[int, list[Any]] = {}
+        for l, lo, hi in self.plan.copies(index):
+            layer = topo.layers[l]
+            W = self._own(kind_of(layer).columns(params[l][0], layer, lo, hi))
+            self.copies[l] = [kind_of(layer).on_input(layer, lo, hi), W, self.xp.zeros_like(W), None]
+        # Per micro-batch (batch, micro): what later calls of this chip need (its own slices'
+        # forward results, the error pieces it sent itself)
+        self.slots: dict[tuple[int, int, bool], dict] = {}
+
+    # -- messages ----------------------------------------------------------------------------
+    def _layer_shape(self, l: int, lo: int, hi: int) -> tuple[int, ...]:
+        return self.plan.layer(l, lo, hi).out_shape
+
+    def _piece_in(self, buf: Any, kind: str, src: int, l: int, lo: int, hi: int, batch: int, micro: int) -> Any:
+        """A message of units lo..hi-1 of layer l from chip src, in layer l's layout."""
+        from . import wire  # noqa: PLC0415
+
+        shape = self._layer_shape(l, lo, hi)
+        h, values = wire.decode(buf, kind=kind, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
+        if h.src != src:
+            raise SpikeGradError(f"chip {self.index}: {kind} message of layer {l} units {lo}-{hi} expected from "
+                                 f"chip {src}, got one from chip {h.src}")
+        self._check_samples(values.shape[0], kind, batch, micro)
+        v = to_device(self.backend, values, self.dtype)
+        if not self.plan.topo.layers[l].is_map:
+            return v
+        C, H, W = shape
+        return self.xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
+
+    def _gather(self, pieces: list, msgs: list[Any], own: Any, own_lo: int, kind: str, l: int, batch: int,
+                micro: int) -> Any:
+        """The pieces (chip, lo, hi) of layer l, in unit order, joined: this chip's from ``own``
+        (its array of layer l from unit ``own_lo``), the others from ``msgs`` in order."""
+        it = iter(msgs)
+        parts = []
+        for p in pieces:
+            if p.chip == self.index:
+                parts.append(_units(own, p.lo - own_lo, p.hi - own_lo))
+            else:
+                try:
+                    buf = next(it)
+                except StopIteration:
+                    raise SpikeGradError(f"chip {self.index}: {kind} of layer {l}: {len(msgs)} messages, "
+                                         f"expected one from each of chips {[q.chip for q in pieces]}") from None
+                parts.append(self._piece_in(buf, kind, p.chip, l, p.lo, p.hi, batch, micro))
+        if next(it, None) is not None:
+            raise SpikeGradError(f"chip {self.index}: {kind} of layer {l}: more messages than the plan's "
+                                 f"{len(pieces)} pieces")
+        return _join(self.xp, parts)
+
+    def _slot(self, batch: int, micro: int, train: bool) -> dict:
+        return self.slots.setdefault((batch, micro, train), {})
+
+    # -- FORWARD -----------------------------------------------------------------------------
+    def forward_slice(self, l: int, batch: int, micro: int, x: Any = None, lo: int = 0, hi: int | None = None,
+                      train: bool = True, *msgs: Any) -> Any:
+        """FORWARD of this chip's slice of layer l for one micro-batch (module docstring).
+
+        x: for layer 0 the float images (N, C, H, W) of the whole batch, rows lo:hi being this
+        micro-batch (else None); msgs: the messages of :meth:`Plan.forward_sources`' other chips,
+        in order. Returns the messages for :meth:`Plan.forward_targets` (:func:`results`); for the
+        output layer None when training, else the predictions argmax Vᴸ (B,).
+        """
+        import time  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        if l not in self.slices:
+            raise SpikeGradError(f"chip {self.index} holds no slice of layer {l}")
+        slot = self._slot(batch, micro, train)
+        if ("S", l) in slot:
+            raise SpikeGradError(f"chip {self.index}: micro-batch {micro} of batch {batch} arrived twice at layer {l}")
+        if l == 0:
+            xs = np.asarray(x)[lo:hi]
+            if tuple(xs.shape[1:]) != self.topo.input_shape:
+                raise SpikeGradError(f"chip {self.index}: input images {tuple(xs.shape[1:])}, topology "
+                                     f"expects {self.topo.input_shape}")
+            if not np.isfinite(xs).all():
+                raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
+            S_in = to_chwb(self.xp, to_device(self.backend, xs, self.dtype))
+        else:
+            below = slot.get(("S", l - 1))
+            S_in = self._gather(self.plan.forward_sources(l, self.index), list(msgs),
+                                None if below is None else below[1].S, self.slices.get(l - 1, (0, 0))[0],
+                                "forward", l - 1, batch, micro)
+        a, b = self.slices[l]
+        kept = layer_forward(self.xp, self.view.layers[l], self.params.get(l), S_in, self.cfg.step,
+                             is_output=(l == self.L))
+        slot[("S", l)] = (S_in, kept)
+        out: list[Any] = []
+        for t in self.plan.forward_targets(l, self.index):
+            out.append(self._send(_units(kept.S, t.lo - a, t.hi - a), "forward", t.chip, batch, micro,
+                                  self._layer_shape(l, t.lo, t.hi), count=train))
+        self.timing["busy"] += time.perf_counter() - t0
+        if l == self.L:
+            if train:
+                return None
+            del self.slots[(batch, micro, train)]
+            return to_host(kept.S.argmax(axis=1))
+        if not train and l == self.last:
+            del self.slots[(batch, micro, train)]
+        return _returns(out)
+
+    # -- BACKWARD ----------------------------------------------------------------------------
+    def backward_slice(self, l: int, batch: int, micro: int, y: Any = None, lo: int = 0, hi: int | None = None,
+                       *msgs: Any) -> Any:
+        """BACKWARD of this chip's slice of layer l for one micro-batch (module docstring).
+
+        y: for the output layer the batch's labels, rows lo:hi (else None); msgs: the messages of
+        :meth:`Plan.backward_sources`' other chips, in order. Returns the messages for
+        :meth:`Plan.backward_targets`, and for the output layer also [loss sum, correct] after them.
+        """
+        import time  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        slot = self.slots.get((batch, micro, True), {})
+        if ("S", l) not in slot:
+            raise SpikeGradError(f"chip {self.index}: error for micro-batch {micro} of batch {batch} at layer {l} "
+                                 f"without its forward pass")
+        S_in, kept = slot.pop(("S", l))
+        xp, step, (a, b) = self.xp, self.cfg.step, self.slices[l]
+        layer = self.view.layers[l]
+        stats: list | None = None
+        if l == self.L:
+            yd = to_device(self.backend, np.asarray(y)[lo:hi].astype(np.int64))
+            correct = int((kept.S.argmax(axis=1) == yd).sum())
+            U, loss = top_potential(xp, kept.S, yd, step)
+            E = top_error_spikes(xp, U, step)
+            stats = [float(loss.sum()), correct]
+        elif self.plan.sums_below(l + 1):  # Eˡ⁺¹ of every slice above, summed here on the copy
+            above = self.plan.topo.layers[l + 1]
+            own_E = slot.pop(("E", l + 1), None)
+            E_up = self._gather(self.plan.backward_sources(l, self.index), list(msgs), own_E,
+                                self.slices.get(l + 1, (0, 0))[0], "error", l + 1, batch, micro)
+            spec, Wc, _, omega = self.copies[l + 1]
+            E = _gated_error_below(xp, spec, (Wc, None), E_up, layer, kept.mask, step)
+            cache = kind_of(above).increment_cache(xp, spec, kept.S)
+            gW, _ = layer_increment_sums(xp, spec, (Wc, None), E_up, cache)
+            if omega is None:
+                self.copies[l + 1][3] = gW.copy()
+            else:
+                omega += gW
+        else:  # Z of its units from the chip(s) above that summed them
+            Z = self._gather(self.plan.backward_sources(l, self.index), list(msgs), slot.pop(("Z", l), None), a,
+                             "error", l, batch, micro)
+            E = error_gate(xp, Z, kept.mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
+        B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
+        self.counter.accumulate_row(l, self.counter.measure_layer(l, S_in, kept.S if l < self.L else None, E, B))
+        if layer.trainable:
+            gW, gb = layer_increment_sums(xp, layer, self.params[l], E, kept.cache)
+            acc = self.omega[l]
+            if acc is None:
+                self.omega[l] = (gW.copy(), gb.copy())
+            else:
+                acc[0][...] += gW
+                acc[1][...] += gb
+        out: list[Any] = []
+        targets = self.plan.backward_targets(l, self.index)
+        if l > 0 and self.plan.sums_below(l):  # its error spikes Eˡ to every chip of layer l − 1
+            if l - 1 in self.slices:
+                slot[("E", l)] = E
+            out = [self._send(E, "error", t.chip, batch, micro, self._layer_shape(l, a, b)) for t in targets]
+        elif l > 0:  # Zˡ⁻¹ of the units below its slice connects to, summed here
+            n0, n1 = self.plan.needs(l, a, b)
+            Z_below = _gated_error_below(xp, layer, self.params.get(l), E, self.plan.layer(l - 1, n0, n1), None, step)
+            if l - 1 in self.slices:
+                c0, c1 = self.slices[l - 1]
+                lo_, hi_ = max(c0, n0), min(c1, n1)
+                if lo_ < hi_:
+                    slot[("Z", l - 1)] = _units(Z_below, lo_ - n0, hi_ - n0)
+            out = [self._send(_units(Z_below, t.lo - n0, t.hi - n0), "error", t.chip, batch, micro,
+                              self._layer_shape(l - 1, t.lo, t.hi)) for t in targets]
+        if l == self.first:
+            self.slots.pop((batch, micro, True), None)
+        self.timing["busy"] += time.perf_counter() - t0
+        return _returns(out + [stats]) if stats is not None else _returns(out)
+
+    # -- APPLY, state ------------------------------------------------------------------------
+    def increments(self) -> dict:
+        """Its rows' ω by layer, and its copies' ω under ("copy", layer), as host arrays."""
+        out: dict[Any, Any] = dict(super().increments())
+        copies = {("copy", l): to_host(c[3]) for l, c in self.copies.items() if c[3] is not None}
+        others = self.cfg.replicas - 1
+        if others > 0:  # in the same messages as its rows' ω
+            self.exchange[1] += others * sum(a.nbytes for a in copies.values())
+        out.update(copies)
+        return out
+
+    def apply(self, lr_scale: float, *increments: dict) -> None:
+        """Chip.apply for its rows; the same step for its copies (with the same increments)."""
+        if any(train for _, _, train in self.slots):
+            raise SpikeGradError(f"chip {self.index}: apply with micro-batches still waiting for their "
+                                 f"backward pass")
+        super().apply(lr_scale, *[{k: v for k, v in inc.items() if isinstance(k, int)} for inc in increments])
+        eta, mu = self.cfg.eta * lr_scale, self.cfg.momentum
+        for l, c in self.copies.items():
+            total = c[3]
+            if increments:
+                total = None
+                for inc in increments:
+                    if ("copy", l) in inc:
+                        g = to_device(self.backend, inc[("copy", l)], self.dtype)
+                        total = g.copy() if total is None else total + g
+            if total is not None:
+                momentum_step(self.xp, c[1], c[2], total, eta, mu, self.cfg.frac_bits)
+            c[3] = None
+
+    def state(self) -> dict[int, tuple[np.ndarray, ...]]:
+        """{layer: (W, b, vW, vb)} of its rows (rows lo..hi-1 of each trainable layer it holds)."""
+        return super().state()
+
+    def copy_state(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """{layer: (W copy, its velocity)}: the columns of split layers it keeps (:func:`check_copies`)."""
+        return {l: (to_host(c[1]), to_host(c[2])) for l, c in self.copies.items()}
+
+    def restore(self, state: dict[int, tuple[np.ndarray, ...]]) -> None:
+        """From whole layers' (W, b, vW, vb): its rows and its copies' columns."""
+        for l in self.plan.param_layers(self.index):
+            if l not in state:
+                raise SpikeGradError(f"chip {self.index}: restore without layer {l}")
+        own = {}
+        for l in self.params:
+            a, b = self.slices[l]
+            own[l] = tuple(arr[a:b] for arr in state[l])
+        super().restore(own)
+        for l, c in self.copies.items():
+            layer = self.plan.topo.layers[l]
+            _, lo, hi = next(t for t in self.plan.copies(self.index) if t[0] == l)
+            W, vW = (self._own(kind_of(layer).columns(np.asarray(state[l][i]), layer, lo, hi)) for i in (0, 2))
+            if W.shape != c[1].shape:
+                raise SpikeGradError(f"chip {self.index}: layer {l} weight copy {W.shape}, expected {c[1].shape}")
+            c[1], c[2], c[3] = W, vW, None
+        self.slots.clear()
+
+
+def assemble_state(plan: Plan, parts: list[dict]) -> dict[int, tuple[np.ndarray, ...]]:
+    """Whole layers' (W, b, vW, vb) from the chips' :meth:`SliceChip.state`, in chip order."""
+    out = {}
+    for l, layer in enumerate(plan.topo.layers):
+        if layer.trainable:
+            rows = [parts[p.chip][l] for p in plan.owners[l]]
+            out[l] = tuple(np.concatenate([r[i] for r in rows], axis=0) for i in range(4))
+    return out
+
+
+def check_copies(plan: Plan, state: dict[int, tuple[np.ndarray, ...]], copies: list[dict]) -> int:
+    """Every chip's weight copies (:meth:`SliceChip.copy_state`, in chip order) against the owners'
+    weights and velocities: bit for bit. Returns the number of values compared; raises
+    :class:`SpikeGradError` naming the chip and layer where a copy differs."""
+    compared = 0
+    for chip, held in enumerate(copies):
+        for l, lo, hi in plan.copies(chip):
+            layer = plan.topo.layers[l]
+            if l not in held:
+                raise SpikeGradError(f"chip {chip} reported no copy of layer {l}'s weights")
+            for what, i, copy in (("weights", 0, held[l][0]), ("velocities", 2, held[l][1])):
+                owner = np.asarray(kind_of(layer).columns(state[l][i], layer, lo, hi))
+                if copy.shape != owner.shape or not np.array_equal(copy, owner):
+                    differ = int(np.count_nonzero(copy != owner)) if copy.shape == owner.shape else copy.size
+                    raise SpikeGradError(f"chip {chip}'s copy of layer {l}'s {what} (input units {lo}-{hi}) differs "
+                                         f"from the owners' at {differ} of {owner.size} values")
+                compared += owner.size
+    return compared
+
+
+def run_slices(chips: list[SliceChip], x: np.ndarray, y: np.ndarray, micro: int, batch: int = 0,
+               lr_scale: float = 1.0) -> tuple[float, int]:
+    """One batch through chips of one layout held in this process, exactly as
+    :mod:`actors.pipeline` drives them over Ray: per micro-batch the calls of :meth:`Plan.calls`,
+    the Arrow messages passed by hand; then every chip's APPLY. Returns (loss sum, correct)."""
+    plan = chips[0].plan
+    calls = plan.calls()
+    loss, correct = 0.0, 0
+    for m, lo in enumerate(range(0, len(x), micro)):
+        hi = min(len(x), lo + micro)
+        mailbox: dict[tuple, Any] = {}
+        for call in calls:
+            stats = _run_call(chips[call.chip], call, mailbox, batch, m, x, y, lo, hi)
+            if stats is not None:
+                loss, correct = loss + stats[0], correct + stats[1]
+    for c in chips:
+        c.apply(lr_scale)
+    return loss, correct
+
+
+def _run_call(chip: SliceChip, call: Call, mailbox: dict, batch: int, micro: int, x: Any, y: Any, lo: int,
+              hi: int) -> list | None:
+    """One call of :meth:`Plan.calls` on a chip in this process: its messages from ``mailbox``, its
+    results into it; the output slice's [loss, correct] returned."""
+    ins = [mailbox.pop(k) for k in call.inputs]
+    if call.phase == "forward":
+        value = chip.forward_slice(call.layer, batch, micro, x if call.layer == 0 else None, lo, hi, True, *ins)
+        mailbox.update(zip(call.outputs, results(value, len(call.outputs))))
+        return None
+    top = call.layer == chip.L
+    value = chip.backward_slice(call.layer, batch, micro, y if top else None, lo, hi, *ins)
+    got = results(value, len(call.outputs) + top)
+    mailbox.update(zip(call.outputs, got))
+    return got[-1] if top else None
