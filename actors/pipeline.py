@@ -30,9 +30,12 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.errors import SpikeGradError
+from cluster.mapping import Layout, Plan
+from cluster.topology import parse_topology
 
 from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, merge_reports
-from .ray_chip import ChipActor
+from .ray_chip import ChipActor, SliceChipActor
+from .slices import assemble_state, check_copies, dispatch
 
 START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
 MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIMEOUT overrides it)
@@ -61,14 +64,22 @@ class ChipPipeline:
     cpus_per_chip / gpus_per_chip: the resources each chip asks for (fractions allowed).
     """
 
-    def __init__(self, cfg: ChipConfig, groups: list[tuple[int, int]], params: dict,
+    def __init__(self, cfg: ChipConfig, groups: list[tuple[int, int]] | None, params: dict,
                  replicas: int = 1, placement: Placement = "pack", micro_batch: int = 64,
-                 in_flight: int = 4, cpus_per_chip: float = 1.0, gpus_per_chip: float = 0.0) -> None:
+                 in_flight: int = 4, cpus_per_chip: float = 1.0, gpus_per_chip: float = 0.0,
+                 layout: Layout | None = None) -> None:
         if placement not in PLACEMENTS:
             raise SpikeGradError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         if replicas < 1 or micro_batch < 1 or in_flight < 1:
             raise SpikeGradError(f"replicas, micro_batch and in_flight must be >= 1, got "
                                  f"{replicas}, {micro_batch}, {in_flight}")
+        # layout: chips holding slices of layers (actors.slices), one call per slice; else whole-layer groups
+        self.plan = Plan(parse_topology(cfg.topology), layout) if layout is not None else None
+        if self.plan is not None:
+            groups = [(s[0][0], s[-1][0]) for s in self.plan.layout]
+            self._calls = self.plan.calls()
+        if not groups:
+            raise SpikeGradError("a pipeline needs chip groups or a layout")
         self.cfg, self.groups, self.replicas = cfg, groups, replicas
         self.micro_batch, self.in_flight = micro_batch, in_flight
         bundle = {"CPU": cpus_per_chip, **({"GPU": gpus_per_chip} if gpus_per_chip else {})}
@@ -83,14 +94,17 @@ class ChipPipeline:
         self.chips: list[list[Any]] = []
         tag = uuid.uuid4().hex[:8]  # names are unique in the cluster: this pipeline's chips, restarts apart
         for r in range(replicas):
-            row = []
+            row: list[Any] = []
             for c, (lo, hi) in enumerate(groups):
                 strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r * len(groups) + c)
-                mine = {l: params[l] for l in range(lo, hi + 1) if l in params}
-                row.append(ChipActor.options(num_cpus=cpus_per_chip, num_gpus=gpus_per_chip,
-                                             scheduling_strategy=strategy,
-                                             name=f"spikegrad-{tag}-replica{r}-chip{c}-layers{lo}-{hi}",
-                                             ).remote(c, lo, hi, cfg, mine))
+                options = dict(num_cpus=cpus_per_chip, num_gpus=gpus_per_chip, scheduling_strategy=strategy,
+                               name=f"spikegrad-{tag}-replica{r}-chip{c}-layers{lo}-{hi}")
+                if self.plan is not None:
+                    mine = {l: params[l] for l in self.plan.param_layers(c)}
+                    row.append(SliceChipActor.options(**options).remote(c, self.plan.layout, cfg, mine))
+                else:
+                    mine = {l: params[l] for l in range(lo, hi + 1) if l in params}
+                    row.append(ChipActor.options(**options).remote(c, lo, hi, cfg, mine))
             self.chips.append(row)
         # A chip that answers nothing (stopped, hung, its node cut off) must not stall the run: every
         # wait is bounded, first by the start-up allowance, then by HANG_FACTOR x the slowest of the
@@ -102,12 +116,14 @@ class ChipPipeline:
         self._recent: collections.deque[float] = collections.deque(maxlen=10)  # the last batches' times
         self.where = self._get([a.ping.remote() for row in self.chips for a in row])
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
+        self._applies: list[Any] = []  # APPLY calls sent on their own, not yet checked
         self._batches: list[tuple[list, int, float]] = []  # submitted batches: (stats refs, samples, when)
         self._done: tuple[float, int, int] = (0.0, 0, 0)  # loss sum, correct, samples of collected batches
         self.batches = 0  # batches submitted so far (their numbers on the wire)
         # The last batch's APPLY, not yet sent: (lr scale, None for one replica (each chip applies
         # its own ω), else per chip index the replicas' increments references).
         self._deferred: tuple[float, list[list] | None] | None = None
+        self.copies_checked = 0  # weight-copy values compared with their owners' so far (sliced chips)
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -132,7 +148,9 @@ class ChipPipeline:
         # Labels are small: inline in each call that needs them, no object-store round trip.
         y_ref = y if y.nbytes <= 64 * 1024 else ray.put(y)
         stats: list[Any] = []
-        if len(self.groups) == 1:  # whole-network chips: one call per micro-batch, no links
+        if self.plan is not None:  # slices of layers: one call per slice
+            self._submit_sliced(batch, x_ref, y_ref, len(x), stats, lr_scale)
+        elif len(self.groups) == 1:  # whole-network chips: one call per micro-batch, no links
             self._submit_whole(batch, x_ref, y_ref, len(x), stats, lr_scale)
         else:
             self._submit_chain(batch, x_ref, y_ref, len(x), stats, lr_scale)
@@ -191,6 +209,34 @@ class ChipPipeline:
             self._deferred = (lr_scale, [[self.chips[r][c].increments.remote() for r in range(self.replicas)]
                                          for c in range(len(self.groups))])
 
+    def _submit_sliced(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> None:
+        """Each micro-batch through the calls of :meth:`Plan.calls`, messages chained by object
+        references. The previous batch's APPLY goes first, as calls of its own (a chip holds
+        several slices, so there is no single first call to fold it into)."""
+        assert self.plan is not None
+        self._applies.extend(self._send_deferred())
+        for r, slices in enumerate(self._micro_slices(n)):
+            send = self._sender(self.chips[r])
+            for m, (lo, hi) in enumerate(slices):
+                refs: dict[tuple, Any] = {}
+                for call in self._calls:
+                    st, last = dispatch(call, send, refs, batch, m, x_ref, y_ref, lo, hi)
+                    if st is not None:
+                        stats.append(st)
+                self._wait_in_flight(last)
+        if self.replicas == 1:
+            self._deferred = (lr_scale, None)
+        else:  # every chip adds all replicas' increments (rows and copies), in replica order
+            self._deferred = (lr_scale, [[self.chips[r][c].increments.remote() for r in range(self.replicas)]
+                                         for c in range(len(self.groups))])
+
+    @staticmethod
+    def _sender(chips: list[Any]) -> Any:
+        """:func:`actors.slices.dispatch`'s ``send`` for one replica's chip actors."""
+        def send(chip: int, method: str, n: int, args: tuple) -> Any:
+            return getattr(chips[chip], method).options(num_returns=n).remote(*args)
+        return send
+
     def _submit_whole(self, batch: int, x_ref: Any, y_ref: Any, n: int, stats: list, lr_scale: float) -> None:
         """Each replica's chip holds every layer: a micro-batch is one ``train_micro`` call, and a
         replica's last one also returns its increments (no separate call). The previous batch's
@@ -218,11 +264,11 @@ class ChipPipeline:
 
     def _drain(self) -> None:
         """Every submitted batch finished and applied; results kept for :meth:`collected`."""
-        applied = self._send_deferred()
+        applied = self._applies + self._send_deferred()
         while self._batches:
             self._collect(self._batches.pop(0))
         self._get(self._micro_refs + applied)
-        self._micro_refs = []
+        self._micro_refs, self._applies = [], []
 
     def finish(self) -> tuple[float, int, int]:
         """Wait for every submitted batch; (loss sum, correct, samples) of the batches finished
@@ -236,12 +282,15 @@ class ChipPipeline:
         return out
 
     def _collect(self, pending: tuple[list, int, float]) -> None:
-        results = self._get(pending[0])  # raises here if a call of the batch failed, a folded APPLY included
+        done = self._get(pending[0])  # raises here if a call of the batch failed, a folded APPLY included
+        if self._applies:  # APPLY calls of their own (sliced chips): a failed one raises here
+            self._get(self._applies)
+            self._applies = []
         self._recent.append(time.perf_counter() - pending[2])
         self.slowest = max(self._recent)  # the last 10 batches: the first batches' start-up passes
         self.timeout = max(self.floor, HANG_FACTOR * self.slowest)
         loss, correct, samples = self._done
-        self._done = (loss + float(sum(s[0] for s in results)), correct + int(sum(s[1] for s in results)),
+        self._done = (loss + float(sum(s[0] for s in done)), correct + int(sum(s[1] for s in done)),
                       samples + pending[1])
 
     # -- evaluation, state, counters -----------------------------------------------------------
@@ -252,6 +301,16 @@ class ChipPipeline:
         chips = self.chips[0]
         outs = []
         step = max(self.micro_batch, 256)
+        if self.plan is not None:
+            send = self._sender(chips)
+            forward = [c for c in self._calls if c.phase == "forward"]
+            for m, lo in enumerate(range(0, len(x), step)):
+                refs: dict[tuple, Any] = {}
+                for call in forward:
+                    pred, _ = dispatch(call, send, refs, batch, m, x_ref, None, lo, min(len(x), lo + step), False)
+                    if pred is not None:
+                        outs.append(pred)
+            return np.concatenate(self._get(outs, calls=len(outs))) if outs else np.zeros(0, dtype=np.int64)
         for m, lo in enumerate(range(0, len(x), step)):
             ref = chips[0].forward.remote(x_ref, batch, m, lo, min(len(x), lo + step), False)
             for chip in chips[1:]:
@@ -262,13 +321,23 @@ class ChipPipeline:
     def state(self) -> dict:
         """{layer: (W, b, vW, vb)} from replica 0 (all replicas hold the same)."""
         self._drain()
+        parts = self._get([chip.state.remote() for chip in self.chips[0]])
+        if self.plan is not None:  # whole layers from the slices, and every weight copy checked against them
+            state = assemble_state(self.plan, parts)
+            self.copies_checked += check_copies(self.plan, state,
+                                                self._get([chip.copy_state.remote() for chip in self.chips[0]]))
+            return state
         merged: dict = {}
-        for part in self._get([chip.state.remote() for chip in self.chips[0]]):
+        for part in parts:
             merged.update(part)
         return merged
 
     def restore(self, state: dict) -> None:
         self._deferred = None  # the state replaces whatever a pending APPLY would have done
+        if self.plan is not None:
+            self._get([chip.restore.remote({l: state[l] for l in self.plan.param_layers(c) if l in state})
+                       for row in self.chips for c, chip in enumerate(row)])
+            return
         self._get([chip.restore.remote({l: state[l] for l in range(lo, hi + 1) if l in state})
                    for row in self.chips for chip, (lo, hi) in zip(row, self.groups)])
 

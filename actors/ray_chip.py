@@ -3,19 +3,22 @@
 The only Ray-specific part of a chip is its process: BLAS is limited to one thread
 (the pipeline, not BLAS, is the parallelism: several chips share the cores) and
 glibc keeps freed temporaries (see :mod:`actors.allocator`). Every method of
-:class:`~actors.chip.Chip` is callable remotely.
+:class:`~actors.chip.Chip` (and :class:`~actors.slices.SliceChip`) is callable remotely.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import ray
 
 from .allocator import keep_freed_memory
 from .chip import Chip
+from .slices import SliceChip
 
 
-class ChipProcess(Chip):
-    """A Chip that first sets up the process it runs in."""
+class _InProcess:
+    """First sets up the process a chip runs in; then the chip class's own constructor."""
 
     def __init__(self, *args, blas_threads: int = 1, **kwargs) -> None:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
@@ -31,8 +34,18 @@ class ChipProcess(Chip):
         import ray as _ray  # noqa: PLC0415
 
         ctx = _ray.get_runtime_context()
-        return {"chip": self.index, "backend": self.backend.name, "node": ctx.get_node_id(), "pid": os.getpid(),
+        chip: Any = self
+        return {"chip": chip.index, "backend": chip.backend.name, "node": ctx.get_node_id(), "pid": os.getpid(),
                 "actor": ctx.get_actor_id()}
 
 
+class ChipProcess(_InProcess, Chip):
+    """A :class:`Chip` in a process of its own."""
+
+
+class SliceChipProcess(_InProcess, SliceChip):
+    """A :class:`~actors.slices.SliceChip` in a process of its own."""
+
+
 ChipActor = ray.remote(ChipProcess)
+SliceChipActor = ray.remote(SliceChipProcess)

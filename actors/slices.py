@@ -25,6 +25,7 @@ float-gradient baseline run on unsplit chips only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,6 @@ from cluster.kernels import error_gate
 from cluster.layers import kind_of
 from cluster.mapping import Call, Layout, Plan
 from cluster.network import (
-    LayerForward,
     _gated_error_below,
     layer_forward,
     layer_increment_sums,
@@ -368,37 +368,47 @@ def check_copies(plan: Plan, state: dict[int, tuple[np.ndarray, ...]], copies: l
     return compared
 
 
+def dispatch(call: Call, send: Callable[[int, str, int, tuple], Any], mailbox: dict, batch: int, micro: int,
+             x: Any, y: Any, lo: int, hi: int, train: bool = True) -> tuple[Any, Any]:
+    """Issue one call of :meth:`Plan.calls`: its messages taken from ``mailbox``, its results put
+    there. ``send(chip, method, results, args)`` makes the call (in this process, or a Ray actor
+    call with ``num_returns=results``). Returns (the output slice's result: [loss, correct] of a
+    training BACKWARD, the predictions of an evaluation FORWARD, else None; the call's last result)."""
+    ins = [mailbox.pop(k) for k in call.inputs]
+    if call.phase == "forward":
+        n = len(call.outputs)
+        value = send(call.chip, "forward_slice", max(1, n),
+                     (call.layer, batch, micro, x if call.layer == 0 else None, lo, hi, train, *ins))
+    else:
+        n = len(call.outputs) + call.top
+        value = send(call.chip, "backward_slice", max(1, n),
+                     (call.layer, batch, micro, y if call.top else None, lo, hi, *ins))
+    got = results(value, n)
+    mailbox.update(zip(call.outputs, got))
+    top = None
+    if call.top and (call.phase == "backward" or not train):
+        top = got[-1] if call.phase == "backward" else value
+    return top, (got[-1] if got else value)
+
+
 def run_slices(chips: list[SliceChip], x: np.ndarray, y: np.ndarray, micro: int, batch: int = 0,
                lr_scale: float = 1.0) -> tuple[float, int]:
     """One batch through chips of one layout held in this process, exactly as
-    :mod:`actors.pipeline` drives them over Ray: per micro-batch the calls of :meth:`Plan.calls`,
-    the Arrow messages passed by hand; then every chip's APPLY. Returns (loss sum, correct)."""
-    plan = chips[0].plan
-    calls = plan.calls()
+    :mod:`actors.pipeline` drives them over Ray: per micro-batch the calls of :meth:`Plan.calls`
+    (:func:`dispatch`), the Arrow messages passed by hand; then every chip's APPLY.
+    Returns (loss sum, correct)."""
+    def send(chip: int, method: str, n: int, args: tuple) -> Any:
+        return getattr(chips[chip], method)(*args)
+
+    calls = chips[0].plan.calls()
     loss, correct = 0.0, 0
     for m, lo in enumerate(range(0, len(x), micro)):
         hi = min(len(x), lo + micro)
         mailbox: dict[tuple, Any] = {}
         for call in calls:
-            stats = _run_call(chips[call.chip], call, mailbox, batch, m, x, y, lo, hi)
+            stats, _ = dispatch(call, send, mailbox, batch, m, x, y, lo, hi)
             if stats is not None:
                 loss, correct = loss + stats[0], correct + stats[1]
     for c in chips:
         c.apply(lr_scale)
     return loss, correct
-
-
-def _run_call(chip: SliceChip, call: Call, mailbox: dict, batch: int, micro: int, x: Any, y: Any, lo: int,
-              hi: int) -> list | None:
-    """One call of :meth:`Plan.calls` on a chip in this process: its messages from ``mailbox``, its
-    results into it; the output slice's [loss, correct] returned."""
-    ins = [mailbox.pop(k) for k in call.inputs]
-    if call.phase == "forward":
-        value = chip.forward_slice(call.layer, batch, micro, x if call.layer == 0 else None, lo, hi, True, *ins)
-        mailbox.update(zip(call.outputs, results(value, len(call.outputs))))
-        return None
-    top = call.layer == chip.L
-    value = chip.backward_slice(call.layer, batch, micro, y if top else None, lo, hi, *ins)
-    got = results(value, len(call.outputs) + top)
-    mailbox.update(zip(call.outputs, got))
-    return got[-1] if top else None

@@ -44,9 +44,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layers import kind_of
-
 from .errors import SpikeGradError
+from .layers import kind_of
 from .topology import Topology
 
 
@@ -265,6 +264,7 @@ class Call:
     layer: int
     inputs: tuple[tuple[str, int, int, int], ...]
     outputs: tuple[tuple[str, int, int, int], ...]
+    top: bool = False  # the output layer's call: it also returns [loss, correct] (or predictions)
 
 
 class Plan:
@@ -383,13 +383,13 @@ class Plan:
                 ins = tuple(("forward", l - 1, s.chip, p.chip) for s in self.forward_sources(l, p.chip)
                             if s.chip != p.chip)
                 outs = tuple(("forward", l, p.chip, t.chip) for t in self.forward_targets(l, p.chip))
-                out.append(Call(p.chip, "forward", l, ins, outs))
+                out.append(Call(p.chip, "forward", l, ins, outs, l == self.L))
         for l in range(self.L, -1, -1):
             for p in self.owners[l]:
                 ins = tuple(("backward", l + 1, s.chip, p.chip) for s in self.backward_sources(l, p.chip)
                             if s.chip != p.chip)
                 outs = tuple(("backward", l, p.chip, t.chip) for t in self.backward_targets(l, p.chip))
-                out.append(Call(p.chip, "backward", l, ins, outs))
+                out.append(Call(p.chip, "backward", l, ins, outs, l == self.L))
         return out
 
     def copies(self, chip: int) -> list[tuple[int, int, int]]:

@@ -78,7 +78,7 @@ class ChipEngine:
             self.close()
             raise SpikeGradError("--backend cupy asked for, but the Ray cluster has no GPUs "
                                  f"(resources: {resources}); chips use CuPy on GPU nodes by themselves")
-        groups = cfg.chip_groups()
+        groups, self.layout = cfg.chip_layout()
         replicas = cfg.replicas
         n = len(groups) * replicas
         # GPUs when the cluster has them (CuPy there), CPUs otherwise; fractions let a
@@ -106,12 +106,18 @@ class ChipEngine:
 
     @_chip_calls
     def _new_pipeline(self) -> ChipPipeline:
-        return ChipPipeline(self.chip_cfg, self.groups, self.params, **self._pipeline_args)  # type: ignore[arg-type]
+        return ChipPipeline(self.chip_cfg, self.groups, self.params, layout=self.layout,
+                            **self._pipeline_args)  # type: ignore[arg-type]
 
     def describe(self) -> str:
         assert self.pipeline is not None
         nodes = len({w["node"] for w in self.pipeline.where})
-        return (f"{len(self.groups)} chips ({', '.join(f'{a}-{b}' if a != b else str(a) for a, b in self.groups)})"
+        if self.layout is not None:
+            held = "; ".join(" ".join(f"{l}[{lo}:{hi}]" for l, lo, hi in c) for c in self.layout)
+            chips = f"{len(self.groups)} chips holding slices of layers (layer[units]: {held})"
+        else:
+            chips = f"{len(self.groups)} chips ({', '.join(f'{a}-{b}' if a != b else str(a) for a, b in self.groups)})"
+        return (f"{chips}"
                 f" x {self.replicas} replica(s) on {nodes} node(s), micro-batch {self.micro}, "
                 f"chip backend {self.backend_name}")
 

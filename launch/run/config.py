@@ -21,7 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from actors.chip import PLACEMENTS, WIRES, Placement, Wire
 from cluster.backend import BACKENDS, BackendName
 from cluster.errors import SpikeGradError
-from cluster.mapping import ChipSpec, map_network, resolve_spec
+from cluster.mapping import ChipSpec, Layout, Plan, map_network, resolve_spec
 from cluster.network import GRADIENT_MODES, GradientMode, StepConfig
 from cluster.topology import PRESETS, Topology, parse_topology
 
@@ -91,22 +91,25 @@ class TrainConfig:
         """The chip capacity asked for (``--chip``, ``--chip-neurons``, ``--chip-synapses``), or None."""
         return resolve_spec(self.chip, self.chip_neurons, self.chip_synapses)
 
-    def chip_groups(self) -> list[tuple[int, int]]:
-        """Layer groups per chip: from the capacity's mapping (cluster.mapping), or ``--chips``."""
+    def chip_layout(self) -> tuple[list[tuple[int, int]], Layout | None]:
+        """The chips: (layer groups (first, last) per chip, the slices per chip when the capacity's
+        mapping splits a layer, else None). From the capacity (cluster.mapping), or ``--chips``."""
         from actors.chip import parse_chips  # noqa: PLC0415
 
         spec = self.chip_spec()
         if spec is None:
-            return parse_chips(self.chips, len(self.topo.layers))
+            return parse_chips(self.chips, len(self.topo.layers)), None
         mapping = map_network(self.topo, spec)
         groups = mapping.groups()
-        if groups is None:
-            split = ", ".join(f"{l} ({self.topo.layers[l].token()}: {len(mapping.chips_of(l))} chips)"
-                              for l in mapping.split_layers)
-            raise SpikeGradError(f"on {spec.name} chips ({spec.neurons:,} neurons, {spec.synapses:,} synapses) "
-                                 f"layers {split} must be split across chips; 'spikegrad map' shows the mapping, "
-                                 f"but training on split layers is not built yet: choose a larger chip")
-        return groups
+        if groups is not None:
+            return groups, None
+        if self.gradient != "spike" or self.wire != "counts":
+            split = ", ".join(f"{l} ({self.topo.layers[l].token()})" for l in mapping.split_layers)
+            raise SpikeGradError(f"on {spec.name} chips layers {split} are split across chips, and split layers "
+                                 f"exchange spike counts only: they need --gradient spike and --wire counts "
+                                 f"(got {self.gradient}, {self.wire}); or choose a larger chip")
+        plan = Plan.of(mapping)
+        return [(c[0][0], c[-1][0]) for c in plan.layout], plan.layout
 
     @property
     def step(self) -> StepConfig:
@@ -223,7 +226,7 @@ def _check(cfg: TrainConfig) -> None:
         if cfg.chips:
             raise SpikeGradError("give either --chips groups or a chip capacity (--chip ...), not both")
     if cfg.engine == "chips":
-        cfg.chip_groups()
+        cfg.chip_layout()
         if cfg.replicas > cfg.batch_size:
             raise SpikeGradError(f"replicas ({cfg.replicas}) cannot exceed the batch size ({cfg.batch_size})")
 

@@ -48,7 +48,7 @@ class Counters:
         counts = np.zeros((n_layers, len(COUNTERS)))
         for rep in reports:
             for l, row in rep["synops"].items():
-                counts[int(l)] = [row[k] for k in COUNTERS]
+                counts[int(l)] += [row[k] for k in COUNTERS]  # a split layer: rows of several chips
         return cls(counts, reports)
 
     def __add__(self, other: Counters) -> Counters:

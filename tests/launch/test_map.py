@@ -37,9 +37,11 @@ def test_map_refuses_in_one_line(args, message, capsys):
 
 def test_a_capacity_gives_the_chip_groups_or_a_clear_refusal():
     cfg = make_config("digits", chip_neurons=1100, chip_synapses=20000)
-    assert cfg.chip_groups() == [(0, 0), (1, 3)]
-    with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1: 2 chips\).* training on split layers is not built"):
-        make_config("digits", chip_neurons=600, chip_synapses=20000)
+    assert cfg.chip_layout() == ([(0, 0), (1, 3)], None)
+    groups, layout = make_config("digits", chip_neurons=600, chip_synapses=20000).chip_layout()
+    assert layout == (((0, 0, 9),), ((0, 9, 16),), ((1, 0, 16), (2, 0, 64), (3, 0, 10))) and groups == [(0, 0), (0, 0), (1, 3)]
+    with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1\) are split .* need --gradient spike and --wire"):
+        make_config("digits", chip_neurons=600, chip_synapses=20000, gradient="float")
     with pytest.raises(SpikeGradError, match="needs --engine chips"):
         make_config("digits", engine="local", chip="loihi")
     with pytest.raises(SpikeGradError, match="not both"):
@@ -60,3 +62,25 @@ def test_chips_mapped_by_capacity_train_the_weights_of_one_process(ray_session, 
         if k.startswith(("W", "b", "vW", "vb")):
             assert np.array_equal(a[k], b[k]), k
     assert chips["test_accuracy"] == local["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_chips_holding_slices_of_layers_train_the_weights_of_one_process(ray_session, tmp_path, capsys):
+    """A capacity that splits the conv, pooling and dense layers of the digits net over 9 chips (slices
+    on Ray actors, only spike counts between them): the same checkpoint as one process, bit for bit;
+    the traffic table shows the links."""
+    kw = dict(epochs=1, limit_train=128, limit_test=64, batch_size=32)
+    local = train(make_config("digits", engine="local", out=str(tmp_path / "l"), **kw), progress=False,
+                  log=lambda s: None)
+    logs: list[str] = []
+    chips = train(make_config("digits", chip_neurons=250, chip_synapses=4000, out=str(tmp_path / "c"), **kw),
+                  progress=False, log=logs.append)
+    assert any("chips holding slices of layers" in line for line in logs), logs
+    a, b = (np.load(tmp_path / d / "checkpoint.npz") for d in ("l", "c"))
+    for k in a.files:
+        if k.startswith(("W", "b", "vW", "vb")):
+            assert np.array_equal(a[k], b[k]), k
+    assert chips["test_accuracy"] == local["test_accuracy"]
+    assert main(["traffic", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "8 ->" in out or "-> 8" in out or " 8 " in out
