@@ -25,6 +25,7 @@ float-gradient baseline run on unsplit chips only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ from cluster.network import (
 from cluster.synops import SynopCounter
 from cluster.topology import Topology, parse_topology
 
+from . import wire
 from .chip import Chip, ChipConfig
 
 
@@ -119,10 +121,10 @@ class SliceChip(Chip):
 
     def _piece_in(self, buf: Any, kind: str, src: int, l: int, lo: int, hi: int, batch: int, micro: int) -> Any:
         """A message of units lo..hi-1 of layer l from chip src, in layer l's layout."""
-        from . import wire  # noqa: PLC0415
-
         shape = self._layer_shape(l, lo, hi)
+        t0 = time.perf_counter()
         h, values = wire.decode(buf, kind=kind, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
+        self.timing["decode"] += time.perf_counter() - t0
         if h.src != src:
             raise SpikeGradError(f"chip {self.index}: {kind} message of layer {l} units {lo}-{hi} expected from "
                                  f"chip {src}, got one from chip {h.src}")
@@ -167,8 +169,6 @@ class SliceChip(Chip):
         in order. Returns the messages for :meth:`Plan.forward_targets` (:func:`results`); for the
         output layer None when training, else the predictions argmax Vᴸ (B,).
         """
-        import time  # noqa: PLC0415
-
         t0 = time.perf_counter()
         if l not in self.slices:
             raise SpikeGradError(f"chip {self.index} holds no slice of layer {l}")
@@ -215,8 +215,6 @@ class SliceChip(Chip):
         :meth:`Plan.backward_sources`' other chips, in order. Returns the messages for
         :meth:`Plan.backward_targets`, and for the output layer also [loss sum, correct] after them.
         """
-        import time  # noqa: PLC0415
-
         t0 = time.perf_counter()
         slot = self.slots.get((batch, micro, True), {})
         if ("S", l) not in slot:

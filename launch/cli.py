@@ -226,6 +226,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-size", type=_positive_int, default=256)
     c.add_argument("--batches", type=_positive_int, default=20)
     c.add_argument("--chips", help="layer groups per chip (default: one layer per chip)")
+    _add_capacity(c)
     c.add_argument("--micro-batch", type=_positive_int)
     c.add_argument("--replicas", type=_positive_int, default=1,
                    help="data-parallel copies of the chip pipeline (increments combined once per batch)")

@@ -222,7 +222,9 @@ def bench_chips(a: Any) -> int:
     replicas = getattr(a, "replicas", 1)
     rounds = getattr(a, "rounds", 1)
     local_cfg = TrainConfig(engine="local", **base)
-    chip_cfg = TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch, replicas=replicas, **base)
+    chip_cfg = TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch, replicas=replicas,
+                           chip=getattr(a, "chip", None), chip_neurons=getattr(a, "chip_neurons", None),
+                           chip_synapses=getattr(a, "chip_synapses", None), **base)
     host = initial_params(local_cfg, topo, np.random.default_rng(local_cfg.seed))
     local = LocalEngine(local_cfg, topo, host)
     chips = ChipEngine(chip_cfg, topo, host)
