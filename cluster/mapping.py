@@ -275,7 +275,8 @@ class Plan:
     """
 
     def __init__(self, topo: Topology, layout: Layout) -> None:
-        self.topo, self.layout = topo, tuple(tuple(tuple(s) for s in c) for c in layout)
+        self.topo = topo
+        self.layout: Layout = tuple(tuple((int(l), int(lo), int(hi)) for l, lo, hi in c) for c in layout)
         self.L = len(topo.layers) - 1
         self.owners: list[list[Piece]] = [[] for _ in topo.layers]
         for c, slices in enumerate(self.layout):

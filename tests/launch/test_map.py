@@ -39,7 +39,8 @@ def test_a_capacity_gives_the_chip_groups_or_a_clear_refusal():
     cfg = make_config("digits", chip_neurons=1100, chip_synapses=20000)
     assert cfg.chip_layout() == ([(0, 0), (1, 3)], None)
     groups, layout = make_config("digits", chip_neurons=600, chip_synapses=20000).chip_layout()
-    assert layout == (((0, 0, 9),), ((0, 9, 16),), ((1, 0, 16), (2, 0, 64), (3, 0, 10))) and groups == [(0, 0), (0, 0), (1, 3)]
+    assert layout == (((0, 0, 9),), ((0, 9, 16),), ((1, 0, 16), (2, 0, 64), (3, 0, 10)))
+    assert groups == [(0, 0), (0, 0), (1, 3)]
     with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1\) are split .* need --gradient spike and --wire"):
         make_config("digits", chip_neurons=600, chip_synapses=20000, gradient="float")
     with pytest.raises(SpikeGradError, match="needs --engine chips"):
