@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import SpikeGradError
 from .layers import kind_of
 from .topology import Topology
@@ -398,6 +400,15 @@ class Plan:
         input units lo..hi-1 (of layer l − 1) it holds."""
         return [(l + 1, p.lo, p.hi) for l in range(self.L) for p in self.owners[l]
                 if p.chip == chip and self.sums_below(l + 1)]
+
+    def copy_synapses(self, chip: int) -> int:
+        """Weights chip stores as copies (:meth:`copies`), beyond the synapses of its own slices: the
+        columns of its input units lo..hi-1, i.e. (hi − lo) / (input channels) of the layer's weights."""
+        total = 0
+        for l, lo, hi in self.copies(chip):
+            shape = self.topo.weight_shape(l)
+            total += int(np.prod(shape)) * (hi - lo) // self.topo.layers[l].in_shape[0]
+        return total
 
     def param_layers(self, chip: int) -> list[int]:
         """Layers whose weights chip needs at start-up: its own trainable slices' and its copies'."""

@@ -175,7 +175,8 @@ class Driver:
             l_sum, c, n = self._take(bool(finish), epoch, s)
             loss_sum, correct, seen = loss_sum + l_sum, correct + c, seen + n
             if (s % 20 == 0 or s == steps - 1) and seen > 0:  # chips return a batch's results later
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+                # refresh=False: the bar draws on its own clock (30 s in job logs), with its count up to date
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%", refresh=False)
             if finish:
                 self.banked = self.banked + self.engine.counters()
                 self.position = s + 1

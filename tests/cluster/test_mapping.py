@@ -71,9 +71,11 @@ def test_every_unit_is_placed_once_within_capacity(text, neurons, synapses):
     try:
         m = map_network(topo, ChipSpec("r", neurons, synapses))
     except SpikeGradError as exc:
-        # refused only when one unit alone is bigger than a chip
+        # refused only when one unit alone is bigger than a chip, or the output layer is
+        units, n_out, s_out = layer_units(topo, len(topo.layers) - 1)
         assert any(n > neurons or s > synapses
-                   for n, s in (layer_units(topo, l)[1:] for l in range(len(topo.layers)))), str(exc)
+                   for n, s in (layer_units(topo, l)[1:] for l in range(len(topo.layers)))) \
+            or units * n_out > neurons or units * s_out > synapses, str(exc)
         return
     placed = [(s.layer, u) for c in m.chips for s in c.slices for u in range(s.lo, s.hi)]
     expected = [(l, u) for l in range(len(topo.layers)) for u in range(layer_units(topo, l)[0])]
@@ -85,4 +87,17 @@ def test_every_unit_is_placed_once_within_capacity(text, neurons, synapses):
             assert (s.neurons, s.synapses) == (s.units * n, s.units * syn)
     groups = m.groups()
     assert (groups is None) == bool(m.split_layers)
+    assert len(m.chips_of(len(topo.layers) - 1)) == 1  # the output layer is never split
     assert all(a != b for a, b in m.links())
+
+
+def test_weight_copies_below_split_layers_are_counted():
+    """Below a split trainable layer the chips of the layer below keep its weights' columns of their
+    units: for the small chip, all of 40C5's (15·40·25) over the three chips of P2, and all of the
+    300 layer's (300·640) on the chip holding the second P2."""
+    from cluster.mapping import Plan
+
+    plan = Plan.of(map_network(MNIST, ChipSpec("small", 2000, 100_000)))
+    per_chip = [plan.copy_synapses(c) for c in range(plan.n_chips)]
+    assert per_chip == [0, 0, 0, 0, 1000, 13000, 1000, 192000, 0]
+    assert plan.copies(7) == [(4, 0, 40)] and plan.param_layers(7) == [2, 4]
