@@ -19,8 +19,13 @@ from the output down (:meth:`Plan.calls`):
 
 Only integer spike counts cross (split mappings need spike gradients). Owner rows and copies
 add the same integer products in the same update, so they stay bit-identical; :func:`check_copies`
-compares them whenever the driver gathers the weights (every checkpoint). The event wire and the
-float-gradient baseline run on unsplit chips only.
+compares them whenever the driver gathers the weights (every checkpoint).
+
+Event wire (``--wire events``): each slice also runs its share of the spiking network
+(:class:`cluster.events.SliceSegment`) on the address events it receives, the waves of every source
+piece placed among its input units; it sends the events of its units (forward), of the U
+compartments it sums for, or of its δ (backward) to each destination, phase by phase, and compares
+every S, E and Z it holds with the equivalent ANN's (``report()["event_checks"]``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 
 from cluster.backend import to_device, to_host
 from cluster.errors import SpikeGradError
+from cluster.events import FORWARD_STANDARD, SliceSegment
 from cluster.kernels import error_gate
 from cluster.layers import kind_of
 from cluster.mapping import Call, Layout, Plan
@@ -64,6 +70,52 @@ def _join(xp: Any, parts: list[Any]) -> Any:
     return xp.concatenate(parts, axis=0 if parts[0].ndim == 4 else 1)
 
 
+def _cut(phases: list, a: int, b: int) -> list:
+    """Units a..b-1 of every wave of some phases (float64 layer layout), samples without a spike dropped."""
+    out = []
+    for tag, waves in phases:
+        kept = []
+        for cols, d in waves:
+            piece = _units(d, a, b)
+            has = (piece.reshape(-1, piece.shape[-1]) != 0).any(axis=0) if piece.ndim == 4 else (piece != 0).any(axis=1)
+            if has.any():
+                kept.append((cols[has], piece[..., has] if piece.ndim == 4 else piece[has]))
+        out.append((tag, kept))
+    return out
+
+
+def _place(phases: list, offset: int, total: int) -> list:
+    """Waves of some units placed at ``offset`` among ``total`` units (zeros elsewhere)."""
+    out = []
+    for tag, waves in phases:
+        placed = []
+        for cols, d in waves:
+            n = d.shape[0] if d.ndim == 4 else d.shape[1]
+            if (offset, n) == (0, total):
+                placed.append((cols, d))
+                continue
+            full = np.zeros((total, *d.shape[1:]) if d.ndim == 4 else (d.shape[0], total))
+            if d.ndim == 4:
+                full[offset:offset + n] = d
+            else:
+                full[:, offset:offset + n] = d
+            placed.append((cols, full))
+        out.append((tag, placed))
+    return out
+
+
+def _merge(parts: list[list], backward: bool) -> list:
+    """Phases from several pieces as one: each phase's waves from every piece, in piece order; phases
+    in the global order (forward: the standard phase, then residual phases bottom-up; backward:
+    top-down)."""
+    waves: dict[int, list] = {}
+    for phases in parts:
+        for tag, ws in phases:
+            waves.setdefault(tag, []).extend(ws)
+    order = sorted(waves, key=lambda t: (t != FORWARD_STANDARD, -t if backward else t))
+    return [(t, waves[t]) for t in order]
+
+
 def _returns(msgs: list[Any]) -> Any:
     """A call's results as Ray's ``num_returns = max(1, len(msgs))`` expects them."""
     if not msgs:
@@ -91,9 +143,9 @@ class SliceChip(Chip):
         self.plan = Plan(topo, layout)
         if not 0 <= index < self.plan.n_chips:
             raise SpikeGradError(f"chip {index}: the layout has chips 0..{self.plan.n_chips - 1}")
-        if cfg.wire != "counts" or cfg.step.gradient != "spike":
-            raise SpikeGradError("chips holding slices of layers exchange spike counts only: they need "
-                                 "--wire counts and --gradient spike")
+        if cfg.step.gradient != "spike":
+            raise SpikeGradError("chips holding slices of layers exchange spikes only: they need --gradient spike "
+                                 "(the float baseline's errors are not spikes)")
         self.slices = {l: (lo, hi) for l, lo, hi in self.plan.layout[index]}
         missing = [l for l in self.plan.param_layers(index) if l not in params]
         if missing:
@@ -119,42 +171,93 @@ class SliceChip(Chip):
     def _layer_shape(self, l: int, lo: int, hi: int) -> tuple[int, ...]:
         return self.plan.layer(l, lo, hi).out_shape
 
-    def _piece_in(self, buf: Any, kind: str, src: int, l: int, lo: int, hi: int, batch: int, micro: int) -> Any:
-        """A message of units lo..hi-1 of layer l from chip src, in layer l's layout."""
-        shape = self._layer_shape(l, lo, hi)
+    def _layout(self, values: Any, l: int, shape: tuple[int, ...], to_backend: bool = True) -> Any:
+        """Wire rows (B, N) of units of layer l (per-sample ``shape``) in layer l's layout."""
+        v = to_device(self.backend, values, self.dtype) if to_backend else np.asarray(values, np.float64)
+        if not self.plan.topo.layers[l].is_map:
+            return v
+        xp = self.xp if to_backend else np
+        C, H, W = shape
+        return xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
+
+    def _piece_in(self, buf: Any, kind: str, src: int, l: int, lo: int, hi: int, batch: int,
+                  micro: int) -> tuple[Any, list | None]:
+        """A message of units lo..hi-1 of layer l from chip src: (the counts in layer l's layout,
+        with address events also their phases of waves, float64 in that layout; else None)."""
+        shape = tuple(self._layer_shape(l, lo, hi))
         t0 = time.perf_counter()
-        h, values = wire.decode(buf, kind=kind, dst=self.index, shape=tuple(shape), batch=batch, micro=micro)
+        phases = None
+        if self.events and kind != "predict":
+            h, raw = wire.decode_events(buf, dst=self.index, shape=shape, batch=batch, micro=micro)
+            values = np.zeros((h.samples, h.neurons), np.int64)
+            phases = []
+            for tag, waves in raw:
+                for cols, rows in waves:
+                    values[cols] += rows
+                phases.append((tag, [(cols, self._layout(rows, l, shape, False)) for cols, rows in waves]))
+        else:
+            h, values = wire.decode(buf, kind="forward" if kind == "predict" else kind, dst=self.index, shape=shape,
+                                    batch=batch, micro=micro)
         self.timing["decode"] += time.perf_counter() - t0
         if h.src != src:
             raise SpikeGradError(f"chip {self.index}: {kind} message of layer {l} units {lo}-{hi} expected from "
                                  f"chip {src}, got one from chip {h.src}")
-        self._check_samples(values.shape[0], kind, batch, micro)
-        v = to_device(self.backend, values, self.dtype)
-        if not self.plan.topo.layers[l].is_map:
-            return v
-        C, H, W = shape
-        return self.xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
+        self._check_samples(h.samples, kind, batch, micro)
+        return self._layout(values, l, shape), phases
 
     def _gather(self, pieces: list, msgs: list[Any], own: Any, own_lo: int, kind: str, l: int, batch: int,
-                micro: int) -> Any:
+                micro: int, own_phases: list | None = None) -> tuple[Any, list | None]:
         """The pieces (chip, lo, hi) of layer l, in unit order, joined: this chip's from ``own``
-        (its array of layer l from unit ``own_lo``), the others from ``msgs`` in order."""
+        (its array of layer l from unit ``own_lo``, and ``own_phases``, its waves), the others from
+        ``msgs`` in order. Returns (the joined array, with events also the phases of waves placed
+        in the joined units, each phase's waves from every piece, else None)."""
         it = iter(msgs)
-        parts = []
+        parts, phase_parts = [], []
+        base, total = pieces[0].lo, pieces[-1].hi - pieces[0].lo
         for p in pieces:
             if p.chip == self.index:
                 parts.append(_units(own, p.lo - own_lo, p.hi - own_lo))
+                got = None if own_phases is None else _cut(own_phases, p.lo - own_lo, p.hi - own_lo)
             else:
                 try:
                     buf = next(it)
                 except StopIteration:
                     raise SpikeGradError(f"chip {self.index}: {kind} of layer {l}: {len(msgs)} messages, "
                                          f"expected one from each of chips {[q.chip for q in pieces]}") from None
-                parts.append(self._piece_in(buf, kind, p.chip, l, p.lo, p.hi, batch, micro))
+                arr, got = self._piece_in(buf, kind, p.chip, l, p.lo, p.hi, batch, micro)
+                parts.append(arr)
+            if got is not None:
+                phase_parts.append(_place(got, p.lo - base, total))
         if next(it, None) is not None:
             raise SpikeGradError(f"chip {self.index}: {kind} of layer {l}: more messages than the plan's "
                                  f"{len(pieces)} pieces")
-        return _join(self.xp, parts)
+        joined = _join(self.xp, parts)
+        if not self.events or kind == "predict":
+            return joined, None
+        return joined, _merge(phase_parts, backward=(kind == "error"))
+
+    def _send_piece(self, A: Any, phases: list | None, a: int, b: int, kind: str, dst: int, batch: int,
+                    micro: int, shape: tuple[int, ...], samples: int, count: bool = True) -> Any:
+        """Units a..b-1 of a layer array (relative to its first unit) to chip dst: as counts, or
+        with events (``phases`` given) as the address events of those units."""
+        if phases is None:
+            return self._send(_units(A, a, b), kind, dst, batch, micro, shape, count=count)
+        return self._send_events(_cut(phases, a, b), dst, batch, micro, shape, samples)
+
+    def _segment_for(self, l: int, batch_size: int) -> SliceSegment:
+        """This slice of layer l in the event simulation (float64, NumPy), on its current weights."""
+        def host(a: Any) -> np.ndarray:
+            return to_host(a).astype(np.float64)
+
+        params = tuple(host(p) for p in self.params[l]) if l in self.params else None
+        below = None
+        if l > 0 and not self.plan.sums_below(l):
+            below = self.plan.layer(l - 1, *self.plan.needs(l, *self.slices[l]))
+        copy = None
+        if l + 1 in self.copies:
+            copy = (self.copies[l + 1][0], host(self.copies[l + 1][1]))
+        return SliceSegment(self.view, l, self.view.layers[l], params, batch_size, self.cfg.step, below=below,
+                            copy=copy)
 
     def _slot(self, batch: int, micro: int, train: bool) -> dict:
         return self.slots.setdefault((batch, micro, train), {})
@@ -183,19 +286,33 @@ class SliceChip(Chip):
             if not np.isfinite(xs).all():
                 raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
             S_in = to_chwb(self.xp, to_device(self.backend, xs, self.dtype))
+            phases_in: list | None = None
+            if self.events and train:  # the float input as the simulation's one input wave
+                phases_in = [(FORWARD_STANDARD, [(np.arange(len(xs)), to_chwb(np, xs.astype(np.float64)))])]
         else:
             below = slot.get(("S", l - 1))
-            S_in = self._gather(self.plan.forward_sources(l, self.index), list(msgs),
-                                None if below is None else below[1].S, self.slices.get(l - 1, (0, 0))[0],
-                                "forward", l - 1, batch, micro)
+            S_in, phases_in = self._gather(self.plan.forward_sources(l, self.index), list(msgs),
+                                           None if below is None else below[1].S, self.slices.get(l - 1, (0, 0))[0],
+                                           "forward" if train else "predict", l - 1, batch, micro,
+                                           slot.get(("P", l - 1)))
         a, b = self.slices[l]
         kept = layer_forward(self.xp, self.view.layers[l], self.params.get(l), S_in, self.cfg.step,
                              is_output=(l == self.L))
         slot[("S", l)] = (S_in, kept)
+        B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
+        phases_out = None
+        if self.events and train:  # the spiking network's slice, on the same input events
+            seg = self._segment_for(l, B)
+            phases_out = seg.forward(phases_in or [])
+            if l < self.L:
+                self._check(seg.net[l].S, kept.S)
+            slot[("seg", l)] = seg
+            if l + 1 in self.slices:
+                slot[("P", l)] = phases_out
         out: list[Any] = []
         for t in self.plan.forward_targets(l, self.index):
-            out.append(self._send(_units(kept.S, t.lo - a, t.hi - a), "forward", t.chip, batch, micro,
-                                  self._layer_shape(l, t.lo, t.hi), count=train))
+            out.append(self._send_piece(kept.S, phases_out, t.lo - a, t.hi - a, "forward", t.chip, batch, micro,
+                                        self._layer_shape(l, t.lo, t.hi), B, count=train))
         self.timing["busy"] += time.perf_counter() - t0
         if l == self.L:
             if train:
@@ -221,22 +338,29 @@ class SliceChip(Chip):
             raise SpikeGradError(f"chip {self.index}: error for micro-batch {micro} of batch {batch} at layer {l} "
                                  f"without its forward pass")
         S_in, kept = slot.pop(("S", l))
+        seg = slot.pop(("seg", l), None)
         xp, step, (a, b) = self.xp, self.cfg.step, self.slices[l]
         layer = self.view.layers[l]
         stats: list | None = None
+        phases_out = None
         if l == self.L:
             yd = to_device(self.backend, np.asarray(y)[lo:hi].astype(np.int64))
             correct = int((kept.S.argmax(axis=1) == yd).sum())
             U, loss = top_potential(xp, kept.S, yd, step)
+            if seg is not None:  # the top U compartments start from the ANN's unrounded Uᴸ
+                phases_out = seg.backward(top_error=to_host(U).astype(np.float64))
             E = top_error_spikes(xp, U, step)
             stats = [float(loss.sum()), correct]
         elif self.plan.sums_below(l + 1):  # Eˡ⁺¹ of every slice above, summed here on the copy
             above = self.plan.topo.layers[l + 1]
-            own_E = slot.pop(("E", l + 1), None)
-            E_up = self._gather(self.plan.backward_sources(l, self.index), list(msgs), own_E,
-                                self.slices.get(l + 1, (0, 0))[0], "error", l + 1, batch, micro)
+            E_up, phases_in = self._gather(self.plan.backward_sources(l, self.index), list(msgs),
+                                           slot.pop(("E", l + 1), None), self.slices.get(l + 1, (0, 0))[0], "error",
+                                           l + 1, batch, micro, slot.pop(("EP", l + 1), None))
             spec, Wc, _, omega = self.copies[l + 1]
             E = _gated_error_below(xp, spec, (Wc, None), E_up, layer, kept.mask, step)
+            if seg is not None:
+                phases_out = seg.backward(phases_in)
+                self._check(seg.net[l].Z, _gated_error_below(xp, spec, (Wc, None), E_up, layer, None, step))
             cache = kind_of(above).increment_cache(xp, spec, kept.S)
             gW, _ = layer_increment_sums(xp, spec, (Wc, None), E_up, cache)
             if omega is None:
@@ -244,9 +368,14 @@ class SliceChip(Chip):
             else:
                 omega += gW
         else:  # Z of its units from the chip(s) above that summed them
-            Z = self._gather(self.plan.backward_sources(l, self.index), list(msgs), slot.pop(("Z", l), None), a,
-                             "error", l, batch, micro)
+            Z, phases_in = self._gather(self.plan.backward_sources(l, self.index), list(msgs),
+                                        slot.pop(("Z", l), None), a, "error", l, batch, micro,
+                                        slot.pop(("ZP", l), None))
+            if seg is not None:
+                phases_out = seg.backward(phases_in)
             E = error_gate(xp, Z, kept.mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
+        if seg is not None:
+            self._check(seg.net[l].E, E)
         B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
         self.counter.accumulate_row(l, self.counter.measure_layer(l, S_in, kept.S if l < self.L else None, E, B))
         if layer.trainable:
@@ -262,17 +391,24 @@ class SliceChip(Chip):
         if l > 0 and self.plan.sums_below(l):  # its error spikes Eˡ to every chip of layer l − 1
             if l - 1 in self.slices:
                 slot[("E", l)] = E
-            out = [self._send(E, "error", t.chip, batch, micro, self._layer_shape(l, a, b)) for t in targets]
+                if phases_out is not None:
+                    slot[("EP", l)] = phases_out
+            out = [self._send_piece(E, phases_out, 0, b - a, "error", t.chip, batch, micro,
+                                    self._layer_shape(l, a, b), B) for t in targets]
         elif l > 0:  # Zˡ⁻¹ of the units below its slice connects to, summed here
             n0, n1 = self.plan.needs(l, a, b)
             Z_below = _gated_error_below(xp, layer, self.params.get(l), E, self.plan.layer(l - 1, n0, n1), None, step)
+            if seg is not None:  # the U compartments below, as the spiking network summed them
+                self._check(seg.net[l - 1].Z, Z_below)
             if l - 1 in self.slices:
                 c0, c1 = self.slices[l - 1]
                 lo_, hi_ = max(c0, n0), min(c1, n1)
                 if lo_ < hi_:
                     slot[("Z", l - 1)] = _units(Z_below, lo_ - n0, hi_ - n0)
-            out = [self._send(_units(Z_below, t.lo - n0, t.hi - n0), "error", t.chip, batch, micro,
-                              self._layer_shape(l - 1, t.lo, t.hi)) for t in targets]
+                    if phases_out is not None:
+                        slot[("ZP", l - 1)] = _cut(phases_out, lo_ - n0, hi_ - n0)
+            out = [self._send_piece(Z_below, phases_out, t.lo - n0, t.hi - n0, "error", t.chip, batch, micro,
+                                    self._layer_shape(l - 1, t.lo, t.hi), B) for t in targets]
         if l == self.first:
             self.slots.pop((batch, micro, True), None)
         self.timing["busy"] += time.perf_counter() - t0

@@ -407,6 +407,69 @@ class Segment:
                     out.append((r, self._down(r - 1, [d]) if r > 0 and d is not None else []))
         return out
 
+class SliceSegment(Segment):
+    """One chip's slice of one layer l in the event simulation (chips holding slices of layers,
+    ``actors.slices``, ``--wire events``): the slice's neurons (``spec``, its rows of (W, b)),
+    and, as for :class:`Segment`, the U compartments of the units below that it sums for
+    (``below``: the layer spec of those units, or None when it sums for none).
+
+    ``copy``: (the layer spec of layer l + 1's synapses from this slice's units, those weights)
+    when layer l + 1 is split: the error spikes δ of l + 1 then arrive here, and this slice's own U
+    compartments integrate them (Eq. (6)) with the copy, fire, and take their residual phase
+    (Eq. (19)); otherwise its U lives with the chip above and its error spikes z arrive ungated.
+    Without ``below`` the slice's δ leave as they are (the chips below keep copies of Wˡ).
+    """
+
+    def __init__(self, topo: Topology, l: int, spec: Any, params: tuple | None, batch: int, cfg: StepConfig,
+                 below: Any = None, copy: tuple[Any, np.ndarray] | None = None, order: str = "waves",
+                 seed: int = 0) -> None:
+        if order not in ORDERS:
+            raise ValueError(f"order expected one of {tuple(ORDERS)}, got {order!r}")
+        self.topo, self.cfg, self.residual, self.order = topo, cfg, True, order
+        self.first = self.last = l
+        self.batch = batch
+        self.L = L = len(topo.layers) - 1
+        rng = np.random.default_rng(seed) if order == "random" else None
+        self.net = {l: _Layer(spec, params, batch, cfg, relu=not isinstance(spec, Pool) and l < L, first=(l == 0),
+                              rng=rng)}
+        self.bottom = l
+        if below is not None and l > 0:
+            self.bottom = l - 1
+            self.net[l - 1] = _Layer(below, None, batch, cfg, relu=not isinstance(below, Pool), rng=rng)
+        self.copy = None
+        if copy is not None:
+            cspec, W = copy
+            self.copy = _Layer(cspec, (W, np.zeros(W.shape[0])), batch, cfg, relu=False, rng=rng)
+
+    def _integrate(self, waves: list[Wave]) -> Iterator[Wave]:
+        """δ waves of layer l + 1 into this slice's own U through the copy; its δ out."""
+        st, above = self.net[self.last], self.copy
+        assert above is not None
+        fi = above.fan.fan_in
+        for w in waves:
+            above.events_back += float(_weighted_events(np, w[1], fi, fi, "abs")[1])
+            st.receive(w, above)
+            if self.order != "layered":
+                yield from st.fire_errors(w[0])
+        if self.order == "layered":
+            yield from st.fire_errors(None)
+
+    def backward(self, phases: list[tuple[int, list[Wave]]] | None = None, y: np.ndarray | None = None,
+                 top_error: np.ndarray | None = None) -> list[tuple[int, list[Wave]]]:
+        """As :meth:`Segment.backward`; with a copy, the phases hold δ of layer l + 1 (module
+        docstring of ``actors.slices``) and this slice also takes its own U's residual phase."""
+        if self.copy is None:
+            return super().backward(phases, y, top_error)
+        l = self.last
+        out = [(tag, self._down(l - 1, self._integrate(waves))) for tag, waves in phases or []]
+        d = self.net[l].residual_errors()  # Eq. (19) for its own U
+        out.append((l, self._down(l - 1, [d]) if d is not None else []))
+        if self.bottom < l:  # the U compartments below, summed here: their residual z, ungated
+            d = self.net[l - 1].residual_errors()
+            out.append((l - 1, [d] if d is not None else []))
+        return out
+
+
 def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
              y: np.ndarray, cfg: StepConfig, residual: bool = True, order: str = "waves",
              seed: int = 0, chips: list[tuple[int, int]] | None = None) -> EventResult:

@@ -103,11 +103,11 @@ class TrainConfig:
         groups = mapping.groups()
         if groups is not None:
             return groups, None
-        if self.gradient != "spike" or self.wire != "counts":
+        if self.gradient != "spike":
             split = ", ".join(f"{l} ({self.topo.layers[l].token()})" for l in mapping.split_layers)
             raise SpikeGradError(f"on {spec.name} chips layers {split} are split across chips, and split layers "
-                                 f"exchange spike counts only: they need --gradient spike and --wire counts "
-                                 f"(got {self.gradient}, {self.wire}); or choose a larger chip")
+                                 f"exchange spikes only: they need --gradient spike (the float baseline's errors "
+                                 f"are not spikes); or choose a larger chip")
         plan = Plan.of(mapping)
         return [(c[0][0], c[-1][0]) for c in plan.layout], plan.layout
 

@@ -34,9 +34,9 @@ def data(topo, n, seed):
     return x, rng.integers(0, topo.num_classes, n)
 
 
-def slice_chips(cfg, plan, params, backend="numpy", replicas=1):
+def slice_chips(cfg, plan, params, backend="numpy", replicas=1, wire="counts"):
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum,
-                      frac_bits=cfg.weight_frac_bits, backend=backend, replicas=replicas)
+                      frac_bits=cfg.weight_frac_bits, backend=backend, replicas=replicas, wire=wire)
     return [SliceChip(i, plan.layout, ccfg, {l: params[l] for l in plan.param_layers(i)})
             for i in range(plan.n_chips)]
 
@@ -211,5 +211,37 @@ def test_layouts_that_do_not_tile_or_split_the_output_are_refused():
     cfg = make_config("digits", engine="local", gradient="float")
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     plan = Plan.of(map_network(topo, ChipSpec("dense", 2000, 5000)))
-    with pytest.raises(SpikeGradError, match="need --wire counts and --gradient spike"):
+    with pytest.raises(SpikeGradError, match="need --gradient spike"):
         SliceChip(0, plan.layout, dataclasses.replace(ccfg), {})
+
+
+@pytest.mark.parametrize("spec, batches, n", [
+    (ChipSpec("conv", 300, 5000), 3, 16),
+    (ChipSpec("pool", 100, 1000), 2, 8),   # 40 chips: many small waves, the slowest
+    (ChipSpec("dense", 2000, 5000), 3, 16),
+])
+def test_event_wire_on_split_chips_checks_the_spiking_network_and_trains_the_same_weights(spec, batches, n):
+    """--wire events on chips holding slices: every S, E and Z of the spiking network's slices (their
+    own neurons, the U compartments they sum for, the copies' sums) equals the ANN's, value for value,
+    and a few batches give the count wire's weights bit for bit."""
+    cfg = make_config("digits", engine="local", weight_frac_bits=FRAC)
+    topo = parse_topology(cfg.topology)
+    params = dyadic(init_params(topo, np.random.default_rng(1), cfg.theta_ff))
+    plan = Plan.of(map_network(topo, spec))
+    counts = slice_chips(cfg, plan, params)
+    events = slice_chips(cfg, plan, params, wire="events")
+    for b in range(batches):
+        x, y = data(topo, n, 10 + b)
+        assert run_slices(counts, x, y, 8, b) == run_slices(events, x, y, 8, b)
+    for c, e in zip(counts, events):
+        for l, arrays in c.state().items():
+            for u, v in zip(arrays, e.state()[l]):
+                np.testing.assert_array_equal(u, v)
+    reps = [e.report() for e in events]
+    assert all(r["event_checks"]["values"] > 0 and r["event_checks"]["differ"] == 0 for r in reps), \
+        [r["event_checks"] for r in reps]
+    count_reps = [c.report() for c in counts]
+    for r, rc in zip(reps, count_reps):
+        for dst, link in r["traffic"].items():  # every spike count is at least one event
+            assert link["messages"] == rc["traffic"][dst]["messages"]
+            assert link["spikes"] >= rc["traffic"][dst]["spikes"]

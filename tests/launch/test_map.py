@@ -41,7 +41,7 @@ def test_a_capacity_gives_the_chip_groups_or_a_clear_refusal():
     groups, layout = make_config("digits", chip_neurons=600, chip_synapses=20000).chip_layout()
     assert layout == (((0, 0, 9),), ((0, 9, 16),), ((1, 0, 16), (2, 0, 64), (3, 0, 10)))
     assert groups == [(0, 0), (0, 0), (1, 3)]
-    with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1\) are split .* need --gradient spike and --wire"):
+    with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1\) are split .* need --gradient spike"):
         make_config("digits", chip_neurons=600, chip_synapses=20000, gradient="float")
     with pytest.raises(SpikeGradError, match="needs --engine chips"):
         make_config("digits", engine="local", chip="loihi")
