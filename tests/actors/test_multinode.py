@@ -1,7 +1,8 @@
 """Several raylets on one machine (ray.cluster_utils.Cluster): chips spread over nodes, with
-replicas; the result equals one process. Runs in a subprocess: it needs its own
-Ray cluster, separate from the session's. Ray's test cluster binds the machine's own interface
-address (its nodes would not find a loopback-only head); nothing leaves the machine."""
+replicas, and the chips of a mapping that splits a layer; the result equals one process. Runs in
+a subprocess: it needs its own Ray cluster, separate from the session's. Ray's test cluster binds
+the machine's own interface address (its nodes would not find a loopback-only head); nothing
+leaves the machine."""
 
 import json
 import os
@@ -28,18 +29,22 @@ cluster.add_node(num_cpus=1)
 ray.init(address=cluster.address, logging_level="error")
 out = {}
 kw = dict(epochs=1, limit_train=128, limit_test=32, batch_size=32, micro_batch=8)
-for name, extra in [("local", dict(engine="local")), ("spread", dict(placement="spread", replicas=2))]:
+for name, extra in [("local", dict(engine="local")), ("spread", dict(placement="spread", replicas=2)),
+                    ("split", dict(placement="spread", chip_neurons=600, chip_synapses=20000))]:
     logs = []
     s = train(make_config("digits", out=sys.argv[1] + "/" + name, **kw, **extra), progress=False, log=logs.append)
     with np.load(sys.argv[1] + "/" + name + "/checkpoint.npz") as z:
         out[name] = {k: z[k].tolist() for k in z.files}
     out[name + "_log"] = [l for l in logs if "chips:" in l]
 import pyarrow.parquet as pq
-links = pq.read_table(sys.argv[1] + "/spread/traffic.parquet").to_pylist()
-chips = pq.read_table(sys.argv[1] + "/spread/chips.parquet").to_pylist()
-print(json.dumps({"equal": all(out["local"][k] == out["spread"][k] for k in out["local"]),
-                  "log": out["spread_log"], "cross": sum(r["cross_node"] for r in links),
-                  "nodes": sorted({n for r in chips for n in r["node"].split(",")})}))
+res = {}
+for name in ("spread", "split"):
+    links = pq.read_table(sys.argv[1] + "/" + name + "/traffic.parquet").to_pylist()
+    chips = pq.read_table(sys.argv[1] + "/" + name + "/chips.parquet").to_pylist()
+    res[name] = {"equal": all(out["local"][k] == out[name][k] for k in out["local"]),
+                 "log": out[name + "_log"], "cross": sum(r["cross_node"] for r in links),
+                 "nodes": sorted({n for r in chips for n in r["node"].split(",")})}
+print(json.dumps(res))
 ray.shutdown()
 cluster.shutdown()
 '''
@@ -51,11 +56,14 @@ def test_spread_over_nodes_equals_local(tmp_path):
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
                        env=env, cwd=REPO, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["equal"]
-    # 4 chips x 2 replicas spread over the 3 nodes; the traffic tables say which links cross them
-    assert "on 3 node(s)" in res["log"][0], res["log"]
-    assert len(res["nodes"]) == 3 and res["cross"] > 0, res
+    both = json.loads(r.stdout.strip().splitlines()[-1])
+    for name, res in both.items():
+        assert res["equal"], name
+        # 4 chips x 2 replicas, or the 3 chips of a mapping that splits 16C3p1, spread over the 3
+        # nodes; the traffic tables say which links cross them
+        assert "on 3 node(s)" in res["log"][0], res["log"]
+        assert len(res["nodes"]) == 3 and res["cross"] > 0, res
+    assert "holding slices of layers" in both["split"]["log"][0]
 
 
 def test_the_private_instance_refuses_a_client_without_its_token(ray_session, tmp_path):

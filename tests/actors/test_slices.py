@@ -86,6 +86,29 @@ def test_mnist_geometry_split_everywhere_equals_local():
     assert rep["traffic"][7]["messages"] > 0 and rep["traffic"][7]["spikes"] > 0
 
 
+def test_real_mnist_on_split_chips_equals_local(mnist_dir):
+    """Real MNIST images (not dyadic: k/255) on the chips that split 15C5, P2, 40C5 and 300, with
+    2⁻¹² weights, as the README's MNIST run: the local engine's weights bit for bit."""
+    from launch.data import load_dataset
+
+    ds = load_dataset("mnist", mnist_dir, progress=False)
+    cfg = make_config("mnist", engine="local", weight_frac_bits=FRAC)
+    topo = parse_topology(cfg.topology)
+    params = dyadic(init_params(topo, np.random.default_rng(0), cfg.theta_ff))
+    plan = Plan.of(map_network(topo, ChipSpec("small", 2000, 100_000)))
+    chips = slice_chips(cfg, plan, params)
+    local = LocalEngine(cfg, topo, params, graph=False)
+    local.micro_batch = 16
+    for b in range(2):
+        x, y = ds.x_train[32 * b:32 * (b + 1)], ds.y_train[32 * b:32 * (b + 1)]
+        want = local.train_step(x, y)
+        assert run_slices(chips, x, y, 16, b)[1] == want[1]
+    state = assemble_state(plan, [c.state() for c in chips])
+    for l, arrays in local.state().items():
+        for u, v in zip(arrays, state[l]):
+            np.testing.assert_array_equal(u, v)
+
+
 @st.composite
 def networks(draw):
     """A small random topology and a capacity that maps it (not always split)."""
