@@ -8,7 +8,10 @@ event wire sends them). Formats (``--packet``):
   source neuron, the sign folded into the key (SpiNNaker's multicast packet without payload;
   Furber et al., "The SpiNNaker project", Proc. IEEE 102(5), 2014);
 * ``aer``: the smallest address-event packet for the link: an 8-bit header, ceil(log2 N) address
-  bits for the N neurons whose spikes the link carries, and one sign bit.
+  bits for the N neurons whose spikes the link carries, and one sign bit. N is taken from the run's
+  chip table: the neurons of the sender's top layer forward, of the receiver's top layer backward,
+  whole layers even where chips hold slices of them (a slice's spikes need no more bits; a chip
+  whose link also carries a lower layer's spikes may need one or two bits more).
 
 The replica exchange (``--replicas``) moves float arrays, counted by their bytes.
 
