@@ -1,4 +1,4 @@
-"""``--engine local``: the equivalent ANN in this process (NumPy on worker threads, or CuPy).
+"""``--engine local``: the equivalent ANN in this process (NumPy, micro-batches on worker processes; or CuPy).
 
 Algorithm 3 per batch: forward, backward, then w ← w + ΔW once. With momentum μ the applied
 step is v ← μ v + ΔW, w ← w + v (μ = 0 is Algorithm 3 exactly). One implementation of the
@@ -14,12 +14,13 @@ import numpy as np
 
 from actors.allocator import keep_freed_memory
 from cluster.backend import Backend, get_backend, to_device, to_host
-from cluster.network import backward, forward, sgd_update
+from cluster.network import forward, sgd_update
 from cluster.synops import SynopCounter
 from cluster.topology import Topology
 
 from .config import TrainConfig
 from .engine import Counters, HostState
+from .workers import micro_step
 
 # Samples per micro-batch on the CPU: enough to keep every worker busy, between these
 # bounds (measured with `spikegrad bench train --micro-batch N`, README).
@@ -46,12 +47,11 @@ class LocalEngine:
         self.velocity = {l: (self.xp.zeros_like(W), self.xp.zeros_like(b)) for l, (W, b) in self.params.items()}
         self.counter = SynopCounter(self.xp, topo, spike_errors=(cfg.gradient == "spike"))
         self._done = (0.0, 0, 0)  # loss sum, correct, samples of steps not yet collected
-        # CPU parallelism: micro-batches on worker threads (see train_step).
+        # CPU parallelism: micro-batches on worker processes (see train_step).
         self.micro_batch: int | None = None  # None: chosen per batch size (see _split)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.workers = max(1, min(cores, 8))
-        self._executor: Any = None
-        self._blas: Any = None
+        self._workers: Any = None
         # GPU: whole steps of one batch shape captured as a CUDA graph (cluster.graph).
         self.use_graph = self.backend.is_gpu and (cfg.cuda_graph if graph is None else graph)
         self._graph: Any = None
@@ -64,32 +64,23 @@ class LocalEngine:
     def describe(self) -> str:
         return (f"one process, backend {self.backend.name}"
                 + (" (steps replayed as CUDA graphs)" if self.use_graph else
-                   f" ({self.workers} worker threads)" if not self.backend.is_gpu else ""))
+                   f" ({self.workers} worker processes)" if not self.backend.is_gpu else ""))
 
     # -- one batch -------------------------------------------------------------------------
     def _micro_step(self, x: np.ndarray, y: np.ndarray) -> tuple[dict, Any, Any, list]:
-        """Forward and backward of one micro-batch: (increment sums, loss sum, correct, counts).
-
-        Reads the parameters, writes nothing shared: several run at once in worker threads.
-        """
-        xp, step = self.xp, self.cfg.step
-        xd = to_device(self.backend, x, self.dtype)
-        yd = to_device(self.backend, y.astype(np.int64))
-        fp = forward(xp, self.topo, self.params, xd, step)
-        correct = (fp.V.argmax(axis=1) == yd).sum()
-        bp = backward(xp, self.topo, self.params, fp, yd, step)
-        counts = self.counter.measure(fp.x, [lf.S for lf in fp.layers], bp.E, x.shape[0])
-        return bp.sums, bp.loss.sum(), correct, counts
+        """Forward and backward of a whole batch here, as one micro-batch (:func:`micro_step`)."""
+        return micro_step(self.xp, self.topo, self.params, to_device(self.backend, x, self.dtype),
+                          to_device(self.backend, y.astype(np.int64)), self.cfg.step, self.counter)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float = 1.0) -> tuple[float, int]:
         """One batch: x (B, C, H, W) host float, y (B,) host int. Returns (loss sum, correct).
 
         On NumPy the batch is cut into micro-batches of ``micro_batch`` samples that run on
-        ``workers`` threads (NumPy and single-threaded BLAS release the GIL), each small
-        enough for its layers to stay in cache. Every sample's forward and backward pass
-        is independent of the others, and the increment sums are added in micro-batch
-        order, so the result does not depend on thread timing; the layers fed by spikes
-        get exactly the same integer sums as one whole-batch step.
+        ``workers`` worker processes (:mod:`launch.run.workers`: a GIL each, the weights in
+        shared memory), each small enough for its layers to stay in cache. Every sample's
+        forward and backward pass is independent of the others, and the increment sums are
+        added in micro-batch order, so the result does not depend on timing; the layers fed
+        by spikes get exactly the same integer sums as one whole-batch step.
         """
         if self.use_graph and (self._graph is None or self._graph.batch == len(x)):
             return self._graph_step(x, y, lr_scale)
@@ -97,9 +88,10 @@ class LocalEngine:
         if len(parts) == 1:
             results = [self._micro_step(x, y)]
         else:
-            with self._blas_single_thread():
-                results = list(self._pool().map(lambda p: self._micro_step(x[p], y[p]), parts))
-        sums = results[0][0]  # fresh arrays of this step: safe to accumulate into
+            pool = self._processes()
+            part_sums, done = pool.train(np.asarray(x, dtype=self.dtype), np.asarray(y, dtype=np.int64), parts)
+            results = [(s, *r) for s, r in zip(part_sums, done)]
+        sums = results[0][0]  # this step's own arrays: safe to accumulate into
         for r in results[1:]:
             for l, (gW, gb) in r[0].items():
                 acc_W, acc_b = sums[l]
@@ -155,20 +147,16 @@ class LocalEngine:
             return [slice(0, n)]
         return [slice(i, min(n, i + mb)) for i in range(0, n, mb)]
 
-    def _pool(self) -> Any:
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    def _processes(self) -> Any:
+        """The worker processes (:mod:`launch.run.workers`), started at the first batch that needs them;
+        from then on the weights live in memory shared with them (updated in place)."""
+        if self._workers is None:
+            from .workers import WorkerPool  # noqa: PLC0415
 
-            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="spikegrad")
-        return self._executor
-
-    def _blas_single_thread(self) -> Any:
-        """BLAS limited to one thread while the worker threads run: the threads are the parallelism."""
-        if self._blas is None:
-            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-            self._blas = ThreadpoolController()
-        return self._blas.limit(limits=1, user_api="blas")
+            self._workers = WorkerPool(self.workers, self.topo.text, self.cfg.step, self.dtype,
+                                       self.cfg.gradient == "spike", self.params)
+            self.params = dict(self._workers.params)
+        return self._workers
 
     # -- evaluation ------------------------------------------------------------------------
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -180,8 +168,7 @@ class LocalEngine:
         parts = self._split(len(x))
         if len(parts) == 1:
             return one(parts[0])
-        with self._blas_single_thread():
-            return np.concatenate(list(self._pool().map(one, parts)))
+        return self._processes().predict(np.asarray(x, dtype=self.dtype), parts)
 
     # -- counters and state ----------------------------------------------------------------
     def counters(self) -> Counters:
@@ -196,7 +183,11 @@ class LocalEngine:
     def restore(self, state: HostState) -> None:
         self._release_graph()  # the arrays it updates in place are about to be replaced
         for l, (W, b, vW, vb) in state.items():
-            self.params[l] = (self._own(W), self._own(b))
+            if self._workers is not None:  # the shared arrays the workers read, overwritten in place
+                np.copyto(self.params[l][0], np.asarray(W, dtype=self.dtype))
+                np.copyto(self.params[l][1], np.asarray(b, dtype=self.dtype))
+            else:
+                self.params[l] = (self._own(W), self._own(b))
             self.velocity[l] = (self._own(vW), self._own(vb))
 
     def restart(self) -> None:
@@ -210,6 +201,6 @@ class LocalEngine:
         return {}
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
