@@ -240,7 +240,7 @@ def test_layouts_that_do_not_tile_or_split_the_output_are_refused():
 
 @pytest.mark.parametrize("spec, batches, n", [
     (ChipSpec("conv", 300, 5000), 3, 16),
-    (ChipSpec("pool", 100, 1000), 2, 8),   # 40 chips: many small waves, the slowest
+    pytest.param(ChipSpec("pool", 100, 1000), 2, 8, marks=pytest.mark.slow),  # 40 chips, many small waves: 10 s
     (ChipSpec("dense", 2000, 5000), 3, 16),
 ])
 def test_event_wire_on_split_chips_checks_the_spiking_network_and_trains_the_same_weights(spec, batches, n):
