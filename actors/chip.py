@@ -49,6 +49,7 @@ from cluster.network import (
     LayerForward,
     StepConfig,
     backward_layers,
+    error_events,
     forward_layers,
     sgd_update,
     to_chwb,
@@ -364,6 +365,7 @@ class Chip:
             if seg is not None:  # the top U compartments start from the ANN's unrounded Uᴸ
                 phases_out = seg.backward(top_error=to_host(U).astype(np.float64))
             E = top_error_spikes(xp, U, step)
+            emitted = {self.L: error_events(xp, E, step)}  # Zᴸ = Eᴸ: no gate on the output
             stats = [float(loss.sum()), correct]
         else:
             if seg is not None:
@@ -372,6 +374,7 @@ class Chip:
                 phases_out = seg.backward(phases_in)
             else:
                 Z = self._to_layout(self._receive(errors, "error", batch, micro, self._out_shape()), self.last)
+            emitted = {self.last: error_events(xp, Z, step)}  # what the U compartments above emitted
             E = error_gate(xp, Z, kept[-1].mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
         B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
 
@@ -381,10 +384,10 @@ class Chip:
                 self._check(seg.net[l].E, E_l)
             below = S_in if i == 0 else kept[i - 1].S
             self.counter.accumulate_row(l, self.counter.measure_layer(
-                l, below, kept[i].S if l < self.L else None, E_l, B))
+                l, below, kept[i].S if l < self.L else None, E_l, B, emitted.get(l)))
 
         _, sums, Z_below = backward_layers(xp, self.topo, self.params, kept, E, step, self.first, self.last,
-                                           visit=visit)
+                                           visit=visit, emitted=emitted)
         for l, (gW, gb) in sums.items():
             acc = self.omega[l]
             if acc is None:

@@ -44,6 +44,7 @@ from cluster.layers import kind_of
 from cluster.mapping import Call, Layout, Plan
 from cluster.network import (
     _gated_error_below,
+    error_events,
     layer_forward,
     layer_increment_sums,
     momentum_step,
@@ -350,6 +351,7 @@ class SliceChip(Chip):
             if seg is not None:  # the top U compartments start from the ANN's unrounded Uᴸ
                 phases_out = seg.backward(top_error=to_host(U).astype(np.float64))
             E = top_error_spikes(xp, U, step)
+            emitted = error_events(xp, E, step)  # Zᴸ = Eᴸ: no gate on the output
             stats = [float(loss.sum()), correct]
         elif self.plan.sums_below(l + 1):  # Eˡ⁺¹ of every slice above, summed here on the copy
             above = self.plan.topo.layers[l + 1]
@@ -357,7 +359,9 @@ class SliceChip(Chip):
                                            slot.pop(("E", l + 1), None), self.slices.get(l + 1, (0, 0))[0], "error",
                                            l + 1, batch, micro, slot.pop(("EP", l + 1), None))
             spec, Wc, _, omega = self.copies[l + 1]
-            E = _gated_error_below(xp, spec, (Wc, None), E_up, layer, kept.mask, step)
+            count: list = []  # its U compartments' error spikes, before the gate
+            E = _gated_error_below(xp, spec, (Wc, None), E_up, layer, kept.mask, step, count)
+            emitted = count[0]
             if seg is not None:
                 phases_out = seg.backward(phases_in)
                 self._check(seg.net[l].Z, _gated_error_below(xp, spec, (Wc, None), E_up, layer, None, step))
@@ -373,11 +377,13 @@ class SliceChip(Chip):
                                         slot.pop(("ZP", l), None))
             if seg is not None:
                 phases_out = seg.backward(phases_in)
+            emitted = error_events(xp, Z, step)  # what the U compartments above emitted for its units
             E = error_gate(xp, Z, kept.mask, 1.0, rounding=False)  # δ = z·S′ (Eq. (7))
         if seg is not None:
             self._check(seg.net[l].E, E)
         B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
-        self.counter.accumulate_row(l, self.counter.measure_layer(l, S_in, kept.S if l < self.L else None, E, B))
+        self.counter.accumulate_row(l, self.counter.measure_layer(l, S_in, kept.S if l < self.L else None, E, B,
+                                                                  emitted))
         if layer.trainable:
             gW, gb = layer_increment_sums(xp, layer, self.params[l], E, kept.cache)
             acc = self.omega[l]

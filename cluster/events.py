@@ -64,12 +64,14 @@ ORDERS = {
 
 @dataclass
 class EventCounts:
-    """Per layer: spikes emitted forward (n), best case Σ|S| (n_min), error spikes emitted,
+    """Per layer: spikes emitted forward (n), best case Σ|S| (n_min), error spikes emitted by its U
+    compartments and their best case Σ|Z| (what ``cluster.synops`` counts as ``error_spikes``),
     synaptic events forward and backward, and the number of waves."""
 
     spikes: list[float] = field(default_factory=list)
     spikes_min: list[float] = field(default_factory=list)
     error_spikes: list[float] = field(default_factory=list)
+    error_spikes_min: list[float] = field(default_factory=list)  # Σ |Z|: the equivalent ANN's error_spikes
     events_forward: list[float] = field(default_factory=list)
     events_backward: list[float] = field(default_factory=list)
     waves: list[int] = field(default_factory=list)
@@ -515,6 +517,7 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
         counts.spikes.append(st.n)
         counts.spikes_min.append(float(np.abs(st.S).sum()) if l < L else 0.0)
         counts.error_spikes.append(n_err[l])
+        counts.error_spikes_min.append(float(np.abs(st.Z).sum()))
         counts.waves.append(st.waves)
         counts.events_forward.append(st.events_in)
         counts.events_backward.append(st.events_back)

@@ -158,7 +158,7 @@ class GraphStep:
         with dense_products(self.gemm):
             fp = forward(xp, self.topo, self.params, self.x, self.step)
             bp = backward(xp, self.topo, self.params, fp, self.y, self.step)
-            rows = self.counter.measure(fp.x, [lf.S for lf in fp.layers], bp.E, self.batch)
+            rows = self.counter.measure(fp.x, [lf.S for lf in fp.layers], bp.E, self.batch, bp.emitted)
         for l, (gW, gb) in bp.sums.items():
             sgd_update(xp, *self.params[l], *self.velocity[l], gW, gb, self.eta, self.momentum, self.frac_bits)
         loss = bp.loss.sum()

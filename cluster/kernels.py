@@ -98,22 +98,30 @@ def activation_numpy(pre: np.ndarray, bias: np.ndarray, theta_ff: float) -> tupl
     return pre, mask
 
 
-def error_gate_numpy(Z: np.ndarray, mask: np.ndarray | None, theta_bp: float, rounding: bool) -> np.ndarray:
+def error_gate_numpy(Z: np.ndarray, mask: np.ndarray | None, theta_bp: float, rounding: bool,
+                     count: list | None = None) -> np.ndarray:
     """NumPy twin of :func:`error_gate`, in place on ``Z`` (a temporary the caller owns).
 
     Z: any shape, C-contiguous, the product (Wˡ⁺¹)ᵀ ⋆ Eˡ⁺¹; mask: bool of Z's shape or None
     (S′ = 1). Returns E = mask ⊙ round(Z / Θbp) (or without the round for float gradients).
+    count: when a list, the error spikes the U compartments emit, before the S′ gate, are appended:
+    Σ |round(Z / Θbp)| (float gradients: the nonzero values).
     """
     Z = np.ascontiguousarray(Z)  # blocks walk a flat view: a strided input must be copied first
     flat = Z.reshape(-1)
     mflat = None if mask is None else np.ascontiguousarray(mask).reshape(-1)
+    total = 0.0
     for i in range(0, flat.size, BLOCK):
         c = flat[i:i + BLOCK]
         c /= theta_bp
         if rounding:
             _round_block(c)
+        if count is not None:
+            total += float(np.abs(c).sum(dtype=np.float64)) if rounding else float(np.count_nonzero(c))
         if mflat is not None:
             c *= mflat[i:i + BLOCK]
+    if count is not None:
+        count.append(total)
     return Z
 
 
@@ -161,11 +169,18 @@ def activation(xp: Any, pre: Any, bias: Any, theta_ff: float) -> tuple[Any, Any]
     return pre, mask
 
 
-def error_gate(xp: Any, Z: Any, mask: Any | None, theta_bp: float, rounding: bool = True) -> Any:
-    """E = S′ ⊙ round(Z / Θbp) (``rounding`` False: S′ ⊙ Z / Θbp); mask None means S′ = 1. Overwrites Z."""
+def error_gate(xp: Any, Z: Any, mask: Any | None, theta_bp: float, rounding: bool = True,
+               count: list | None = None) -> Any:
+    """E = S′ ⊙ round(Z / Θbp) (``rounding`` False: S′ ⊙ Z / Θbp); mask None means S′ = 1. Overwrites Z.
+
+    count: when a list, Σ |round(Z / Θbp)| (the error spikes emitted before the gate; float
+    gradients: the nonzero values) is appended, a float on NumPy, a device scalar on CuPy."""
     if xp is np:
-        return error_gate_numpy(Z, mask, theta_bp, rounding)
-    _, gate, gate_float, _ = _cupy_kernels()
+        return error_gate_numpy(Z, mask, theta_bp, rounding, count)
+    _, gate, gate_float, rnd = _cupy_kernels()
+    if count is not None:
+        z = Z / Z.dtype.type(theta_bp)
+        count.append(xp.abs(rnd(z, z)).sum(dtype=np.float64) if rounding else xp.count_nonzero(z).astype(np.float64))
     if mask is None:
         mask = xp.ones((), dtype=bool)
     return (gate if rounding else gate_float)(Z, mask, Z.dtype.type(theta_bp), Z)

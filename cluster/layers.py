@@ -273,9 +273,10 @@ class ConvKind:
 
     @staticmethod
     def gated_error_below(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, below: Any, mask: Any | None,
-                          theta_ff: float, theta_bp: float, rounding: bool) -> Any:
-        """S′ ⊙ round(Wᵀ ⋆ E / Θbp) for the layer below (Eqs. (7), (11), (18)), in its layout."""
-        return error_gate(xp, conv_backward_input(xp, layer, params[0], E), mask, theta_bp, rounding)
+                          theta_ff: float, theta_bp: float, rounding: bool, count: list | None = None) -> Any:
+        """S′ ⊙ round(Wᵀ ⋆ E / Θbp) for the layer below (Eqs. (7), (11), (18)), in its layout; ``count``:
+        as for :func:`cluster.kernels.error_gate` (the error spikes emitted below, before the gate)."""
+        return error_gate(xp, conv_backward_input(xp, layer, params[0], E), mask, theta_bp, rounding, count)
 
     @staticmethod
     def increments(xp: Any, layer: Conv, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:
@@ -338,11 +339,15 @@ class PoolKind:
 
     @staticmethod
     def gated_error_below(xp: Any, layer: Pool, params: None, E: Any, below: Any, mask: Any | None,
-                          theta_ff: float, theta_bp: float, rounding: bool) -> Any:
+                          theta_ff: float, theta_bp: float, rounding: bool, count: list | None = None) -> Any:
         """S′ ⊙ round(Wᵀ ⋆ E / Θbp) for the layer below (Eqs. (7), (11)), rounded on the pooled grid:
         every input of a window receives the same value (E Θff/k²), so its rounding is done once per
-        window, k² times fewer, and then copied out; the values are those of rounding after the copy."""
-        Z = error_gate(xp, E * (theta_ff / layer.size ** 2), None, theta_bp, rounding)
+        window, k² times fewer, and then copied out; the values are those of rounding after the copy
+        (and the error spikes emitted, ``count``, k² times those of the pooled grid)."""
+        pooled: list | None = [] if count is not None else None
+        Z = error_gate(xp, E * (theta_ff / layer.size ** 2), None, theta_bp, rounding, pooled)
+        if count is not None and pooled:
+            count.append(pooled[0] * layer.size ** 2)
         out = pool_backward_input(xp, layer, Z, 1.0)
         if mask is not None:
             out *= mask
@@ -396,9 +401,11 @@ class DenseKind:
 
     @classmethod
     def gated_error_below(cls, xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, below: Any,
-                          mask: Any | None, theta_ff: float, theta_bp: float, rounding: bool) -> Any:
-        """S′ ⊙ round(Wᵀ E / Θbp) for the layer below (Eqs. (7), (11)), in its layout."""
-        return error_gate(xp, cls.error_below(xp, layer, params, E, below, theta_ff), mask, theta_bp, rounding)
+                          mask: Any | None, theta_ff: float, theta_bp: float, rounding: bool,
+                          count: list | None = None) -> Any:
+        """S′ ⊙ round(Wᵀ E / Θbp) for the layer below (Eqs. (7), (11)), in its layout (``count``: as for conv)."""
+        return error_gate(xp, cls.error_below(xp, layer, params, E, below, theta_ff), mask, theta_bp, rounding,
+                          count)
 
     @staticmethod
     def increments(xp: Any, layer: Dense, params: tuple[Any, Any], E: Any, cache: Any) -> tuple[Any, Any]:

@@ -99,6 +99,7 @@ class BackwardPass:
     E: list[Any]                         # Eˡ per layer l, layer-native layout (None where not computed)
     sums: dict[int, tuple[Any, Any]]     # layer l -> (Σ E ⊗ Sˡ⁻¹, Σ E), shapes of (Wˡ, bˡ)
     loss: Any                            # (B,) cross-entropy of softmax(Vᴸ)
+    emitted: dict[int, Any] = field(default_factory=dict)  # layer l -> Σ |Zˡ|, error spikes before S′
 
 
 def to_chwb(xp: Any, x: Any) -> Any:
@@ -212,25 +213,33 @@ def gate(xp: Any, Z: Any, mask: Any | None, cfg: StepConfig) -> Any:
 
 
 def _gated_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any, below: Any,
-                       mask: Any | None, cfg: StepConfig) -> Any:
+                       mask: Any | None, cfg: StepConfig, count: list | None = None) -> Any:
     """gate(layer_error_below(...)), Eˡ⁻¹ = S′ ⊙ round(Zˡ⁻¹ / Θbp): one timed unit of :func:`backward_layers`,
-    as each layer kind computes it (pooling rounds on its pooled grid: the same values)."""
+    as each layer kind computes it (pooling rounds on its pooled grid: the same values). ``count``: a
+    list to append the error spikes the U compartments below emit, Σ |Zˡ⁻¹|, before the gate."""
     return kind_of(layer).gated_error_below(xp, layer, params, E, below, mask, cfg.theta_ff, cfg.theta_bp,
-                                            cfg.gradient == "spike")
+                                            cfg.gradient == "spike", count)
+
+
+def error_events(xp: Any, E: Any, cfg: StepConfig) -> Any:
+    """Error spikes in E (Σ |E|), or its nonzero values for float gradients: a float64 (device) scalar."""
+    return xp.abs(E).sum(dtype=np.float64) if cfg.gradient == "spike" else xp.count_nonzero(E).astype(np.float64)
 
 
 def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], kept: list[LayerForward],
                     E_top: Any, cfg: StepConfig, first: int = 0, last: int | None = None,
-                    clock: Clock | None = None,
-                    visit: Callable[[int, Any], None] | None = None) -> tuple[list[Any], dict, Any]:
+                    clock: Clock | None = None, visit: Callable[[int, Any], None] | None = None,
+                    emitted: dict[int, Any] | None = None) -> tuple[list[Any], dict, Any]:
     """Backward phase of layers ``last..first`` (Algorithm 2 in ANN form, Eqs. (7), (11), (12), (18)).
 
     kept: the forward phase of layers first..last (:func:`forward_layers`); E_top: E of layer
     ``last`` (from :func:`output_error` on the output layer, else S′ ⊙ Z of the error spikes
     received from above). ``visit(l, Eˡ)`` is called for each layer, top down, once its E is
-    known. Returns (E: list over layers 0..L, None outside first..last; the increment sums
-    {l: (Σ E ⊗ Sˡ⁻¹, Σ E)}; Zᶠⁱʳˢᵗ⁻¹ = round((W)ᵀ ⋆ E / Θbp), the error spikes for the layer
-    below ``first`` (None when first = 0: nothing is propagated into the input)).
+    known. ``emitted``: a dict to fill with the error spikes the U compartments of each layer
+    below ``last`` emit, Σ |Zˡ| before the S′ gate (Eq. (6); first − 1 included). Returns (E:
+    list over layers 0..L, None outside first..last; the increment sums {l: (Σ E ⊗ Sˡ⁻¹, Σ E)};
+    Zᶠⁱʳˢᵗ⁻¹ = round((W)ᵀ ⋆ E / Θbp), the error spikes for the layer below ``first`` (None when
+    first = 0: nothing is propagated into the input)).
     """
     L = len(topo.layers) - 1
     last = L if last is None else last
@@ -251,8 +260,11 @@ def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]],
         below = topo.layers[l - 1]
         # the layer below on this side of the boundary gates with its S′; across it, S′ is the receiver's
         mask = kept[l - 1 - first].mask if l > first else None
+        count: list | None = [] if emitted is not None else None
         Zl = run(f"l{l} {layer.token():>8} error below",
-                 partial(_gated_error_below, xp, layer, params.get(l), El, below, mask, cfg))
+                 partial(_gated_error_below, xp, layer, params.get(l), El, below, mask, cfg, count))
+        if emitted is not None and count:
+            emitted[l - 1] = count[0]
         if l == first:
             Z_below = Zl
             break
@@ -268,8 +280,9 @@ def backward(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], fp: Fo
     W⁰) but nothing is propagated into the input.
     """
     E_top, loss = output_error(xp, fp.V, y, cfg)
-    E, sums, _ = backward_layers(xp, topo, params, fp.layers, E_top, cfg)
-    return BackwardPass(E=E, sums=sums, loss=loss)
+    emitted = {len(topo.layers) - 1: error_events(xp, E_top, cfg)}  # Zᴸ = Eᴸ: no gate on the output
+    E, sums, _ = backward_layers(xp, topo, params, fp.layers, E_top, cfg, emitted=emitted)
+    return BackwardPass(E=E, sums=sums, loss=loss, emitted=emitted)
 
 
 def init_params(topo: Topology, rng: np.random.Generator, theta_ff: float,

@@ -1,13 +1,24 @@
 """Synaptic-operation counts (section 4, "Sparsity in backpropagated gradient"; DESIGN §5).
 
 A spike (or error spike) of value s is |s| events; each event costs one
-accumulation (ACC) per synapse it crosses. Per layer l and batch:
+accumulation (ACC) per synapse it crosses. Per layer l and batch (one name for one meaning,
+the same in the chips' reports, the Parquet tables and the README):
 
-* ``acc_forward``  = Σ |Sˡ⁻¹| · fan-out of each neuron of layer l−1 into layer l
-  (layer 0: the float input is multiplied in, so it counts [x ≠ 0] · fan-out MACs);
+* ``spikes``                 = Σ |Sˡ|, the spikes layer l's neurons emit (l < L);
+* ``error_spikes``           = Σ |Zˡ|, the error spikes layer l's U compartments emit (Eq. (6)),
+  before the S′ gate: what a link into the chip holding layer l carries backward;
+* ``error_spikes_delivered`` = Σ |Eˡ| = Σ |S′ ⊙ Zˡ|, the δ that pass the gate (Eq. (7)) and
+  reach synapses: the ones that cost ``acc_backward`` and ``acc_update``;
+* ``input_macs``             = [x ≠ 0] · fan-out of layer 0: the SNN's multiply-accumulates, since
+  the float input is multiplied in (0 for l ≥ 1);
+* ``acc_forward``  = Σ |Sˡ⁻¹| · fan-out of each neuron of layer l−1 into layer l (0 for l = 0);
 * ``acc_backward`` = Σ |Eˡ| · fan-in of each neuron of l (errors sent down to l−1; l ≥ 1);
 * ``acc_update``   = Σ |Eˡ| · fan-in (each δ updates the ω of its incoming synapses, Eq. (8));
 * ``macs``         = the equivalent ANN's MACs for the same pass: connections × B.
+
+These are the equivalent ANN's counts: the fewest spikes that carry its values (n_min, Eq. (21)).
+The event simulator (``cluster.events``) reports the spikes it actually sends beside them
+(``spikes`` against ``spikes_min``, ``error_spikes`` against ``error_spikes_min``).
 
 Border taps of a convolution count only where a connection exists: an input
 neuron near the border of a valid convolution feeds fewer outputs, and an output
@@ -25,7 +36,9 @@ import numpy as np
 from .layers import Fan, kind_of, matmul
 from .topology import Topology
 
-COUNTERS: tuple[str, ...] = ("spikes", "error_spikes", "acc_forward", "acc_backward", "acc_update", "macs")
+COUNTERS: tuple[str, ...] = ("spikes", "error_spikes", "error_spikes_delivered", "input_macs", "acc_forward",
+                             "acc_backward", "acc_update", "macs")
+_SPIKES, _EMITTED, _DELIVERED, _INPUT_MACS, _ACC_F, _ACC_B, _ACC_U, _MACS = range(len(COUNTERS))
 
 
 def layer_fan(layer: Any) -> Fan:
@@ -88,38 +101,46 @@ class SynopCounter:
     def reset(self) -> None:
         self._acc = [[0.0] * len(COUNTERS) for _ in self.topo.layers]
 
-    def measure_layer(self, l: int, below: Any, S_l: Any | None, E_l: Any | None, batch: int) -> list[Any]:
+    def measure_layer(self, l: int, below: Any, S_l: Any | None, E_l: Any | None, batch: int,
+                      emitted: Any = None) -> list[Any]:
         """The COUNTERS row of layer l for one (micro-)batch.
 
         below: what layer l received (the CHWB float input for l = 0, else Sˡ⁻¹); S_l: its
-        spikes (None for the output layer); E_l: its errors or None. Pure: thread-safe.
+        spikes (None for the output layer); E_l: its errors or None; emitted: Σ |Zˡ|, its U
+        compartments' error spikes before the gate, where known (:func:`cluster.network.backward`).
+        Pure: thread-safe.
         """
         xp, layer, fan = self.xp, self.topo.layers[l], self.fans[l]
         row: list[Any] = [0.0] * len(COUNTERS)
         # Hidden outputs are ReLU or pooling of ReLU outputs: S ≥ 0, so |S| = S.
-        _, row[2] = _weighted_events(xp, below, fan.fan_out, self._fan_out_dev[l],
-                                     "nonzero" if l == 0 else "nonneg")
+        _, fwd = _weighted_events(xp, below, fan.fan_out, self._fan_out_dev[l], "nonzero" if l == 0 else "nonneg")
+        row[_INPUT_MACS if l == 0 else _ACC_F] = fwd
         if S_l is not None:
-            row[0] = _events(xp, S_l, "nonneg").sum(dtype=np.float64)
-        row[5] = float(fan.connections * batch)
+            row[_SPIKES] = _events(xp, S_l, "nonneg").sum(dtype=np.float64)
+        row[_MACS] = float(fan.connections * batch)
+        if emitted is not None:
+            row[_EMITTED] = emitted
         if E_l is not None:
-            row[1], weighted = _weighted_events(xp, E_l, fan.fan_in, self._fan_in_dev[l],
-                                                "abs" if self.spike else "nonzero")
+            row[_DELIVERED], weighted = _weighted_events(xp, E_l, fan.fan_in, self._fan_in_dev[l],
+                                                         "abs" if self.spike else "nonzero")
             if l > 0:
-                row[3] = weighted
+                row[_ACC_B] = weighted
             if layer.trainable:
-                row[4] = weighted
+                row[_ACC_U] = weighted
         return row
 
-    def measure(self, x: Any, S: list[Any], E: list[Any] | None, batch: int) -> list[list[Any]]:
+    def measure(self, x: Any, S: list[Any], E: list[Any] | None, batch: int,
+                emitted: dict[int, Any] | None = None) -> list[list[Any]]:
         """The counts of one (micro-)batch, (L+1) rows of COUNTERS, without touching the totals.
 
         x: CHWB float input; S[l]: layer outputs (S[L] = Vᴸ is not a spike count); E[l]: errors
-        or None. Pure: safe to call from several threads at once.
+        or None; emitted: {l: Σ |Zˡ|} (:attr:`cluster.network.BackwardPass.emitted`). Pure: safe
+        to call from several threads at once.
         """
         L = len(self.topo.layers) - 1
         return [self.measure_layer(l, x if l == 0 else S[l - 1], S[l] if l < L else None,
-                                   None if E is None else E[l], batch) for l in range(L + 1)]
+                                   None if E is None else E[l], batch, (emitted or {}).get(l))
+                for l in range(L + 1)]
 
     def accumulate_row(self, l: int, row: list[Any]) -> None:
         acc = self._acc[l]
@@ -131,9 +152,9 @@ class SynopCounter:
             for i, v in enumerate(row):
                 acc[i] = acc[i] + v
 
-    def add(self, x: Any, S: list[Any], E: list[Any] | None, batch: int) -> None:
+    def add(self, x: Any, S: list[Any], E: list[Any] | None, batch: int, emitted: dict[int, Any] | None = None) -> None:
         """measure() then accumulate()."""
-        self.accumulate(self.measure(x, S, E, batch))
+        self.accumulate(self.measure(x, S, E, batch, emitted))
 
     def totals(self) -> np.ndarray:
         out = np.array([[float(v) for v in row] for row in self._acc], dtype=np.float64)

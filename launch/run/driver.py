@@ -360,10 +360,12 @@ def epoch_rows(res: EpochResult, topo: Topology, cfg: TrainConfig) -> tuple[dict
         layer_rows.append(dict(
             epoch=res.epoch, layer=l, kind=layer.kind, token=layer.token(),
             spikes=c["spikes"][l], spikes_per_neuron=(c["spikes"][l] / layer_neurons) if l < L else float("nan"),
-            error_spikes=c["error_spikes"][l],
+            error_spikes=c["error_spikes"][l], error_spikes_delivered=c["error_spikes_delivered"][l],
+            input_macs=c["input_macs"][l],
             acc_forward=c["acc_forward"][l], acc_backward=c["acc_backward"][l], acc_update=c["acc_update"][l],
             macs=macs,
-            rel_forward=c["acc_forward"][l] / macs,
+            # layer 0's forward operations are MACs (the float input), the others' ACCs
+            rel_forward=(c["input_macs"][l] if l == 0 else c["acc_forward"][l]) / macs,
             rel_backward=(c["acc_backward"][l] / macs) if l > 0 else float("nan"),
             rel_update=(c["acc_update"][l] / macs) if layer.trainable else float("nan"),
             input_is_float=(l == 0),

@@ -84,7 +84,7 @@ def micro_step(xp: Any, topo: Any, params: dict, x: Any, y: Any, step: Any,
     fp = forward(xp, topo, params, x, step)
     correct = int((fp.V.argmax(axis=1) == y).sum())
     bp = backward(xp, topo, params, fp, y, step)
-    counts = counter.measure(fp.x, [lf.S for lf in fp.layers], bp.E, x.shape[0])
+    counts = counter.measure(fp.x, [lf.S for lf in fp.layers], bp.E, x.shape[0], bp.emitted)
     return bp.sums, bp.loss.sum(), correct, counts
 
 

@@ -32,6 +32,8 @@ from typing import Any
 from cluster.errors import SpikeGradError
 from cluster.topology import Topology
 
+from ..run.engine import upgrade_row
+
 E_MAC_PJ, E_ACC_PJ, E_HOP_PJ = 4.6, 0.9, 3.5
 HEADER_BITS = 8
 PACKETS = ("spinnaker", "aer")
@@ -98,14 +100,15 @@ class Energies:
 def energy_per_sample(layer_rows: list[dict], images: int, e: Energies, packets: float = 0.0) -> list[dict]:
     """Per pass (forward, backward, update): SNN and ANN operations and energy per sample (pJ), from
     one epoch's rows of layers.parquet; ``packets`` per sample add e.hop each (communication)."""
-    fwd_mac = sum(r["acc_forward"] for r in layer_rows if r["layer"] == 0)  # layer 0 multiplies its float input
-    fwd_acc = sum(r["acc_forward"] for r in layer_rows if r["layer"] > 0)
+    rows = [upgrade_row(int(r["layer"]), r) for r in layer_rows]  # tables written before input_macs too
+    fwd_mac = sum(r["input_macs"] for r in rows)  # layer 0 multiplies its float input
+    fwd_acc = sum(r["acc_forward"] for r in rows)
     passes = [
-        ("forward", fwd_acc, fwd_mac, sum(r["macs"] for r in layer_rows)),
-        ("backward", sum(r["acc_backward"] for r in layer_rows), 0.0,
-         sum(r["macs"] for r in layer_rows if r["layer"] > 0)),
-        ("update", sum(r["acc_update"] for r in layer_rows), 0.0,
-         sum(r["macs"] for r in layer_rows if r["kind"] != "pool")),  # the layers with weights
+        ("forward", fwd_acc, fwd_mac, sum(r["macs"] for r in rows)),
+        ("backward", sum(r["acc_backward"] for r in rows), 0.0,
+         sum(r["macs"] for r in rows if r["layer"] > 0)),
+        ("update", sum(r["acc_update"] for r in rows), 0.0,
+         sum(r["macs"] for r in rows if r["kind"] != "pool")),  # the layers with weights
     ]
     out = []
     for name, acc, mac, ann in passes:

@@ -6,6 +6,8 @@ from typing import Any
 
 from cluster.synops import COUNTERS
 
+from ..run.engine import upgrade_row
+
 
 def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict]]:
     """Parquet rows: (links: epoch, src, dst, kind, messages, bytes, spikes, cross_node), (chips: epoch,
@@ -24,7 +26,8 @@ def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict
             links.append(dict(epoch=epoch, src=rep["chip"], dst=rep["chip"], kind="increments",
                               messages=ex["messages"], bytes=ex["bytes"], spikes=0.0, min_payload_bytes=0,
                               cross_node=len(nodes.get(rep["chip"], ())) > 1))
-        ops: dict[str, Any] = {k: sum(row[k] for row in rep["synops"].values()) for k in COUNTERS}
+        ops: dict[str, Any] = {k: sum(upgrade_row(int(l), row)[k] for l, row in rep["synops"].items())
+                               for k in COUNTERS}
         checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
                           node=",".join(n[:8] for n in nodes[rep["chip"]]),
@@ -74,13 +77,18 @@ def format_traffic(links: list[dict], chips: list[dict], epoch: int | None = Non
     if len(epochs) > 1:
         lines.append(f"epochs {epochs[0]}-{epochs[-1]}: {_totals(every_epoch)}")
     lines.append("")
-    lines.append(f"{'chip':>4} {'node':>8} {'layers':>7} {'spikes':>11} {'err spikes':>11} {'ACC fwd':>11} "
-                 f"{'ACC bwd':>11} {'ACC upd':>11} {'MACs':>11} {'busy s':>7} {'enc s':>6} {'dec s':>6}")
+    lines.append(f"{'chip':>4} {'node':>8} {'layers':>7} {'spikes':>10} {'err emit':>10} {'err deliv':>10} "
+                 f"{'input MAC':>10} {'ACC fwd':>10} {'ACC bwd':>10} {'ACC upd':>10} {'ANN MACs':>10} "
+                 f"{'busy s':>7} {'enc s':>6} {'dec s':>6}")
     for r in chips:
-        lines.append(f"{r['chip']:>4} {r.get('node', '') or '-':>8} {r['layers']:>7} {r['spikes']:>11.3g} "
-                     f"{r['error_spikes']:>11.3g} {r['acc_forward']:>11.3g} {r['acc_backward']:>11.3g} "
-                     f"{r['acc_update']:>11.3g} {r['macs']:>11.3g} {r.get('busy_seconds', 0):>7.2f} "
+        r = upgrade_row(-1, r)  # chips tables written before the counters got one meaning each
+        lines.append(f"{r['chip']:>4} {r.get('node', '') or '-':>8} {r['layers']:>7} {r['spikes']:>10.3g} "
+                     f"{r['error_spikes']:>10.3g} {r['error_spikes_delivered']:>10.3g} {r['input_macs']:>10.3g} "
+                     f"{r['acc_forward']:>10.3g} {r['acc_backward']:>10.3g} {r['acc_update']:>10.3g} "
+                     f"{r['macs']:>10.3g} {r.get('busy_seconds', 0):>7.2f} "
                      f"{r.get('encode_seconds', 0):>6.2f} {r.get('decode_seconds', 0):>6.2f}")
+    lines.append("err emit: error spikes of the chip's U compartments (Eq. (6)), what its incoming backward link "
+                 "carries; err deliv: those passing S′ (δ, Eq. (7)); input MAC: layer 0's float input multiplied in")
     if events:
         differ = sum(r.get("event_values_differ", 0) for r in chips)
         lines.append(f"event wire: the spiking network on the chips equals the ANN on {events - differ:.6g} of "

@@ -225,3 +225,37 @@ def test_forward_applies_the_previous_batch_first():
         for l, arrays in a.state().items():
             for u, v in zip(arrays, c.state()[l]):
                 np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("spec", [None, "0-1,2,3"])
+def test_chip_table_and_link_table_reconcile(spec):
+    """One meaning per counter: a forward link carries the sender's top layer's spikes, a backward
+    link the error spikes the receiver's top-layer U compartments emit (before its S′ gate); and the
+    chips' rows sum to the local engine's per-layer counts."""
+    cfg = make_config("digits", engine="local")
+    params = seeded_params(cfg)
+    rng = np.random.default_rng(8)
+    x = (rng.integers(0, 17, (32, 1, 8, 8)) / 16).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    groups = parse_chips(spec, 4)
+    chips, _, _ = run_chips(cfg, groups, params, x, y, 8, batches=2)
+    reps = [c.report() for c in chips]
+    for i, rep in enumerate(reps):
+        top = str(rep["layers"][-1])
+        if i + 1 < len(reps):  # forward: this chip's top-layer spikes, to the next chip
+            assert rep["traffic"][i + 1]["spikes"] == rep["synops"][int(top)]["spikes"] > 0
+        if i > 0:  # backward: the error spikes of the previous chip's top layer, emitted here
+            below = reps[i - 1]
+            assert rep["traffic"][i - 1]["spikes"] == below["synops"][below["layers"][-1]]["error_spikes"] > 0
+            assert below["synops"][below["layers"][-1]]["error_spikes_delivered"] <= \
+                below["synops"][below["layers"][-1]]["error_spikes"]
+    local = LocalEngine(cfg, parse_topology(cfg.topology), params, graph=False)
+    local.micro_batch = 8
+    local.train_step(x, y)
+    local.train_step(x, y)
+    want = local.counters().layers
+    local.close()
+    from cluster.synops import COUNTERS
+    for rep in reps:
+        for l, row in rep["synops"].items():
+            np.testing.assert_allclose([row[k] for k in COUNTERS], want[int(l)], rtol=1e-12)

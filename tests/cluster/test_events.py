@@ -44,6 +44,9 @@ def test_events_equal_ann(text, seed, theta_ff, theta_bp, wide_bias):
         np.testing.assert_array_equal(ev.sums[l][1], gb)
     # n >= n_min: every accumulated spike was emitted at least once
     assert all(n >= m for n, m in zip(ev.counts.spikes, ev.counts.spikes_min))
+    # error spikes: the simulator's best case is the ANN counter's error_spikes (Σ |Z|, before S′)
+    assert ev.counts.error_spikes_min == [float(bp.emitted[l]) for l in range(len(topo.layers))]
+    assert all(n >= m for n, m in zip(ev.counts.error_spikes, ev.counts.error_spikes_min))
 
 
 @settings(max_examples=15, deadline=None)

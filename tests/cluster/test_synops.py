@@ -54,23 +54,38 @@ def test_counter_equals_brute_force(text, B, seed, gradient):
     S = [lf.S for lf in fp.layers]
     bp = backward(np, topo, params, fp, y, cfg)
     counter = SynopCounter(np, topo, spike_errors=(gradient == "spike"))
-    counter.add(fp.x, S, bp.E, B)
+    counter.add(fp.x, S, bp.E, B, bp.emitted)
     got = counter.totals()
     from cluster.network import export_layer
     flat_S = [x.reshape(B, -1)] + [export_layer(np, s) for s in S]
     flat_E = [export_layer(np, e) for e in bp.E]
     ev = (lambda a: np.abs(a)) if gradient == "spike" else (lambda a: (a != 0).astype(float))
     L = len(topo.layers) - 1
+    def emitted(l):
+        """Σ |Zˡ| by brute force: the layer above's dense matrix times its δ, rounded, before S′."""
+        if l == L:
+            return ev(flat_E[L]).sum()
+        above = topo.layers[l + 1]
+        M, _ = connection_matrix(above, params[l + 1][0] if above.trainable else None)
+        if not above.trainable:
+            M = M * cfg.theta_ff  # pooling's weights are Θff/k²
+        Z = flat_E[l + 1] @ M / cfg.theta_bp
+        if gradient == "spike":
+            Z = np.sign(Z) * np.floor(np.abs(Z) + 0.5)
+        return ev(Z).sum()
+
     for l, layer in enumerate(topo.layers):
         _, C = connection_matrix(layer, np.ones(layer.weight_shape) if layer.weight_shape else None)
         below = (flat_S[0] != 0).astype(float) if l == 0 else np.abs(flat_S[l])
         want = {
-            "acc_forward": (below * C.sum(axis=0)).sum(),
+            "input_macs": (below * C.sum(axis=0)).sum() if l == 0 else 0.0,
+            "acc_forward": (below * C.sum(axis=0)).sum() if l > 0 else 0.0,
             "acc_backward": (ev(flat_E[l]) * C.sum(axis=1)).sum() if l > 0 else 0.0,
             "acc_update": (ev(flat_E[l]) * C.sum(axis=1)).sum() if layer.trainable else 0.0,
             "macs": C.sum() * B,
             "spikes": np.abs(flat_S[l + 1]).sum() if l < L else 0.0,
-            "error_spikes": ev(flat_E[l]).sum(),
+            "error_spikes_delivered": ev(flat_E[l]).sum(),
+            "error_spikes": emitted(l),
         }
         for name, value in want.items():
             assert got[l, COUNTERS.index(name)] == pytest.approx(value, rel=1e-12, abs=1e-9), (l, name)
