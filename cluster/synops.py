@@ -160,3 +160,23 @@ class SynopCounter:
         out = np.array([[float(v) for v in row] for row in self._acc], dtype=np.float64)
         self.reset()
         return out
+
+
+def spike_bound(topo: Topology, params: dict[int, tuple[Any, Any]], x_max: float, theta_ff: float) -> list[float]:
+    """n_max of Eq. (21) per hidden layer: ⌊N_in · w_max · n_max of the layer below / Θff⌋, the most
+    spikes one neuron can emit in one sample (before the first layer, n_max is the input's largest
+    value x_max). N_in: the layer's largest fan-in; w_max: its largest |weight| (pooling: Θff/k²).
+    Biases are left out, as in the paper, so a neuron with a large bias can exceed it."""
+    bounds, below = [], float(x_max)
+    for l, layer in enumerate(topo.layers[:-1]):
+        n_in = float(np.max(layer_fan(layer).fan_in))
+        w_max = float(np.max(np.abs(params[l][0]))) if layer.trainable else theta_ff / layer.size ** 2  # type: ignore[union-attr]
+        below = float(np.floor(n_in * w_max * below / theta_ff))
+        bounds.append(below)
+    return bounds
+
+
+def spike_histogram(S: list[Any], topo: Topology) -> list[np.ndarray]:
+    """Per hidden layer: how many (neuron, sample) pairs hold 0, 1, 2, ... spikes (Σ |S| per neuron
+    per sample, the equivalent ANN's spike counts: the fewest the spiking network can send)."""
+    return [np.bincount(np.abs(np.asarray(S[l])).astype(np.int64).ravel()) for l in range(len(topo.layers) - 1)]

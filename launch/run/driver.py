@@ -263,10 +263,14 @@ class Driver:
                 links, chips = traffic_rows(res.epoch, res.counters.chips)
                 tables["traffic"] += links
                 tables["chips"] += chips
+            tables["operations"] += operation_rows(res, topo)
+            saved = self.state_arrays()
+            tables["spikes"] += spike_rows(res.epoch, topo, cfg, {l: (saved[f"W{t}"], saved[f"b{t}"])
+                                                                  for t, l in enumerate(topo.trainable)}, xte)
             for name, rows in tables.items():
                 if rows or name in ("metrics", "layers"):
                     run.write_table(name, rows)
-            self.save(run)
+            self.save(run, saved)
             note = self.engine.note()
             if note:
                 log(f"spikegrad: warning: {note}")
@@ -288,9 +292,10 @@ class Driver:
         return summary
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save(self, run: RunDir) -> None:
-        """The checkpoint, written whole, then pushed where the run lives."""
-        run.write_checkpoint(self.state_arrays())
+    def save(self, run: RunDir, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """The checkpoint (``arrays``, else :meth:`state_arrays` now), written whole, then pushed where
+        the run lives."""
+        run.write_checkpoint(self.state_arrays() if arrays is None else arrays)
         run.sync()
 
     def progress_arrays(self) -> dict[str, np.ndarray]:
@@ -346,6 +351,50 @@ class Driver:
             state[l] = (W, b, vW, vb)
         self.load_progress(arrays, path)
         self.engine.restore(state)
+
+
+PASSES = ("forward", "backward", "update")
+
+
+def operation_rows(res: EpochResult, topo: Topology) -> list[dict]:
+    """Per layer and pass, the epoch's operations per training sample (``operations.parquet``): the
+    SNN's accumulations and multiply-accumulates, the equivalent ANN's MACs, and the spikes (forward)
+    or error spikes emitted and delivered (backward, update) that cause them (:mod:`cluster.synops`)."""
+    c = {name: res.layer_counts[:, i] / res.images for i, name in enumerate(COUNTERS)}
+    out = []
+    for l, layer in enumerate(topo.layers):
+        ann = {"forward": c["macs"][l], "backward": c["macs"][l] if l > 0 else 0.0,
+               "update": c["macs"][l] if layer.trainable else 0.0}
+        for p in PASSES:
+            fwd = p == "forward"
+            out.append({"epoch": res.epoch, "layer": l, "kind": layer.kind, "token": layer.token(), "pass": p,
+                        "snn_acc": c[f"acc_{p}"][l], "snn_mac": c["input_macs"][l] if fwd else 0.0,
+                        "ann_mac": ann[p], "spikes": c["spikes"][l] if fwd else 0.0,
+                        "error_spikes": 0.0 if fwd else c["error_spikes"][l],
+                        "error_spikes_delivered": 0.0 if fwd else c["error_spikes_delivered"][l]})
+    return out
+
+
+def spike_rows(epoch: int, topo: Topology, cfg: TrainConfig, params: dict[int, tuple[np.ndarray, np.ndarray]],
+               x: np.ndarray) -> list[dict]:
+    """The spikes per neuron per sample of every hidden layer (``spikes.parquet``): a histogram over
+    (neuron, sample) of the equivalent ANN's Σ|S| on the first test images (1,000, fewer for large
+    networks: about 2·10⁹ MACs in all), with Eq. (21)'s bound n_max (:func:`cluster.synops.spike_bound`)."""
+    from cluster.network import export_layer, forward  # noqa: PLC0415
+    from cluster.synops import layer_fan, spike_bound, spike_histogram  # noqa: PLC0415
+
+    if not len(x) or len(topo.layers) < 2:
+        return []
+    per_image = sum(layer_fan(layer).connections for layer in topo.layers)
+    n = int(max(16, min(1000, 2e9 // max(per_image, 1), len(x))))
+    n = min(n, len(x))
+    xs = np.asarray(x[:n], dtype=np.float32)
+    fp = forward(np, topo, {l: (np.asarray(W, np.float32), np.asarray(b, np.float32)) for l, (W, b) in params.items()},
+                 xs, cfg.step)
+    hist = spike_histogram([export_layer(np, lf.S) for lf in fp.layers], topo)
+    bound = spike_bound(topo, params, float(np.max(np.abs(xs))), cfg.theta_ff)
+    return [dict(epoch=epoch, layer=l, token=topo.layers[l].token(), spikes=k, count=int(cnt), samples=n,
+                 n_max=bound[l]) for l, h in enumerate(hist) for k, cnt in enumerate(h) if cnt]
 
 
 def epoch_rows(res: EpochResult, topo: Topology, cfg: TrainConfig) -> tuple[dict, list[dict]]:

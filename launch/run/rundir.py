@@ -126,12 +126,14 @@ class RunDir:
     CHECKPOINT = "checkpoint.npz"
     SUMMARY = "summary.json"
     LOCK = ".lock"
-    TABLES = ("metrics", "layers", "traffic", "chips")  # <name>.parquet
+    TABLES = ("metrics", "layers", "traffic", "chips", "operations", "spikes")  # <name>.parquet
     # The columns every reader relies on; a table without them (an edited or foreign file) is refused.
     COLUMNS = {"metrics": ("epoch", "images", "seconds", "train_loss", "train_accuracy", "test_accuracy"),
                "layers": ("epoch", "layer", "kind", "acc_forward", "acc_backward", "acc_update", "macs"),
                "traffic": ("epoch", "src", "dst", "messages", "bytes", "spikes"),
-               "chips": ("epoch", "chip", "layers")}
+               "chips": ("epoch", "chip", "layers"),
+               "operations": ("epoch", "layer", "kind", "pass", "snn_acc", "snn_mac", "ann_mac"),
+               "spikes": ("epoch", "layer", "spikes", "count", "n_max")}
 
     def __init__(self, path: str | os.PathLike, remote: RemoteRun | None = None) -> None:
         self.path = Path(path)
@@ -239,7 +241,7 @@ class RunDir:
                                  f"missing {', '.join(missing)}")
         for r in rows:
             for c in want:
-                v, text = r[c], c in ("kind", "layers")
+                v, text = r[c], c in ("kind", "layers", "pass")
                 ok = isinstance(v, str) if text else \
                     isinstance(v, (int, float)) and not isinstance(v, bool) and (c != "epoch" or isinstance(v, int))
                 if not ok:

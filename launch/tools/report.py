@@ -13,9 +13,13 @@ Drawn from the runs' Parquet files (matplotlib, headless):
   and of bytes per link, chips labelled by the layers they hold;
 - ``energy_<run>.png``: the last epoch's energy estimate per sample and pass, SNN against ANN
   (:mod:`launch.tools.cost`);
-- ``summary.md``: one row per run, and per training protocol (runs that differ only in their seed,
-  ``PROTOCOL``) the final test accuracy's max and mean ± sample standard deviation over distinct
-  seeds (the paper's Table 1); a run that repeats a seed is listed, not counted again.
+- ``spikes_<run>.png``: the last epoch's spikes per neuron per sample of every hidden layer, a
+  histogram with the paper's bound n_max (Eq. (21)) marked (runs with ``spikes.parquet``);
+- ``summary.md``: one row per run, each run's operations per training sample and pass (SNN ACCs and
+  MACs, ANN MACs, spikes, error spikes emitted and delivered), and per training protocol (runs that
+  differ only in their seed, ``PROTOCOL``) the final test accuracy's max and mean ± sample standard
+  deviation over distinct seeds (the paper's Table 1); a run that repeats a seed is listed, not
+  counted again.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class Run:
         self.layers = run.read_table("layers")
         self.traffic = run.read_table("traffic")
         self.chips = run.read_table("chips")
+        self.operations = run.read_table("operations")  # [] for runs written before these tables
+        self.spikes = run.read_table("spikes")
         self.label_text = run.label
         if not self.metrics:
             raise SpikeGradError(f"report: {run} has no finished epoch yet")
@@ -218,6 +224,60 @@ def energy_figure(run: Run, out: Path) -> str:
     return _save(fig, out / f"energy_{run.name}.png")
 
 
+def spikes_figure(run: Run, out: Path) -> str | None:
+    """The last epoch's spikes per neuron per sample of every hidden layer (``spikes.parquet``): a
+    histogram on a log scale with Eq. (21)'s bound n_max marked; None for runs without the table."""
+    if not run.spikes:
+        return None
+    plt = _pyplot()
+    epoch = max(r["epoch"] for r in run.spikes)
+    rows = [r for r in run.spikes if r["epoch"] == epoch]
+    layers = sorted({r["layer"] for r in rows})
+    cols = min(3, len(layers))
+    fig, axes = plt.subplots(-(-len(layers) // cols), cols, figsize=(4.2 * cols, 3.2 * -(-len(layers) // cols)),
+                             squeeze=False)
+    for ax in axes.flat[len(layers):]:
+        ax.set_visible(False)
+    for ax, l in zip(axes.flat, layers):
+        mine = sorted((r for r in rows if r["layer"] == l), key=lambda r: r["spikes"])
+        k = np.array([r["spikes"] for r in mine])
+        cnt = np.array([r["count"] for r in mine], dtype=float)
+        ax.bar(k, cnt / cnt.sum(), width=1.0, color="tab:blue")
+        bound = mine[0]["n_max"]
+        ax.set_yscale("log")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.axvline(bound, color="tab:red", linestyle="--", label=f"n_max = {bound:.3g} (Eq. 21)")
+        mean = float((k * cnt).sum() / cnt.sum())
+        ax.set_title(f"layer {l} ({mine[0]['token']}): mean {mean:.2f}, max {int(k.max())}", fontsize=9)
+        ax.set_xlabel("spikes per neuron per sample (Σ|S|)")
+        ax.set_ylabel("share of (neuron, sample)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{run.name}: spikes per neuron per sample, epoch {epoch}, {mine[0]['samples']} test images",
+                 fontsize=10)
+    return _save(fig, out / f"spikes_{run.name}.png")
+
+
+def operations_lines(run: Run) -> list[str]:
+    """The last epoch's operations per training sample, per pass (``operations.parquet``), as Markdown."""
+    if not run.operations:
+        return []
+    epoch = max(r["epoch"] for r in run.operations)
+    rows = [r for r in run.operations if r["epoch"] == epoch]
+    lines = [f"### {run.name}: operations per training sample, epoch {epoch}", "",
+             "| pass | SNN ACCs | SNN MACs | ANN MACs | SNN ops / ANN MACs | spikes | error spikes "
+             "(emitted / delivered) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in ("forward", "backward", "update"):
+        mine = [r for r in rows if r["pass"] == p]
+        acc, mac, ann = (sum(r[k] for r in mine) for k in ("snn_acc", "snn_mac", "ann_mac"))
+        spikes = sum(r["spikes"] for r in mine)
+        emitted, delivered = (sum(r[k] for r in mine) for k in ("error_spikes", "error_spikes_delivered"))
+        lines.append(f"| {p} | {acc:.4g} | {mac:.4g} | {ann:.4g} | {(acc + mac) / ann:.3f} | "
+                     f"{spikes:.4g} | {emitted:.4g} / {delivered:.4g} |" if ann else f"| {p} | {acc:.4g} | "
+                     f"{mac:.4g} | 0 | – | {spikes:.4g} | {emitted:.4g} / {delivered:.4g} |")
+    return lines + [""]
+
+
 # What makes runs one protocol: they are grouped over seeds only when all of these agree.
 PROTOCOL = ("dataset", "topology", "gradient", "alpha", "epochs", "batch_size", "lr", "momentum", "schedule",
             "theta_ff", "theta_bp", "shift", "validation", "limit_train", "limit_test", "weight_frac_bits", "dtype")
@@ -262,6 +322,7 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
     files = [*figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
     files += [f for f in (traffic_map(r, out) for r in runs) if f]
     files += [energy_figure(r, out) for r in runs]
+    files += [f for f in (spikes_figure(r, out) for r in runs) if f]
     t1 = table1(runs)
     lines = ["# SpikeGrad runs", "", "| run | dataset | gradient | α | seed | epochs | test accuracy | "
              "rel. synops backward (last epoch) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -280,6 +341,9 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
         lines += ["", "Runs that repeat a seed of their protocol (reported, not counted as more seeds):", ""]
         lines += [f"- {rep['run']}: seed {rep['seed']}, {rep['test_accuracy']:.2f} % (counted: {rep['counted']})"
                   for rep in repeated]
+    ops = [line for r in runs for line in operations_lines(r)]
+    if ops:
+        lines += ["", "## Operations per training sample (the SNN's and its equivalent ANN's)", ""] + ops
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in files]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     result = dict(out=str(out), files=[*files, "summary.md"], table1=t1)

@@ -100,3 +100,16 @@ def test_counter_resets_after_totals():
     c.add(fp.x, [lf.S for lf in fp.layers], None, 1)
     assert c.totals().sum() > 0
     assert c.totals().sum() == 0
+
+
+def test_spike_bound_is_eq_21_by_hand():
+    """n_max = ⌊N_in · w_max · n_max(below) / Θff⌋ layer by layer, from the input's largest value."""
+    from cluster.synops import spike_bound, spike_histogram
+
+    topo = parse_topology("4x4-2C3-P2-3-2")  # conv fan-in 9, pool 4 (w Θff/4), dense fan-in 2, output
+    params = {0: (np.full((2, 1, 3, 3), 0.5), np.zeros(2)), 2: (np.full((3, 2), -0.75), np.zeros(3)),
+              3: (np.ones((2, 3)), np.zeros(2))}
+    # layer 0: 9 · 0.5 · 2 / 0.25 = 36; pooling keeps 36; dense: 2 · 0.75 · 36 / 0.25 = 216
+    assert spike_bound(topo, params, 2.0, 0.25) == [36.0, 36.0, 216.0]
+    S = [np.array([[0, 2, 2]]), np.array([[1, 0]]), np.array([[3, 3, 0]])]
+    assert [h.tolist() for h in spike_histogram(S, topo)] == [[1, 0, 2], [1, 1], [1, 0, 0, 2]]
