@@ -267,6 +267,10 @@ class Chip:
         self.event_checks[0] += a.size
         self.event_checks[1] += int(np.count_nonzero(sim != a))
 
+    def _busy(self, t0: float, c0: float) -> None:
+        self.timing["busy"] += time.perf_counter() - t0
+        self.timing["cpu"] += time.process_time() - c0
+
     def audit_sizes(self, on: bool = True) -> None:
         """Also record, per link, the payload of the smaller encoding (costs a second count)."""
         self.size_audit = on
@@ -297,7 +301,7 @@ class Chip:
         """
         if apply_first is not None:
             self.apply(apply_first, *pending)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if self.is_first:
             x = np.asarray(inputs)[lo:hi]
             if tuple(x.shape[1:]) != self.topo.input_shape:
@@ -334,7 +338,7 @@ class Chip:
             out = self._send_events(phases_out, self.index + 1, batch, micro, self._out_shape(), B)
         else:
             out = self._send(S, "forward", self.index + 1, batch, micro, self._out_shape(), count=train)
-        self.timing["busy"] += time.perf_counter() - t0
+        self._busy(t0, c0)
         return out
 
     # -- BACKWARD ----------------------------------------------------------------------------
@@ -348,7 +352,7 @@ class Chip:
         message for the chip below (None on the first chip); the output chip returns
         (message, [loss sum, correct]).
         """
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         key = (batch, micro)
         if key not in self.pending:
             raise SpikeGradError(f"chip {self.index}: error for micro-batch {micro} of batch {batch} "
@@ -404,7 +408,7 @@ class Chip:
                 out = self._send_events(phases_out, self.index - 1, batch, micro, below_shape, B)
             else:
                 out = self._send(Z_below, "error", self.index - 1, batch, micro, below_shape)
-        self.timing["busy"] += time.perf_counter() - t0
+        self._busy(t0, c0)
         return (out, stats) if self.is_output else out
 
     # -- FORWARD + BACKWARD on a chip that holds the whole network ---------------------------
@@ -444,7 +448,7 @@ class Chip:
         ``increments()`` in replica order, this chip's included, so that all replicas add
         the same numbers in the same order and stay identical.
         """
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         eta, mu = self.cfg.eta * lr_scale, self.cfg.momentum
         if self.pending:
             raise SpikeGradError(f"chip {self.index}: apply with {len(self.pending)} micro-batches still "
@@ -461,7 +465,7 @@ class Chip:
             if total is not None:
                 sgd_update(self.xp, W, b, *self.velocity[l], total[0], total[1], eta, mu, self.cfg.frac_bits)
             self.omega[l] = None
-        self.timing["busy"] += time.perf_counter() - t0
+        self._busy(t0, c0)
 
     # -- state and counters ------------------------------------------------------------------
     def state(self) -> dict[int, tuple[np.ndarray, ...]]:
@@ -484,7 +488,9 @@ class Chip:
     def reset_counters(self) -> None:
         self.counter.reset()
         self.traffic: dict[int, list] = {}
-        self.timing = {"encode": 0.0, "decode": 0.0, "busy": 0.0}
+        # busy: wall seconds inside the protocol's calls; cpu: this process's CPU seconds in them
+        # (what the chip's work needs on a core of its own: launch.tools.plan)
+        self.timing = {"encode": 0.0, "decode": 0.0, "busy": 0.0, "cpu": 0.0}
         self.event_checks = [0, 0]  # values compared (spiking network vs ANN), values that differ
         self.exchange = [0, 0]  # increments sent to the other replicas: messages, bytes
 
@@ -522,6 +528,8 @@ def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
             ex[k] += v
         if "nodes" in rep:  # the Ray nodes the chip's replicas ran on (added by the chip engine)
             m["nodes"] = sorted(set(m.get("nodes", [])) | set(rep["nodes"]))
+        if "micro_batch" in rep:  # samples per micro-batch of the pipeline (added by the chip engine)
+            m["micro_batch"] = rep["micro_batch"]
         for l, row in rep["synops"].items():
             acc = m["synops"].setdefault(int(l), dict.fromkeys(row, 0.0))
             for k, v in row.items():

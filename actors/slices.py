@@ -273,7 +273,7 @@ class SliceChip(Chip):
         in order. Returns the messages for :meth:`Plan.forward_targets` (:func:`results`); for the
         output layer None when training, else the predictions argmax Vᴸ (B,).
         """
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if l not in self.slices:
             raise SpikeGradError(f"chip {self.index} holds no slice of layer {l}")
         slot = self._slot(batch, micro, train)
@@ -314,7 +314,7 @@ class SliceChip(Chip):
         for t in self.plan.forward_targets(l, self.index):
             out.append(self._send_piece(kept.S, phases_out, t.lo - a, t.hi - a, "forward", t.chip, batch, micro,
                                         self._layer_shape(l, t.lo, t.hi), B, count=train))
-        self.timing["busy"] += time.perf_counter() - t0
+        self._busy(t0, c0)
         if l == self.L:
             if train:
                 return None
@@ -333,7 +333,7 @@ class SliceChip(Chip):
         :meth:`Plan.backward_sources`' other chips, in order. Returns the messages for
         :meth:`Plan.backward_targets`, and for the output layer also [loss sum, correct] after them.
         """
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         slot = self.slots.get((batch, micro, True), {})
         if ("S", l) not in slot:
             raise SpikeGradError(f"chip {self.index}: error for micro-batch {micro} of batch {batch} at layer {l} "
@@ -407,8 +407,8 @@ class SliceChip(Chip):
             if seg is not None:  # the U compartments below, as the spiking network summed them
                 self._check(seg.net[l - 1].Z, Z_below)
             if l - 1 in self.slices:
-                c0, c1 = self.slices[l - 1]
-                lo_, hi_ = max(c0, n0), min(c1, n1)
+                u0, u1 = self.slices[l - 1]
+                lo_, hi_ = max(u0, n0), min(u1, n1)
                 if lo_ < hi_:
                     slot[("Z", l - 1)] = _units(Z_below, lo_ - n0, hi_ - n0)
                     if phases_out is not None:
@@ -417,7 +417,7 @@ class SliceChip(Chip):
                                     self._layer_shape(l - 1, t.lo, t.hi), B) for t in targets]
         if l == self.first:
             self.slots.pop((batch, micro, True), None)
-        self.timing["busy"] += time.perf_counter() - t0
+        self._busy(t0, c0)
         return _returns(out + [stats]) if stats is not None else _returns(out)
 
     # -- APPLY, state ------------------------------------------------------------------------

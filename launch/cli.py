@@ -189,6 +189,33 @@ def _add_traffic(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--e-hop", type=_positive_float, default=E_HOP_PJ, help="pJ per packet and link")
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="predict a chip run's throughput on N nodes from what it measured "
+                                    "(launch/tools/plan.py)")
+    p.add_argument("run_dir")
+    p.add_argument("--nodes", type=_positive_int, required=True)
+    p.add_argument("--link-gbps", type=_positive_float, default=10.0, help="each node's network, Gbit/s (default 10)")
+    p.add_argument("--latency-us", type=_nonnegative_float, default=10.0,
+                   help="µs each message that crosses nodes waits (default 10)")
+    p.add_argument("--cores", type=_positive_int, help="cores per node (default: one per chip)")
+    p.add_argument("--call-us", type=_nonnegative_float, default=0.0,
+                   help="µs of a core per call a chip receives, Ray's cost per actor call (default 0)")
+    p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "
+                   "the chip engine's choice there)")
+    p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
+    p.add_argument("--json", action="store_true")
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the paper's figures (PNG) and a Markdown summary from run directories")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -256,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(sub)
     _add_bench(sub)
     _add_map(sub)
+    _add_plan(sub)
     _add_report(sub)
     return parser
 
@@ -384,6 +412,17 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(a: argparse.Namespace) -> int:
+    from .run.rundir import RunDir  # noqa: PLC0415
+    from .tools.plan import format_plan, plan  # noqa: PLC0415
+    from .tools.report import Run  # noqa: PLC0415
+
+    p = plan(Run(RunDir.fetch(a.run_dir)), a.nodes, a.link_gbps, a.latency_us, a.cores, a.epoch, a.micro_batch,
+             a.call_us)
+    print(json.dumps(p, default=float) if a.json else format_plan(p), flush=True)
+    return 0
+
+
 def _cmd_map(a: argparse.Namespace) -> int:
     from cluster.mapping import PROFILES, map_network, resolve_spec  # noqa: PLC0415
     from cluster.topology import parse_topology  # noqa: PLC0415
@@ -442,7 +481,7 @@ def _main(argv: list[str]) -> int:
             args = build_parser().parse_args(["train", *argv])
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
-                   "report": _cmd_report, "map": _cmd_map}[args.command]
+                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -165,8 +165,9 @@ class ChipEngine:
     def counters(self) -> Counters:
         chips = self._chips()
         reports = chips.reports()
-        for rep in reports:  # where each chip ran (its replicas' nodes), for the traffic tables
+        for rep in reports:  # where each chip ran (its replicas' nodes), and the micro-batch, for the tables
             rep["nodes"] = sorted({w["node"] for w in chips.where if w["chip"] == rep["chip"]})
+            rep["micro_batch"] = self.micro
         self.last_reports = reports
         return Counters.from_reports(reports, len(self.topo.layers))
 

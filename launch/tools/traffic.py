@@ -30,7 +30,7 @@ def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict
                                for k in COUNTERS}
         checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
-                          node=",".join(n[:8] for n in nodes[rep["chip"]]),
+                          node=",".join(n[:8] for n in nodes[rep["chip"]]), micro_batch=rep.get("micro_batch", 0),
                           **ops, **{f"{k}_seconds": v for k, v in rep["timing"].items()},
                           event_values_checked=checks["values"], event_values_differ=checks["differ"]))
     return links, chips
