@@ -32,8 +32,10 @@ Backward (Algorithm 2, Eqs. (5)-(8)): S′ from the final state (Eq. (5)); the t
 layer's U = α(softmax(V) − onehot) emits error spikes z while |U| ≥ Θbp;
 δ = z·S′ travels down, adding w·δ to the U of the layer below, which fires by
 the same linear rule; residual phases (Eqs. (19), (20)) top-down. The weight
-increments ω = −η Σ δ ⊗ x(T) use the final forward trace x(T) = η S (Eq. (8)), so
-they are accumulated from the summed δ of each layer once its phase has ended.
+increments ω = −η Σ δ ⊗ x(T) use the final forward trace x(T) = η S (Eq. (8)): in
+:func:`simulate` every δ a neuron emits adds δ ⊗ x(T) of its inputs to its synapses'
+ω as it leaves, wave by wave (:meth:`_Layer.learn`), so the reported ω is accumulated
+event by event, not computed from the summed δ.
 
 With weights, biases and inputs on a dyadic grid every sum is exact in float64,
 and S, Z, E, ω equal the ANN's exactly whatever the order of events.
@@ -155,6 +157,10 @@ class _Layer:
         self.fan = layer_fan(layer)
         self.events_in = 0.0    # synaptic events of spikes arriving forward (Σ |s| · fan-out)
         self.events_back = 0.0  # synaptic events of δ leaving backward (Σ |δ| · fan-in)
+        # Eq. (8): the forward trace x(T) of this layer's inputs (set once the forward pass is over),
+        # and ω, which every δ this layer emits adds to (without −η): None where not accumulated
+        self.trace: np.ndarray | None = None
+        self.omega: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def weights(self) -> tuple[Any, Any]:
@@ -272,7 +278,28 @@ class _Layer:
         delta = z if self.mask is None else z * _take(self.mask, cols)
         _add(self.E, cols, delta)
         cols, delta = _compact(delta, cols, self.batch)
-        return (cols, delta) if len(cols) else None
+        if not len(cols):
+            return None
+        self.learn(cols, delta)
+        return cols, delta
+
+    def learn(self, cols: np.ndarray, delta: np.ndarray) -> None:
+        """Eq. (8) for one wave of δ leaving this layer's neurons: each adds δ · x(T) of each of its
+        inputs to that synapse's ω (and δ to its bias's). Only where :attr:`trace` is set."""
+        if self.trace is None or self.params is None:
+            return
+        x = _take(self.trace, cols)
+        layer = self.layer
+        if isinstance(layer, Conv):
+            cache = ops.im2col(np, np.ascontiguousarray(x), layer)
+        else:
+            cache = ops.flatten(np, x) if x.ndim == 4 else x
+        gW, gb = layer_increment_sums(np, layer, self.params, delta, cache)
+        if self.omega is None:
+            self.omega = (np.array(gW, dtype=np.float64), np.array(gb, dtype=np.float64))
+        else:
+            self.omega[0][...] += gW
+            self.omega[1][...] += gb
 
     def _emit(self, cols: np.ndarray | None, z: np.ndarray) -> Wave | None:
         """Error spikes z leave U for Z; δ = z·S′ joins E and, where nonzero, travels down."""
@@ -282,7 +309,10 @@ class _Layer:
         delta = z if self.mask is None else z * _take(self.mask, cols)
         _add(self.E, cols, delta)
         cols, delta = _compact(delta, cols, self.batch)
-        return (cols, delta) if len(cols) else None
+        if not len(cols):
+            return None
+        self.learn(cols, delta)
+        return cols, delta
 
 
 FORWARD_STANDARD = -1  # phase tag of the standard forward (and backward) phase; residual phases: layer index
@@ -496,24 +526,25 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     phases = [(FORWARD_STANDARD, [(np.arange(B), xin)])]
     for seg in segs:
         phases = seg.forward(phases)
+    # Each layer from the segment that owns it (the boundary U compartments report error spikes).
+    net = {l: seg.net[l] for seg in segs for l in range(seg.first, seg.last + 1)}
+    below = xin
+    for l in range(L + 1):  # the forward traces x(T) that Eq. (8) multiplies each δ with
+        net[l].trace, below = below, net[l].S
     errors: list[tuple[int, list[Wave]]] | None = None
     for seg in reversed(segs):
         errors = seg.backward(errors, y=y)
-    # Each layer from the segment that owns it (the boundary U compartments report error spikes).
-    net = {l: seg.net[l] for seg in segs for l in range(seg.first, seg.last + 1)}
     n_err = {l: net[l].n_err for l in net}
     for seg in segs[1:]:
         n_err[seg.first - 1] = seg.net[seg.first - 1].n_err
-    # Results in the DESIGN layout; increments from each layer's summed δ and x(T) (Eq. (14)).
+    # Results in the DESIGN layout; ω as the δ events added it up (Eq. (8), :meth:`_Layer.learn`).
     counts = EventCounts()
     sums = {}
-    below = xin
     for l, layer in enumerate(topo.layers):
         st = net[l]
         if layer.trainable:
-            cache = ops.im2col(np, below, layer) if isinstance(layer, Conv) else \
-                (ops.flatten(np, below) if below.ndim == 4 else below)
-            sums[l] = layer_increment_sums(np, layer, st.weights, st.E, cache)
+            W, b = st.weights
+            sums[l] = st.omega if st.omega is not None else (np.zeros(np.shape(W)), np.zeros(np.shape(b)))
         counts.spikes.append(st.n)
         counts.spikes_min.append(float(np.abs(st.S).sum()) if l < L else 0.0)
         counts.error_spikes.append(n_err[l])

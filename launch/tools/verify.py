@@ -3,7 +3,8 @@
 For test images of the run's dataset, one training step (forward, backward, increments)
 runs twice on the checkpoint's weights, in float64: as the equivalent ANN
 (:mod:`cluster.network`) and as the event-driven spiking network (:mod:`cluster.events`).
-Reported per layer: the share of S, E and ω values that agree exactly, the largest
+Reported per layer: the share of S, E and ω values that agree exactly (ω as the simulator
+accumulates it event by event, Eq. (8): each δ adds δ ⊗ x(T) as it leaves), the largest
 |SDE| when the residual phases are left out (Eqs. (10), (13): must stay < 1), spikes
 emitted n against the best case n_min = Σ|S| (Eq. (21)), synaptic events, wall time.
 

@@ -73,6 +73,40 @@ def test_the_error_without_residual_is_not_always_zero():
     assert max(SDE_SEEN) > 0, SDE_SEEN
 
 
+def test_omega_is_accumulated_event_by_event():
+    """ω comes from the δ events as they leave (Eq. (8)), not from the ANN: without the residual
+    phases the spiking network's δ differ from the ANN's, and its ω then equals Σ δ ⊗ x(T) of its
+    own δ and traces, which is not the ANN's ω."""
+    from cluster import layers as ops
+    from cluster.network import layer_increment_sums
+
+    topo = parse_topology("8x8-2C3-P2-3C2p1-4")
+    cfg = StepConfig(theta_ff=1.0, theta_bp=1.0, alpha=16.0)
+    differs = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        params, x, y = random_case(rng, topo, 1.0, False)
+        ev = simulate(topo, params, x, y, cfg, residual=False)
+        fp = forward(np, topo, params, x, cfg)
+        bp = backward(np, topo, params, fp, y, cfg)
+        B, below = len(x), np.ascontiguousarray(np.asarray(x, dtype=np.float64).transpose(1, 2, 3, 0))
+        for l, layer in enumerate(topo.layers):
+            E = ev.E[l] if not layer.is_map else \
+                np.ascontiguousarray(ev.E[l].reshape(B, *layer.out_shape).transpose(1, 2, 3, 0))
+            if layer.trainable:
+                cache = ops.im2col(np, below, layer) if layer.kind == "conv" else \
+                    (ops.flatten(np, below) if below.ndim == 4 else below)
+                want = layer_increment_sums(np, layer, params[l], E, cache)
+                np.testing.assert_array_equal(ev.sums[l][0], want[0])
+                np.testing.assert_array_equal(ev.sums[l][1], want[1])
+                differs += not np.array_equal(ev.sums[l][0], bp.sums[l][0])
+            if l < len(topo.layers) - 1:
+                S = ev.S[l]
+                below = S if not layer.is_map else \
+                    np.ascontiguousarray(S.reshape(B, *layer.out_shape).transpose(1, 2, 3, 0))
+    assert differs > 0
+
+
 def test_conformance_cases_through_the_simulator(shared_dir):
     from launch.tools.conformance import _check_case, load_case
 
