@@ -1,0 +1,39 @@
+"""The README's evidence exists: every file under docs/ it names (globs and {a,b} alternatives
+expanded) is in the repository, so a number's source can always be opened."""
+
+import itertools
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CITED = re.compile(r"docs/[A-Za-z0-9_./{},*-]*[A-Za-z0-9_/}*]")
+
+
+def expand(path: str) -> list[str]:
+    """``a{b,c}d`` -> [abd, acd] (several groups multiply)."""
+    parts = re.split(r"(\{[^}]*\})", path)
+    choices = [p[1:-1].split(",") if p.startswith("{") else [p] for p in parts]
+    return ["".join(c) for c in itertools.product(*choices)]
+
+
+def test_every_file_the_readme_cites_exists():
+    text = (REPO / "README.md").read_text()
+    cited = sorted(set(CITED.findall(text)))
+    assert len(cited) > 20  # the README cites its measurements
+    missing = []
+    for path in cited:
+        for one in expand(path):
+            if "*" in one:
+                if not list(REPO.glob(one)):
+                    missing.append(one)
+            elif not (REPO / one).exists():
+                missing.append(one)
+    assert not missing, f"README cites files that are not in the repository: {missing}"
+
+
+def test_citations_are_expanded_and_a_missing_one_is_found(tmp_path):
+    assert expand("docs/m/run{1,2}.{json,txt}") == ["docs/m/run1.json", "docs/m/run1.txt", "docs/m/run2.json",
+                                                    "docs/m/run2.txt"]
+    assert CITED.findall("see docs/measurements/x-2026.md, and (docs/figures/a.png).") == \
+        ["docs/measurements/x-2026.md", "docs/figures/a.png"]
+    assert not (REPO / "docs/measurements/no-such-file.md").exists()
