@@ -51,7 +51,7 @@ import numpy as np
 
 from . import layers as ops
 from .errors import SpikeGradError
-from .network import StepConfig, export_layer, layer_increment_sums, to_chwb, top_potential
+from .network import StepConfig, export_layer, to_chwb, top_potential
 from .synops import _weighted_events, layer_fan
 from .topology import Conv, Dense, Pool, Topology
 
@@ -161,6 +161,7 @@ class _Layer:
         # and ω, which every δ this layer emits adds to (without −η): None where not accumulated
         self.trace: np.ndarray | None = None
         self.omega: tuple[np.ndarray, np.ndarray] | None = None
+        self._patches: np.ndarray | None = None  # im2col of the trace (K, Ho·Wo, B), for a convolution
 
     @property
     def weights(self) -> tuple[Any, Any]:
@@ -288,13 +289,20 @@ class _Layer:
         inputs to that synapse's ω (and δ to its bias's). Only where :attr:`trace` is set."""
         if self.trace is None or self.params is None:
             return
-        x = _take(self.trace, cols)
-        layer = self.layer
-        if isinstance(layer, Conv):
-            cache = ops.im2col(np, np.ascontiguousarray(x), layer)
+        W = self.params[0]
+        if isinstance(self.layer, Conv):  # the trace's patches once per layer, each wave's samples from them
+            if self._patches is None:
+                B = self.trace.shape[-1]
+                self._patches = ops.im2col(np, np.ascontiguousarray(self.trace), self.layer).reshape(
+                    -1, self.layer.out_shape[1] * self.layer.out_shape[2], B)
+            p = self._patches if cols is None or len(cols) == self._patches.shape[-1] else self._patches[..., cols]
+            d2 = delta.reshape(delta.shape[0], -1)   # (Co, Ho·Wo·k), samples innermost like the patches
+            gW = (d2 @ p.reshape(p.shape[0], -1).T).reshape(W.shape)
+            gb = d2.sum(axis=1)
         else:
-            cache = ops.flatten(np, x) if x.ndim == 4 else x
-        gW, gb = layer_increment_sums(np, layer, self.params, delta, cache)
+            x = _take(self.trace, cols)
+            x = ops.flatten(np, x) if x.ndim == 4 else x
+            gW, gb = delta.T @ x, delta.sum(axis=0)
         if self.omega is None:
             self.omega = (np.array(gW, dtype=np.float64), np.array(gb, dtype=np.float64))
         else:
