@@ -29,7 +29,7 @@ from ..data import DATASET_DEFAULTS, DATASETS
 
 Engine = Literal["chips", "local"]
 DType = Literal["float32", "float64"]
-Schedule = Literal["constant", "cosine"]
+Schedule = Literal["constant", "cosine", "epoch-cosine"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 DTYPES: tuple[str, ...] = get_args(DType)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)

@@ -55,9 +55,14 @@ class EpochResult:
 
 
 def lr_factor(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier: constant, or cosine from 1 down to 0 over the whole run."""
+    """Learning-rate multiplier: constant; cosine from 1 down to 0 over the whole run, batch by batch;
+    or ``epoch-cosine``, the same curve taken once per epoch (1 in the first epoch, constant within
+    each): the learning rate changes at most once per epoch, so with momentum 0 every update of a
+    batch is Algorithm 3's w ← w + ΔW with the epoch's one η (the accumulate-only protocol)."""
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "epoch-cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
     progress = (epoch * steps_per_epoch + step) / max(1, cfg.epochs * steps_per_epoch)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -152,3 +152,17 @@ def test_a_run_that_never_starts_leaves_no_folder(tmp_path, monkeypatch, capsys)
     assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--quiet",
                  "--out", str(tmp_path / "mine" / "a" / "b")]) == 2
     assert [p.name for p in tmp_path.rglob("*")] == ["mine"]
+
+
+def test_epoch_cosine_changes_the_learning_rate_once_per_epoch():
+    """--schedule epoch-cosine (the accumulate-only protocol): one factor per epoch, the cosine's value at
+    the epoch's start; cosine changes every batch."""
+    from launch.run.config import make_config
+    from launch.run.driver import lr_factor
+
+    cfg = make_config("digits", engine="local", epochs=4, schedule="epoch-cosine", momentum=0.0)
+    per_epoch = [{lr_factor(cfg, e, s, 10) for s in range(10)} for e in range(4)]
+    assert all(len(f) == 1 for f in per_epoch)
+    assert [f.pop() for f in per_epoch] == pytest.approx([1.0, 0.8535533905932737, 0.5, 0.14644660940672627])
+    cos = make_config("digits", engine="local", epochs=4)
+    assert len({lr_factor(cos, 0, s, 10) for s in range(10)}) == 10
