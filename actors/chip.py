@@ -267,6 +267,21 @@ class Chip:
         self.event_checks[0] += a.size
         self.event_checks[1] += int(np.count_nonzero(sim != a))
 
+    def _input(self, inputs: Any, lo: int, hi: int | None, batch: int, micro: int,
+               train: bool) -> tuple[Any, list | None]:
+        """Layer 0's input: rows lo:hi of the batch's float images, checked; (CHWB on the backend, and
+        with the event wire when training the simulation's one input wave, else None)."""
+        x = np.asarray(inputs)[lo:hi]
+        if tuple(x.shape[1:]) != self.topo.input_shape:
+            raise SpikeGradError(f"chip {self.index}: input images {tuple(x.shape[1:])}, topology "
+                                 f"expects {self.topo.input_shape}")
+        if not np.isfinite(x).all():
+            raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
+        phases = None
+        if self.events and train:  # the float input as the simulation's one input wave
+            phases = [(FORWARD_STANDARD, [(np.arange(len(x)), to_chwb(np, x.astype(np.float64)))])]
+        return to_chwb(self.xp, to_device(self.backend, x, self.dtype)), phases
+
     def _busy(self, t0: float, c0: float) -> None:
         self.timing["busy"] += time.perf_counter() - t0
         self.timing["cpu"] += time.process_time() - c0
@@ -303,15 +318,7 @@ class Chip:
             self.apply(apply_first, *pending)
         t0, c0 = time.perf_counter(), time.process_time()
         if self.is_first:
-            x = np.asarray(inputs)[lo:hi]
-            if tuple(x.shape[1:]) != self.topo.input_shape:
-                raise SpikeGradError(f"chip {self.index}: input images {tuple(x.shape[1:])}, topology "
-                                     f"expects {self.topo.input_shape}")
-            if not np.isfinite(x).all():
-                raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
-            S_in = to_chwb(self.xp, to_device(self.backend, x, self.dtype))
-            if self.events and train:  # the float input as the simulation's one input wave
-                phases_in = [(FORWARD_STANDARD, [(np.arange(len(x)), to_chwb(np, x.astype(np.float64)))])]
+            S_in, phases_in = self._input(inputs, lo, hi, batch, micro, train)
         elif self.events and train:
             counts, phases_in = self._receive_events(inputs, batch, micro, self.first - 1, self._in_shape())
             S_in = self._to_layout(counts, self.first - 1)
@@ -324,7 +331,7 @@ class Chip:
         if self.events and train:  # the spiking network itself, on the same input events
             B = S_in.shape[-1] if S_in.ndim == 4 else S_in.shape[0]
             seg = self._segment(B)
-            phases_out = seg.forward(phases_in)
+            phases_out = seg.forward(phases_in or [])
             for i, l in enumerate(self.layers):
                 if l < self.L:
                     self._check(seg.net[l].S, kept[i].S)

@@ -48,7 +48,6 @@ from cluster.network import (
     layer_forward,
     layer_increment_sums,
     momentum_step,
-    to_chwb,
     top_error_spikes,
     top_potential,
 )
@@ -280,16 +279,7 @@ class SliceChip(Chip):
         if ("S", l) in slot:
             raise SpikeGradError(f"chip {self.index}: micro-batch {micro} of batch {batch} arrived twice at layer {l}")
         if l == 0:
-            xs = np.asarray(x)[lo:hi]
-            if tuple(xs.shape[1:]) != self.topo.input_shape:
-                raise SpikeGradError(f"chip {self.index}: input images {tuple(xs.shape[1:])}, topology "
-                                     f"expects {self.topo.input_shape}")
-            if not np.isfinite(xs).all():
-                raise SpikeGradError(f"chip {self.index}: input of batch {batch} micro {micro} has NaN or inf")
-            S_in = to_chwb(self.xp, to_device(self.backend, xs, self.dtype))
-            phases_in: list | None = None
-            if self.events and train:  # the float input as the simulation's one input wave
-                phases_in = [(FORWARD_STANDARD, [(np.arange(len(xs)), to_chwb(np, xs.astype(np.float64)))])]
+            S_in, phases_in = self._input(x, lo, hi, batch, micro, train)
         else:
             below = slot.get(("S", l - 1))
             S_in, phases_in = self._gather(self.plan.forward_sources(l, self.index), list(msgs),

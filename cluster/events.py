@@ -399,7 +399,10 @@ class Segment:
 
     # backward ------------------------------------------------------------------------------
     def _run_down(self, l: int, incoming: Iterable[Wave]) -> Iterator[Wave]:
-        st, above = self.net[l], self.net[l + 1]
+        return self._errors_through(self.net[l], self.net[l + 1], incoming)
+
+    def _errors_through(self, st: _Layer, above: _Layer, incoming: Iterable[Wave]) -> Iterator[Wave]:
+        """δ waves from ``above`` (its synapses) into st's U compartments, which fire: st's δ out."""
         fi = above.fan.fan_in
         for w in incoming:
             above.events_back += float(_weighted_events(np, w[1], fi, fi, "abs")[1])
@@ -483,16 +486,8 @@ class SliceSegment(Segment):
 
     def _integrate(self, waves: list[Wave]) -> Iterator[Wave]:
         """δ waves of layer l + 1 into this slice's own U through the copy; its δ out."""
-        st, above = self.net[self.last], self.copy
-        assert above is not None
-        fi = above.fan.fan_in
-        for w in waves:
-            above.events_back += float(_weighted_events(np, w[1], fi, fi, "abs")[1])
-            st.receive(w, above)
-            if self.order != "layered":
-                yield from st.fire_errors(w[0])
-        if self.order == "layered":
-            yield from st.fire_errors(None)
+        assert self.copy is not None
+        return self._errors_through(self.net[self.last], self.copy, waves)
 
     def backward(self, phases: list[tuple[int, list[Wave]]] | None = None, y: np.ndarray | None = None,
                  top_error: np.ndarray | None = None) -> list[tuple[int, list[Wave]]]:
