@@ -507,7 +507,7 @@ class SliceSegment(Segment):
 
 def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
              y: np.ndarray, cfg: StepConfig, residual: bool = True, order: str = "waves",
-             seed: int = 0, chips: list[tuple[int, int]] | None = None) -> EventResult:
+             seed: int = 0, chips: list[tuple[int, int]] | None = None, input_steps: int = 1) -> EventResult:
     """One training step of the spiking network, event by event (float64, NumPy).
 
     x: (B, C, H, W) float input; y: (B,) int labels; params as for :func:`cluster.network.forward`.
@@ -520,13 +520,21 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     layer above in random sub-waves, interleaved with its integration and firing.
     ``chips``: layer groups [(first, last), ...] simulated as a chain of :class:`Segment` (default:
     one segment); with orders "waves" and "layered" the result is the same, counts included.
+    ``input_steps`` T: the input is "provided in a continuous fashion" (section 3.4): layer 0 receives
+    its input current W x in T equal parts, x / T each, one input wave per time step, and fires
+    after each (T = 1: all at t = 0). T must be a power of two, so that x / T, every product with it
+    and their sums stay exact on a dyadic grid and the accumulated values remain the ANN's.
     """
+    if isinstance(input_steps, bool) or not isinstance(input_steps, int) or input_steps < 1 \
+            or input_steps & (input_steps - 1):
+        raise ValueError(f"input_steps expected a power of two >= 1, got {input_steps!r}")
     B = x.shape[0]
     L = len(topo.layers) - 1
     groups = chips or [(0, L)]
     segs = [Segment(topo, params, lo, hi, B, cfg, residual, order, seed + i) for i, (lo, hi) in enumerate(groups)]
     xin = to_chwb(np, np.asarray(x, dtype=np.float64))
-    phases = [(FORWARD_STANDARD, [(np.arange(B), xin)])]
+    part = xin / input_steps if input_steps > 1 else xin
+    phases = [(FORWARD_STANDARD, [(np.arange(B), part) for _ in range(input_steps)])]
     for seg in segs:
         phases = seg.forward(phases)
     # Each layer from the segment that owns it (the boundary U compartments report error spikes).
@@ -562,10 +570,11 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
 
 
 def max_sde_without_residual(topo: Topology, params: dict, x: np.ndarray, y: np.ndarray,
-                             cfg: StepConfig, order: str = "waves", seed: int = 0) -> list[float]:
+                             cfg: StepConfig, order: str = "waves", seed: int = 0,
+                             input_steps: int = 1) -> list[float]:
     """Per hidden layer, max |SDE| of the standard rule alone (Eqs. (10), (13)): the SNN's S
     against the ANN response to the SNN's own input spikes, max(0, Ŝ) (pooling: Ŝ). < 1."""
-    ev = simulate(topo, params, x, y, cfg, residual=False, order=order, seed=seed)
+    ev = simulate(topo, params, x, y, cfg, residual=False, order=order, seed=seed, input_steps=input_steps)
     below = to_chwb(np, np.asarray(x, dtype=np.float64))
     worst = []
     for l, layer in enumerate(topo.layers[:-1]):

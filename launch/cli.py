@@ -153,6 +153,10 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", choices=tuple(ORDERS), default="waves",
                    help="event order of the simulation (README: The spiking network, event by event)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the random order")
+    p.add_argument("--input", choices=("whole", "continuous"), default="whole",
+                   help="layer 0's input current all at t = 0 (default), or spread over --input-steps steps")
+    p.add_argument("--input-steps", type=_positive_int, default=8,
+                   help="time steps of the continuous input, a power of two (default 8)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
@@ -369,8 +373,11 @@ def _cmd_conformance(a: argparse.Namespace) -> int:
 def _cmd_verify(a: argparse.Namespace) -> int:
     from .tools.verify import format_verify, verify  # noqa: PLC0415
 
+    steps = a.input_steps if a.input == "continuous" else 1
+    if steps & (steps - 1):
+        raise SpikeGradError(f"--input-steps expected a power of two (exact sums on a dyadic grid), got {steps}")
     res = verify(a.checkpoint, samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
-                 order=a.order, seed=a.seed, progress=not a.quiet)
+                 order=a.order, seed=a.seed, progress=not a.quiet, input_steps=steps)
     print(format_verify(res), file=sys.stderr if a.json else sys.stdout)
     if a.json:
         print(json.dumps({k: v for k, v in res.items() if k != "layers"}), flush=True)

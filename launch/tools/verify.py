@@ -29,7 +29,8 @@ from ..run.runs import check_fit, load_run
 
 
 def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk: int = 100,
-           residual: bool = True, order: str = "waves", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+           residual: bool = True, order: str = "waves", seed: int = 0, progress: bool = True,
+           input_steps: int = 1) -> dict[str, Any]:
     driver = load_run(run_dir, backend="numpy")
     cfg, topo = driver.cfg, driver.topo
     host = driver.host_params()
@@ -58,7 +59,8 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
         bp = backward(np, topo, params, fp, yc, step)
         t_ann += time.perf_counter() - t0
         t0 = time.perf_counter()
-        ev = simulate(topo, params, xc, yc, step, residual=residual, order=order, seed=seed + i)
+        ev = simulate(topo, params, xc, yc, step, residual=residual, order=order, seed=seed + i,
+                      input_steps=input_steps)
         t_snn += time.perf_counter() - t0
         for l in range(L + 1):
             if l < L:
@@ -75,7 +77,8 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
         n_min += ev.counts.spikes_min
         ev_f += ev.counts.events_forward
         ev_b += ev.counts.events_backward
-        sde = np.maximum(sde, max_sde_without_residual(topo, params, xc, yc, step, order=order, seed=seed + i))
+        sde = np.maximum(sde, max_sde_without_residual(topo, params, xc, yc, step, order=order, seed=seed + i,
+                                                       input_steps=input_steps))
     rows = []
     for l, layer in enumerate(topo.layers):
         share = [agree[l, k] / total[l, k] if total[l, k] else float("nan") for k in range(3)]
@@ -91,6 +94,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
                 synaptic_events=float(ev_f.sum() + ev_b.sum()),
                 seconds_ann=round(t_ann, 3), seconds_snn=round(t_snn, 3),
                 order=order, order_policy=ORDERS[order] + (f" (seed {seed})" if order == "random" else ""),
+                input="whole" if input_steps == 1 else f"continuous, {input_steps} steps",
                 run_dir=str(run_dir), layers=rows)
 
 
@@ -105,7 +109,7 @@ def format_verify(res: dict[str, Any]) -> str:
         lines.append(f"{r['layer']:>5} {r['token']:>8} {pct(r['S_exact']):>8} {pct(r['E_exact']):>8} "
                      f"{pct(r['omega_exact']):>8} {sde:>9} {r['spikes']:>11.4g} {r['spikes_min']:>11.4g} "
                      f"{red:>13} {r['synaptic_events_forward'] + r['synaptic_events_backward']:>12.4g}")
-    lines.append(f"{res['samples']} samples: "
+    lines.append(f"{res['samples']} samples, input {res.get('input', 'whole')}, order {res['order']}: "
                  f"exact agreement {100 * res['exact_fraction']:.4f} % of all S, E, ω values; "
                  f"max |SDE| without residual phases {res['max_abs_sde_no_residual']:.6f}; "
                  f"spikes n = {res['spikes']:.6g}, n_min = {res['spikes_min']:.6g}, (n - n_min)/n_min = "

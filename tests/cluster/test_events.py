@@ -73,6 +73,37 @@ def test_the_error_without_residual_is_not_always_zero():
     assert max(SDE_SEEN) > 0, SDE_SEEN
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1), st.sampled_from([2, 4, 8]),
+       st.sampled_from(["waves", "layered", "random"]))
+def test_continuous_input_equals_the_ann(text, seed, steps, order):
+    """Layer 0's input current in `steps` parts over time (section 3.4): the spiking network still
+    ends with the ANN's S, E and ω exactly; only the spikes it sends on the way change."""
+    topo = parse_topology(text)
+    rng = np.random.default_rng(seed)
+    params, x, y = random_case(rng, topo, 1.0, False)
+    cfg = StepConfig(theta_ff=1.0, theta_bp=1.0, alpha=16.0)
+    fp = forward(np, topo, params, x, cfg)
+    S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
+    bp = backward(np, topo, params, fp, y, cfg)
+    ev = simulate(topo, params, x, y, cfg, order=order, seed=seed, input_steps=steps)
+    for l, s in enumerate(S_ann):
+        np.testing.assert_array_equal(ev.S[l], s, err_msg=f"S{l}")
+    for l in range(len(topo.layers)):
+        np.testing.assert_array_equal(ev.E[l], export_layer(np, bp.E[l]), err_msg=f"E{l}")
+    for l, (gW, gb) in bp.sums.items():
+        np.testing.assert_array_equal(ev.sums[l][0], gW)
+        np.testing.assert_array_equal(ev.sums[l][1], gb)
+    assert all(n >= m for n, m in zip(ev.counts.spikes, ev.counts.spikes_min))
+
+
+def test_continuous_input_needs_a_power_of_two_steps():
+    topo = parse_topology("6x6-2C3-P2-3")
+    params, x, y = random_case(np.random.default_rng(0), topo, 1.0, False)
+    with pytest.raises(ValueError, match="input_steps expected a power of two >= 1, got 3"):
+        simulate(topo, params, x, y, StepConfig(), input_steps=3)
+
+
 def test_omega_is_accumulated_event_by_event():
     """ω comes from the δ events as they leave (Eq. (8)), not from the ANN: without the residual
     phases the spiking network's δ differ from the ANN's, and its ω then equals Σ δ ⊗ x(T) of its
