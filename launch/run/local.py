@@ -85,8 +85,8 @@ class LocalEngine:
         if self.use_graph and (self._graph is None or self._graph.batch == len(x)):
             return self._graph_step(x, y, lr_scale)
         parts = self._split(len(x))
-        if len(parts) == 1:
-            results = [self._micro_step(x, y)]
+        if len(parts) == 1 or self.workers == 1:  # one core: the micro-batches in turn, here
+            results = [self._micro_step(x[p], y[p]) for p in parts]
         else:
             pool = self._processes()
             part_sums, done = pool.train(np.asarray(x, dtype=self.dtype), np.asarray(y, dtype=np.int64), parts)
@@ -166,8 +166,8 @@ class LocalEngine:
             return to_host(forward(self.xp, self.topo, self.params, xd, self.cfg.step).V.argmax(axis=1))
 
         parts = self._split(len(x))
-        if len(parts) == 1:
-            return one(parts[0])
+        if len(parts) == 1 or self.workers == 1:
+            return np.concatenate([one(p) for p in parts])
         return self._processes().predict(np.asarray(x, dtype=self.dtype), parts)
 
     # -- counters and state ----------------------------------------------------------------

@@ -117,3 +117,25 @@ def test_an_engine_never_closed_still_ends_its_workers():
         p.join(timeout=10)
         assert not p.is_alive()
     assert leftovers() == []
+
+
+def test_one_core_runs_the_micro_batches_in_turn_with_the_same_numbers():
+    cfg = make_config("digits", engine="local")
+    topo = parse_topology(cfg.topology)
+    params = seeded_params(cfg)
+    one, two = LocalEngine(cfg, topo, params), LocalEngine(cfg, topo, params)
+    one.workers = 1
+    for e in (one, two):
+        e.micro_batch = 8
+    try:
+        for s in range(2):
+            x, y = batch(topo, 40, 10 + s)
+            assert one.train_step(x, y) == two.train_step(x, y)
+        assert one._workers is None and two._workers is not None
+        for l, arrays in one.state().items():
+            for u, v in zip(arrays, two.state()[l]):
+                np.testing.assert_array_equal(u, v)
+        np.testing.assert_array_equal(one.predict(x), two.predict(x))
+    finally:
+        one.close()
+        two.close()
