@@ -149,7 +149,9 @@ def format_plan(p: dict) -> str:
                  f"micro-batch)")
     lines.append(f"predicted: {p['predicted_images_per_second']:.4g} samples/s ({p['binding']} bound); measured in "
                  f"the run: {p['measured_images_per_second']:.4g} samples/s on its own machine")
+    calls = (f"{p['call_us']:g} µs of a core per Ray call, on the chip's node and the driver's" if p["call_us"]
+             else "Ray's per-call costs not modelled (--call-us)")
     lines.append(f"assumptions: chip work = its {p['measure'].replace('_', ' ')} per sample as measured; chips in "
-                 f"contiguous blocks per node; full-duplex links; Ray's per-call costs and replicas not modelled "
+                 f"contiguous blocks per node; full-duplex links; {calls}; replicas not modelled "
                  f"(launch/tools/plan.py)")
     return "\n".join(lines)
