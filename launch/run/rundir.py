@@ -115,6 +115,11 @@ def is_uri(text: str) -> bool:
     return "://" in str(text)
 
 
+HELD_LOCKS: set[int] = set()
+"""The descriptors of the run-directory locks this process holds: a forked child (the local engine's
+worker processes) closes its copies, so that the lock goes with its owner (``launch.run.workers``)."""
+
+
 class RunDir:
     """One run directory (local, or the staging copy of a remote one).
 
@@ -274,11 +279,13 @@ class RunDir:
             os.close(fd)
             raise SpikeGradError(f"run directory {self.label} is in use by another spikegrad process "
                                  f"(PID {owner}); wait for it or choose another --out") from None
+        HELD_LOCKS.add(fd)
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             yield
         finally:
+            HELD_LOCKS.discard(fd)
             os.close(fd)  # releases the lock
 
 

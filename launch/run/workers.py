@@ -98,6 +98,13 @@ def _worker(conn: Any, topology: str, step: Any, dtype: str, spike_errors: bool,
     from cluster.synops import SynopCounter  # noqa: PLC0415
     from cluster.topology import parse_topology  # noqa: PLC0415
 
+    from .rundir import HELD_LOCKS  # noqa: PLC0415
+
+    for fd in list(HELD_LOCKS):  # forked: the run directory's lock belongs to the engine's process alone
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     threadpool_limits(limits=1, user_api="blas")
     keep_freed_memory()
     topo = parse_topology(topology)

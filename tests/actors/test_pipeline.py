@@ -105,7 +105,7 @@ def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
     assert len(whole["ratio_rounds"]) == len(whole["local_rounds"]) == len(whole["chips_rounds"]) == 3
     assert whole["ratio"] == pytest.approx(sorted(whole["ratio_rounds"])[1], abs=1e-3)
     for c, l, r in zip(whole["chips_rounds"], whole["local_rounds"], whole["ratio_rounds"]):
-        assert r == pytest.approx(c / l, rel=1e-2)
+        assert r == pytest.approx(c / l, rel=1e-2, abs=1e-3)  # rounded to 3 decimals in the JSON
     assert 0.0 <= whole["waiting_share_of_chip_time"] < 1.0 and whole["messages"] == 0
     # the MNIST network (the benchmark's): messages big enough that the framing is a small part
     layers = bench("--topology", "mnist", "--batch-size", "32", "--chips", "0-2,3-5", "--micro-batch", "16")

@@ -139,3 +139,33 @@ def test_one_core_runs_the_micro_batches_in_turn_with_the_same_numbers():
     finally:
         one.close()
         two.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_workers_do_not_keep_the_run_directorys_lock(tmp_path):
+    """A SIGKILLed run must leave its directory resumable at once: its forked workers close their copy
+    of the lock (else the lock would live on until they noticed their engine was gone)."""
+    from launch.run.rundir import RunDir
+
+    cfg = make_config("digits", engine="local")
+    topo = parse_topology(cfg.topology)
+    with RunDir(tmp_path).lock():
+        engine = LocalEngine(cfg, topo, seeded_params(cfg))
+        engine.micro_batch = 8
+        engine.train_step(*batch(topo, 32, 4))
+        def open_files(pid):
+            out = []
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except FileNotFoundError:  # the listing's own descriptor, closed since
+                    pass
+            return out
+
+        try:
+            lock = str(tmp_path / RunDir.LOCK)
+            for p in engine._workers.procs:
+                assert lock not in open_files(p.pid)
+            assert lock in open_files(os.getpid())  # while the engine's process keeps it
+        finally:
+            engine.close()
