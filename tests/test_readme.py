@@ -37,3 +37,26 @@ def test_citations_are_expanded_and_a_missing_one_is_found(tmp_path):
     assert CITED.findall("see docs/measurements/x-2026.md, and (docs/figures/a.png).") == \
         ["docs/measurements/x-2026.md", "docs/figures/a.png"]
     assert not (REPO / "docs/measurements/no-such-file.md").exists()
+
+
+def _row(text: str, first_cells: tuple[str, ...], after: str) -> list[str]:
+    """The cells of the first table row after ``after`` whose first cells are ``first_cells``."""
+    start = text.index(after)
+    for line in text[start:].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if tuple(cells[:len(first_cells)]) == first_cells:
+            return cells
+    raise AssertionError(f"no row {first_cells} after {after!r}")
+
+
+def test_table_1_agrees_with_its_measurement_file():
+    """The README's Table 1 (momentum protocol) is the rounding of its file's max, mean and std."""
+    import json
+
+    text = (REPO / "README.md").read_text()
+    groups = json.loads((REPO / "docs/measurements/mnist-table1-shift2-e15-2026-11-29.json").read_text())
+    for g in groups:
+        cells = _row(text, (g["gradient"],), "| gradient | seeds | max | mean ± std | paper (20 runs)")
+        assert cells[2] == f"{g['max']:.2f} %"
+        assert cells[3].replace("**", "") == f"{g['mean']:.2f} ± {g['std']:.2f} %"
+        assert len(cells[1].split(",")) == g["seeds"]
