@@ -60,3 +60,15 @@ def test_table_1_agrees_with_its_measurement_file():
         assert cells[2] == f"{g['max']:.2f} %"
         assert cells[3].replace("**", "") == f"{g['mean']:.2f} ± {g['std']:.2f} %"
         assert len(cells[1].split(",")) == g["seeds"]
+
+
+def test_table_1_under_algorithm_3_agrees_with_its_measurement_file():
+    import json
+
+    text = (REPO / "README.md").read_text()
+    res = json.loads((REPO / "docs/measurements/mnist-table1-sgd-2026-12-01.json").read_text())
+    for g in ("spike", "float"):
+        cells = _row(text, ("Algorithm 3, lr 2e-4", g), "| protocol | gradient | seeds | max | mean ± std |")
+        r = res[g]
+        assert cells[2] == f"{min(r['seeds'])}-{max(r['seeds'])}" and len(r["seeds"]) == max(r["seeds"]) + 1
+        assert cells[3] == f"{r['max']:.2f} %" and cells[4] == f"{r['mean']:.2f} ± {r['std']:.2f} %"
