@@ -20,20 +20,14 @@ def random_case(rng, topo, theta_ff, wide_bias):
     return params, x, rng.integers(0, topo.num_classes, 3)
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1), st.sampled_from([0.5, 1.0, 2.0]),
-       st.sampled_from([0.5, 1.0, 4.0]), st.booleans())
-def test_events_equal_ann(text, seed, theta_ff, theta_bp, wide_bias):
-    """Random nets, thresholds, biases beyond the threshold (fire at t = 0) and many ties."""
-    topo = parse_topology(text)
-    rng = np.random.default_rng(seed)
-    params, x, y = random_case(rng, topo, theta_ff, wide_bias)
-    cfg = StepConfig(theta_ff=theta_ff, theta_bp=theta_bp, alpha=16.0)
+def assert_equals_ann(topo, params, x, y, cfg, **kwargs):
+    """One step simulated event by event (``kwargs`` to :func:`simulate`) against the ANN: S, Vᴸ, E
+    and ω exactly equal. Returns (the event result, the ANN's backward pass)."""
     fp = forward(np, topo, params, x, cfg)
     S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
     V_ann = fp.V.copy()
     bp = backward(np, topo, params, fp, y, cfg)
-    ev = simulate(topo, params, x, y, cfg)
+    ev = simulate(topo, params, x, y, cfg, **kwargs)
     for l, s in enumerate(S_ann):
         np.testing.assert_array_equal(ev.S[l], s, err_msg=f"S{l}")
     np.testing.assert_array_equal(ev.V, V_ann)
@@ -42,6 +36,18 @@ def test_events_equal_ann(text, seed, theta_ff, theta_bp, wide_bias):
     for l, (gW, gb) in bp.sums.items():
         np.testing.assert_array_equal(ev.sums[l][0], gW)
         np.testing.assert_array_equal(ev.sums[l][1], gb)
+    return ev, bp
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(TOPOLOGIES), st.integers(0, 2 ** 31 - 1), st.sampled_from([0.5, 1.0, 2.0]),
+       st.sampled_from([0.5, 1.0, 4.0]), st.booleans())
+def test_events_equal_ann(text, seed, theta_ff, theta_bp, wide_bias):
+    """Random nets, thresholds, biases beyond the threshold (fire at t = 0) and many ties."""
+    topo = parse_topology(text)
+    rng = np.random.default_rng(seed)
+    params, x, y = random_case(rng, topo, theta_ff, wide_bias)
+    ev, bp = assert_equals_ann(topo, params, x, y, StepConfig(theta_ff=theta_ff, theta_bp=theta_bp, alpha=16.0))
     # n >= n_min: every accumulated spike was emitted at least once
     assert all(n >= m for n, m in zip(ev.counts.spikes, ev.counts.spikes_min))
     # error spikes: the simulator's best case is the ANN counter's error_spikes (Σ |Z|, before S′)
@@ -82,18 +88,8 @@ def test_continuous_input_equals_the_ann(text, seed, steps, order):
     topo = parse_topology(text)
     rng = np.random.default_rng(seed)
     params, x, y = random_case(rng, topo, 1.0, False)
-    cfg = StepConfig(theta_ff=1.0, theta_bp=1.0, alpha=16.0)
-    fp = forward(np, topo, params, x, cfg)
-    S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
-    bp = backward(np, topo, params, fp, y, cfg)
-    ev = simulate(topo, params, x, y, cfg, order=order, seed=seed, input_steps=steps)
-    for l, s in enumerate(S_ann):
-        np.testing.assert_array_equal(ev.S[l], s, err_msg=f"S{l}")
-    for l in range(len(topo.layers)):
-        np.testing.assert_array_equal(ev.E[l], export_layer(np, bp.E[l]), err_msg=f"E{l}")
-    for l, (gW, gb) in bp.sums.items():
-        np.testing.assert_array_equal(ev.sums[l][0], gW)
-        np.testing.assert_array_equal(ev.sums[l][1], gb)
+    ev, _ = assert_equals_ann(topo, params, x, y, StepConfig(theta_ff=1.0, theta_bp=1.0, alpha=16.0), order=order,
+                              seed=seed, input_steps=steps)
     assert all(n >= m for n, m in zip(ev.counts.spikes, ev.counts.spikes_min))
 
 
@@ -163,18 +159,8 @@ def test_other_event_orders_equal_the_ann(text, seed, order_seed, theta_ff, wide
     """Seeded random event order and the layered order: the same S, E and ω as the ANN."""
     topo = parse_topology(text)
     params, x, y = random_case(np.random.default_rng(seed), topo, theta_ff, wide_bias)
-    cfg = StepConfig(theta_ff=theta_ff, theta_bp=1.0, alpha=16.0)
-    fp = forward(np, topo, params, x, cfg)
-    S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
-    bp = backward(np, topo, params, fp, y, cfg)
-    ev = simulate(topo, params, x, y, cfg, order=order, seed=order_seed)
-    for l, s in enumerate(S_ann):
-        np.testing.assert_array_equal(ev.S[l], s, err_msg=f"S{l}")
-    for l in range(len(topo.layers)):
-        np.testing.assert_array_equal(ev.E[l], export_layer(np, bp.E[l]), err_msg=f"E{l}")
-    for l, (gW, gb) in bp.sums.items():
-        np.testing.assert_array_equal(ev.sums[l][0], gW)
-        np.testing.assert_array_equal(ev.sums[l][1], gb)
+    assert_equals_ann(topo, params, x, y, StepConfig(theta_ff=theta_ff, theta_bp=1.0, alpha=16.0), order=order,
+                      seed=order_seed)
 
 
 def test_random_order_changes_the_waves_not_the_result():
