@@ -181,13 +181,13 @@ class SliceChip(Chip):
         return xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
 
     def _piece_in(self, buf: Any, kind: str, src: int, l: int, lo: int, hi: int, batch: int,
-                  micro: int) -> tuple[Any, list | None]:
+                  micro: int, events: bool) -> tuple[Any, list | None]:
         """A message of units lo..hi-1 of layer l from chip src: (the counts in layer l's layout,
-        with address events also their phases of waves, float64 in that layout; else None)."""
+        with address events (``events``) also their phases of waves, float64 in that layout; else None)."""
         shape = tuple(self._layer_shape(l, lo, hi))
         t0 = time.perf_counter()
         phases = None
-        if self.events and kind != "predict":
+        if events:
             h, raw = wire.decode_events(buf, dst=self.index, shape=shape, batch=batch, micro=micro)
             values = np.zeros((h.samples, h.neurons), np.int64)
             phases = []
@@ -196,8 +196,7 @@ class SliceChip(Chip):
                     values[cols] += rows
                 phases.append((tag, [(cols, self._layout(rows, l, shape, False)) for cols, rows in waves]))
         else:
-            h, values = wire.decode(buf, kind="forward" if kind == "predict" else kind, dst=self.index, shape=shape,
-                                    batch=batch, micro=micro)
+            h, values = wire.decode(buf, kind=kind, dst=self.index, shape=shape, batch=batch, micro=micro)
         self.timing["decode"] += time.perf_counter() - t0
         if h.src != src:
             raise SpikeGradError(f"chip {self.index}: {kind} message of layer {l} units {lo}-{hi} expected from "
@@ -206,11 +205,13 @@ class SliceChip(Chip):
         return self._layout(values, l, shape), phases
 
     def _gather(self, pieces: list, msgs: list[Any], own: Any, own_lo: int, kind: str, l: int, batch: int,
-                micro: int, own_phases: list | None = None) -> tuple[Any, list | None]:
+                micro: int, own_phases: list | None = None, events: bool = True) -> tuple[Any, list | None]:
         """The pieces (chip, lo, hi) of layer l, in unit order, joined: this chip's from ``own``
         (its array of layer l from unit ``own_lo``, and ``own_phases``, its waves), the others from
-        ``msgs`` in order. Returns (the joined array, with events also the phases of waves placed
-        in the joined units, each phase's waves from every piece, else None)."""
+        ``msgs`` in order. Returns (the joined array, with events (the event wire while training,
+        ``events``) also the phases of waves placed in the joined units, each phase's waves from
+        every piece, else None)."""
+        events = events and self.events
         it = iter(msgs)
         parts, phase_parts = [], []
         base, total = pieces[0].lo, pieces[-1].hi - pieces[0].lo
@@ -224,7 +225,7 @@ class SliceChip(Chip):
                 except StopIteration:
                     raise SpikeGradError(f"chip {self.index}: {kind} of layer {l}: {len(msgs)} messages, "
                                          f"expected one from each of chips {[q.chip for q in pieces]}") from None
-                arr, got = self._piece_in(buf, kind, p.chip, l, p.lo, p.hi, batch, micro)
+                arr, got = self._piece_in(buf, kind, p.chip, l, p.lo, p.hi, batch, micro, events)
                 parts.append(arr)
             if got is not None:
                 phase_parts.append(_place(got, p.lo - base, total))
@@ -232,7 +233,7 @@ class SliceChip(Chip):
             raise SpikeGradError(f"chip {self.index}: {kind} of layer {l}: more messages than the plan's "
                                  f"{len(pieces)} pieces")
         joined = _join(self.xp, parts)
-        if not self.events or kind == "predict":
+        if not events:
             return joined, None
         return joined, _merge(phase_parts, backward=(kind == "error"))
 
@@ -284,8 +285,7 @@ class SliceChip(Chip):
             below = slot.get(("S", l - 1))
             S_in, phases_in = self._gather(self.plan.forward_sources(l, self.index), list(msgs),
                                            None if below is None else below[1].S, self.slices.get(l - 1, (0, 0))[0],
-                                           "forward" if train else "predict", l - 1, batch, micro,
-                                           slot.get(("P", l - 1)))
+                                           "forward", l - 1, batch, micro, slot.get(("P", l - 1)), events=train)
         a, b = self.slices[l]
         kept = layer_forward(self.xp, self.view.layers[l], self.params.get(l), S_in, self.cfg.step,
                              is_output=(l == self.L))
@@ -439,10 +439,6 @@ class SliceChip(Chip):
             if total is not None:
                 momentum_step(self.xp, c[1], c[2], total, eta, mu, self.cfg.frac_bits)
             c[3] = None
-
-    def state(self) -> dict[int, tuple[np.ndarray, ...]]:
-        """{layer: (W, b, vW, vb)} of its rows (rows lo..hi-1 of each trainable layer it holds)."""
-        return super().state()
 
     def copy_state(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """{layer: (W copy, its velocity)}: the columns of split layers it keeps (:func:`check_copies`)."""

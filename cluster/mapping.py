@@ -42,9 +42,8 @@ which never cross a chip boundary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from .errors import SpikeGradError
 from .layers import kind_of
@@ -407,7 +406,7 @@ class Plan:
         total = 0
         for l, lo, hi in self.copies(chip):
             shape = self.topo.weight_shape(l)
-            total += int(np.prod(shape)) * (hi - lo) // self.topo.layers[l].in_shape[0]
+            total += math.prod(shape) * (hi - lo) // self.topo.layers[l].in_shape[0]
         return total
 
     def param_layers(self, chip: int) -> list[int]:

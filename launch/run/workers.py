@@ -88,8 +88,7 @@ def micro_step(xp: Any, topo: Any, params: dict, x: Any, y: Any, step: Any,
     return bp.sums, bp.loss.sum(), correct, counts
 
 
-def _worker(conn: Any, topology: str, step: Any, dtype: str, spike_errors: bool, params_path: str,
-            layout: Layout) -> None:  # noqa: ARG001  (dtype: the blocks carry their own)
+def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path: str, layout: Layout) -> None:
     """A worker process: maps the weights, then runs the micro-batches it is sent until told to stop."""
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
@@ -179,8 +178,8 @@ class WorkerPool:
             ctx: Any = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             for _ in range(n):
                 parent, child = ctx.Pipe()
-                p = ctx.Process(target=_worker, args=(child, topology, step, np.dtype(dtype).str, spike_errors,
-                                                      self.weights.path, self.layout), daemon=True)
+                p = ctx.Process(target=_worker, args=(child, topology, step, spike_errors, self.weights.path,
+                                                      self.layout), daemon=True)
                 p.start()
                 child.close()
                 self.procs.append(p)

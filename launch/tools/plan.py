@@ -77,7 +77,9 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float, cores: int |
     bad = [c for c, v in t.items() if not (math.isfinite(v) and v >= 0)]
     if bad:
         raise SpikeGradError(f"plan: the chips table gives chip {bad[0]} a {measure} that is not a number >= 0")
-    micro_run = float(chips[0].get("micro_batch") or run.cfg.micro_batch or run.cfg.batch_size)  # older runs: config
+    micro_run = chips[0].get("micro_batch") or run.cfg.micro_batch or run.cfg.batch_size  # older runs: config
+    if isinstance(micro_run, bool) or not isinstance(micro_run, (int, float)) or not 0 < micro_run < math.inf:
+        raise SpikeGradError(f"plan: the chips table's micro_batch expected a number > 0, got {micro_run!r}")
     per_node = -(-len(ids) // nodes)
     node_of = {c: i // per_node for i, c in enumerate(ids)}
     used = sorted(set(node_of.values()))
@@ -114,7 +116,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float, cores: int |
     nic_time = {n: max(out_bits[n], in_bits[n]) / (link_gbps * 1e9) for n in used}
     network_bound = 1.0 / max(nic_time.values()) if max(nic_time.values()) > 0 else math.inf
     # messages go one per link and layer per micro-batch: count them per micro-batch of the run
-    crossing_per_micro = crossing_messages / (images / micro_run)
+    crossing_per_micro = crossing_messages / (images / float(micro_run))
     # the path of one micro-batch: chips holding the same layers work side by side, the others in turn
     stages: dict[str, float] = {}
     for r in chips:

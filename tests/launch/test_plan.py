@@ -66,9 +66,11 @@ def test_plan_prints_and_refuses_in_one_line(tmp_path, capsys):
     assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
                  "--quiet", "--out", str(local)]) == 0
     chip_run(tmp_path / "neg", cpu=(0.1, -5.0, 0.2, 0.2))
+    chip_run(tmp_path / "mb", micro="many")
     for args, message in [([str(local), "--nodes", "2"], "not a chip run"),
                           ([str(tmp_path / "rep"), "--nodes", "2"], "replicas are not modelled"),
                           ([str(tmp_path / "neg"), "--nodes", "2"], "chip 1 a cpu_seconds that is not a number >= 0"),
+                          ([str(tmp_path / "mb"), "--nodes", "2"], "micro_batch expected a number > 0, got 'many'"),
                           ([str(tmp_path / "r"), "--nodes", "0"], "expected an integer >= 1"),
                           ([str(tmp_path / "r"), "--nodes", "2", "--link-gbps", "0"], "expected a finite number > 0"),
                           ([str(tmp_path / "r"), "--nodes", "2", "--epoch", "3"], "epoch 3 expected one of"),
