@@ -79,14 +79,15 @@ def mnist_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One private local Ray instance for the whole test session (2 CPUs, loopback, no dashboard).
+    """One private local Ray instance for the whole test session (2 CPUs, loopback only, no dashboard).
 
     ``address="local"`` so that a stale cluster address in the environment is never joined.
     """
     import ray
 
+    from launch.run.ray_session import init_private
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 object_store_memory=256 * 1024 * 1024, logging_level="warning")
+        init_private(2, 256 * 1024 * 1024, "warning")
     yield ray
     ray.shutdown()

@@ -51,9 +51,8 @@ def private_token() -> None:
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, dict]:
     """Join the cluster at ``address`` (or RAY_ADDRESS), else start a private local instance.
 
-    The local instance runs no dashboard and asks Ray for the loopback address; Ray 2.60 still
-    opens its GCS, raylet and worker ports on all interfaces (measured with ``ss -ltnp``):
-    restricting those is open work (issue 6). Returns (started here, cluster resources).
+    The local instance is :func:`init_private`'s: loopback only, token-gated. Returns (started
+    here, cluster resources).
     """
     import ray  # noqa: PLC0415
 
@@ -76,13 +75,45 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
             print("spikegrad: warning: the private Ray instance starts without token authentication "
                   "(--allow-no-auth)", file=sys.stderr)
-        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 num_cpus=num_cpus or os.cpu_count(), logging_level=logging.WARNING, log_to_driver=True,
-                 object_store_memory=512 * 1024 * 1024)
+        init_private(num_cpus or os.cpu_count() or 1, 512 * 1024 * 1024, logging.WARNING)
         private_token()
     if sigterm is not None:
         signal.signal(signal.SIGTERM, sigterm)
     return True, ray.cluster_resources()
+
+
+# Ray's switch for its single-machine mode (meant for macOS and Windows): with it off, Ray takes the
+# loopback address as the node's own address, so every daemon listens on 127.0.0.1 alone.
+_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def init_private(num_cpus: int, object_store_memory: int, logging_level: int | str) -> None:
+    """Start a private Ray instance on this machine that listens on the loopback interface only.
+
+    Asking ``ray.init`` for ``_node_ip_address="127.0.0.1"`` is not enough: Ray replaces a loopback
+    address by the machine's reachable one, and then its GCS, raylet, workers and three Prometheus
+    metrics servers (which take no token) listen on every interface (measured with ``ss -ltnp``,
+    Ray 2.60). Ray's single-machine mode keeps all of them on 127.0.0.1. The mode is read by this
+    process (``ray_constants``, at call time) and by every daemon Ray starts (their environment,
+    captured at start); both are put back afterwards, so a cluster joined later by this process is
+    unaffected. The token gate stays on: other users of this machine reach the loopback ports too.
+    """
+    import ray  # noqa: PLC0415
+    from ray._private import ray_constants  # noqa: PLC0415
+
+    before_env, before_const = os.environ.get(_LOOPBACK_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_SWITCH] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 num_cpus=num_cpus, object_store_memory=object_store_memory,
+                 logging_level=logging_level, log_to_driver=True)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_const
+        if before_env is None:
+            os.environ.pop(_LOOPBACK_SWITCH, None)
+        else:
+            os.environ[_LOOPBACK_SWITCH] = before_env
 
 
 RAY_LOST_EXIT = 3  # exit status of a run whose private Ray instance lost its GCS or raylet

@@ -76,14 +76,19 @@ def test_the_private_instance_refuses_a_client_without_its_token(ray_session, tm
     gcs = ray_session.get_runtime_context().gcs_address
     code = (f"import ray\ntry:\n    ray.init(address={gcs!r}, logging_level='error')\n    print('JOINED')\n"
             "except Exception as exc:\n    print('REFUSED', type(exc).__name__, exc)\n")
+    # the instance listens on loopback only; a client finds it there in Ray's single-machine mode
+    base = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    base.pop("RAY_AUTH_TOKEN", None)
     for token in ("0" * 64, None):
-        env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}  # no ~/.ray/auth_token there
-        env.pop("RAY_AUTH_TOKEN", None)
+        env = {**base, "HOME": str(tmp_path)}  # no ~/.ray/auth_token there
         if token:
             env["RAY_AUTH_TOKEN"] = token
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert "REFUSED" in proc.stdout and "JOINED" not in proc.stdout, proc.stdout + proc.stderr[-1500:]
         assert "token" in (proc.stdout + proc.stderr).lower(), proc.stderr[-1500:]  # for its token, not by chance
+    # with the owner's token (~/.ray/auth_token) the same client joins: the refusals were the gate's
+    proc = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True, timeout=120)
+    assert "JOINED" in proc.stdout, proc.stdout + proc.stderr[-1500:]
 
 
 def test_the_token_file_is_readable_by_its_owner_only(tmp_path, monkeypatch):
@@ -98,25 +103,109 @@ def test_the_token_file_is_readable_by_its_owner_only(tmp_path, monkeypatch):
     assert token.stat().st_mode & 0o777 == 0o600
 
 
-def _listening_ports(pid: int) -> set[int]:
-    """TCP ports process ``pid`` listens on (/proc: its socket inodes against the LISTEN table)."""
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """(local address as /proc/net writes it, port) of every TCP socket process ``pid`` listens on
+    (/proc: its socket inodes against the LISTEN tables)."""
     import os
 
     inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # ended meanwhile
+        return []
+    for fd in fds:
         try:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    ports = set()
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in open(table).read().splitlines()[1:]:
             f = line.split()
             if f[3] == "0A" and f[9] in inodes:  # LISTEN
-                ports.add(int(f[1].rsplit(":", 1)[1], 16))
-    return ports
+                address, port = f[1].rsplit(":", 1)
+                found.append((address, int(port, 16)))
+    return found
+
+
+def _listening_ports(pid: int) -> set[int]:
+    return {port for _, port in _listening(pid)}
+
+
+def _is_loopback(address: str) -> bool:
+    """An address from /proc/net/tcp (8 hex digits, little-endian) or tcp6 (32): 127.0.0.0/8, ::1
+    or ::ffff:127.x.x.x."""
+    if len(address) == 8:
+        return address[6:8] == "7F"
+    return address == "0" * 31 + "1" or (address[:24] == "0" * 16 + "FFFF0000" and address[30:32] == "7F")
+
+
+def _descendants(root: int) -> set[int]:
+    import os
+
+    parent = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        parent[int(pid)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in found]
+        found.update(kids)
+        frontier.extend(kids)
+    return found
+
+
+def test_the_private_instance_listens_on_loopback_only(ray_session):
+    """Every port of the private instance (GCS, raylet, the driver's and a chip's worker, the
+    dashboard agent and the metrics servers, which take no token) listens on 127.0.0.1 only: nothing
+    of it is reachable from another machine (issue 16)."""
+    import os
+
+    from actors.chip import ChipConfig
+    from actors.ray_chip import ChipActor
+    from launch.run.config import make_config
+
+    cfg = make_config("digits", engine="local")
+    chip = ChipActor.options(num_cpus=0.01).remote(
+        1, 1, 1, ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
+    try:
+        chip_pid = ray_session.get(chip.ping.remote())["pid"]
+        pids = _descendants(os.getpid())
+        assert chip_pid in pids
+        sockets = {pid: _listening(pid) for pid in pids}
+        names = {pid: open(f"/proc/{pid}/comm").read().strip() for pid in sockets if sockets[pid]}
+        assert {"gcs_server", "raylet"} <= set(names.values()), names
+        assert sum(map(len, sockets.values())) >= 8, sockets  # GCS, raylet x2, 2 workers, agents, metrics
+        open_ = {(names[pid], port) for pid, found in sockets.items() for address, port in found
+                 if not _is_loopback(address)}
+        assert not open_, f"listening beyond loopback: {sorted(open_)}"
+    finally:
+        ray_session.kill(chip)
+
+
+def test_the_loopback_check_sees_an_open_port():
+    """The check above can fail: a socket bound to all interfaces is seen as such."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        mine = dict((p, a) for a, p in _listening(os.getpid()))
+        assert port in mine and not _is_loopback(mine[port])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        mine = dict((p, a) for a, p in _listening(os.getpid()))
+        assert _is_loopback(mine[port])
 
 
 def test_the_raylet_and_a_chip_worker_refuse_calls_without_the_token(ray_session):
