@@ -12,6 +12,7 @@ the default is NumPy. Asking for CuPy without CUDA is an error, not a skip.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,6 @@ def ray_session():
     from launch.run.ray_session import init_private
 
     if not ray.is_initialized():
-        init_private(2, 256 * 1024 * 1024, "warning")
+        init_private(2, 256 * 1024 * 1024, logging.WARNING)
     yield ray
     ray.shutdown()

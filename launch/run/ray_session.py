@@ -87,7 +87,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
 _LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def init_private(num_cpus: int, object_store_memory: int, logging_level: int | str) -> None:
+def init_private(num_cpus: int, object_store_memory: int, logging_level: int) -> None:
     """Start a private Ray instance on this machine that listens on the loopback interface only.
 
     Asking ``ray.init`` for ``_node_ip_address="127.0.0.1"`` is not enough: Ray replaces a loopback
