@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import signal
 import tempfile
 import traceback
 import uuid
@@ -99,6 +100,11 @@ def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path
 
     from .rundir import HELD_LOCKS  # noqa: PLC0415
 
+    # Forked with the CLI's handlers: SIGTERM to the whole process group (timeout, a batch scheduler)
+    # would raise in this worker and print its traceback. A worker just ends; Ctrl-C is the engine's
+    # to handle (it stops the workers).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in list(HELD_LOCKS):  # forked: the run directory's lock belongs to the engine's process alone
         try:
             os.close(fd)

@@ -99,19 +99,29 @@ def _epochs_done(run) -> int:
         return 0
 
 
-def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path):
+@pytest.mark.parametrize("how", ["sigterm", "sigterm-group", "ctrl-c-group"])
+def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path, how):
     """SIGTERM (a scheduler stopping a job) ends a run with one line naming the --resume command
-    and exit status 143; the run then resumes from its last checkpoint."""
+    and exit status 143, its last checkpoint kept. Sent to the whole process
+    group (as ``timeout`` or a batch scheduler does; Ctrl-C in a terminal: exit 130), the engine's
+    worker processes get it too and end without a word."""
     run = tmp_path / "t"
+    group = how.endswith("group")
     proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--engine", "local", "--epochs", "100000",
-                             "--quiet", "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--quiet", "--out", str(run)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=group)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _epochs_done(run):  # the first epoch's checkpoint is on disk
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    sig = signal.SIGINT if how.startswith("ctrl-c") else signal.SIGTERM
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1].decode().strip().splitlines()
-    assert proc.returncode == 143, err[-5:]
-    assert err[-1] == f"spikegrad: terminated; the last checkpoint of {run} is kept: continue with " \
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err[-5:]
+    assert err[-1] == f"spikegrad: {word}; the last checkpoint of {run} is kept: continue with " \
                       f"spikegrad train --resume {run}"
     assert "Traceback" not in "\n".join(err)
     assert int(arrays(run)["epochs_done"]) >= 1
