@@ -24,6 +24,7 @@ from cluster.topology import PRESETS
 
 from .data import DATASETS
 from .run.config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, WIRES
+from .run.supervise import supervise, supervised, tell
 
 
 class _Parser(argparse.ArgumentParser):
@@ -295,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 _RESUME_OK = {"resume", "address", "allow_no_auth", "json", "quiet", "command", "download", "data_dir"}
 
 
+def _joins_cluster(a: argparse.Namespace) -> bool:
+    """A run that joins a Ray cluster (chips engine, --address or RAY_ADDRESS); a resumed run's engine
+    is in its config.json, read later: it is watched whenever an address is given."""
+    return bool(a.address or os.environ.get("RAY_ADDRESS")) and (a.resume or a.engine != "local")
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     from .run.config import check_address  # noqa: PLC0415
     from .run.runs import resume, train  # noqa: PLC0415
@@ -464,18 +471,24 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    # Once: the run is stopping; the same signal again (sent to the process group and relayed by a
+    # watching parent as well, launch.run.supervise) must not cut its cleanup short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated("terminated")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 2 refused input (one ``spikegrad: error:`` line), 3 the private Ray
-    instance lost its GCS or raylet (launch.run.ray_session.watch_ray), 130 Ctrl-C, 143
+    instance lost its GCS or raylet (launch.run.ray_session.watch_ray), or a joined cluster ended
+    the run's process (launch.run.supervise), 130 Ctrl-C, 143
     SIGTERM (both print the run directory and the ``--resume`` command), 1 other OS errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
     on_main = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
     try:
-        return _main(argv)
+        status = _main(argv)
+        tell("exit", status)  # to a watching parent: everything has been said (launch.run.supervise)
+        return status
     finally:
         if on_main:
             signal.signal(signal.SIGTERM, before)
@@ -486,6 +499,8 @@ def _main(argv: list[str]) -> int:
         args = build_parser().parse_args(argv or ["train"])
         if args.command is None:
             args = build_parser().parse_args(["train", *argv])
+        if args.command == "train" and _joins_cluster(args) and not supervised():
+            return supervise(argv)  # Ray may end the run's process from C++: a parent watches it
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
                    "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan}[args.command]

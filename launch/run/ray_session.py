@@ -15,6 +15,7 @@ from pathlib import Path
 from cluster.errors import SpikeGradError
 
 from .config import check_address
+from .supervise import RAY_LOST_EXIT
 
 ALLOW_NO_AUTH = "SPIKEGRAD_ALLOW_NO_AUTH"
 CONNECT_TIMEOUT_S = 15.0
@@ -116,7 +117,6 @@ def init_private(num_cpus: int, object_store_memory: int, logging_level: int) ->
             os.environ[_LOOPBACK_SWITCH] = before_env
 
 
-RAY_LOST_EXIT = 3  # exit status of a run whose private Ray instance lost its GCS or raylet
 
 
 def ray_daemons(parent: int | None = None) -> dict[str, int]:

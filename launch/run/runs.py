@@ -21,6 +21,7 @@ from .config import TrainConfig
 from .driver import Driver
 from .engine import make_engine
 from .rundir import RunDir
+from .supervise import kept, tell
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -90,8 +91,7 @@ class Interrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM: its last checkpoint is on disk, and it can resume."""
 
     def __init__(self, run: RunDir | str, how: str) -> None:
-        super().__init__(f"{how}; the last checkpoint of {run} is kept: continue with "
-                         f"spikegrad train --resume {run}")
+        super().__init__(kept(run, how))
         self.signal_name = how
 
 
@@ -99,6 +99,7 @@ def _run(cfg: TrainConfig, run: RunDir, start: Callable[[Driver], None], progres
          log: Callable[[str], None], address: str | None) -> dict:
     """Load the data, make the driver and its engine, ``start(driver)`` (new run or resumed
     state), train, close."""
+    tell("run", run)  # to a watching parent (launch.run.supervise), if there is one
     try:
         return _run_data(cfg, run, start, progress, log, address)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (launch.cli): say how to go on
@@ -111,10 +112,8 @@ def _run_data(cfg: TrainConfig, run: RunDir, start: Callable[[Driver], None], pr
     data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, progress=progress)
     check_fit(topo, data)
     arrays = select(data, cfg)
-    def lost(what: str) -> str:
-        return f"{what}; the last checkpoint of {run} is kept: continue with spikegrad train --resume {run}"
-
-    driver = Driver(cfg, topo, lambda params: make_engine(cfg, topo, params, address, on_lost=lost))
+    driver = Driver(cfg, topo, lambda params: make_engine(cfg, topo, params, address,
+                                                         on_lost=lambda what: kept(run, what)))
     try:
         start(driver)
         xtr, _, xte, _, xval, _ = arrays

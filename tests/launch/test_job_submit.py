@@ -6,6 +6,7 @@ absolute path of this environment's `spikegrad`, waits for SUCCEEDED, checks the
 and stops only the processes it started (the process group), never a `ray stop` for the machine.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -47,6 +48,39 @@ def wait_http(port: int, timeout: float) -> bool:
 
 
 
+@contextlib.contextmanager
+def ray_head(start: list[str], env: dict, dashboard: bool):
+    """``start`` (a ``ray start --head`` command line) with --block, every port of its own (another Ray
+    instance, the test session's, may hold the defaults) and its own temp dir, in its own process
+    group; yields (process, GCS port, dashboard port); stops only that group."""
+    gcs, dash = free_port(), free_port()
+    own_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
+    temp = Path("/tmp") / f"sg-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen(
+        [*start, "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+         f"--include-dashboard={str(dashboard).lower()}", f"--temp-dir={temp}", "--disable-usage-stats", *own_ports],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield head, gcs, dash
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def token_env() -> dict:
+    """Token authentication on: one token shared by the head and its clients."""
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 def readme_recipe() -> list[str]:
     """The shell lines of the README's job recipe (between its job-recipe markers)."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -65,19 +99,11 @@ def test_ray_job_submit_trains(tmp_path):
     ray_cli, spikegrad = BIN / "ray", BIN / "spikegrad"
     if not ray_cli.exists() or not spikegrad.exists():
         pytest.skip(f"needs the installed 'ray' and 'spikegrad' commands in {BIN} (pip install -e .)")
-    # Token authentication stays on: one token shared by the head and the CLI.
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-               RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
-    # Every port of its own: another Ray instance (the test session's) may hold the defaults.
-    own_ports = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
-    temp = Path("/tmp") / f"sg-ray-{secrets.token_hex(4)}"  # short: Ray's socket paths have a length limit
+    env = token_env()
     recipe = readme_recipe()
     run = tmp_path / "job-run"
     job_id = f"spikegrad-test-{secrets.token_hex(4)}"
+    dash = 0  # the head's dashboard port, once it is started
 
     def from_readme(line: str) -> list[str]:
         """A recipe line with this test's port, paths and job id (and the installed commands)."""
@@ -88,11 +114,8 @@ def test_ray_job_submit_trains(tmp_path):
                 *[str(spikegrad) if w == "spikegrad" else w for w in words[1:]]]
 
     start = from_readme(next(line for line in recipe if line.startswith("ray start")))
-    head = subprocess.Popen(
-        [*start, "--block", f"--port={gcs}", f"--dashboard-port={dash}", "--include-dashboard=true",
-         f"--temp-dir={temp}", "--disable-usage-stats", *own_ports],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with ray_head(start, env, dashboard=True) as (_, _, port):
+        dash = port
         assert wait_http(dash, 120), "the head's dashboard did not come up"
         cmd = from_readme(next(line for line in recipe if line.startswith("ray job submit")))
         deadline = time.time() + 120
@@ -116,11 +139,58 @@ def test_ray_job_submit_trains(tmp_path):
                                  env=env, capture_output=True, text=True, timeout=120)
         assert traffic.returncode == 0 and "chip-to-chip traffic" in traffic.stdout, \
             traffic.stdout[-1000:] + traffic.stderr[-1000:]
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """{pid: name} of every process below ``pid`` (Linux /proc)."""
+    parent, name = {}, {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
         try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        parent[int(p)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        name[int(p)] = stat[stat.index("(") + 1:stat.rindex(")")]
+    found, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in found:
+                found[c] = name[c]
+                frontier.append(c)
+    return found
+
+
+def test_a_joined_cluster_losing_its_gcs_ends_with_the_resume_command(tmp_path):
+    """Ray ends a driver whose cluster loses its GCS from C++ (exit status 1, no Python runs), so a
+    run that joins a cluster is watched by a parent process (launch.run.supervise): killing the head's
+    GCS ends the run with one spikegrad line naming --resume, exit status 3, and its checkpoint kept."""
+    ray_cli = BIN / "ray"
+    if not ray_cli.exists():
+        pytest.skip(f"needs the installed 'ray' command in {BIN} (pip install -e .)")
+    env = token_env()
+    start = [str(ray_cli), "start", "--head", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+    run = tmp_path / "joined"
+    with ray_head(start, env, dashboard=False) as (head, gcs, _):
+        deadline = time.time() + 120
+        while not {"gcs_server", "raylet"} <= set(_children(head.pid).values()) and time.time() < deadline:
+            time.sleep(0.5)
+        proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--address", f"127.0.0.1:{gcs}",
+                                 "--epochs", "100000", "--limit-train", "256", "--limit-test", "32", "--quiet",
+                                 "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                cwd=Path(__file__).resolve().parents[2])
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and proc.poll() is None and not (run / "metrics.parquet").is_file():
+                time.sleep(0.2)  # an epoch is done, with its checkpoint
+            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+            gcs_pid = next(p for p, n in _children(head.pid).items() if n == "gcs_server")
+            os.kill(gcs_pid, signal.SIGKILL)
+            err = proc.communicate(timeout=180)[1].decode().strip().splitlines()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 3, err[-8:]
+    assert err[-1].startswith("spikegrad: error: the run's process ended without a word"), err[-8:]
+    assert err[-1].endswith(f"the last checkpoint of {run} is kept: continue with spikegrad train --resume {run}")
+    assert (run / "checkpoint.npz").is_file()
