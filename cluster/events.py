@@ -104,6 +104,12 @@ def _add(A: np.ndarray, cols: np.ndarray | None, r: np.ndarray) -> None:
     """A[samples cols] += r (the samples of a wave are distinct and in order)."""
     if cols is None or len(cols) == A.shape[-1 if A.ndim == 4 else 0]:
         A += r
+    elif A.ndim == 4 and 4 * len(cols) > A.shape[-1]:
+        # Many samples of a map: a fancy-indexed += on the innermost axis reads and writes with the
+        # batch's stride; r spread into zeros and added whole is about twice as fast (x + 0 == x).
+        full = np.zeros_like(A)
+        full[..., cols] = r
+        A += full
     elif A.ndim == 4:
         A[..., cols] += r
     else:
@@ -161,7 +167,7 @@ class _Layer:
         # and ω, which every δ this layer emits adds to (without −η): None where not accumulated
         self.trace: np.ndarray | None = None
         self.omega: tuple[np.ndarray, np.ndarray] | None = None
-        self._patches: np.ndarray | None = None  # im2col of the trace (K, Ho·Wo, B), for a convolution
+        self._patches: np.ndarray | None = None  # im2col of the trace (B, Ho·Wo, K), for a convolution
 
     @property
     def weights(self) -> tuple[Any, Any]:
@@ -291,13 +297,15 @@ class _Layer:
             return
         W = self.params[0]
         if isinstance(self.layer, Conv):  # the trace's patches once per layer, each wave's samples from them
-            if self._patches is None:
+            if self._patches is None:  # sample-major (B, Ho·Wo, K): a wave's samples are contiguous blocks
                 B = self.trace.shape[-1]
-                self._patches = ops.im2col(np, np.ascontiguousarray(self.trace), self.layer).reshape(
-                    -1, self.layer.out_shape[1] * self.layer.out_shape[2], B)
-            p = self._patches if cols is None or len(cols) == self._patches.shape[-1] else self._patches[..., cols]
-            d2 = delta.reshape(delta.shape[0], -1)   # (Co, Ho·Wo·k), samples innermost like the patches
-            gW = (d2 @ p.reshape(p.shape[0], -1).T).reshape(W.shape)
+                P = self.layer.out_shape[1] * self.layer.out_shape[2]
+                self._patches = np.ascontiguousarray(ops.im2col(
+                    np, np.ascontiguousarray(self.trace), self.layer).reshape(-1, P, B).transpose(2, 1, 0))
+            p = self._patches if cols is None or len(cols) == len(self._patches) else self._patches[cols]
+            Co, nb = delta.shape[0], delta.shape[-1]
+            d2 = delta.reshape(Co, -1, nb).transpose(0, 2, 1).reshape(Co, -1)  # (Co, k·Ho·Wo), like p
+            gW = (d2 @ p.reshape(-1, p.shape[-1])).reshape(W.shape)
             gb = d2.sum(axis=1)
         else:
             x = _take(self.trace, cols)

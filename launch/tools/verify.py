@@ -15,11 +15,15 @@ and float32 weights usually are fine; weights kept on a 2⁻ᴷ grid (``spikegra
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import signal
 import sys
 import time
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cluster.events import ORDERS, max_sde_without_residual, simulate
 from cluster.network import backward, export_layer, forward
@@ -28,9 +32,89 @@ from ..data import load_dataset
 from ..run.runs import check_fit, load_run
 
 
+class _Totals:
+    """Per layer: equal values of S, E, ω and their counts, spikes n and n_min, synaptic events,
+    the largest |SDE| without residual phases; seconds of the ANN and of the simulation."""
+
+    def __init__(self, L: int) -> None:
+        self.agree = np.zeros((L + 1, 3))
+        self.total = np.zeros((L + 1, 3))
+        self.n, self.n_min, self.ev_f, self.ev_b = (np.zeros(L + 1) for _ in range(4))
+        self.sde = np.zeros(L)
+        self.t_ann = self.t_snn = 0.0
+
+    def add(self, other: _Totals) -> None:
+        for k in ("agree", "total", "n", "n_min", "ev_f", "ev_b"):
+            getattr(self, k)[...] += getattr(other, k)
+        self.sde = np.maximum(self.sde, other.sde)
+        self.t_ann += other.t_ann
+        self.t_snn += other.t_snn
+
+
+class _Job:
+    """One verification: the chunk starting at image ``i`` through the ANN and the simulator."""
+
+    def __init__(self, topo: Any, params: dict, x: np.ndarray, y: np.ndarray, step: Any, chunk: int,
+                 residual: bool, order: str, seed: int, input_steps: int) -> None:
+        self.topo, self.params, self.x, self.y, self.step, self.chunk = topo, params, x, y, step, chunk
+        self.residual, self.order, self.seed, self.input_steps = residual, order, seed, input_steps
+
+    def run(self, i: int) -> _Totals:
+        topo, params, step = self.topo, self.params, self.step
+        L = len(topo.layers) - 1
+        out = _Totals(L)
+        xc, yc = self.x[i:i + self.chunk], self.y[i:i + self.chunk]
+        t0 = time.perf_counter()
+        fp = forward(np, topo, params, xc, step)
+        S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
+        bp = backward(np, topo, params, fp, yc, step)
+        out.t_ann = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ev = simulate(topo, params, xc, yc, step, residual=self.residual, order=self.order, seed=self.seed + i,
+                      input_steps=self.input_steps)
+        out.t_snn = time.perf_counter() - t0
+        for l in range(L + 1):
+            if l < L:
+                out.agree[l, 0] += np.sum(ev.S[l] == S_ann[l])
+                out.total[l, 0] += S_ann[l].size
+            E_ann = export_layer(np, bp.E[l])
+            out.agree[l, 1] += np.sum(ev.E[l] == E_ann)
+            out.total[l, 1] += E_ann.size
+            if l in bp.sums:
+                for a, b in zip(ev.sums[l], bp.sums[l]):
+                    out.agree[l, 2] += np.sum(a == b)
+                    out.total[l, 2] += a.size
+        out.n += ev.counts.spikes
+        out.n_min += ev.counts.spikes_min
+        out.ev_f += ev.counts.events_forward
+        out.ev_b += ev.counts.events_backward
+        out.sde = np.asarray(max_sde_without_residual(topo, params, xc, yc, step, order=self.order,
+                                                      seed=self.seed + i, input_steps=self.input_steps))
+        return out
+
+
+_JOB: _Job | None = None  # a pool worker's job, inherited or handed over at its start
+
+
+def _quiet_worker(job: _Job) -> None:
+    """A pool worker: ends silently on SIGTERM, leaves Ctrl-C to the parent, one BLAS thread."""
+    global _JOB
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(limits=1, user_api="blas")
+    _JOB = job
+
+
+def _run_chunk(i: int) -> _Totals:
+    assert _JOB is not None
+    return _JOB.run(i)
+
+
 def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk: int = 100,
            residual: bool = True, order: str = "waves", seed: int = 0, progress: bool = True,
-           input_steps: int = 1) -> dict[str, Any]:
+           input_steps: int = 1, workers: int | None = None) -> dict[str, Any]:
+    """``workers`` processes simulate the chunks of ``chunk`` images side by side (default: one per
+    core); each chunk's result does not depend on which process ran it."""
     driver = load_run(run_dir, backend="numpy")
     cfg, topo = driver.cfg, driver.topo
     host = driver.host_params()
@@ -39,46 +123,30 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
     check_fit(topo, data)
     x, y = data.x_test[:samples].astype(np.float64), data.y_test[:samples]
     params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in host.items()}
-    step = cfg.step
     L = len(topo.layers) - 1
-    agree = np.zeros((L + 1, 3))    # equal values of S, E, ω per layer
-    total = np.zeros((L + 1, 3))
-    n = np.zeros(L + 1)
-    n_min = np.zeros(L + 1)
-    ev_f = np.zeros(L + 1)
-    ev_b = np.zeros(L + 1)
-    sde = np.zeros(L)
-    t_ann = t_snn = 0.0
+    job = _Job(topo, params, x, y, cfg.step, chunk, residual, order, seed, input_steps)
+    starts = list(range(0, len(x), chunk))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_proc = max(1, min(workers or cores, len(starts)))
+    tot = _Totals(L)
     from tqdm import tqdm  # noqa: PLC0415
 
-    for i in tqdm(range(0, len(x), chunk), desc="verify", unit="chunk", disable=not progress, file=sys.stderr):
-        xc, yc = x[i:i + chunk], y[i:i + chunk]
-        t0 = time.perf_counter()
-        fp = forward(np, topo, params, xc, step)
-        S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
-        bp = backward(np, topo, params, fp, yc, step)
-        t_ann += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ev = simulate(topo, params, xc, yc, step, residual=residual, order=order, seed=seed + i,
-                      input_steps=input_steps)
-        t_snn += time.perf_counter() - t0
-        for l in range(L + 1):
-            if l < L:
-                agree[l, 0] += np.sum(ev.S[l] == S_ann[l])
-                total[l, 0] += S_ann[l].size
-            E_ann = export_layer(np, bp.E[l])
-            agree[l, 1] += np.sum(ev.E[l] == E_ann)
-            total[l, 1] += E_ann.size
-            if l in bp.sums:
-                for a, b in zip(ev.sums[l], bp.sums[l]):
-                    agree[l, 2] += np.sum(a == b)
-                    total[l, 2] += a.size
-        n += ev.counts.spikes
-        n_min += ev.counts.spikes_min
-        ev_f += ev.counts.events_forward
-        ev_b += ev.counts.events_backward
-        sde = np.maximum(sde, max_sde_without_residual(topo, params, xc, yc, step, order=order, seed=seed + i,
-                                                       input_steps=input_steps))
+    bar = tqdm(total=len(starts), desc="verify", unit="chunk", disable=not progress, file=sys.stderr)
+    with threadpool_limits(limits=1, user_api="blas"):  # small products per wave: threads only contend
+        if n_proc == 1:
+            for i in starts:
+                tot.add(job.run(i))
+                bar.update()
+        else:
+            # fork: the job (data, weights) is inherited, nothing is pickled but the chunks' totals
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(n_proc, initializer=_quiet_worker, initargs=(job,)) as pool:
+                for part in pool.imap(_run_chunk, starts):
+                    tot.add(part)
+                    bar.update()
+    bar.close()
+    agree, total, n, n_min, ev_f, ev_b, sde = tot.agree, tot.total, tot.n, tot.n_min, tot.ev_f, tot.ev_b, tot.sde
+    t_ann, t_snn = tot.t_ann, tot.t_snn
     rows = []
     for l, layer in enumerate(topo.layers):
         share = [agree[l, k] / total[l, k] if total[l, k] else float("nan") for k in range(3)]
@@ -92,7 +160,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
                 max_abs_sde_no_residual=float(sde.max(initial=0.0)), spikes=spikes, spikes_min=spikes_min,
                 redundancy=(spikes - spikes_min) / spikes_min if spikes_min else float("nan"),
                 synaptic_events=float(ev_f.sum() + ev_b.sum()),
-                seconds_ann=round(t_ann, 3), seconds_snn=round(t_snn, 3),
+                seconds_ann=round(t_ann, 3), seconds_snn=round(t_snn, 3), processes=n_proc,
                 order=order, order_policy=ORDERS[order] + (f" (seed {seed})" if order == "random" else ""),
                 input="whole" if input_steps == 1 else f"continuous, {input_steps} steps",
                 run_dir=str(run_dir), layers=rows)

@@ -37,3 +37,22 @@ def test_bench_events_counts_and_agrees(capsys):
     assert res["samples"] == 12 and res["increments_exact"] is True
     assert res["synaptic_events"] > 0 and res["synaptic_events_per_second"] > 0
     assert res["waves"] >= 2
+
+
+@pytest.mark.slow
+def test_verify_in_worker_processes_equals_one_process(tmp_path):
+    """Chunks simulated by two processes add up to the same report as one process, every count."""
+    from launch.tools.verify import verify
+
+    run = tmp_path / "run"
+    train(make_config("digits", engine="local", epochs=1, limit_train=200, out=str(run)), progress=False,
+          log=lambda s: None)
+    one, two = (verify(str(run), samples=30, chunk=8, order="random", seed=5, progress=False, workers=w)
+                for w in (1, 2))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    for res in (one, two):
+        for k in ("seconds_ann", "seconds_snn", "processes"):
+            res.pop(k)
+    # as JSON text: the rows hold NaN where a column does not apply (a pooling layer's ω), and NaN != NaN
+    assert json.dumps(one) == json.dumps(two)
+    assert one["exact_fraction"] == 1.0 and one["samples"] == 30 and one["spikes"] > 0
