@@ -515,7 +515,8 @@ class SliceSegment(Segment):
 
 def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x: np.ndarray,
              y: np.ndarray, cfg: StepConfig, residual: bool = True, order: str = "waves",
-             seed: int = 0, chips: list[tuple[int, int]] | None = None, input_steps: int = 1) -> EventResult:
+             seed: int = 0, chips: list[tuple[int, int]] | None = None, input_steps: int = 1,
+             backward: bool = True) -> EventResult:
     """One training step of the spiking network, event by event (float64, NumPy).
 
     x: (B, C, H, W) float input; y: (B,) int labels; params as for :func:`cluster.network.forward`.
@@ -532,6 +533,7 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     its input current W x in T equal parts, x / T each, one input wave per time step, and fires
     after each (T = 1: all at t = 0). T must be a power of two, so that x / T, every product with it
     and their sums stay exact on a dyadic grid and the accumulated values remain the ANN's.
+    ``backward`` False: the forward pass alone (Z, E and ω stay zero, no error spikes counted).
     """
     if isinstance(input_steps, bool) or not isinstance(input_steps, int) or input_steps < 1 \
             or input_steps & (input_steps - 1):
@@ -551,7 +553,7 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     for l in range(L + 1):  # the forward traces x(T) that Eq. (8) multiplies each δ with
         net[l].trace, below = below, net[l].S
     errors: list[tuple[int, list[Wave]]] | None = None
-    for seg in reversed(segs):
+    for seg in reversed(segs) if backward else ():
         errors = seg.backward(errors, y=y)
     n_err = {l: net[l].n_err for l in net}
     for seg in segs[1:]:
@@ -582,7 +584,8 @@ def max_sde_without_residual(topo: Topology, params: dict, x: np.ndarray, y: np.
                              input_steps: int = 1) -> list[float]:
     """Per hidden layer, max |SDE| of the standard rule alone (Eqs. (10), (13)): the SNN's S
     against the ANN response to the SNN's own input spikes, max(0, Ŝ) (pooling: Ŝ). < 1."""
-    ev = simulate(topo, params, x, y, cfg, residual=False, order=order, seed=seed, input_steps=input_steps)
+    ev = simulate(topo, params, x, y, cfg, residual=False, order=order, seed=seed, input_steps=input_steps,
+                  backward=False)
     below = to_chwb(np, np.asarray(x, dtype=np.float64))
     worst = []
     for l, layer in enumerate(topo.layers[:-1]):

@@ -160,6 +160,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                    help="time steps of the continuous input, a power of two (default 8)")
     p.add_argument("--workers", type=_positive_int,
                    help="processes simulating chunks of 100 images side by side (default: one per core)")
+    p.add_argument("--forward-only", action="store_true",
+                   help="simulate the forward pass alone: S and the spike counts n, n_min (no E, no ω)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
@@ -386,7 +388,8 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     if steps & (steps - 1):
         raise SpikeGradError(f"--input-steps expected a power of two (exact sums on a dyadic grid), got {steps}")
     res = verify(a.checkpoint, samples=a.samples, data_dir=a.data_dir, residual=not a.no_residual,
-                 order=a.order, seed=a.seed, progress=not a.quiet, input_steps=steps, workers=a.workers)
+                 order=a.order, seed=a.seed, progress=not a.quiet, input_steps=steps, workers=a.workers,
+                 backward=not a.forward_only)
     print(format_verify(res), file=sys.stderr if a.json else sys.stdout)
     if a.json:
         print(json.dumps({k: v for k, v in res.items() if k != "layers"}), flush=True)

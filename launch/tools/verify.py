@@ -55,9 +55,10 @@ class _Job:
     """One verification: the chunk starting at image ``i`` through the ANN and the simulator."""
 
     def __init__(self, topo: Any, params: dict, x: np.ndarray, y: np.ndarray, step: Any, chunk: int,
-                 residual: bool, order: str, seed: int, input_steps: int) -> None:
+                 residual: bool, order: str, seed: int, input_steps: int, backward: bool) -> None:
         self.topo, self.params, self.x, self.y, self.step, self.chunk = topo, params, x, y, step, chunk
         self.residual, self.order, self.seed, self.input_steps = residual, order, seed, input_steps
+        self.backward = backward
 
     def run(self, i: int) -> _Totals:
         topo, params, step = self.topo, self.params, self.step
@@ -67,16 +68,18 @@ class _Job:
         t0 = time.perf_counter()
         fp = forward(np, topo, params, xc, step)
         S_ann = [export_layer(np, lf.S).copy() for lf in fp.layers[:-1]]
-        bp = backward(np, topo, params, fp, yc, step)
+        bp = backward(np, topo, params, fp, yc, step) if self.backward else None
         out.t_ann = time.perf_counter() - t0
         t0 = time.perf_counter()
         ev = simulate(topo, params, xc, yc, step, residual=self.residual, order=self.order, seed=self.seed + i,
-                      input_steps=self.input_steps)
+                      input_steps=self.input_steps, backward=self.backward)
         out.t_snn = time.perf_counter() - t0
         for l in range(L + 1):
             if l < L:
                 out.agree[l, 0] += np.sum(ev.S[l] == S_ann[l])
                 out.total[l, 0] += S_ann[l].size
+            if bp is None:
+                continue
             E_ann = export_layer(np, bp.E[l])
             out.agree[l, 1] += np.sum(ev.E[l] == E_ann)
             out.total[l, 1] += E_ann.size
@@ -112,9 +115,10 @@ def _run_chunk(i: int) -> _Totals:
 
 def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk: int = 100,
            residual: bool = True, order: str = "waves", seed: int = 0, progress: bool = True,
-           input_steps: int = 1, workers: int | None = None) -> dict[str, Any]:
+           input_steps: int = 1, workers: int | None = None, backward: bool = True) -> dict[str, Any]:
     """``workers`` processes simulate the chunks of ``chunk`` images side by side (default: one per
-    core); each chunk's result does not depend on which process ran it."""
+    core); each chunk's result does not depend on which process ran it. ``backward`` False: the
+    forward pass alone (S and the spike counts; E and ω are not computed)."""
     driver = load_run(run_dir, backend="numpy")
     cfg, topo = driver.cfg, driver.topo
     host = driver.host_params()
@@ -124,7 +128,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
     x, y = data.x_test[:samples].astype(np.float64), data.y_test[:samples]
     params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in host.items()}
     L = len(topo.layers) - 1
-    job = _Job(topo, params, x, y, cfg.step, chunk, residual, order, seed, input_steps)
+    job = _Job(topo, params, x, y, cfg.step, chunk, residual, order, seed, input_steps, backward)
     starts = list(range(0, len(x), chunk))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_proc = max(1, min(workers or cores, len(starts)))
@@ -162,7 +166,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
                 synaptic_events=float(ev_f.sum() + ev_b.sum()),
                 seconds_ann=round(t_ann, 3), seconds_snn=round(t_snn, 3), processes=n_proc,
                 order=order, order_policy=ORDERS[order] + (f" (seed {seed})" if order == "random" else ""),
-                input="whole" if input_steps == 1 else f"continuous, {input_steps} steps",
+                input="whole" if input_steps == 1 else f"continuous, {input_steps} steps", backward=backward,
                 run_dir=str(run_dir), layers=rows)
 
 
@@ -178,7 +182,8 @@ def format_verify(res: dict[str, Any]) -> str:
                      f"{pct(r['omega_exact']):>8} {sde:>9} {r['spikes']:>11.4g} {r['spikes_min']:>11.4g} "
                      f"{red:>13} {r['synaptic_events_forward'] + r['synaptic_events_backward']:>12.4g}")
     lines.append(f"{res['samples']} samples, input {res.get('input', 'whole')}, order {res['order']}: "
-                 f"exact agreement {100 * res['exact_fraction']:.4f} % of all S, E, ω values; "
+                 f"exact agreement {100 * res['exact_fraction']:.4f} % of all "
+                 f"{'S, E, ω' if res.get('backward', True) else 'S (forward pass only)'} values; "
                  f"max |SDE| without residual phases {res['max_abs_sde_no_residual']:.6f}; "
                  f"spikes n = {res['spikes']:.6g}, n_min = {res['spikes_min']:.6g}, (n - n_min)/n_min = "
                  f"{res['redundancy']:.4f}; ANN {res['seconds_ann']:.2f} s, SNN {res['seconds_snn']:.2f} s")

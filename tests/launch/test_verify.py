@@ -21,6 +21,12 @@ def test_verify_digits_checkpoint(tmp_path, capsys):
     assert res["exact_fraction"] == 1.0
     assert 0 < res["max_abs_sde_no_residual"] < 1
     assert res["spikes"] >= res["spikes_min"] > 0
+    # the forward pass alone: the same S and spike counts, nothing of the backward pass
+    assert main(["verify", "--checkpoint", str(run), "--samples", "40", "--json", "--quiet", "--forward-only"]) == 0
+    fwd = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fwd["backward"] is False and res["backward"] is True and fwd["exact_fraction"] == 1.0
+    assert (fwd["spikes"], fwd["spikes_min"]) == (res["spikes"], res["spikes_min"])
+    assert fwd["max_abs_sde_no_residual"] == res["max_abs_sde_no_residual"]
     for order in ("layered", "random"):
         assert main(["verify", "--checkpoint", str(run), "--samples", "20", "--json", "--quiet",
                      "--order", order, "--seed", "3"]) == 0
