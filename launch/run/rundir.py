@@ -10,7 +10,8 @@ file                   what it holds
 ``chips.parquet``      chips only: one row per epoch and chip (operations, timing, event checks)
 ``checkpoint.npz``     weights, velocities and the driver's position (read without pickle)
 ``summary.json``       the final metrics
-``.lock``              one writer at a time (the owner's PID)
+``.lock``              one writer at a time (the owner's PID; on a remote run also a lease object,
+                       :meth:`RemoteRun.claim`)
 =====================  ==========================================================================
 
 Every file is written whole or not at all (:func:`write_atomic`). A run directory may live on a
@@ -283,7 +284,11 @@ class RunDir:
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            yield
+            if self.remote is not None:
+                with self.remote.claim():
+                    yield
+            else:
+                yield
         finally:
             HELD_LOCKS.discard(fd)
             os.close(fd)  # releases the lock
@@ -321,6 +326,95 @@ class RemoteRun:
     def exists(self, name: str) -> bool:
         info = self._call("reading", lambda: self.fs.get_file_info(f"{self.path}/{name}"))
         return info.type == self.pafs.FileType.File
+
+    # -- one writer across machines ----------------------------------------------------------
+    LEASE = ".lock.json"
+    LEASE_RENEW_S = 60.0  # the holder rewrites its lease this often
+    LEASE_TTL_S = 300.0   # a lease not renewed for this long belongs to a run that is gone
+    LEASE_SETTLE_S = 2.0  # after writing a lease, read it back after this long: the last writer wins
+
+    def _read_lease(self) -> dict | None:
+        if not self.exists(self.LEASE):
+            return None
+
+        def read() -> bytes:
+            with self.fs.open_input_stream(f"{self.path}/{self.LEASE}") as f:
+                return f.read(4096)
+        try:
+            lease = json.loads(self._call("reading the lease", read))
+            return lease if isinstance(lease, dict) else {}
+        except ValueError:  # damaged: no owner can be named, and it is treated as held
+            return {}
+
+    def _write_lease(self, lease: dict) -> None:
+        def write() -> None:
+            with self.fs.open_output_stream(f"{self.path}/{self.LEASE}") as f:
+                f.write(json.dumps(lease).encode())
+        self._call("writing the lease", write)
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the remote directory's lease while a run writes it, so that a run on another machine
+        writing the same URI is refused (the local ``.lock`` stops only this machine's processes).
+
+        Object stores have no exclusive create that pyarrow offers, so the lease is best effort: a run
+        writes ``.lock.json`` {owner, token, renewed}, waits :data:`LEASE_SETTLE_S`, reads it back
+        and goes on only if its token is still there (of two runs starting together, the last
+        writer wins and the other is refused, unless both read back before either rewrites). The
+        holder renews it every :data:`LEASE_RENEW_S` from a thread; a lease older than
+        :data:`LEASE_TTL_S` belongs to a run that has ended without releasing it (killed), and is
+        taken over. Released (removed) when the run ends.
+        """
+        import socket  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        owner = f"{socket.gethostname()} PID {os.getpid()}"
+        token = secrets.token_hex(16)
+
+        def held_by_other() -> str | None:
+            lease = self._read_lease()
+            if lease is None or lease.get("token") == token:
+                return None
+            renewed = lease.get("renewed")
+            age = time.time() - renewed if isinstance(renewed, (int, float)) else 0.0
+            if age > self.LEASE_TTL_S:
+                return None
+            return (f"run directory {self.uri} is in use by another spikegrad process ({lease.get('owner', 'unknown')}"
+                    f", its lease renewed {max(age, 0):.0f} s ago; a lease not renewed for {self.LEASE_TTL_S:.0f} s is "
+                    f"taken over); wait for it or choose another --out")
+
+        if (why := held_by_other()) is not None:
+            raise SpikeGradError(why)
+        if not self.created:
+            self._call("creating the directory", lambda: self.fs.create_dir(self.path, recursive=True))
+            self.created = True
+        self._write_lease({"owner": owner, "token": token, "renewed": time.time()})
+        time.sleep(self.LEASE_SETTLE_S)
+        if (why := held_by_other()) is not None:
+            raise SpikeGradError(why)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.LEASE_RENEW_S):
+                try:
+                    self._write_lease({"owner": owner, "token": token, "renewed": time.time()})
+                except SpikeGradError:  # the store is unreachable now; the run's own pushes will say so
+                    pass
+
+        thread = threading.Thread(target=renew, name="spikegrad-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            try:
+                lease = self._read_lease()
+                if lease is not None and lease.get("token") == token:
+                    self._call("removing the lease", lambda: self.fs.delete_file(f"{self.path}/{self.LEASE}"))
+            except SpikeGradError:
+                pass  # left behind: it expires after LEASE_TTL_S
 
     def pull(self) -> Path:
         """Copy the remote run directory into the staging folder; returns that folder."""

@@ -108,3 +108,35 @@ def test_unreachable_or_malformed_storage_is_one_error_line(s3, tmp_path, capsys
     assert "is not a run directory" in capsys.readouterr().err
     assert main(["train", "--resume", s3("runs/none")]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_one_writer_per_remote_run_across_processes(s3, tmp_path, capsys, monkeypatch):
+    """The remote lease (RemoteRun.claim): a run directory on shared storage that another process
+    holds is refused, naming the holder; a lease left by a killed run expires and is taken over; a
+    run that ends removes its lease."""
+    import pyarrow.fs as pafs
+
+    from launch.run.rundir import RemoteRun, RunDir
+
+    monkeypatch.setattr(RemoteRun, "LEASE_SETTLE_S", 0.2)
+    args = ["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "16", "--quiet"]
+    uri = s3("runs/leased")
+    holder = RunDir.at(uri)
+    holder.create()
+    with holder.lock():  # another writer (its own token), as a run on another machine would be
+        assert main([*args, "--out", uri]) == 2
+        err = capsys.readouterr().err
+        assert "is in use by another spikegrad process" in err and f"PID {__import__('os').getpid()}" in err
+        assert ".lock.json" in remote_files(uri)
+    assert ".lock.json" not in remote_files(uri)  # released
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    with fs.open_output_stream(f"{path}/.lock.json") as f:  # a lease whose run was killed long ago
+        f.write(json.dumps({"owner": "gone-host PID 1", "token": "x", "renewed": time.time() - 3600}).encode())
+    assert main([*args, "--out", uri]) == 0, capsys.readouterr().err
+    assert ".lock.json" not in remote_files(uri) and "summary.json" in remote_files(uri)
+
+    with fs.open_output_stream(f"{path}/.lock.json") as f:  # a live one (just renewed) is respected by --resume
+        f.write(json.dumps({"owner": "other-host PID 7", "token": "y", "renewed": time.time()}).encode())
+    assert main(["train", "--resume", uri]) == 2
+    assert "other-host PID 7" in capsys.readouterr().err
