@@ -93,8 +93,6 @@ TABLES: dict[str, tuple[list[str], Callable[[list[Path]], str]]] = {
     "table1-momentum": (["mnist-table1-shift2-e15-2026-11-29.json"], table1_momentum),
     "table1-five-epochs": (["mnist-table1-2026-11-29.json"], table1_five_epochs),
     "table1-algorithm3": (["mnist-table1-sgd-2026-12-01.json"], table1_algorithm3),
-    "redundancy-by-input": ([f"verify-mnist-sgd-s0-10000-{o}-{i}-2026-12-01.txt" for o in _ORDERS
-                             for i in ("whole", "continuous")], redundancy_by_input),
 }
 
 
