@@ -11,7 +11,7 @@ layer integrates with one product. Waves stream from layer to layer through
 generators, so a layer starts integrating while the layer below still fires.
 A wave carries only the samples that hold a spike: a layer's potentials change
 only where its input arrived or where it fired itself, so after the first round
-every step touches those samples alone (7.7× faster on MNIST than full arrays).
+every step touches those samples alone.
 
 Event order (ORDERS): "waves" (every neuron over threshold fires in each round,
 each round travels up at once), "layered" (a layer integrates all its input of a
