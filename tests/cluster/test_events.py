@@ -145,11 +145,12 @@ def test_conformance_cases_through_the_simulator(shared_dir):
         params = {l: (case[f"W{t}"], case[f"b{t}"]) for t, l in enumerate(topo.trainable)}
         ev = simulate(topo, params, case["x"], case["y"], cfg)
         for l in range(len(topo.layers) - 1):
-            np.testing.assert_allclose(ev.S[l], exp[f"S{l}"], atol=1e-9, rtol=0)
+            np.testing.assert_array_equal(ev.S[l], exp[f"S{l}"], err_msg=f"{path.name} S{l}")
         for l in range(len(topo.layers)):
-            np.testing.assert_allclose(ev.E[l], exp[f"E{l}"], atol=1e-9, rtol=0)
+            np.testing.assert_array_equal(ev.E[l], exp[f"E{l}"], err_msg=f"{path.name} E{l}")
         for t, l in enumerate(topo.trainable):
-            np.testing.assert_allclose(-eta * ev.sums[l][0], exp[f"dW{t}"], atol=1e-9, rtol=0)
+            np.testing.assert_array_equal(-eta * ev.sums[l][0], exp[f"dW{t}"], err_msg=f"{path.name} dW{t}")
+            np.testing.assert_array_equal(-eta * ev.sums[l][1], exp[f"db{t}"], err_msg=f"{path.name} db{t}")
 
 
 @settings(max_examples=40, deadline=None)

@@ -33,7 +33,7 @@ def test_every_shared_conformance_case(shared_dir, tmp_path, capsys):
         out = tmp_path / f"{case.stem}.out.npz"
         assert main(["conformance", str(case), "--out", str(out)]) == 0
         expected = case.with_name(case.stem + ".expected.npz")
-        assert compare(load_case(out), load_case(expected)) == [], case.name
+        assert compare(load_case(out), load_case(expected), atol=0.0) == [], case.name  # exactly
 
 
 def test_conformance_expected_flag_fails_on_difference(shared_dir, tmp_path, capsys):
