@@ -505,6 +505,10 @@ def _main(argv: list[str]) -> int:
         if args.command is None:
             args = build_parser().parse_args(["train", *argv])
         if args.command == "train" and _joins_cluster(args) and not supervised():
+            if args.address:  # refused here, before a child process is started for it
+                from .run.config import check_address  # noqa: PLC0415
+
+                check_address(args.address)
             return supervise(argv)  # Ray may end the run's process from C++: a parent watches it
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
