@@ -171,20 +171,20 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
 
 
 def format_verify(res: dict[str, Any]) -> str:
-    lines = [f"{'layer':>5} {'token':>8} {'S exact':>8} {'E exact':>8} {'ω exact':>8} {'max|SDE|':>9}  "
+    lines = [f"{'layer':>5} {'token':>8} {'S exact':>8} {'E exact':>8} {'ω exact':>8} {'max|SDE|':>11}  "
              f"{'n':>11} {'n_min':>11} {'(n-nmin)/nmin':>13} {'syn. events':>12}"]
     for r in res["layers"]:
         pct = lambda v: "-" if v != v else f"{100 * v:.3f}%"  # noqa: E731  (NaN: not applicable)
         sde_max = r["max_abs_sde_no_residual"]
-        sde = "-" if sde_max != sde_max else f"{sde_max:.6f}"
+        sde = "-" if sde_max != sde_max else f"{sde_max:.8f}"
         red = "-" if r["redundancy"] != r["redundancy"] else f"{r['redundancy']:.4f}"
         lines.append(f"{r['layer']:>5} {r['token']:>8} {pct(r['S_exact']):>8} {pct(r['E_exact']):>8} "
-                     f"{pct(r['omega_exact']):>8} {sde:>9} {r['spikes']:>11.4g} {r['spikes_min']:>11.4g} "
+                     f"{pct(r['omega_exact']):>8} {sde:>11} {r['spikes']:>11.4g} {r['spikes_min']:>11.4g} "
                      f"{red:>13} {r['synaptic_events_forward'] + r['synaptic_events_backward']:>12.4g}")
     lines.append(f"{res['samples']} samples, input {res.get('input', 'whole')}, order {res['order']}: "
                  f"exact agreement {100 * res['exact_fraction']:.4f} % of all "
                  f"{'S, E, ω' if res.get('backward', True) else 'S (forward pass only)'} values; "
-                 f"max |SDE| without residual phases {res['max_abs_sde_no_residual']:.6f}; "
+                 f"max |SDE| without residual phases {res['max_abs_sde_no_residual']:.8f}; "
                  f"spikes n = {res['spikes']:.6g}, n_min = {res['spikes_min']:.6g}, (n - n_min)/n_min = "
                  f"{res['redundancy']:.4f}; ANN {res['seconds_ann']:.2f} s, SNN {res['seconds_snn']:.2f} s")
     return "\n".join(lines)
