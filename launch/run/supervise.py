@@ -34,18 +34,32 @@ def kept(run: object, what: str) -> str:
     return f"{what}; the last checkpoint of {run} is kept: continue with spikegrad train --resume {run}"
 
 
+_pipe: list[tuple[bool, int | None]] = []  # (watched, report fd), once taken from the environment
+
+
+def _report_pipe() -> tuple[bool, int | None]:
+    """Whether a parent watches this process, and the pipe to it. Taken out of the environment at
+    the first call, so that processes this one starts do not inherit the variable (the number could
+    name another file there)."""
+    if not _pipe:
+        value = os.environ.pop(SUPERVISED_FD, None)
+        _pipe.append((value is not None, int(value) if value is not None and value.isdigit() else None))
+    return _pipe[0]
+
+
 def supervised() -> bool:
-    return SUPERVISED_FD in os.environ
+    """Whether this process is the child of a watching parent."""
+    return _report_pipe()[0]
 
 
 def tell(key: str, value: object) -> None:
     """Report ``key value`` to the watching parent (nothing when there is none)."""
-    fd = os.environ.get(SUPERVISED_FD)
+    fd = _report_pipe()[1]
     if fd is None:
         return
     try:
-        os.write(int(fd), f"{key} {value}\n".encode())
-    except (OSError, ValueError):  # no parent listening any more: nothing to tell
+        os.write(fd, f"{key} {value}\n".encode())
+    except OSError:  # no parent listening any more: nothing to tell
         pass
 
 

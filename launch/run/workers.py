@@ -119,8 +119,14 @@ def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path
     mapped: dict[str, Block] = {}
 
     conn.send(("ok", None))  # the weights are mapped: the engine may remove their file
+    engine = os.getppid()
     while True:
         try:
+            # Forked workers hold copies of the engine's ends of the pipes, so a SIGKILLed engine
+            # does not always close them: a worker also ends when its parent is no longer the engine.
+            while not conn.poll(1.0):
+                if os.getppid() != engine:
+                    return
             msg = conn.recv()
         except (EOFError, OSError):  # the engine's process is gone
             break

@@ -125,3 +125,43 @@ def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path, how)
                       f"spikegrad train --resume {run}"
     assert "Traceback" not in "\n".join(err)
     assert int(arrays(run)["epochs_done"]) >= 1
+
+
+def test_a_watched_run_killed_without_a_word_ends_with_the_resume_command(tmp_path):
+    """launch.run.supervise without Ray: the parent of a run that is ended abruptly (SIGKILL, as Ray's
+    C++ side ends a driver whose cluster is lost) prints one line naming --resume and exits 3; a child
+    that ends normally is passed through."""
+    run = tmp_path / "w"
+    code = ("import sys; from launch.run.supervise import supervise; sys.exit(supervise(sys.argv[1:]))")
+    args = ["train", "--engine", "local", "--epochs", "100000", "--quiet", "--out", str(run)]
+    parent = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _epochs_done(run):
+        time.sleep(0.05)
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == parent.pid]
+    assert len(kids) == 1, kids
+    workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == kids[0]]
+    assert workers or len(os.sched_getaffinity(0)) < 2  # the local engine's worker processes
+    os.kill(kids[0], signal.SIGKILL)
+    err = parent.communicate(timeout=60)[1].decode().strip().splitlines()
+    deadline = time.monotonic() + 20  # the engine's worker processes end with it (they poll their parent)
+    while time.monotonic() < deadline and any(_ppid(w) != -1 for w in workers):
+        time.sleep(0.2)
+    assert all(_ppid(w) == -1 for w in workers), [w for w in workers if _ppid(w) != -1]
+    assert parent.returncode == 3, err[-5:]
+    assert err[-1] == (f"spikegrad: error: the run's process ended without a word (signal 9); Ray ends a driver "
+                       f"so when its cluster loses the GCS or this node's raylet; the last checkpoint of {run} is "
+                       f"kept: continue with spikegrad train --resume {run}")
+    # a watched child that refuses its input says so itself, and the parent adds nothing
+    bad = subprocess.run([sys.executable, "-c", code, "train", "--epochs", "0"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert bad.stderr.startswith("spikegrad: error:")
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
