@@ -179,6 +179,9 @@ def _check_memory(cfg: TrainConfig, topo: Any) -> None:
                              f"this machine's {ram / 2 ** 30:.1f} GiB; use a smaller network or batch")
 
 
+MAX_EPOCHS = 1_000_000  # more than any schedule needs; the cosine schedule spreads over all of them
+
+
 def _check(cfg: TrainConfig) -> None:
     _check_types(cfg)  # enumerations included: their Literal annotations
     if cfg.dataset not in DATASETS:
@@ -187,6 +190,9 @@ def _check(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise SpikeGradError(f"{name} must be an integer >= 1, got {v!r}")
+    if cfg.epochs > MAX_EPOCHS:  # a run that could not end (the issue's 10^30 epochs trained for ever)
+        got = f"{cfg.epochs:.3g}" if cfg.epochs >= 10 ** 15 else f"{cfg.epochs:,}"
+        raise SpikeGradError(f"epochs must be at most {MAX_EPOCHS:,}, got {got}")
     for name in ("limit_train", "limit_test", "micro_batch", "checkpoint_every"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -258,11 +264,19 @@ def check_address(address: str) -> str:
 
 
 def config_from_json(text: str | bytes) -> TrainConfig:
-    """Rebuild a saved config; invalid UTF-8 or JSON, unknown keys or wrong types are errors."""
+    """Rebuild a saved config; invalid UTF-8 or JSON, unknown or repeated keys or wrong types are errors."""
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in seen:  # json would keep the last silently: an edit that says two things
+                raise SpikeGradError(f"config.json gives the key {k[:60]!r} twice")
+            seen[k] = v
+        return seen
+
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=unique)
     except UnicodeDecodeError as exc:
         raise SpikeGradError(f"config.json is not UTF-8 text ({exc})") from None
     except json.JSONDecodeError as exc:

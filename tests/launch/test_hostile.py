@@ -234,6 +234,7 @@ def test_resuming_a_negative_epoch_count_is_refused_and_keeps_the_rows(run_dir, 
     (["--topology", "8x8-99999999C3-10"], "GiB"),
     (["--seed", "-1"], "expected an integer >= 0"),
     (["--address", "not a host:xx", "--engine", "chips"], "address expected"),
+    (["--epochs", "1" + "0" * 30], "epochs must be at most 1,000,000"),  # would train for ever
 ])
 def test_hostile_flags_end_in_one_error_line(tmp_path, capsys, args, message):
     assert main(["train", "--engine", "local", "--quiet", "--out", str(tmp_path / "r"), *args]) == 2
@@ -243,6 +244,7 @@ def test_hostile_flags_end_in_one_error_line(tmp_path, capsys, args, message):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(lr=True), "lr must be float, got bool"),
+    (lambda c: c.update(epochs=10 ** 30), "epochs must be at most 1,000,000"),
     (lambda c: c.update(topology=5), "topology must be str"),
     (lambda c: c.update(seed=-1), "seed must be an integer in"),
     (lambda c: c.update(dataset=["x"]), "dataset must be str"),
@@ -258,7 +260,8 @@ def test_edited_config_json_is_refused_on_resume(run_dir, tmp_path, capsys, edit
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("raw, message", [(b"\xff\xfe{}", "not UTF-8"), (b'{"a":' * 100000, "nested too deeply")])
+@pytest.mark.parametrize("raw, message", [(b"\xff\xfe{}", "not UTF-8"), (b'{"a":' * 100000, "nested too deeply"),
+                                          (b'{"epochs": 3, "epochs": 2}', "gives the key 'epochs' twice")])
 def test_unreadable_config_json(run_dir, tmp_path, capsys, raw, message):
     d = tmp_path / "r"
     shutil.copytree(run_dir, d)
