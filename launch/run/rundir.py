@@ -183,8 +183,10 @@ class RunDir:
 
     def require(self, *names: str, why: str = "is not a run directory") -> None:
         for name in names:
-            if not self.file(name).is_file():
-                raise SpikeGradError(f"{self.label} {why}: {name} is missing")
+            path = self.file(name)
+            if not path.is_file():
+                what = "is not a regular file" if path.exists() else "is missing"  # a device, a folder
+                raise SpikeGradError(f"{self.label} {why}: {name} {what}")
 
     def create(self) -> None:
         try:
