@@ -127,6 +127,7 @@ def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path, how)
     assert int(arrays(run)["epochs_done"]) >= 1
 
 
+@pytest.mark.slow
 def test_a_watched_run_killed_without_a_word_ends_with_the_resume_command(tmp_path):
     """launch.run.supervise without Ray: the parent of a run that is ended abruptly (SIGKILL, as Ray's
     C++ side ends a driver whose cluster is lost) prints one line naming --resume and exits 3; a child
