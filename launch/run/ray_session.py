@@ -117,8 +117,6 @@ def init_private(num_cpus: int, object_store_memory: int, logging_level: int) ->
             os.environ[_LOOPBACK_SWITCH] = before_env
 
 
-
-
 def ray_daemons(parent: int | None = None) -> dict[str, int]:
     """{name: pid} of the private Ray instance's GCS server and raylet: the children of this
     process (or ``parent``) with those names (Linux /proc; empty elsewhere or when joining a cluster)."""

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -100,12 +101,21 @@ _JOB: _Job | None = None  # a pool worker's job, inherited or handed over at its
 
 
 def _quiet_worker(job: _Job) -> None:
-    """A pool worker: ends silently on SIGTERM, leaves Ctrl-C to the parent, one BLAS thread."""
+    """A pool worker: ends silently on SIGTERM, leaves Ctrl-C to the parent, one BLAS thread, and
+    ends when its parent does (a SIGKILLed parent leaves the pool's pipes open in its workers)."""
     global _JOB
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
     _JOB = job
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="spikegrad-verify-parent", daemon=True).start()
 
 
 def _run_chunk(i: int) -> _Totals:
