@@ -90,9 +90,7 @@ def redundancy_by_input(paths: list[Path]) -> str:
 
 _INPUT_RUNS = [f"verify-mnist-sgd-s0-10000-{o}-{i}-2026-12-01.txt" for o in ("waves", "layered")
                for i in ("whole", "continuous")]
-_INPUT_RUNS += ["verify-mnist-sgd-s0-10000-random-whole-2026-12-01.txt",
-                "verify-mnist-sgd-s0-2000-random-whole-2026-12-01.txt",
-                "verify-mnist-sgd-s0-2000-random-continuous-2026-12-01.txt"]
+_INPUT_RUNS += [f"verify-mnist-sgd-s0-2000-random-{i}-2026-12-01.txt" for i in ("whole", "continuous")]
 TABLES: dict[str, tuple[list[str], Callable[[list[Path]], str]]] = {
     "table1-momentum": (["mnist-table1-shift2-e15-2026-11-29.json"], table1_momentum),
     "table1-five-epochs": (["mnist-table1-2026-11-29.json"], table1_five_epochs),
