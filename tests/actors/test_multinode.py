@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ..procs import descendants
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
@@ -142,25 +144,6 @@ def _is_loopback(address: str) -> bool:
     return address == "0" * 31 + "1" or (address[:24] == "0" * 16 + "FFFF0000" and address[30:32] == "7F")
 
 
-def _descendants(root: int) -> set[int]:
-    import os
-
-    parent = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = open(f"/proc/{pid}/stat").read()
-        except OSError:
-            continue
-        parent[int(pid)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, frontier = {root}, [root]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p and c not in found]
-        found.update(kids)
-        frontier.extend(kids)
-    return found
-
-
 def test_the_private_instance_listens_on_loopback_only(ray_session):
     """Every port of the private instance (GCS, raylet, the driver's and a chip's worker, the
     dashboard agent and the metrics servers, which take no token) listens on 127.0.0.1 only: nothing
@@ -176,7 +159,7 @@ def test_the_private_instance_listens_on_loopback_only(ray_session):
         1, 1, 1, ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
     try:
         chip_pid = ray_session.get(chip.ping.remote())["pid"]
-        pids = _descendants(os.getpid())
+        pids = {os.getpid(), *descendants(os.getpid())}
         assert chip_pid in pids
         sockets = {pid: _listening(pid) for pid in pids}
         names = {pid: open(f"/proc/{pid}/comm").read().strip() for pid in sockets if sockets[pid]}

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from ..procs import descendants
+
 pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
 BIN = Path(sys.executable).parent
@@ -141,26 +143,6 @@ def test_ray_job_submit_trains(tmp_path):
             traffic.stdout[-1000:] + traffic.stderr[-1000:]
 
 
-def _children(pid: int) -> dict[int, str]:
-    """{pid: name} of every process below ``pid`` (Linux /proc)."""
-    parent, name = {}, {}
-    for p in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        parent[int(p)] = int(stat[stat.rindex(")") + 2:].split()[1])
-        name[int(p)] = stat[stat.index("(") + 1:stat.rindex(")")]
-    found, frontier = {}, [pid]
-    while frontier:
-        p = frontier.pop()
-        for c, pp in parent.items():
-            if pp == p and c not in found:
-                found[c] = name[c]
-                frontier.append(c)
-    return found
-
-
 def test_a_joined_cluster_losing_its_gcs_ends_with_the_resume_command(tmp_path):
     """Ray ends a driver whose cluster loses its GCS from C++ (exit status 1, no Python runs), so a
     run that joins a cluster is watched by a parent process (launch.run.supervise): killing the head's
@@ -173,7 +155,7 @@ def test_a_joined_cluster_losing_its_gcs_ends_with_the_resume_command(tmp_path):
     run = tmp_path / "joined"
     with ray_head(start, env, dashboard=False) as (head, gcs, _):
         deadline = time.time() + 120
-        while not {"gcs_server", "raylet"} <= set(_children(head.pid).values()) and time.time() < deadline:
+        while not {"gcs_server", "raylet"} <= set(descendants(head.pid).values()) and time.time() < deadline:
             time.sleep(0.5)
         proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--address", f"127.0.0.1:{gcs}",
                                  "--epochs", "100000", "--limit-train", "256", "--limit-test", "32", "--quiet",
@@ -184,7 +166,7 @@ def test_a_joined_cluster_losing_its_gcs_ends_with_the_resume_command(tmp_path):
             while time.time() < deadline and proc.poll() is None and not (run / "metrics.parquet").is_file():
                 time.sleep(0.2)  # an epoch is done, with its checkpoint
             assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            gcs_pid = next(p for p, n in _children(head.pid).items() if n == "gcs_server")
+            gcs_pid = next(p for p, n in descendants(head.pid).items() if n == "gcs_server")
             os.kill(gcs_pid, signal.SIGKILL)
             err = proc.communicate(timeout=180)[1].decode().strip().splitlines()
         finally:

@@ -14,6 +14,8 @@ import pytest
 
 from launch.cli import main
 
+from ..procs import ppid
+
 # --shift 1 --flip: the augmentation's random draws are part of what a resume must replay
 ARGS = ["--epochs", "4", "--limit-train", "640", "--limit-test", "64", "--batch-size", "32", "--seed", "3",
         "--shift", "1", "--flip", "--checkpoint-every", "3", "--quiet"]
@@ -139,16 +141,16 @@ def test_a_watched_run_killed_without_a_word_ends_with_the_resume_command(tmp_pa
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _epochs_done(run):
         time.sleep(0.05)
-    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == parent.pid]
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and ppid(int(p)) == parent.pid]
     assert len(kids) == 1, kids
-    workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == kids[0]]
+    workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and ppid(int(p)) == kids[0]]
     assert workers or len(os.sched_getaffinity(0)) < 2  # the local engine's worker processes
     os.kill(kids[0], signal.SIGKILL)
     err = parent.communicate(timeout=60)[1].decode().strip().splitlines()
     deadline = time.monotonic() + 20  # the engine's worker processes end with it (they poll their parent)
-    while time.monotonic() < deadline and any(_ppid(w) != -1 for w in workers):
+    while time.monotonic() < deadline and any(ppid(w) != -1 for w in workers):
         time.sleep(0.2)
-    assert all(_ppid(w) == -1 for w in workers), [w for w in workers if _ppid(w) != -1]
+    assert all(ppid(w) == -1 for w in workers), [w for w in workers if ppid(w) != -1]
     assert parent.returncode == 3, err[-5:]
     assert err[-1] == (f"spikegrad: error: the run's process ended without a word (signal 9); Ray ends a driver "
                        f"so when its cluster loses the GCS or this node's raylet; the last checkpoint of {run} is "
@@ -159,10 +161,3 @@ def test_a_watched_run_killed_without_a_word_ends_with_the_resume_command(tmp_pa
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert bad.stderr.startswith("spikegrad: error:")
 
-
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
