@@ -76,9 +76,10 @@ def supervise(argv: Sequence[str]) -> int:
             child.send_signal(signal.SIGTERM)
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the child as well
     try:
+        # Started before this process ignores Ctrl-C: an ignored signal stays ignored in a child.
         child = subprocess.Popen([sys.executable, "-m", "launch.cli", *argv], env=env, pass_fds=(write,))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the child as well
         os.close(write)
         signal.signal(signal.SIGTERM, on_sigterm)
         status = child.wait()

@@ -109,9 +109,11 @@ def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path, how)
     worker processes get it too and end without a word."""
     run = tmp_path / "t"
     group = how.endswith("group")
+    # Ctrl-C as a terminal sends it: SIGINT not ignored (a test run started in the background by a
+    # non-interactive shell inherits it ignored, and so would the run).
     proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--engine", "local", "--epochs", "100000",
                              "--quiet", "--out", str(run)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=group)
+                            stderr=subprocess.PIPE, start_new_session=group, preexec_fn=_sigint_default)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _epochs_done(run):  # the first epoch's checkpoint is on disk
         time.sleep(0.05)
@@ -127,6 +129,32 @@ def test_sigterm_ends_with_the_resume_command_and_the_run_resumes(tmp_path, how)
                       f"spikegrad train --resume {run}"
     assert "Traceback" not in "\n".join(err)
     assert int(arrays(run)["epochs_done"]) >= 1
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_watched_run_passes_ctrl_c_to_its_child(tmp_path):
+    """Ctrl-C (SIGINT to the process group) reaches the watched child, which stops with the --resume
+    line and 130; the parent adds nothing (it must not leave the signal ignored in the child)."""
+    run = tmp_path / "c"
+    code = "import sys; from launch.run.supervise import supervise; sys.exit(supervise(sys.argv[1:]))"
+    parent = subprocess.Popen([sys.executable, "-c", code, "train", "--engine", "local", "--epochs", "100000",
+                               "--quiet", "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True, preexec_fn=_sigint_default)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _epochs_done(run):
+        time.sleep(0.05)
+    os.killpg(parent.pid, signal.SIGINT)
+    try:
+        err = parent.communicate(timeout=60)[1].decode().strip().splitlines()
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 130, err[-5:]
+    assert err[-1] == (f"spikegrad: interrupted; the last checkpoint of {run} is kept: continue with "
+                       f"spikegrad train --resume {run}")
 
 
 @pytest.mark.slow
