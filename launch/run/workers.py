@@ -89,10 +89,32 @@ def micro_step(xp: Any, topo: Any, params: dict, x: Any, y: Any, step: Any,
     return bp.sums, bp.loss.sum(), correct, counts
 
 
-def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path: str, layout: Layout) -> None:
-    """A worker process: maps the weights, then runs the micro-batches it is sent until told to stop."""
+def forked_child() -> None:
+    """Set up a forked helper process (the engine's workers, verify's pool): SIGTERM to the whole
+    process group (timeout, a batch scheduler) would raise the CLI's handler here and print a
+    traceback, so it just ends the process; Ctrl-C is left to the parent, which stops its helpers;
+    one BLAS thread; and the process ends when its parent does, even a SIGKILLed one (forked
+    helpers hold copies of the parent's pipe ends, so they would not see the pipes close)."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(limits=1, user_api="blas")
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="spikegrad-parent-watch", daemon=True).start()
+
+
+def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path: str, layout: Layout) -> None:
+    """A worker process: maps the weights, then runs the micro-batches it is sent until told to stop."""
     from actors.allocator import keep_freed_memory  # noqa: PLC0415
     from cluster.network import forward  # noqa: PLC0415
     from cluster.synops import SynopCounter  # noqa: PLC0415
@@ -100,17 +122,12 @@ def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path
 
     from .rundir import HELD_LOCKS  # noqa: PLC0415
 
-    # Forked with the CLI's handlers: SIGTERM to the whole process group (timeout, a batch scheduler)
-    # would raise in this worker and print its traceback. A worker just ends; Ctrl-C is the engine's
-    # to handle (it stops the workers).
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    forked_child()
     for fd in list(HELD_LOCKS):  # forked: the run directory's lock belongs to the engine's process alone
         try:
             os.close(fd)
         except OSError:
             pass
-    threadpool_limits(limits=1, user_api="blas")
     keep_freed_memory()
     topo = parse_topology(topology)
     block = Block(params_path, layout)
@@ -119,14 +136,8 @@ def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path
     mapped: dict[str, Block] = {}
 
     conn.send(("ok", None))  # the weights are mapped: the engine may remove their file
-    engine = os.getppid()
     while True:
         try:
-            # Forked workers hold copies of the engine's ends of the pipes, so a SIGKILLed engine
-            # does not always close them: a worker also ends when its parent is no longer the engine.
-            while not conn.poll(1.0):
-                if os.getppid() != engine:
-                    return
             msg = conn.recv()
         except (EOFError, OSError):  # the engine's process is gone
             break

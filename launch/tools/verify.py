@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -31,6 +29,7 @@ from cluster.network import backward, export_layer, forward
 
 from ..data import load_dataset
 from ..run.runs import check_fit, load_run
+from ..run.workers import forked_child
 
 
 class _Totals:
@@ -100,22 +99,10 @@ class _Job:
 _JOB: _Job | None = None  # a pool worker's job, inherited or handed over at its start
 
 
-def _quiet_worker(job: _Job) -> None:
-    """A pool worker: ends silently on SIGTERM, leaves Ctrl-C to the parent, one BLAS thread, and
-    ends when its parent does (a SIGKILLed parent leaves the pool's pipes open in its workers)."""
+def _pool_worker(job: _Job) -> None:
     global _JOB
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threadpool_limits(limits=1, user_api="blas")
+    forked_child()
     _JOB = job
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="spikegrad-verify-parent", daemon=True).start()
 
 
 def _run_chunk(i: int) -> _Totals:
@@ -154,7 +141,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
         else:
             # fork: the job (data, weights) is inherited, nothing is pickled but the chunks' totals
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(n_proc, initializer=_quiet_worker, initargs=(job,)) as pool:
+            with ctx.Pool(n_proc, initializer=_pool_worker, initargs=(job,)) as pool:
                 for part in pool.imap(_run_chunk, starts):
                     tot.add(part)
                     bar.update()
