@@ -378,6 +378,9 @@ class RemoteRun:
             lease = self._read_lease()
             if lease is None or lease.get("token") == token:
                 return None
+            if not lease:
+                return (f"run directory {self.uri} holds an unreadable lease {self.LEASE}; if no spikegrad "
+                        f"process writes there, remove it and try again")
             renewed = lease.get("renewed")
             age = time.time() - renewed if isinstance(renewed, (int, float)) else 0.0
             if age > self.LEASE_TTL_S:

@@ -140,3 +140,7 @@ def test_one_writer_per_remote_run_across_processes(s3, tmp_path, capsys, monkey
         f.write(json.dumps({"owner": "other-host PID 7", "token": "y", "renewed": time.time()}).encode())
     assert main(["train", "--resume", uri]) == 2
     assert "other-host PID 7" in capsys.readouterr().err
+    with fs.open_output_stream(f"{path}/.lock.json") as f:  # damaged: refused with what to do
+        f.write(b"\x00not json")
+    assert main(["train", "--resume", uri]) == 2
+    assert "unreadable lease .lock.json" in capsys.readouterr().err
