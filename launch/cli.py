@@ -170,16 +170,23 @@ def _add_capacity(p: argparse.ArgumentParser) -> None:
     from cluster.mapping import PROFILES  # noqa: PLC0415
 
     p.add_argument("--chip", choices=tuple(PROFILES),
-                   help="a chip profile with its published capacity; the network is mapped onto such chips")
-    p.add_argument("--chip-neurons", type=_positive_int, help="a chip's neurons (with --chip-synapses, or "
-                   "overriding the profile's)")
-    p.add_argument("--chip-synapses", type=_positive_int, help="a chip's synapses, i.e. stored weights")
+                   help="a chip profile with its published per-core and per-chip limits (cluster/hardware.py); "
+                        "the network is mapped onto such chips")
+    p.add_argument("--chip-cores", type=_positive_int, help="cores per chip of the --chip profile (a smaller chip "
+                   "of that kind)")
+    p.add_argument("--chip-neurons", type=_positive_int, help="a chip of your own: its neurons (with "
+                   "--chip-synapses)")
+    p.add_argument("--chip-synapses", type=_positive_int, help="a chip of your own: its synapses, i.e. stored "
+                   "weights, copies included")
 
 
 def _add_map(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("map", help="map a network onto chips with a capacity and print the table (no training)")
     p.add_argument("--topology", default="mnist", help=f"preset ({', '.join(PRESETS)}) or topology string")
     _add_capacity(p)
+    p.add_argument("--compartments", type=int, choices=(1, 2), default=2,
+                   help="compartments per neuron: 2 for learning (V and U, the default), 1 for inference")
+    p.add_argument("--figure", metavar="PNG", help="also draw each chip's fill per limit into this PNG file")
     p.add_argument("--json", action="store_true")
 
 
@@ -350,7 +357,8 @@ def _train_config(a: argparse.Namespace) -> Any:
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
         checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation,
-        cuda_graph=a.cuda_graph, chip=a.chip, chip_neurons=a.chip_neurons, chip_synapses=a.chip_synapses)
+        cuda_graph=a.cuda_graph, chip=a.chip, chip_neurons=a.chip_neurons, chip_synapses=a.chip_synapses,
+        chip_cores=a.chip_cores)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -448,11 +456,15 @@ def _cmd_map(a: argparse.Namespace) -> int:
 
     from .tools.chipmap import format_mapping, mapping_json  # noqa: PLC0415
 
-    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses)
+    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores, a.compartments)
     if spec is None:
         raise SpikeGradError(f"map needs a chip: --chip NAME ({', '.join(PROFILES)}) or both --chip-neurons and "
                              f"--chip-synapses")
     mapping = map_network(parse_topology(a.topology), spec)
+    if a.figure:
+        from .tools.chipmap import fill_figure  # noqa: PLC0415  (matplotlib only when a figure is asked)
+
+        fill_figure(mapping, a.figure)
     if a.json:
         print(json.dumps(mapping_json(mapping)), flush=True)
     else:
