@@ -53,7 +53,7 @@ SOURCES: dict[str, str] = {
     "SIN": "synsense/sinabs dynapcnn.py and docs/speck (9 cores, neuron and kernel memory per core, 8-bit weights)",
     "HZ": "Horowitz, Computing's energy problem, ISSCC 2014, 45 nm (via SpikingJelly and stillwater-sc/universal)",
     "UNV": "stillwater-sc/universal generic_45nm.hpp: 10 pJ/bit off-chip I/O, an assumption of that model",
-    "assumed": "no published figure found: an assumption of this tool, change it with --energy FILE",
+    "assumed": "no published figure found: an assumption of this tool (energies can be replaced with --energy FILE)",
 }
 
 

@@ -419,9 +419,12 @@ def _check_pooled_unit(g: _Geometry, spec: ChipSpec) -> None:
         return
     if s_per > cap.synapses:
         what = ("a neuron's fan-in of" if layer.kind == "dense" else "one channel's kernel of")
-        extra = f" (with {g.copy:,} copied weights of layer {g.l + 1})" if g.copy else ""
+        if g.copy:
+            raise SpikeGradError(f"layer {g.l} ({layer.token()}) cannot be mapped onto {spec.name} chips: one unit's "
+                                 f"{g.unit_weights():,} weights and {g.copy:,} copied weights of layer {g.l + 1} "
+                                 f"(split above it) exceed a chip's {cap.synapses:,}")
         raise SpikeGradError(f"layer {g.l} ({layer.token()}) cannot be mapped onto {spec.name} chips: {what} "
-                             f"{g.unit_weights():,} synapses{extra} exceeds a chip's {cap.synapses:,}")
+                             f"{g.unit_weights():,} synapses exceeds a chip's {cap.synapses:,}")
     raise SpikeGradError(f"layer {g.l} ({layer.token()}) cannot be mapped onto {spec.name} chips: one channel's "
                          f"map of {n_per:,} neurons exceeds a chip's {cap.neurons:,}")
 

@@ -190,19 +190,55 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _add_traffic(sub: argparse._SubParsersAction) -> None:
-    from .tools.cost import E_ACC_PJ, E_HOP_PJ, E_MAC_PJ, PACKETS  # noqa: PLC0415
+def _board(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected COLUMNSxROWS of chips, e.g. 8x4, got {text!r}") from None
+    if not (1 <= cols <= 1024 and 1 <= rows <= 1024):
+        raise argparse.ArgumentTypeError(f"expected 1-1024 columns and rows, got {text!r}")
+    return cols, rows
 
-    p = sub.add_parser("traffic", help="print a run's traffic (chips: matrix, packets, bandwidth) and its "
-                                       "energy estimate per sample")
+
+def _add_system(p: argparse.ArgumentParser) -> None:
+    """The options of the system model (launch/tools/system.py), shared by traffic and forecast."""
+    from cluster.hardware import PROFILES as HARDWARE  # noqa: PLC0415
+
+    _add_capacity(p)
+    p.add_argument("--energy", metavar="NAME|FILE", help=f"energy figures: a profile ({', '.join(HARDWARE)}) or a "
+                   "JSON file of figures with sources (default: the chip's profile, else loihi)")
+    p.add_argument("--multicast", action=argparse.BooleanOptionalAction, default=None,
+                   help="routers copy a spike where its paths part (default: as the profile's routers do)")
+    p.add_argument("--placement", default="snake", help="chips on the mesh: snake, auto (fewest spike-hops), or "
+                   "node.board.x.y per chip, comma-separated")
+    p.add_argument("--board", type=_board, help="chips per board, COLUMNSxROWS (default: the profile's)")
+    p.add_argument("--boards-per-node", type=_positive_int, default=1)
+    p.add_argument("--ann-bits", type=int, choices=(8, 16), default=16,
+                   help="bits per activation and error of the equivalent ANN's traffic (default 16)")
+    p.add_argument("--steps", type=_positive_int, help="time steps per sample for the forecast (default: 2 per "
+                   "layer)")
+
+
+def _add_traffic(sub: argparse._SubParsersAction) -> None:
+    from .tools.system import PACKETS  # noqa: PLC0415
+
+    p = sub.add_parser("traffic", help="a run's traffic as measured (chip runs) and as a neuromorphic system would "
+                                       "carry it: routed links, multicast, energy per sample per epoch")
     p.add_argument("run_dir")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
     p.add_argument("--rate", type=_positive_float, default=1000.0,
-                   help="images/s to size each link's bandwidth for (default 1000)")
-    p.add_argument("--packet", choices=PACKETS, default="spinnaker", help="spike packet format (launch/tools/cost.py)")
-    p.add_argument("--e-mac", type=_positive_float, default=E_MAC_PJ, help="pJ per MAC (default: Horowitz 2014)")
-    p.add_argument("--e-acc", type=_positive_float, default=E_ACC_PJ, help="pJ per accumulation")
-    p.add_argument("--e-hop", type=_positive_float, default=E_HOP_PJ, help="pJ per packet and link")
+                   help="samples/s to size each link's bandwidth for (default 1000)")
+    p.add_argument("--packet", choices=PACKETS, default="spinnaker",
+                   help="spike packet format (launch/tools/system.py)")
+    _add_system(p)
+
+
+def _add_forecast(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("forecast", help="forecast on-chip learning's samples/s and latency on a neuromorphic "
+                                        "chip profile, from a run's counts (launch/tools/system.py)")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    _add_system(p)
 
 
 def _nonnegative_float(text: str) -> float:
@@ -296,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_conformance(sub)
     _add_traffic(sub)
+    _add_forecast(sub)
     _add_verify(sub)
     _add_bench(sub)
     _add_map(sub)
@@ -413,14 +450,26 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _system(a: argparse.Namespace, run: Any) -> dict:
+    from cluster.mapping import resolve_spec  # noqa: PLC0415
+
+    from .tools.system import system_model  # noqa: PLC0415
+
+    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores)
+    return system_model(run.read_config(), run.read_table("metrics"), run.read_table("layers"), spec, a.energy,
+                        getattr(a, "packet", "spinnaker"), a.multicast, a.placement, a.board, a.boards_per_node,
+                        getattr(a, "rate", 1000.0), a.ann_bits, a.steps)
+
+
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .run.rundir import RunDir  # noqa: PLC0415
-    from .tools.cost import Energies, format_cost, run_cost  # noqa: PLC0415
+    from .tools.cost import format_cost, run_cost  # noqa: PLC0415
+    from .tools.system import format_system, run_plan  # noqa: PLC0415
     from .tools.traffic import format_traffic  # noqa: PLC0415
 
     run = RunDir.fetch(a.run_dir)
     cfg = run.read_config()
-    metrics, layers = run.read_table("metrics"), run.read_table("layers")
+    metrics = run.read_table("metrics")
     links, chips = run.read_table("traffic"), run.read_table("chips")
     epochs = sorted({r["epoch"] for r in metrics})
     if not epochs:
@@ -429,13 +478,28 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
         raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
     epoch = a.epoch or epochs[-1]
     if chips:
+        print("as measured on the emulator's chips:")
         print(format_traffic(links, chips, epoch))
         print()
+        cost = run_cost(metrics, links, run_plan(cfg, None)[0], epoch, a.packet, a.rate)
+        print(format_cost(cost["links"], epoch, a.packet, a.rate))
+        print()
     else:
-        print(f"{run}: a one-process run (--engine local): no chips, no links; the operations are the same")
-    e = Energies(a.e_mac, a.e_acc, a.e_hop)
-    cost = run_cost(metrics, layers, links, chips, cfg.topo, epoch, a.packet, a.rate, e)
-    print(format_cost(cost["links"], cost["energy"], epoch, a.packet, a.rate, e))
+        print(f"{run}: a one-process run (--engine local): no chips measured; the system below lays its counts on "
+              f"the chips named")
+    if not chips and a.chip is None and a.chip_neurons is None:
+        print("(give --chip PROFILE, or --chip-neurons N --chip-synapses M, to lay the run on chips)")
+        return 0
+    print(format_system(_system(a, run)))
+    return 0
+
+
+def _cmd_forecast(a: argparse.Namespace) -> int:
+    from .run.rundir import RunDir  # noqa: PLC0415
+    from .tools.system import format_forecast  # noqa: PLC0415
+
+    s = _system(a, RunDir.fetch(a.run_dir))
+    print(json.dumps(s["forecast"], default=float) if a.json else format_forecast(s), flush=True)
     return 0
 
 
@@ -524,7 +588,7 @@ def _main(argv: list[str]) -> int:
             return supervise(argv)  # Ray may end the run's process from C++: a parent watches it
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
-                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan}[args.command]
+                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan, "forecast": _cmd_forecast}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

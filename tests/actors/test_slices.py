@@ -65,9 +65,10 @@ def compare_with_local(topology, spec, batches=3, n=24, micro=8, seed=0, backend
 
 
 @pytest.mark.parametrize("spec, split", [
-    (custom_chip(300, 5000, "conv"), {0, 2}),        # the conv layer over 4 chips, the dense over 4
-    (custom_chip(100, 1000, "pool"), {0, 1, 2}),     # pooling channels spread over chips too
-    (custom_chip(2000, 5000, "dense"), {2}),         # only the dense layer split: error spikes go down
+    (custom_chip(300, 5000, "conv"), {0, 1, 2}),     # the conv layer over 4 chips, the dense and P2 too
+    (custom_chip(100, 2000, "pool"), {0, 1, 2}),     # pooling channels spread over chips too
+    # the dense layer split, so P2 below it keeps copies of its columns (16,384 in all): split too
+    (custom_chip(2000, 5000, "dense"), {1, 2}),
 ])
 def test_each_kind_of_split_trains_the_local_weights(spec, split, backend):
     plan, _ = compare_with_local("digits", spec, backend=backend)
@@ -80,8 +81,9 @@ def test_mnist_geometry_split_everywhere_equals_local():
     plan, chips = compare_with_local("mnist", custom_chip(2000, 100_000, "small"), batches=2, n=8, micro=4)
     assert {l for l in range(6) if len(plan.owners[l]) > 1} >= {0, 1, 2, 4}
     assert any(len(s) > 1 for s in plan.layout)
-    # error spikes of the split 300 layer travel down to the chip of P2, which keeps a weight copy
-    assert plan.copies(7) == [(4, 0, 40)]
+    # error spikes of the split 300 layer travel down to the chips of P2, which keep weight copies of
+    # their channels' columns (the copies split P2 itself over three chips: 4,800 weights a channel)
+    assert plan.copies(7) == [(4, 0, 19)] and plan.copies(8) == [(4, 19, 39)] and plan.copies(9) == [(4, 39, 40)]
     rep = chips[8].report()
     assert rep["traffic"][7]["messages"] > 0 and rep["traffic"][7]["spikes"] > 0
 
@@ -240,7 +242,7 @@ def test_layouts_that_do_not_tile_or_split_the_output_are_refused():
 
 @pytest.mark.parametrize("spec, batches, n", [
     (custom_chip(300, 5000, "conv"), 3, 16),
-    pytest.param(custom_chip(100, 1000, "pool"), 2, 8, marks=pytest.mark.slow),  # 40 chips, many small waves: 10 s
+    pytest.param(custom_chip(100, 2000, "pool"), 2, 8, marks=pytest.mark.slow),  # 40 chips, many small waves: 10 s
     (custom_chip(2000, 5000, "dense"), 3, 16),
 ])
 def test_event_wire_on_split_chips_checks_the_spiking_network_and_trains_the_same_weights(spec, batches, n):
