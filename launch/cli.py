@@ -450,7 +450,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-def _system(a: argparse.Namespace, run: Any) -> dict:
+def _system(a: argparse.Namespace, run: Any, measured: list[dict] | None = None) -> dict:
     from cluster.mapping import resolve_spec  # noqa: PLC0415
 
     from .tools.system import system_model  # noqa: PLC0415
@@ -458,7 +458,7 @@ def _system(a: argparse.Namespace, run: Any) -> dict:
     spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores)
     return system_model(run.read_config(), run.read_table("metrics"), run.read_table("layers"), spec, a.energy,
                         getattr(a, "packet", "spinnaker"), a.multicast, a.placement, a.board, a.boards_per_node,
-                        getattr(a, "rate", 1000.0), a.ann_bits, a.steps)
+                        getattr(a, "rate", 1000.0), a.ann_bits, a.steps, measured)
 
 
 def _cmd_traffic(a: argparse.Namespace) -> int:
@@ -490,7 +490,7 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     if not chips and a.chip is None and a.chip_neurons is None:
         print("(give --chip PROFILE, or --chip-neurons N --chip-synapses M, to lay the run on chips)")
         return 0
-    print(format_system(_system(a, run)))
+    print(format_system(_system(a, run, links)))
     return 0
 
 

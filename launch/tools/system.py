@@ -6,6 +6,7 @@ reads the run's tables, lays its network on the chips asked for, and prints ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -83,9 +84,13 @@ def _per_sample(rows: list[dict], images: int) -> dict[str, list[float]]:
 
 def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSpec | None, energy: str | None,
                  fmt: str, multicast: bool | None, placement: str, board: tuple[int, int] | None,
-                 boards_per_node: int, rate: float, ann_bits: int, steps: int | None) -> dict[str, Any]:
-    """Every epoch's routed traffic and energy per sample, and the hardware forecast of the last."""
+                 boards_per_node: int, rate: float, ann_bits: int, steps: int | None,
+                 measured: list[dict] | None = None) -> dict[str, Any]:
+    """Every epoch's routed traffic and energy per sample, and the hardware forecast of the last.
+    ``measured``: the run's traffic.parquet rows; where the chips are the run's own, each epoch's
+    modelled chip-to-chip spikes are compared with them link by link (``check``)."""
     plan, chip, where = run_plan(cfg, spec)
+    own = spec is None
     profile = chip.profile if chip is not None and chip.profile is not None else HARDWARE["loihi"]
     cap = chip.capacity if chip is not None else profile.capacity
     e_name, e = load_energy(energy or profile.name, profile)
@@ -108,6 +113,11 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
         if any(not math.isfinite(f.spikes) for f in fl):
             raise SpikeGradError(f"epoch {m['epoch']}: the layers table has no emitted error spikes (a run written "
                                  f"before 2026-12-01): its traffic cannot be modelled")
+        check = None
+        if own and measured:  # the chips measured every link: the model's spread, checked, then scaled to it
+            check, scale = _check(fl, measured, m["epoch"], images)
+            fl = [dataclasses.replace(f, spikes=f.spikes * scale.get((f.src, f.dst), 1.0)) if f.src != f.dst else f
+                  for f in fl]
         if pos is None:  # placed once, on the first epoch's traffic, and kept
             pos = (parse_placement(placement, plan.n_chips) if placement not in ("snake", "auto")
                    else place(plan.n_chips, fl, bd, boards_per_node, placement))
@@ -149,7 +159,7 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
         busiest = max(link_rows, key=lambda r: r["bits"], default=None)
         mesh_busiest = max(load.items(), key=lambda kv: kv[1], default=None)
         epochs.append(dict(
-            epoch=m["epoch"], images=images, links=link_rows, busiest=busiest,
+            epoch=m["epoch"], images=images, links=link_rows, busiest=busiest, check=check,
             mesh_busiest=None if mesh_busiest is None else dict(link=[list(mesh_busiest[0][0]),
                                                                       list(mesh_busiest[0][1])],
                                                                 packets=mesh_busiest[1]),
@@ -174,6 +184,26 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
                 boards_per_node=boards_per_node, placement=placement, positions=[list(p) for p in pos or []],
                 packet=fmt, rate=rate, ann_bits=ann_bits, epochs=epochs, forecast=fc,
                 sources={k: SOURCES.get(k, k) for k in sources})
+
+
+def _check(fl: list, measured: list[dict], epoch: int, images: int) -> tuple[dict[str, Any] | None, dict]:
+    """The model's spikes per chip-to-chip link (a slice's share of its layer's spikes is its share of the
+    neurons) against what the chips measured on the same links: the ratios, and the factor per link
+    that makes the model's flows carry exactly the measured spikes."""
+    got = {(int(r["src"]), int(r["dst"])): float(r["spikes"]) / images for r in measured
+           if r["epoch"] == epoch and r.get("kind", "spikes") == "spikes"}
+    model: dict[tuple[int, int], float] = {}
+    for f in fl:
+        if f.src != f.dst:
+            model[(f.src, f.dst)] = model.get((f.src, f.dst), 0.0) + f.spikes
+    ratios = {k: model[k] / v for k, v in got.items() if v > 0 and model.get(k, 0.0) > 0}
+    scale = {k: got.get(k, 0.0) / v for k, v in model.items() if v > 0 and k in got}
+    if not ratios:
+        return None, scale
+    worst = max(ratios, key=lambda k: abs(math.log(ratios[k])))
+    return dict(links=len(ratios), total_ratio=sum(model.get(k, 0.0) for k in got) / max(1e-300, sum(got.values())),
+                min_ratio=min(ratios.values()), max_ratio=max(ratios.values()), worst=list(worst),
+                unmodelled=sorted(list(k) for k in got if k not in model)), scale
 
 
 def _forecast(plan: Plan, chip: ChipSpec | None, profile: Profile, ep: dict, n_per: list[int],
@@ -246,6 +276,12 @@ def format_system(s: dict[str, Any]) -> str:
     for d, t in last["totals"].items():
         lines.append(f"{d}: {t['spikes']:.4g} spikes, {t['bits']:.4g} bits per sample between chips; the ANN "
                      f"{t['ann_bits']:.4g} bits")
+    ck = last.get("check")
+    if ck:
+        lines.append(f"checked against the chips' measured links, epoch {last['epoch']}: modelled / measured spikes "
+                     f"{ck['total_ratio']:.3f} in all, {ck['min_ratio']:.3f}-{ck['max_ratio']:.3f} per link over "
+                     f"{ck['links']} links (worst {ck['worst'][0]}->{ck['worst'][1]}; a layer's spikes are not spread "
+                     f"evenly over its neurons); the flows above are scaled to the measured links")
     ph, uh = last["packet_hops"], last["unicast_packet_hops"]
     lines.append("packet-hops per sample: " + ", ".join(f"{k} {v:.4g}" for k, v in ph.items())
                  + (" (unicast would be: " + ", ".join(f"{k} {v:.4g}" for k, v in uh.items() if k != "on-chip") + ")"
