@@ -487,9 +487,6 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     else:
         print(f"{run}: a one-process run (--engine local): no chips measured; the system below lays its counts on "
               f"the chips named")
-    if not chips and a.chip is None and a.chip_neurons is None:
-        print("(give --chip PROFILE, or --chip-neurons N --chip-synapses M, to lay the run on chips)")
-        return 0
     print(format_system(_system(a, run, links)))
     return 0
 
