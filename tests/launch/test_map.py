@@ -58,8 +58,9 @@ def test_a_capacity_gives_the_chip_groups_or_a_clear_refusal():
 @pytest.mark.slow
 @pytest.mark.parametrize("capacity, described", [
     (dict(chip_neurons=1100, chip_synapses=20000), "2 chips (0, 1-3)"),
-    # the conv, pooling and dense layers split over 11 chips: slices on Ray actors, only spikes between them
-    (dict(chip_neurons=250, chip_synapses=4000), "11 chips holding slices of layers"),
+    # the conv, pooling and dense layers split over 10 chips (P2's copies of the dense layer's columns
+    # included): slices on Ray actors, only spikes between them
+    (dict(chip_neurons=250, chip_synapses=8000), "10 chips holding slices of layers"),
 ])
 def test_chips_mapped_by_capacity_train_the_weights_of_one_process(ray_session, tmp_path, capsys, capacity,
                                                                    described):
