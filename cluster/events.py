@@ -1,4 +1,4 @@
-"""Event-driven simulation of the spiking network itself (Algorithms 1-3, DESIGN §3).
+"""Event-driven simulation of the spiking network itself (Algorithms 1-3, docs/design.md §3).
 
 Where :mod:`cluster.network` computes the equivalent ANN, this module lets the
 integrate-and-fire neurons of every layer exchange individual signed spikes, and

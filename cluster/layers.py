@@ -4,7 +4,7 @@ Layout. Inside the engine, maps are held channel-first with the batch
 innermost, ``(C, H, W, B)`` ("CHWB"), so that a convolution is one matrix product
 ``W (Co, Ci·k·k) @ cols (Ci·k·k, Ho·Wo·B)`` whose result is already CHWB (no
 transposes on the hot path), and the im2col copy moves contiguous runs of Wo·B values.
-Dense layers take ``(B, N)`` with N in (C, H, W) order (DESIGN §2); :func:`flatten`
+Dense layers take ``(B, N)`` with N in (C, H, W) order (docs/design.md §2); :func:`flatten`
 converts at the conv-to-dense boundary.
 
 These functions compute the *linear* parts: W ⋆ S (Eqs. (10), (15)) forward and

@@ -1,4 +1,4 @@
-"""Synaptic-operation counts (section 4, "Sparsity in backpropagated gradient"; DESIGN §5).
+"""Synaptic-operation counts (section 4, "Sparsity in backpropagated gradient"; docs/design.md §5).
 
 A spike (or error spike) of value s is |s| events; each event costs one
 accumulation (ACC) per synapse it crosses. Per layer l and batch (one name for one meaning,

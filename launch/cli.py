@@ -138,7 +138,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_conformance(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("conformance", help="one training step of a case file, all DESIGN §4 arrays")
+    p = sub.add_parser("conformance", help="one training step of a case file, all docs/design.md §4 arrays")
     p.add_argument("case", help="CASE.npz")
     p.add_argument("--out", required=True, help="OUT.npz to write")
     p.add_argument("--backend", choices=BACKENDS, default="numpy")

@@ -30,7 +30,7 @@ MICRO_BATCH_MIN, MICRO_BATCH_MAX = 16, 128
 class LocalEngine:
     """Holds the parameters on the backend and runs whole steps.
 
-    params: initial {layer l: (W, b)} host arrays in the DESIGN layouts; velocities start at 0.
+    params: initial {layer l: (W, b)} host arrays in the layouts of docs/design.md §2; velocities start at 0.
     graph: CuPy only: replay each full batch's step as a CUDA graph (None: ``cfg.cuda_graph``).
     """
 

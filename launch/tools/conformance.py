@@ -1,4 +1,4 @@
-"""``spikegrad conformance CASE.npz --out OUT.npz``: one training step, every array of DESIGN §4.
+"""``spikegrad conformance CASE.npz --out OUT.npz``: one training step, every array of docs/design.md §4.
 
 A case holds ``topology`` (str), ``theta_ff``, ``theta_bp``, ``alpha``, ``eta`` (scalars),
 ``x`` (B, C, H, W) float64, ``y`` (B,) int and ``W0, b0, W1, b1, ...`` for the trainable
@@ -86,7 +86,7 @@ def _check_case(case: dict[str, np.ndarray], name: str) -> tuple[Any, StepConfig
 
 
 def run_case(case: dict[str, np.ndarray], backend: str = "numpy", name: str = "case") -> dict[str, np.ndarray]:
-    """One training step on a case; returns the DESIGN §4 arrays as float64 host arrays."""
+    """One training step on a case; returns the docs/design.md §4 arrays as float64 host arrays."""
     topo, cfg, eta = _check_case(case, name)
     be = get_backend(backend)
     xp = be.xp
