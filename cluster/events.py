@@ -81,7 +81,7 @@ class EventCounts:
 
 @dataclass
 class EventResult:
-    """Accumulated values in the DESIGN layout: S[l] (B, N_l) for l < L, V (B, classes),
+    """Accumulated values in the layout of docs/design.md §2: S[l] (B, N_l) for l < L, V (B, classes),
     Z[l], E[l] (B, N_l) for every l, and the increment sums {l: (Σ E ⊗ Sˡ⁻¹, Σ E)}
     (ΔW = −η × these), plus the event counts."""
 
@@ -558,7 +558,7 @@ def simulate(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], x
     n_err = {l: net[l].n_err for l in net}
     for seg in segs[1:]:
         n_err[seg.first - 1] = seg.net[seg.first - 1].n_err
-    # Results in the DESIGN layout; ω as the δ events added it up (Eq. (8), :meth:`_Layer.learn`).
+    # Results in the layout of docs/design.md §2; ω as the δ events added it up (Eq. (8), :meth:`_Layer.learn`).
     counts = EventCounts()
     sums = {}
     for l, layer in enumerate(topo.layers):

@@ -348,5 +348,5 @@ def momentum_step(xp: Any, W: Any, vW: Any, gW: Any, eta: float, mu: float, frac
 
 
 def export_layer(xp: Any, S: Any) -> Any:
-    """A layer array in the DESIGN layout (B, N), N in (C, H, W) order (a contiguous copy for maps)."""
+    """A layer array in the layout of docs/design.md §2 (B, N), N in (C, H, W) order (a contiguous copy for maps)."""
     return xp.ascontiguousarray(ops.flatten(xp, S)) if S.ndim == 4 else S

@@ -28,7 +28,13 @@ from .run.supervise import supervise, supervised, tell
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad option in one line instead of usage + message."""
+    """argparse that reports a bad option in one line instead of usage + message, and takes no
+    abbreviated option (a misspelled ``--chip-neuron`` is refused, not read as ``--chip-neurons``);
+    its subcommands are parsers of the same class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise SpikeGradError(f"{message} (see '{self.prog} --help')")

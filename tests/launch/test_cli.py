@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from launch.cli import main
 from launch.tools.conformance import compare, load_case
@@ -126,3 +127,17 @@ def test_every_config_field_has_its_train_option_and_every_option_its_field():
     for name, values in enums.items():
         assert tuple(options[name].choices) == tuple(values), name
     assert set(config.DATASET_DEFAULTS) == set(DATASETS)
+
+
+@pytest.mark.parametrize("args", [
+    ["map", "--topology", "mnist", "--chip-neuron", "2000", "--chip-synapses", "100000"],  # --chip-neurons
+    ["train", "--epoch", "1"],                                                              # --epochs
+    ["bench", "chips", "--round", "1"],                                                     # --rounds
+])
+def test_abbreviated_options_are_refused(args, capsys):
+    """argparse would take a unique prefix for the option: a typo would silently mean another flag."""
+    from launch.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments" in err[0], err
