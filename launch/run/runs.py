@@ -166,8 +166,11 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Driver:
     run = RunDir.fetch(str(run_dir))
     run.require(RunDir.CONFIG, RunDir.CHECKPOINT)
     cfg = run.read_config()
-    # evaluation runs here, in one process, whichever engine trained the run
-    cfg = dataclasses.replace(cfg, engine="local", wire="counts", **({"backend": backend} if backend else {}))
+    # evaluation runs here, in one process, whichever engine (and chips, capacity or replicas) trained
+    # the run: the weights are the same network's
+    cfg = dataclasses.replace(cfg, engine="local", wire="counts", chips=None, chip=None, chip_neurons=None,
+                              chip_synapses=None, chip_cores=None, replicas=1,
+                              **({"backend": backend} if backend else {}))
     driver = Driver(cfg)
     driver.load_state(run.read_checkpoint(), str(run.checkpoint_path))
     return driver

@@ -206,6 +206,8 @@ def _check(fl: list, measured: list[dict], epoch: int, images: int) -> tuple[dic
     for f in fl:
         if f.src != f.dst:
             model[(f.src, f.dst)] = model.get((f.src, f.dst), 0.0) + f.spikes
+    if any(k not in model for k in got):  # the run's chips are not today's mapping of its configuration
+        return dict(links=0, mismatch=sorted(list(k) for k in got if k not in model)), {}
     ratios = {k: model[k] / v for k, v in got.items() if v > 0 and model.get(k, 0.0) > 0}
     scale = {k: got.get(k, 0.0) / v for k, v in model.items() if v > 0 and k in got}
     if not ratios:
@@ -287,7 +289,12 @@ def format_system(s: dict[str, Any]) -> str:
         lines.append(f"{d}: {t['spikes']:.4g} spikes, {t['bits']:.4g} bits per sample between chips; the ANN "
                      f"{t['ann_bits']:.4g} bits")
     ck = last.get("check")
-    if ck:
+    if ck and ck.get("mismatch"):
+        shown = ", ".join(f"{a}->{b}" for a, b in ck["mismatch"][:4])
+        lines.append(f"the chips' measured links ({shown}, ...) are not "
+                     f"links of today's mapping of the run's configuration (a run mapped by an earlier version?): "
+                     f"the flows above are the model's, not scaled to the measurement")
+    elif ck:
         lines.append(f"checked against the chips' measured links, epoch {last['epoch']}: modelled / measured spikes "
                      f"{ck['total_ratio']:.3f} in all, {ck['min_ratio']:.3f}-{ck['max_ratio']:.3f} per link over "
                      f"{ck['links']} links (worst {ck['worst'][0]}->{ck['worst'][1]}; a layer's spikes are not spread "

@@ -79,5 +79,10 @@ def test_chips_mapped_by_capacity_train_the_weights_of_one_process(ray_session, 
             assert np.array_equal(a[k], b[k]), k
     assert chips["test_accuracy"] == local["test_accuracy"]
     capsys.readouterr()
+    # a run trained on a capacity is evaluated and verified afterwards like any other
+    assert main(["eval", "--checkpoint", str(tmp_path / "c"), "--limit-test", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == local["test_accuracy"]
+    assert main(["verify", "--checkpoint", str(tmp_path / "c"), "--samples", "8", "--workers", "1"]) == 0
+    capsys.readouterr()
     assert main(["traffic", str(tmp_path / "c")]) == 0
     assert re.search(r"\d+->\d+ +error spikes", capsys.readouterr().out)
