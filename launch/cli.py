@@ -209,16 +209,24 @@ def _nonnegative_float(text: str) -> float:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="predict a chip run's throughput on N nodes from what it measured "
-                                    "(launch/tools/plan.py)")
+    from .tools.plan import CALL_US, LATENCY_US, RANGES  # noqa: PLC0415
+
+    text = ("forecast how fast this emulator (the Python/Ray program, one process per chip) would train a chip run's "
+            "mapping on N CPU nodes, from what the run measured, with a range and what the model was checked against "
+            "(launch/tools/plan.py); not a neuromorphic chip's time: see `spikegrad forecast`")
+    p = sub.add_parser("plan", help=text, description=text)
     p.add_argument("run_dir")
-    p.add_argument("--nodes", type=_positive_int, required=True)
+    p.add_argument("--nodes", type=_positive_int, required=True,
+                   help="CPU nodes; chips go to them in balanced contiguous blocks, every node used")
     p.add_argument("--link-gbps", type=_positive_float, default=10.0, help="each node's network, Gbit/s (default 10)")
-    p.add_argument("--latency-us", type=_nonnegative_float, default=10.0,
-                   help="µs each message that crosses nodes waits (default 10)")
+    p.add_argument("--latency-us", type=_nonnegative_float,
+                   help=f"µs each message that crosses nodes waits (default {LATENCY_US:g}, "
+                        f"range {RANGES['latency_us'][0]:g}-{RANGES['latency_us'][1]:g} in the forecast)")
     p.add_argument("--cores", type=_positive_int, help="cores per node (default: one per chip)")
-    p.add_argument("--call-us", type=_nonnegative_float, default=0.0,
-                   help="µs of a core per call a chip receives, Ray's cost per actor call (default 0)")
+    p.add_argument("--call-us", type=_nonnegative_float,
+                   help=f"µs of a core per call a chip receives, Ray's cost per actor call (default {CALL_US:g}, "
+                        f"measured here; range {RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; "
+                        f"0: the chips' work alone, an optimistic bound)")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "
                    "the chip engine's choice there)")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
