@@ -99,6 +99,7 @@ def test_plan_prints_and_refuses_in_one_line(tmp_path, capsys):
     assert "predicted:" in out and "bounds (samples/s)" in out and "assumptions:" in out
     assert out.startswith("plan: the EMULATOR") and "spikegrad forecast" in out and "checked against:" in out
     assert f"{CALL_US:g} µs per call" in out and "range " in out and "plan-mnist-2026-12-01.md" in out
+    assert "plan-2026-12-07.md" in out
     assert main(["plan", str(tmp_path / "r"), "--nodes", "2", "--call-us", "0", "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
     assert p["call_us"] == 0 and p["predicted_range"]["call_us"] == [0, 0] and "emulator" in p["what"]
