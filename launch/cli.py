@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -186,7 +187,8 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
 def _add_traffic(sub: argparse._SubParsersAction) -> None:
     from .tools.cost import E_ACC_PJ, E_HOP_PJ, E_MAC_PJ, PACKETS  # noqa: PLC0415
 
-    p = sub.add_parser("traffic", help="print a run's traffic (chips: matrix, packets, bandwidth) and its "
+    p = sub.add_parser("traffic", help="print a run's traffic per training sample (chips: one row per directed link, "
+                                       "the busiest link, totals forward and backward; packets and Mbit/s) and its "
                                        "energy estimate per sample")
     p.add_argument("run_dir")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
@@ -196,6 +198,8 @@ def _add_traffic(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--e-mac", type=_positive_float, default=E_MAC_PJ, help="pJ per MAC (default: Horowitz 2014)")
     p.add_argument("--e-acc", type=_positive_float, default=E_ACC_PJ, help="pJ per accumulation")
     p.add_argument("--e-hop", type=_positive_float, default=E_HOP_PJ, help="pJ per packet and link")
+    p.add_argument("--json", action="store_true", help="one JSON object: {\"traffic\": per link and sample, busiest "
+                   "link, totals forward and backward, chips; \"cost\": packets, Mbit/s and energy per sample}")
 
 
 def _nonnegative_float(text: str) -> float:
@@ -413,10 +417,21 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(x: Any) -> Any:
+    """x with every NaN or infinity as None, so that --json prints strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .run.rundir import RunDir  # noqa: PLC0415
     from .tools.cost import Energies, format_cost, run_cost  # noqa: PLC0415
-    from .tools.traffic import format_traffic  # noqa: PLC0415
+    from .tools.traffic import format_traffic, traffic_json  # noqa: PLC0415
 
     run = RunDir.fetch(a.run_dir)
     cfg = run.read_config()
@@ -428,13 +443,17 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     if a.epoch is not None and a.epoch not in epochs:
         raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
     epoch = a.epoch or epochs[-1]
+    e = Energies(a.e_mac, a.e_acc, a.e_hop)
+    cost = run_cost(metrics, layers, links, chips, cfg.topo, epoch, a.packet, a.rate, e)  # checks the image counts
+    images = {r["epoch"]: r["images"] for r in metrics}
+    if a.json:
+        print(json.dumps(_finite(dict(traffic=traffic_json(links, chips, epoch, images[epoch]), cost=cost))))
+        return 0
     if chips:
-        print(format_traffic(links, chips, epoch))
+        print(format_traffic(links, chips, images, epoch))
         print()
     else:
         print(f"{run}: a one-process run (--engine local): no chips, no links; the operations are the same")
-    e = Energies(a.e_mac, a.e_acc, a.e_hop)
-    cost = run_cost(metrics, layers, links, chips, cfg.topo, epoch, a.packet, a.rate, e)
     print(format_cost(cost["links"], cost["energy"], epoch, a.packet, a.rate, e))
     return 0
 
