@@ -66,8 +66,9 @@ def traffic_json(links: list[dict], chips: list[dict], epoch: int, images: int) 
     rows = [r for r in links if r["epoch"] == epoch]
     spikes = sorted((r for r in rows if r.get("kind", "spikes") == "spikes"), key=lambda r: (r["src"], r["dst"]))
     exchange = [r for r in rows if r.get("kind") == "increments"]
-    table = [dict(src=int(r["src"]), dst=int(r["dst"]), direction=_direction(r),
-                  cross_node=bool(r.get("cross_node", False)), **_sums([r], images)) for r in spikes]
+    table: list[dict[str, Any]] = [dict(src=int(r["src"]), dst=int(r["dst"]), direction=_direction(r),
+                                        cross_node=bool(r.get("cross_node", False)), **_sums([r], images))
+                                   for r in spikes]
     busiest = {f"by_{k}": max(table, key=lambda r: r[f"{k}_per_sample"], default=None)
                for k in ("wire_bits", "spikes")}
     totals = {d: _sums([r for r in spikes if _direction(r) == d], images) for d in ("forward", "backward")}
