@@ -149,3 +149,24 @@ def test_operation_and_spike_tables_agree_with_the_layer_counts(tmp_path):
             rows = [r for r in spikes if (r["epoch"], r["layer"]) == (epoch, l)]
             assert sum(r["count"] for r in rows) == per_sample * rows[0]["samples"] == per_sample * 60
             assert max(r["spikes"] for r in rows) <= rows[0]["n_max"]
+
+
+def test_traffic_figures_of_a_chip_run_and_none_for_a_local_run(tmp_path):
+    """The heat maps per sample and the Mbit/s bars (forward and backward apart) of a 4-chip run whose
+    middle links cross nodes; a local run has neither."""
+    from launch.run.rundir import RunDir, write_parquet
+    from launch.tools.report import Run, bandwidth_figure, traffic_map
+    from tests.launch.test_plan import chip_run
+
+    chip_run(tmp_path / "chips")
+    run = RunDir(tmp_path / "chips")
+    write_parquet(run.table_file("traffic"), [dict(r, cross_node={r["src"], r["dst"]} == {1, 2})
+                                              for r in run.read_table("traffic")])
+    for draw, name in ((traffic_map, "traffic_chips.png"), (bandwidth_figure, "bandwidth_chips.png")):
+        assert draw(Run(run), tmp_path) == name
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == PNG and len(data) > 10_000, name
+    local = tmp_path / "local"
+    assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
+                 "--quiet", "--out", str(local)]) == 0
+    assert traffic_map(Run(local), tmp_path) is None and bandwidth_figure(Run(local), tmp_path) is None
