@@ -465,7 +465,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 
     p = plan(Run(RunDir.fetch(a.run_dir)), a.nodes, a.link_gbps, a.latency_us, a.cores, a.epoch, a.micro_batch,
              a.call_us)
-    print(json.dumps(p, default=float) if a.json else format_plan(p), flush=True)
+    print(json.dumps(_finite(p)) if a.json else format_plan(p), flush=True)
     return 0
 
 

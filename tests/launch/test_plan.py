@@ -103,6 +103,10 @@ def test_plan_prints_and_refuses_in_one_line(tmp_path, capsys):
     assert main(["plan", str(tmp_path / "r"), "--nodes", "2", "--call-us", "0", "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
     assert p["call_us"] == 0 and p["predicted_range"]["call_us"] == [0, 0] and "emulator" in p["what"]
+    # strict JSON: on one node no link crosses, the network bound is infinite, printed as null
+    assert main(["plan", str(tmp_path / "r"), "--nodes", "1", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert p["bounds"]["network"] is None and p["nodes_used"] == 1
     chip_run(tmp_path / "rep", replicas=2)
     local = tmp_path / "local"
     assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
