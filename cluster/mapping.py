@@ -1,28 +1,47 @@
 """Mapping a network onto chips with a capacity: which slice of which layer each chip holds.
 
-A real neuromorphic chip holds a bounded number of neurons and synapses (the published figures of
-:data:`PROFILES`). A layer too big for one chip is cut into slices, a slice being whole units:
+A real neuromorphic chip holds a bounded number of neurons and weights, and every core on it has
+limits of its own (:mod:`cluster.hardware` gives the published figures, with sources). A layer is
+cut into *units*:
 
-=========  ===================  ===================================  =================================
-layer      unit                 neurons per unit                     synapses per unit (stored weights)
-=========  ===================  ===================================  =================================
-conv       one output channel   Ho·Wo IF neurons                     Ci·k·k (its kernel, shared by all
-                                                                     Ho·Wo positions: stored once)
-pool       one channel          Ho·Wo linear IF neurons              0 (fixed weights Θff/k², not stored)
-dense      one output neuron    1                                    N_in (its fan-in)
-=========  ===================  ===================================  =================================
+=========  ===================  =======================  ===========================================
+layer      unit                 neurons per unit         weights per unit (stored)
+=========  ===================  =======================  ===========================================
+conv       one output channel   Ho·Wo IF neurons         Ci·k·k when a core's neurons share the
+                                                         kernel, Ho·Wo·Ci·k·k where they may not
+pool       one channel          Ho·Wo linear IF neurons  0 (one fixed weight Θff/k², a core parameter)
+dense      one output neuron    1                        N_in (its fan-in)
+=========  ===================  =======================  ===========================================
 
-A neuron counts once, its error compartment included: SpikeGrad's neuron integrates forward (V)
-and error (U) potentials side by side (Eqs. (1), (6)), so the state of one neuron is two
-compartments on the chip that holds it. Biases are neuron parameters, not synapses.
+**Neurons and compartments.** SpikeGrad's neuron integrates a forward potential V and an error
+potential U side by side (Eqs. (1), (6)): two compartments (``compartments_per_neuron``, 2 for
+learning, 1 for inference). Published per-core limits are in compartments.
+
+**Copies.** Where a trainable layer l + 1 is split over chips, every chip holding units of layer l
+stores a copy of Wˡ⁺¹'s columns of its units (module :class:`Plan`: the error spikes Eˡ⁺¹ come
+down and the copy sums Zˡ; Eq. (6)). Copies are counted against the capacity like the chip's own
+weights. Each stored weight serves both directions (W forward, Wᵀ backward), as the paper assumes;
+hardware that reads synapses in one direction only needs twice the weight memory (not counted),
+and momentum velocities (one per weight) are not counted either.
+
+**Cores** (profiles with cores; a chip of the user's own, ``--chip-neurons``/``--chip-synapses``,
+is one pool). A core holds neurons of one layer (one block per core, as NengoLoihi allocates):
+whole units where they fit, else bands of rows of one channel, else pieces of one row. Its limits:
+compartments (neurons × compartments per neuron), input axons (the distinct inputs its neurons read:
+a convolution tile reads Ci channels of the input rows and columns it covers, a dense neuron all
+N_in), and synaptic memory (weights × weight bits; a shared kernel is stored once per core). A chip
+has ``cores`` cores. Where a single neuron breaks a core's limit (a fan-in over its axons, its weights
+over its memory) the network cannot be mapped: an error naming the limit.
 
 :func:`map_network` fills chips in layer order: consecutive small layers share a chip; a layer
 that fits a chip of its own but not what is left of the current one starts the next chip whole;
 a layer bigger than a chip fills what is left of the current chip and continues on the next ones
-(so a chip may hold the end of one layer and the start of the next). A unit that alone exceeds a chip (one neuron's
-fan-in over a chip's synapses, or one channel's map over its neurons) cannot be mapped: an error. The
-output layer is never split: its error (softmax, section 2) reads all of Vᴸ, and Vᴸ are potentials,
-which never cross a chip boundary.
+(so a chip may hold the end of one layer and the start of the next). A layer is split exactly when
+it does not fit one chip alone, copies included (decided from the output layer down, since layer
+l's copies depend on whether l + 1 is split). The output layer is never split: its error (softmax,
+section 2) reads all of Vᴸ, and Vᴸ are potentials, which never cross a chip boundary. A profile
+whose cores are one layer each and whose layers never split (Speck) is packed by
+:func:`_map_layer_per_core`.
 
 :class:`Plan` says what crosses between the chips of a mapping, per micro-batch (Only spikes cross):
 
@@ -43,70 +62,101 @@ which never cross a chip boundary.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import SpikeGradError
+from .hardware import PROFILES as HARDWARE
+from .hardware import Capacity, Profile, custom_capacity
 from .layers import kind_of
 from .topology import Topology
 
 
 @dataclass(frozen=True)
 class ChipSpec:
-    """A chip's capacity: neurons and synapses (stored weights) it can hold; ``source`` cites the figures."""
+    """A chip to map onto: its capacity (:class:`cluster.hardware.Capacity`), the compartments of one
+    SpikeGrad neuron (2: V and U), and where the figures come from."""
 
     name: str
-    neurons: int
-    synapses: int
+    capacity: Capacity
+    compartments_per_neuron: int = 2
     source: str = "given on the command line"
+    profile: Profile | None = None
 
     def __post_init__(self) -> None:
-        for what in ("neurons", "synapses"):
-            v = getattr(self, what)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpikeGradError(f"chip {what} expected an integer >= 1, got {v!r}")
+        c = self.compartments_per_neuron
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 2:
+            raise SpikeGradError(f"compartments per neuron expected 1 (inference) or 2 (learning: V and U), got {c!r}")
+
+    @property
+    def neurons(self) -> int:
+        """SpikeGrad neurons one chip holds (compartments / compartments per neuron)."""
+        cap = self.capacity
+        return cap.neurons if cap.pooled else cap.cores * cap.compartments // self.compartments_per_neuron
+
+    @property
+    def synapses(self) -> int:
+        """Weights one chip stores at its precision."""
+        cap = self.capacity
+        return cap.synapses if cap.pooled else cap.cores * cap.synapse_bits // cap.weight_bits
+
+
+def custom_chip(neurons: int, synapses: int, name: str = "custom") -> ChipSpec:
+    """A chip of the user's own: one pool of ``neurons`` neurons and ``synapses`` weights."""
+    return ChipSpec(name, custom_capacity(neurons, synapses))
 
 
 PROFILES: dict[str, ChipSpec] = {
-    "loihi": ChipSpec("loihi", 131_072, 130_000_000,
-                      "Intel Loihi: 128 neuro-cores x 1,024 compartments, 130 M synapses (Davies et al., "
-                      "IEEE Micro 38(1), 2018)"),
-    "loihi2": ChipSpec("loihi2", 1_000_000, 120_000_000,
-                       "Intel Loihi 2: up to 1 M neurons and 120 M synapses per chip (Intel Labs, Loihi 2 "
-                       "technology brief, 2021)"),
-    "truenorth": ChipSpec("truenorth", 1_048_576, 268_435_456,
-                          "IBM TrueNorth: 4,096 cores x 256 neurons, 256 x 256 synapses per core (Merolla et "
-                          "al., Science 345(6197), 2014)"),
+    name: ChipSpec(name, p.capacity, 2, p.title, p) for name, p in HARDWARE.items()
 }
 
 
-def resolve_spec(name: str | None, neurons: int | None, synapses: int | None) -> ChipSpec | None:
-    """The capacity asked for: a profile of :data:`PROFILES` (its figures overridden by ``neurons``
-    or ``synapses`` where given), a custom chip (both figures needed), or None (nothing asked)."""
+def resolve_spec(name: str | None, neurons: int | None, synapses: int | None, cores: int | None = None,
+                 compartments: int = 2) -> ChipSpec | None:
+    """The chip asked for: a profile of :data:`PROFILES` (``cores`` overrides its cores per chip), a
+    chip of the user's own (``neurons`` and ``synapses`` both), or None (nothing asked)."""
     if name is None and neurons is None and synapses is None:
+        if cores is not None:
+            raise SpikeGradError("--chip-cores changes a profile's cores per chip: give a profile with --chip")
         return None
     if name is not None:
         if name not in PROFILES:
             raise SpikeGradError(f"chip must be one of {', '.join(PROFILES)}, got {name!r}")
+        if neurons is not None or synapses is not None:
+            raise SpikeGradError(f"--chip-neurons and --chip-synapses describe a chip of your own (one pool, no "
+                                 f"cores); {name} has per-core limits: give --chip {name} alone, or with "
+                                 f"--chip-cores N to shrink it")
         base = PROFILES[name]
-        if neurons is None and synapses is None:
-            return base
-        return ChipSpec(f"{name} (modified)", neurons or base.neurons, synapses or base.synapses,
-                        base.source + "; capacity overridden on the command line")
+        cap = base.capacity
+        if cores is not None:
+            if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1 or cap.layer_per_core_only:
+                raise SpikeGradError(f"--chip-cores expected an integer >= 1 on a profile with uniform cores, got "
+                                     f"{cores!r} for {name}")
+            cap = Capacity(**{**cap.__dict__, "cores": cores})
+        return ChipSpec(name if cores is None else f"{name} ({cores} cores)", cap, compartments,
+                        base.source + ("" if cores is None else f"; {cores} cores per chip given on the command line"),
+                        base.profile)
     if neurons is None or synapses is None:
         raise SpikeGradError(f"a custom chip needs both a neuron and a synapse capacity (--chip-neurons and "
                              f"--chip-synapses), or a profile (--chip {'|'.join(PROFILES)})")
-    return ChipSpec("custom", neurons, synapses)
+    return ChipSpec("custom", custom_capacity(neurons, synapses), compartments)
 
 
 @dataclass(frozen=True)
 class Slice:
-    """Units ``lo..hi-1`` of layer ``layer`` (output channels for conv and pool, neurons for dense)."""
+    """Units ``lo..hi-1`` of layer ``layer`` (output channels for conv and pool, neurons for dense):
+    its neurons, its own weights (``synapses``) and the weights it keeps as copies of the layer above
+    (``copies``); on a chip with cores, the cores it takes, its weight memory in bits and the most
+    input axons one of its cores reads."""
 
     layer: int
     lo: int
     hi: int
     neurons: int
     synapses: int
+    copies: int = 0
+    cores: int = 0
+    bits: int = 0
+    axons: int = 0
 
     @property
     def units(self) -> int:
@@ -129,8 +179,26 @@ class ChipLoad:
         return sum(s.synapses for s in self.slices)
 
     @property
+    def copies(self) -> int:
+        return sum(s.copies for s in self.slices)
+
+    @property
     def layers(self) -> tuple[int, ...]:
         return tuple(s.layer for s in self.slices)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One limit of a chip: what is used of it."""
+
+    limit: str
+    used: float
+    capacity: float
+    unit: str
+
+    @property
+    def share(self) -> float:
+        return self.used / self.capacity if self.capacity else 0.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +208,7 @@ class Mapping:
     topology: Topology
     spec: ChipSpec
     chips: tuple[ChipLoad, ...]
+    notes: tuple[str, ...] = field(default=())
 
     def chips_of(self, layer: int) -> tuple[int, ...]:
         """Indices of the chips holding some of ``layer``, in order."""
@@ -161,6 +230,25 @@ class Mapping:
         """(chip index, slice) of every slice of ``layer``, in unit order."""
         return [(c.index, s) for c in self.chips for s in c.slices if s.layer == layer]
 
+    def fill(self, chip: ChipLoad) -> list[Fill]:
+        """Every limit of the chip, with what ``chip`` uses of it (the largest share binds)."""
+        cap, cpn = self.spec.capacity, self.spec.compartments_per_neuron
+        if cap.pooled:
+            return [Fill("neurons", chip.neurons, cap.neurons, "neurons"),
+                    Fill("synapses", chip.synapses + chip.copies, cap.synapses, "weights")]
+        if cap.layer_per_core_only:
+            return [Fill("cores", len(chip.slices) - sum(self.topology.layers[s.layer].kind == "pool"
+                                                         for s in chip.slices), cap.cores, "cores"),
+                    Fill("neuron memory", chip.neurons * cpn, sum(cap.core_neuron_entries), "entries"),
+                    Fill("kernel memory", sum(s.bits for s in chip.slices) // cap.weight_bits,
+                         sum(cap.core_kernel_entries), "entries")]
+        out = [Fill("cores", sum(s.cores for s in chip.slices), cap.cores, "cores"),
+               Fill("compartments", chip.neurons * cpn, cap.cores * cap.compartments, "compartments"),
+               Fill("synaptic memory", sum(s.bits for s in chip.slices), cap.cores * cap.synapse_bits, "bits")]
+        if cap.axons is not None:
+            out.append(Fill("axons per core", max((s.axons for s in chip.slices), default=0), cap.axons, "axons"))
+        return out
+
     def links(self) -> list[tuple[int, int]]:
         """Chip pairs (a, b), a ≠ b, where spikes of layer l − 1 on chip a reach neurons of layer l on
         chip b (error spikes go back from b to a). A convolution or dense unit connects to every
@@ -177,7 +265,7 @@ class Mapping:
 
 
 def layer_units(topo: Topology, l: int) -> tuple[int, int, int]:
-    """(units, neurons per unit, synapses per unit) of layer l (module docstring's table)."""
+    """(units, neurons per unit, weights per unit with a shared kernel) of layer l (module docstring)."""
     layer = topo.layers[l]
     C, H, W = layer.out_shape
     if layer.kind == "dense":
@@ -186,59 +274,273 @@ def layer_units(topo: Topology, l: int) -> tuple[int, int, int]:
     return C, H * W, per_unit
 
 
+def copy_per_unit(topo: Topology, l: int, shares_kernels: bool = True) -> int:
+    """Weights one unit of layer l stores as a copy of Wˡ⁺¹'s columns, when l + 1 is split (Eq. (6)):
+    Wˡ⁺¹ has (units of l) input channels, so a unit keeps 1 / units of it; a convolution whose
+    kernel its core may not share keeps it once per neuron of the unit."""
+    if l + 1 >= len(topo.layers) or not topo.layers[l + 1].trainable:
+        return 0
+    units, n_per, _ = layer_units(topo, l)
+    per = math.prod(topo.weight_shape(l + 1)) // units
+    return per * n_per if topo.layers[l + 1].kind == "conv" and not shares_kernels else per
+
+
+class _Geometry:
+    """Layer l's needs on the cores of ``spec`` (module docstring, *Cores*)."""
+
+    def __init__(self, topo: Topology, l: int, spec: ChipSpec, copies: bool) -> None:
+        self.l, self.layer, self.spec, self.cap = l, topo.layers[l], spec, spec.capacity
+        self.units, self.n_per, self.shared_w = layer_units(topo, l)
+        self.copy = copy_per_unit(topo, l, self.cap.shares_kernels) if copies else 0
+        layer = self.layer
+        self.Ci, self.Hin, self.Win = layer.in_shape
+        _, self.Ho, self.Wo = layer.out_shape
+        self.k = getattr(layer, "kernel", getattr(layer, "size", 1))
+        self.fan_in = (self.Ci * self.k ** 2 if layer.kind == "conv" else self.k ** 2 if layer.kind == "pool"
+                       else self.shared_w)
+        self.tile = self._tile() if not self.cap.pooled and not self.cap.layer_per_core_only else None
+
+    def unit_weights(self) -> int:
+        """Own weights per unit as the chip stores them."""
+        if self.layer.kind == "conv" and not self.cap.pooled and not self.cap.shares_kernels:
+            return self.shared_w * self.n_per
+        return self.shared_w
+
+    # -- one core's tile: c whole units, or a band of a rows (of w columns) of one unit ------------
+    def _axons(self, c: int, a: int, w: int) -> int:
+        kind = self.layer.kind
+        if kind == "dense":
+            return self.fan_in
+        if kind == "pool":
+            return c * min(self.Hin, a * self.k) * min(self.Win, w * self.k)
+        return self.Ci * min(self.Hin, a - 1 + self.k) * min(self.Win, w - 1 + self.k)
+
+    def _bits(self, c: int, a: int, w: int) -> int:
+        neurons = c * a * w
+        if self.layer.kind == "dense":
+            own = neurons * self.fan_in
+        elif self.layer.kind == "pool":
+            own = 0
+        else:
+            own = c * self.shared_w if self.cap.shares_kernels else neurons * self.fan_in
+        return (own + neurons * self.copy // self.n_per) * self.cap.weight_bits
+
+    def _fits(self, c: int, a: int, w: int) -> bool:
+        cap = self.cap
+        return (c * a * w * self.spec.compartments_per_neuron <= cap.compartments
+                and (cap.axons is None or self._axons(c, a, w) <= cap.axons)
+                and self._bits(c, a, w) <= cap.synapse_bits)
+
+    def _largest(self, hi: int, fits) -> int:  # noqa: ANN001  (a monotone predicate)
+        lo = 0
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _tile(self) -> tuple[str, int]:
+        """("units", c): c whole units per core; ("cores", k): k cores per unit."""
+        if self.layer.kind == "dense":
+            n = self._largest(self.units, lambda n: self._fits(n, 1, 1))
+            if n:
+                return "units", n
+        else:
+            c = self._largest(self.units, lambda c: self._fits(c, self.Ho, self.Wo))
+            if c:
+                return "units", c
+            a = self._largest(self.Ho, lambda a: self._fits(1, a, self.Wo))
+            if a:
+                return "cores", -(-self.Ho // a)
+            w = self._largest(self.Wo, lambda w: self._fits(1, 1, w))
+            if w:
+                return "cores", self.Ho * -(-self.Wo // w)
+        raise self._refusal()
+
+    def _refusal(self) -> SpikeGradError:
+        cap, cpn, what = self.cap, self.spec.compartments_per_neuron, f"layer {self.l} ({self.layer.token()})"
+        on = f"onto {self.spec.name} chips"
+        if cpn > cap.compartments:
+            why = f"a neuron's {cpn} compartments exceed a core's {cap.compartments:,}"
+        elif cap.axons is not None and self._axons(1, 1, 1) > cap.axons:
+            why = (f"one neuron's fan-in of {self._axons(1, 1, 1):,} inputs exceeds a core's {cap.axons:,} input "
+                   f"axons [{cap.sources.get('axons', '?')}]")
+        else:
+            why = (f"one neuron's {self._bits(1, 1, 1) // cap.weight_bits:,} weights"
+                   + (f" ({self.copy // self.n_per:,} of them copies of layer {self.l + 1}'s)" if self.copy else "")
+                   + f" at {cap.weight_bits} bits exceed a core's {cap.synapse_bits:,} bits of synaptic memory")
+        return SpikeGradError(f"{what} cannot be mapped {on}: {why}")
+
+    def cores(self, units: int) -> int:
+        assert self.tile is not None
+        how, n = self.tile
+        return -(-units // n) if how == "units" else units * n
+
+    def units_in(self, free_cores: int) -> int:
+        assert self.tile is not None
+        how, n = self.tile
+        return free_cores * n if how == "units" else free_cores // n
+
+    def make_slice(self, lo: int, hi: int) -> Slice:
+        u = hi - lo
+        own = u * self.unit_weights()
+        if self.tile is None:
+            return Slice(self.l, lo, hi, u * self.n_per, own, u * self.copy)
+        how, n = self.tile
+        if how == "units":
+            full, rest = divmod(u, n)
+            bits = full * self._bits(n, self.Ho, self.Wo) + (self._bits(rest, self.Ho, self.Wo) if rest else 0)
+            axons = self._axons(min(u, n), self.Ho, self.Wo)
+        else:  # bands of one unit, each core storing the shared kernel again
+            bits = u * (n * self._bits(1, 0, 0) + (self.copy * self.cap.weight_bits if self.copy else 0)) \
+                + (u * self.n_per * self.fan_in * self.cap.weight_bits if not self.cap.shares_kernels
+                   and self.layer.kind == "conv" else 0)
+            a = max(1, self.Ho // n) if n <= self.Ho else 1
+            axons = self._axons(1, a, self.Wo if n <= self.Ho else max(1, self.Wo * self.Ho // n))
+        return Slice(self.l, lo, hi, u * self.n_per, own, u * self.copy, self.cores(u), bits, axons)
+
+    def fits_a_chip(self) -> bool:
+        cap = self.cap
+        if cap.pooled:
+            return (self.units * self.n_per <= cap.neurons
+                    and self.units * (self.unit_weights() + self.copy) <= cap.synapses)
+        return self.cores(self.units) <= cap.cores
+
+
 MAX_CHIPS = 100_000  # a mapping is built chip by chip: beyond this it would only exhaust memory
 
 
-def map_network(topo: Topology, spec: ChipSpec) -> Mapping:
-    """Fill chips of capacity ``spec`` with the layers of ``topo`` in order (module docstring).
+def _check_pooled_unit(g: _Geometry, spec: ChipSpec) -> None:
+    cap, layer = spec.capacity, g.layer
+    n_per, s_per = g.n_per, g.unit_weights() + g.copy
+    if n_per <= cap.neurons and s_per <= cap.synapses:
+        return
+    if s_per > cap.synapses:
+        what = ("a neuron's fan-in of" if layer.kind == "dense" else "one channel's kernel of")
+        if g.copy:
+            raise SpikeGradError(f"layer {g.l} ({layer.token()}) cannot be mapped onto {spec.name} chips: one unit's "
+                                 f"{g.unit_weights():,} weights and {g.copy:,} copied weights of layer {g.l + 1} "
+                                 f"(split above it) exceed a chip's {cap.synapses:,}")
+        raise SpikeGradError(f"layer {g.l} ({layer.token()}) cannot be mapped onto {spec.name} chips: {what} "
+                             f"{g.unit_weights():,} synapses exceeds a chip's {cap.synapses:,}")
+    raise SpikeGradError(f"layer {g.l} ({layer.token()}) cannot be mapped onto {spec.name} chips: one channel's "
+                         f"map of {n_per:,} neurons exceeds a chip's {cap.neurons:,}")
 
-    Raises :class:`SpikeGradError` naming the layer when one of its units cannot fit on a chip.
+
+def _splits(topo: Topology, spec: ChipSpec) -> list[bool]:
+    """Which layers must be split (do not fit one chip alone, copies included), from the output down."""
+    L = len(topo.layers) - 1
+    for l in range(L + 1):  # a unit too big even without copies: named in layer order
+        g = _Geometry(topo, l, spec, copies=False)
+        if spec.capacity.pooled:
+            _check_pooled_unit(g, spec)
+    split = [False] * (L + 1)
+    for l in range(L, -1, -1):
+        g = _Geometry(topo, l, spec, copies=l < L and split[l + 1])
+        if spec.capacity.pooled:
+            _check_pooled_unit(g, spec)
+        split[l] = not g.fits_a_chip()
+    if split[L]:
+        g = _Geometry(topo, L, spec, False)
+        raise SpikeGradError(
+            f"the output layer {L} ({topo.layers[L].token()}: {g.units * g.n_per:,} neurons, "
+            f"{g.units * g.unit_weights():,} synapses) cannot be mapped onto {spec.name} chips: it must fit on one "
+            f"chip (its softmax reads every Vᴸ, which are potentials, not spikes)")
+    return split
+
+
+def map_network(topo: Topology, spec: ChipSpec) -> Mapping:
+    """Fill chips of ``spec`` with the layers of ``topo`` in order (module docstring).
+
+    Raises :class:`SpikeGradError` naming the layer and the limit when one of its units cannot fit.
     """
-    per_layer = [layer_units(topo, l) for l in range(len(topo.layers))]
-    need = max(-(-sum(u * n for u, n, _ in per_layer) // spec.neurons),
-               -(-sum(u * s for u, _, s in per_layer) // spec.synapses))
-    if need > MAX_CHIPS:
-        raise SpikeGradError(f"{topo.text[:80]!r} needs at least {need:,} {spec.name} chips ({spec.neurons:,} "
-                             f"neurons, {spec.synapses:,} synapses each); at most {MAX_CHIPS:,} are mapped")
+    if spec.capacity.layer_per_core_only:
+        return _map_layer_per_core(topo, spec)
+    split = _splits(topo, spec)
+    L = len(topo.layers) - 1
+    geoms = [_Geometry(topo, l, spec, copies=l < L and split[l + 1]) for l in range(L + 1)]
+    cap = spec.capacity
+    if cap.pooled:
+        need = max(-(-sum(g.units * g.n_per for g in geoms) // cap.neurons),
+                   -(-sum(g.units * (g.unit_weights() + g.copy) for g in geoms) // cap.synapses))
+    else:
+        need = -(-sum(g.cores(g.units) for g in geoms) // cap.cores)
+    limit = min(MAX_CHIPS, cap.max_chips or MAX_CHIPS)
+    if need > limit:
+        raise SpikeGradError(f"{topo.text[:80]!r} needs at least {need:,} {spec.name} chips; at most {limit:,} "
+                             + ("can be mapped" if limit == MAX_CHIPS else f"make one {spec.name} system"))
     chips: list[list[Slice]] = [[]]
-    free_n, free_s = spec.neurons, spec.synapses
-    for l, layer in enumerate(topo.layers):
-        units, n_per, s_per = layer_units(topo, l)
-        if n_per > spec.neurons or s_per > spec.synapses:
-            what = ("a neuron's fan-in of" if layer.kind == "dense" else "one channel's kernel of") \
-                if s_per > spec.synapses else "one channel's map of"
-            need = s_per if s_per > spec.synapses else n_per
-            unit_word = "synapses" if s_per > spec.synapses else "neurons"
-            raise SpikeGradError(
-                f"layer {l} ({layer.token()}) cannot be mapped onto {spec.name} chips: {what} {need:,} {unit_word} "
-                f"exceeds a chip's {getattr(spec, unit_word):,}")
-        whole_n, whole_s = units * n_per, units * s_per
-        fits_a_chip = whole_n <= spec.neurons and whole_s <= spec.synapses
-        if l == len(topo.layers) - 1 and not fits_a_chip:
-            raise SpikeGradError(
-                f"the output layer {l} ({layer.token()}: {whole_n:,} neurons, {whole_s:,} synapses) cannot be "
-                f"mapped onto {spec.name} chips: it must fit on one chip (its softmax reads every Vᴸ, which "
-                f"are potentials, not spikes)")
-        if chips[-1] and fits_a_chip and (whole_n > free_n or whole_s > free_s):
-            # the layer fits a chip of its own but not what is left of this one: whole, on the next
-            chips.append([])
-            free_n, free_s = spec.neurons, spec.synapses
+    free_n, free_s, free_c = cap.neurons, cap.synapses, cap.cores
+
+    def next_chip() -> None:
+        nonlocal free_n, free_s, free_c
+        chips.append([])
+        free_n, free_s, free_c = cap.neurons, cap.synapses, cap.cores
+
+    for l, g in enumerate(geoms):
+        if chips[-1] and not split[l]:
+            room = (g.units * g.n_per <= free_n and g.units * (g.unit_weights() + g.copy) <= free_s) if cap.pooled \
+                else g.cores(g.units) <= free_c
+            if not room:  # the layer fits a chip of its own but not what is left of this one: whole, on the next
+                next_chip()
         u = 0
-        while u < units:
-            fit = units - u
-            if n_per:
-                fit = min(fit, free_n // n_per)
-            if s_per:
-                fit = min(fit, free_s // s_per)
+        while u < g.units:
+            if cap.pooled:
+                fit = min(g.units - u, free_n // g.n_per)
+                per = g.unit_weights() + g.copy
+                if per:
+                    fit = min(fit, free_s // per)
+            else:
+                fit = min(g.units - u, g.units_in(free_c))
             if fit == 0:  # this chip is full for this layer: the next one
-                chips.append([])
-                free_n, free_s = spec.neurons, spec.synapses
+                next_chip()
                 continue
-            chips[-1].append(Slice(l, u, u + fit, fit * n_per, fit * s_per))
-            free_n -= fit * n_per
-            free_s -= fit * s_per
+            s = g.make_slice(u, u + fit)
+            chips[-1].append(s)
+            free_n -= s.neurons
+            free_s -= s.synapses + s.copies
+            free_c -= s.cores
             u += fit
+    if len(chips) > limit:
+        raise SpikeGradError(f"{topo.text[:80]!r} takes {len(chips):,} {spec.name} chips; at most {limit:,} make one "
+                             f"{spec.name} system")
     return Mapping(topo, spec, tuple(ChipLoad(i, tuple(s)) for i, s in enumerate(chips)))
+
+
+def _map_layer_per_core(topo: Topology, spec: ChipSpec) -> Mapping:
+    """One chip whose cores hold one layer each, never split (Speck/DYNAP-CNN): a pooling layer joins
+    the core of the layer below it (a DYNAP-CNN core convolves, then pools); each other layer takes
+    the free core with the least memory that holds its neuron states (its neurons × compartments)
+    and its weights (its kernel entries), in layer order."""
+    cap, cpn = spec.capacity, spec.compartments_per_neuron
+    free = list(range(len(cap.core_neuron_entries)))
+    slices = []
+    for l, layer in enumerate(topo.layers):
+        g = _Geometry(topo, l, spec, False)
+        neurons, weights = g.units * g.n_per, g.units * g.unit_weights()
+        slices.append(Slice(l, 0, g.units, neurons, weights, bits=weights * cap.weight_bits))
+        if layer.kind == "pool":
+            if l == 0:
+                raise SpikeGradError(f"layer 0 ({layer.token()}) cannot be mapped onto {spec.name}: pooling runs in "
+                                     f"the core of the layer below it, and there is none")
+            continue
+        ok = [c for c in free if neurons * cpn <= cap.core_neuron_entries[c] and weights <= cap.core_kernel_entries[c]]
+        if not ok:
+            if not free:
+                why = f"its {len(cap.core_neuron_entries)} cores are taken by layers 0-{l - 1} (one layer per core)"
+            else:
+                why = (f"{neurons:,} neurons x {cpn} compartments = {neurons * cpn:,} neuron-state entries and "
+                       f"{weights:,} kernel entries fit none of the free cores (largest free: "
+                       f"{max(cap.core_neuron_entries[c] for c in free):,} neuron and "
+                       f"{max(cap.core_kernel_entries[c] for c in free):,} kernel entries)")
+            raise SpikeGradError(f"layer {l} ({layer.token()}) cannot be mapped onto {spec.name} "
+                                 f"[{cap.sources.get('cores', '?')}]: {why}")
+        best = min(ok, key=lambda c: (cap.core_neuron_entries[c] + cap.core_kernel_entries[c], c))
+        free.remove(best)
+    return Mapping(topo, spec, (ChipLoad(0, tuple(slices)),),
+                   notes=("one chip, one layer per core; a pooling layer runs in the core below it",))
 
 
 @dataclass(frozen=True)

@@ -171,35 +171,78 @@ def _add_capacity(p: argparse.ArgumentParser) -> None:
     from cluster.mapping import PROFILES  # noqa: PLC0415
 
     p.add_argument("--chip", choices=tuple(PROFILES),
-                   help="a chip profile with its published capacity; the network is mapped onto such chips")
-    p.add_argument("--chip-neurons", type=_positive_int, help="a chip's neurons (with --chip-synapses, or "
-                   "overriding the profile's)")
-    p.add_argument("--chip-synapses", type=_positive_int, help="a chip's synapses, i.e. stored weights")
+                   help="a chip profile with its published per-core and per-chip limits (cluster/hardware.py); "
+                        "the network is mapped onto such chips")
+    p.add_argument("--chip-cores", type=_positive_int, help="cores per chip of the --chip profile (a smaller chip "
+                   "of that kind)")
+    p.add_argument("--chip-neurons", type=_positive_int, help="a chip of your own: its neurons (with "
+                   "--chip-synapses)")
+    p.add_argument("--chip-synapses", type=_positive_int, help="a chip of your own: its synapses, i.e. stored "
+                   "weights, copies included")
 
 
 def _add_map(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("map", help="map a network onto chips with a capacity and print the table (no training)")
     p.add_argument("--topology", default="mnist", help=f"preset ({', '.join(PRESETS)}) or topology string")
     _add_capacity(p)
+    p.add_argument("--compartments", type=int, choices=(1, 2), default=2,
+                   help="compartments per neuron: 2 for learning (V and U, the default), 1 for inference")
+    p.add_argument("--figure", metavar="PNG", help="also draw each chip's fill per limit into this PNG file")
     p.add_argument("--json", action="store_true")
 
 
-def _add_traffic(sub: argparse._SubParsersAction) -> None:
-    from .tools.cost import E_ACC_PJ, E_HOP_PJ, E_MAC_PJ, PACKETS  # noqa: PLC0415
+def _board(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected COLUMNSxROWS of chips, e.g. 8x4, got {text!r}") from None
+    if not (1 <= cols <= 1024 and 1 <= rows <= 1024):
+        raise argparse.ArgumentTypeError(f"expected 1-1024 columns and rows, got {text!r}")
+    return cols, rows
 
-    p = sub.add_parser("traffic", help="print a run's traffic per training sample (chips: one row per directed link, "
-                                       "the busiest link, totals forward and backward; packets and Mbit/s) and its "
-                                       "energy estimate per sample")
+
+def _add_system(p: argparse.ArgumentParser) -> None:
+    """The options of the system model (launch/tools/system.py), shared by traffic and forecast."""
+    from cluster.hardware import PROFILES as HARDWARE  # noqa: PLC0415
+
+    _add_capacity(p)
+    p.add_argument("--energy", metavar="NAME|FILE", help=f"energy figures: a profile ({', '.join(HARDWARE)}) or a "
+                   "JSON file of figures with sources (default: the chip's profile, else loihi)")
+    p.add_argument("--multicast", action=argparse.BooleanOptionalAction, default=None,
+                   help="routers copy a spike where its paths part (default: as the profile's routers do)")
+    p.add_argument("--placement", default="snake", help="chips on the mesh: snake, auto (fewest spike-hops), or "
+                   "node.board.x.y per chip, comma-separated")
+    p.add_argument("--board", type=_board, help="chips per board, COLUMNSxROWS (default: the profile's)")
+    p.add_argument("--boards-per-node", type=_positive_int, default=1)
+    p.add_argument("--ann-bits", type=int, choices=(8, 16), default=16,
+                   help="bits per activation and error of the equivalent ANN's traffic (default 16)")
+    p.add_argument("--steps", type=_positive_int, help="time steps per sample for the forecast (default: 2 per "
+                   "layer)")
+
+
+def _add_traffic(sub: argparse._SubParsersAction) -> None:
+    from .tools.system import PACKETS  # noqa: PLC0415
+
+    p = sub.add_parser("traffic", help="a run's traffic as measured (chip runs) and as a neuromorphic system would "
+                                       "carry it: routed links, multicast, energy per sample per epoch")
     p.add_argument("run_dir")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
     p.add_argument("--rate", type=_positive_float, default=1000.0,
-                   help="images/s to size each link's bandwidth for (default 1000)")
-    p.add_argument("--packet", choices=PACKETS, default="spinnaker", help="spike packet format (launch/tools/cost.py)")
-    p.add_argument("--e-mac", type=_positive_float, default=E_MAC_PJ, help="pJ per MAC (default: Horowitz 2014)")
-    p.add_argument("--e-acc", type=_positive_float, default=E_ACC_PJ, help="pJ per accumulation")
-    p.add_argument("--e-hop", type=_positive_float, default=E_HOP_PJ, help="pJ per packet and link")
-    p.add_argument("--json", action="store_true", help="one JSON object: {\"traffic\": per link and sample, busiest "
-                   "link, totals forward and backward, chips; \"cost\": packets, Mbit/s and energy per sample}")
+                   help="samples/s to size each link's bandwidth for (default 1000)")
+    p.add_argument("--packet", choices=PACKETS, default="spinnaker",
+                   help="spike packet format (launch/tools/system.py)")
+    p.add_argument("--json", action="store_true", help="one JSON object: \"traffic\", the measured links per "
+                   "training sample (busiest link, totals forward and backward, chips); \"cost\", their packets and "
+                   "Mbit/s; \"system\", the system model (null where there is none)")
+    _add_system(p)
+
+
+def _add_forecast(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("forecast", help="forecast on-chip learning's samples/s and latency on a neuromorphic "
+                                        "chip profile, from a run's counts (launch/tools/system.py)")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    _add_system(p)
 
 
 def _nonnegative_float(text: str) -> float:
@@ -301,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_conformance(sub)
     _add_traffic(sub)
+    _add_forecast(sub)
     _add_verify(sub)
     _add_bench(sub)
     _add_map(sub)
@@ -362,7 +406,8 @@ def _train_config(a: argparse.Namespace) -> Any:
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
         checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation,
-        cuda_graph=a.cuda_graph, chip=a.chip, chip_neurons=a.chip_neurons, chip_synapses=a.chip_synapses)
+        cuda_graph=a.cuda_graph, chip=a.chip, chip_neurons=a.chip_neurons, chip_synapses=a.chip_synapses,
+        chip_cores=a.chip_cores)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -428,14 +473,26 @@ def _finite(x: Any) -> Any:
     return x
 
 
+def _system(a: argparse.Namespace, run: Any, measured: list[dict] | None = None) -> dict:
+    from cluster.mapping import resolve_spec  # noqa: PLC0415
+
+    from .tools.system import system_model  # noqa: PLC0415
+
+    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores)
+    return system_model(run.read_config(), run.read_table("metrics"), run.read_table("layers"), spec, a.energy,
+                        getattr(a, "packet", "spinnaker"), a.multicast, a.placement, a.board, a.boards_per_node,
+                        getattr(a, "rate", 1000.0), a.ann_bits, a.steps, measured)
+
+
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .run.rundir import RunDir  # noqa: PLC0415
-    from .tools.cost import Energies, format_cost, run_cost  # noqa: PLC0415
+    from .tools.cost import format_cost, run_cost  # noqa: PLC0415
+    from .tools.system import format_system, run_plan  # noqa: PLC0415
     from .tools.traffic import format_traffic, traffic_json  # noqa: PLC0415
 
     run = RunDir.fetch(a.run_dir)
     cfg = run.read_config()
-    metrics, layers = run.read_table("metrics"), run.read_table("layers")
+    metrics = run.read_table("metrics")
     links, chips = run.read_table("traffic"), run.read_table("chips")
     epochs = sorted({r["epoch"] for r in metrics})
     if not epochs:
@@ -443,18 +500,35 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     if a.epoch is not None and a.epoch not in epochs:
         raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
     epoch = a.epoch or epochs[-1]
-    e = Energies(a.e_mac, a.e_acc, a.e_hop)
-    cost = run_cost(metrics, layers, links, chips, cfg.topo, epoch, a.packet, a.rate, e)  # checks the image counts
     images = {r["epoch"]: r["images"] for r in metrics}
+    measured = traffic_json(links, chips, epoch, images[epoch])  # checks the epoch's image count
+    cost = run_cost(metrics, links, run_plan(cfg, None)[0], epoch, a.packet, a.rate) if chips else None
+    system = _system(a, run, links) if chips or a.chip is not None or a.chip_neurons is not None else None
     if a.json:
-        print(json.dumps(_finite(dict(traffic=traffic_json(links, chips, epoch, images[epoch]), cost=cost))))
+        print(json.dumps(_finite(dict(traffic=measured, cost=cost, system=system))))
         return 0
-    if chips:
+    if chips and cost is not None:
+        print("as measured on the emulator's chips:")
         print(format_traffic(links, chips, images, epoch))
         print()
+        print(format_cost(cost["links"], epoch, a.packet, a.rate))
+        print()
     else:
-        print(f"{run}: a one-process run (--engine local): no chips, no links; the operations are the same")
-    print(format_cost(cost["links"], cost["energy"], epoch, a.packet, a.rate, e))
+        print(f"{run}: a one-process run (--engine local): no chips measured; the system below lays its counts on "
+              f"the chips named")
+    if system is None:
+        print("(give --chip PROFILE, or --chip-neurons N --chip-synapses M, to lay the run on chips)")
+        return 0
+    print(format_system(system))
+    return 0
+
+
+def _cmd_forecast(a: argparse.Namespace) -> int:
+    from .run.rundir import RunDir  # noqa: PLC0415
+    from .tools.system import format_forecast  # noqa: PLC0415
+
+    s = _system(a, RunDir.fetch(a.run_dir))
+    print(json.dumps(s["forecast"], default=float) if a.json else format_forecast(s), flush=True)
     return 0
 
 
@@ -475,11 +549,15 @@ def _cmd_map(a: argparse.Namespace) -> int:
 
     from .tools.chipmap import format_mapping, mapping_json  # noqa: PLC0415
 
-    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses)
+    spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores, a.compartments)
     if spec is None:
         raise SpikeGradError(f"map needs a chip: --chip NAME ({', '.join(PROFILES)}) or both --chip-neurons and "
                              f"--chip-synapses")
     mapping = map_network(parse_topology(a.topology), spec)
+    if a.figure:
+        from .tools.chipmap import fill_figure  # noqa: PLC0415  (matplotlib only when a figure is asked)
+
+        fill_figure(mapping, a.figure)
     if a.json:
         print(json.dumps(mapping_json(mapping)), flush=True)
     else:
@@ -539,7 +617,7 @@ def _main(argv: list[str]) -> int:
             return supervise(argv)  # Ray may end the run's process from C++: a parent watches it
         handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
-                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan}[args.command]
+                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan, "forecast": _cmd_forecast}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

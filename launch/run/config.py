@@ -21,7 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from actors.chip import PLACEMENTS, WIRES, Placement, Wire
 from cluster.backend import BACKENDS, BackendName
 from cluster.errors import SpikeGradError
-from cluster.mapping import ChipSpec, Layout, Plan, map_network, resolve_spec
+from cluster.mapping import PROFILES, ChipSpec, Layout, Plan, map_network, resolve_spec
 from cluster.network import GRADIENT_MODES, GradientMode, StepConfig
 from cluster.topology import PRESETS, Topology, parse_topology
 
@@ -62,8 +62,9 @@ class TrainConfig:
     engine: Engine = "chips"
     chips: str | None = None        # --chips groups, e.g. "0-1,2-3,4,5"; None: one layer per chip
     chip: str | None = None         # a chip profile (cluster.mapping.PROFILES): map the network by capacity
-    chip_neurons: int | None = None  # a chip's neuron capacity (with chip_synapses, or overriding --chip's)
-    chip_synapses: int | None = None  # a chip's synapse capacity (stored weights)
+    chip_neurons: int | None = None  # a chip of your own: its neurons (with chip_synapses)
+    chip_synapses: int | None = None  # a chip of your own: its synapses (stored weights, copies included)
+    chip_cores: int | None = None   # a profile's cores per chip, overridden (a smaller chip of that kind)
     replicas: int = 1
     placement: Placement = "pack"
     micro_batch: int | None = None  # chips: samples per micro-batch (None: launch.run.chips.default_micro_batch)
@@ -89,7 +90,7 @@ class TrainConfig:
 
     def chip_spec(self) -> ChipSpec | None:
         """The chip capacity asked for (``--chip``, ``--chip-neurons``, ``--chip-synapses``), or None."""
-        return resolve_spec(self.chip, self.chip_neurons, self.chip_synapses)
+        return resolve_spec(self.chip, self.chip_neurons, self.chip_synapses, self.chip_cores)
 
     def chip_layout(self) -> tuple[list[tuple[int, int]], Layout | None]:
         """The chips: (layer groups (first, last) per chip, the slices per chip when the capacity's
@@ -225,7 +226,14 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.wire == "events" and (cfg.engine != "chips" or cfg.gradient != "spike"):
         raise SpikeGradError(f"--wire events needs --engine chips and --gradient spike, got engine {cfg.engine}, "
                              f"gradient {cfg.gradient}")
-    if cfg.chip_spec() is not None:  # ChipSpec checks the figures
+    spec = cfg.chip_spec()  # checks the figures
+    if spec is not None and not spec.capacity.learns:
+        why = spec.capacity.sources.get("learns", "assumed")
+        raise SpikeGradError(f"{spec.name} cannot learn on chip [{why}]: training needs a profile that learns "
+                             f"({', '.join(n for n, p in PROFILES.items() if p.capacity.learns)}) or a chip of your "
+                             f"own (--chip-neurons, --chip-synapses); `spikegrad map --chip {cfg.chip} "
+                             f"--compartments 1` maps a trained network onto it for inference")
+    if spec is not None:
         if cfg.engine != "chips":
             raise SpikeGradError(f"a chip capacity (--chip, --chip-neurons, --chip-synapses) needs --engine chips, "
                                  f"got engine {cfg.engine}")

@@ -242,14 +242,15 @@ def bandwidth_figure(run: Run, out: Path, rate: float = 1000.0) -> str | None:
     """Mbit/s each link needs at ``rate`` images/s with 40-bit SpiNNaker packets (one per spike;
     launch.tools.cost), forward and backward side by side per pair of chips; hatched: the link
     crosses nodes; the busiest link named. None for runs without links."""
-    from .cost import Energies, run_cost  # noqa: PLC0415
+    from .cost import run_cost  # noqa: PLC0415
+    from .system import run_plan  # noqa: PLC0415
 
     if not run.traffic:
         return None
     plt = _pyplot()
     epoch = run.final["epoch"]
-    links = [r for r in run_cost(run.metrics, run.layers, run.traffic, run.chips, run.cfg.topo, epoch, "spinnaker",
-                                 rate, Energies())["links"] if r["what"] != "increments"]
+    links = [r for r in run_cost(run.metrics, run.traffic, run_plan(run.cfg, None)[0], epoch, "spinnaker",
+                                 rate)["links"] if r["what"] != "increments"]
     if not links:
         return None
     pairs = sorted({(min(r["src"], r["dst"]), max(r["src"], r["dst"])) for r in links})
@@ -284,29 +285,46 @@ def bandwidth_figure(run: Run, out: Path, rate: float = 1000.0) -> str | None:
     return _save(fig, out / f"bandwidth_{run.name}.png")
 
 
-def energy_figure(run: Run, out: Path) -> str:
-    """The last epoch's energy estimate per sample and pass, SNN against its ANN (launch.tools.cost,
-    default per-operation energies), as grouped bars on a log scale."""
-    from .cost import Energies, run_cost  # noqa: PLC0415
+def energy_figure(run: Run, out: Path) -> str | None:
+    """Energy per training sample by epoch, SNN against its equivalent ANN (data movement included), on
+    the run's own chips or, for a one-process run, on Loihi (Loihi 2 where Loihi cannot hold the
+    network); the profile and the sources of its figures are printed on the figure
+    (launch.tools.system)."""
+    from cluster.mapping import PROFILES  # noqa: PLC0415
 
+    from .system import system_model  # noqa: PLC0415
+
+    s = None
+    specs = [None] if run.cfg.engine == "chips" else [PROFILES["loihi"], PROFILES["loihi2"]]
+    for spec in specs:
+        try:
+            s = system_model(run.cfg, run.metrics, run.layers, spec, None, "spinnaker", None, "snake", None, 1,
+                             1000.0, 16, None)
+            break
+        except SpikeGradError:
+            continue
+    if s is None:
+        return None
     plt = _pyplot()
-    epoch = run.final["epoch"]
-    cost = run_cost(run.metrics, run.layers, run.traffic, run.chips, run.cfg.topo, epoch, "spinnaker", 1000.0,
-                    Energies())
-    rows = cost["energy"]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.bar(x - 0.2, [r["snn_pj"] / 1e3 for r in rows], 0.4, label="SNN (spikes: ACCs; layer 0: MACs)")
-    ax.bar(x + 0.2, [r["ann_pj"] / 1e3 for r in rows], 0.4, label="equivalent ANN (MACs)")
-    ax.set_xticks(x, [r["pass_"] for r in rows])
+    epochs = [ep["epoch"] for ep in s["epochs"]]
+    snn = [ep["snn_pj"][0] / 1e3 for ep in s["epochs"]]
+    lo = [ep["snn_pj"][1] / 1e3 for ep in s["epochs"]]
+    hi = [ep["snn_pj"][2] / 1e3 for ep in s["epochs"]]
+    ann = [ep["ann_pj"][0] / 1e3 for ep in s["epochs"]]
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    ax.plot(epochs, snn, "o-", label="SNN (synaptic ops, updates, compartments, spikes, hops, links)")
+    ax.fill_between(epochs, lo, hi, alpha=0.2, label="SNN, range of the sources' figures")
+    ax.plot(epochs, ann, "s--", label="equivalent ANN (MACs, weight reads/writes, 16-bit values moved)")
     ax.set_yscale("log")
-    smallest = min(v for r in rows for v in (r["snn_pj"] / 1e3, r["ann_pj"] / 1e3) if v > 0)
-    ax.set_ylim(bottom=10 ** math.floor(math.log10(smallest)))  # bars rise from a round decade
+    ax.set_xlabel("epoch")
     ax.set_ylabel("nJ per training sample")
-    ax.set_title(f"{run.name}: energy ESTIMATE per sample, epoch {epoch}\n(MAC 4.6 pJ, ACC 0.9 pJ, "
-                 f"3.5 pJ per packet and link)", fontsize=9)
+    ax.set_xticks(epochs)
+    ax.set_title(f"{run.name}: energy per training sample (an estimate)\n{s['where']}, figures of "
+                 f"'{s['energy']}'", fontsize=9)
     ax.grid(True, which="both", axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: never over a bar
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+    fig.text(0.01, 0.005, "sources: " + ", ".join(sorted(s["sources"])) + " (spikegrad traffic prints them in full)",
+             fontsize=6, color="dimgrey")
     return _save(fig, out / f"energy_{run.name}.png")
 
 
@@ -408,7 +426,7 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
     files = [*figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
     files += [f for f in (traffic_map(r, out) for r in runs) if f]
     files += [f for f in (bandwidth_figure(r, out) for r in runs) if f]
-    files += [energy_figure(r, out) for r in runs]
+    files += [f for f in (energy_figure(r, out) for r in runs) if f]
     files += [f for f in (spikes_figure(r, out) for r in runs) if f]
     t1 = table1(runs)
     lines = ["# SpikeGrad runs", "", "| run | dataset | gradient | α | seed | epochs | test accuracy | "

@@ -13,7 +13,7 @@ from actors import wire
 from actors.chip import ChipConfig
 from actors.slices import SliceChip, assemble_state, check_copies, run_slices
 from cluster.errors import SpikeGradError
-from cluster.mapping import ChipSpec, Plan, layer_units, map_network
+from cluster.mapping import Plan, custom_chip, layer_units, map_network
 from cluster.network import init_params
 from cluster.topology import parse_topology
 from launch.run.config import make_config
@@ -65,9 +65,10 @@ def compare_with_local(topology, spec, batches=3, n=24, micro=8, seed=0, backend
 
 
 @pytest.mark.parametrize("spec, split", [
-    (ChipSpec("conv", 300, 5000), {0, 2}),        # the conv layer over 4 chips, the dense over 4
-    (ChipSpec("pool", 100, 1000), {0, 1, 2}),     # pooling channels spread over chips too
-    (ChipSpec("dense", 2000, 5000), {2}),         # only the dense layer split: error spikes go down
+    (custom_chip(300, 5000, "conv"), {0, 1, 2}),     # the conv layer over 4 chips, the dense and P2 too
+    (custom_chip(100, 2000, "pool"), {0, 1, 2}),     # pooling channels spread over chips too
+    # the dense layer split, so P2 below it keeps copies of its columns (16,384 in all): split too
+    (custom_chip(2000, 5000, "dense"), {1, 2}),
 ])
 def test_each_kind_of_split_trains_the_local_weights(spec, split, backend):
     plan, _ = compare_with_local("digits", spec, backend=backend)
@@ -77,11 +78,12 @@ def test_each_kind_of_split_trains_the_local_weights(spec, split, backend):
 def test_mnist_geometry_split_everywhere_equals_local():
     """The MNIST preset's layer kinds on chips that split 15C5, P2, 40C5 and 300, with a chip
     holding the end of one layer and the start of the next."""
-    plan, chips = compare_with_local("mnist", ChipSpec("small", 2000, 100_000), batches=2, n=8, micro=4)
+    plan, chips = compare_with_local("mnist", custom_chip(2000, 100_000, "small"), batches=2, n=8, micro=4)
     assert {l for l in range(6) if len(plan.owners[l]) > 1} >= {0, 1, 2, 4}
     assert any(len(s) > 1 for s in plan.layout)
-    # error spikes of the split 300 layer travel down to the chip of P2, which keeps a weight copy
-    assert plan.copies(7) == [(4, 0, 40)]
+    # error spikes of the split 300 layer travel down to the chips of P2, which keep weight copies of
+    # their channels' columns (the copies split P2 itself over three chips: 4,800 weights a channel)
+    assert plan.copies(7) == [(4, 0, 19)] and plan.copies(8) == [(4, 19, 39)] and plan.copies(9) == [(4, 39, 40)]
     rep = chips[8].report()
     assert rep["traffic"][7]["messages"] > 0 and rep["traffic"][7]["spikes"] > 0
 
@@ -95,7 +97,7 @@ def test_real_mnist_on_split_chips_equals_local(mnist_dir):
     cfg = make_config("mnist", engine="local", weight_frac_bits=FRAC)
     topo = parse_topology(cfg.topology)
     params = dyadic(init_params(topo, np.random.default_rng(0), cfg.theta_ff))
-    plan = Plan.of(map_network(topo, ChipSpec("small", 2000, 100_000)))
+    plan = Plan.of(map_network(topo, custom_chip(2000, 100_000, "small")))
     chips = slice_chips(cfg, plan, params)
     local = LocalEngine(cfg, topo, params, graph=False)
     local.micro_batch = 16
@@ -138,7 +140,7 @@ def networks(draw):
     n_min = max(max(n for _, n, _ in units), units[-1][0])
     s_min = max(max(s for _, _, s in units), units[-1][0] * units[-1][2])
     n_all, s_all = sum(u * n for u, n, _ in units), sum(u * s for u, _, s in units)
-    return topo.text, ChipSpec("random", draw(st.integers(n_min, max(n_min, n_all))),
+    return topo.text, custom_chip(draw(st.integers(n_min, max(n_min, n_all))),
                                draw(st.integers(s_min, max(s_min, s_all))))
 
 
@@ -158,7 +160,7 @@ def test_a_copy_that_drifts_is_caught():
     cfg = make_config("digits", engine="local", weight_frac_bits=FRAC)
     topo = parse_topology(cfg.topology)
     params = dyadic(init_params(topo, np.random.default_rng(0), cfg.theta_ff))
-    plan = Plan.of(map_network(topo, ChipSpec("dense", 2000, 5000)))
+    plan = Plan.of(map_network(topo, custom_chip(2000, 5000, "dense")))
     chips = slice_chips(cfg, plan, params)
     x, y = data(topo, 16, 1)
     run_slices(chips, x, y, 8)
@@ -178,7 +180,7 @@ def test_replicas_of_split_chips_add_the_same_increments():
     cfg = make_config("digits", engine="local", weight_frac_bits=FRAC)
     topo = parse_topology(cfg.topology)
     params = dyadic(init_params(topo, np.random.default_rng(2), cfg.theta_ff))
-    plan = Plan.of(map_network(topo, ChipSpec("dense", 2000, 5000)))
+    plan = Plan.of(map_network(topo, custom_chip(2000, 5000, "dense")))
     one = slice_chips(cfg, plan, params)
     two = [slice_chips(cfg, plan, params, replicas=2) for _ in range(2)]
     x, y = data(topo, 16, 4)
@@ -206,7 +208,7 @@ def test_messages_from_the_wrong_chip_or_of_the_wrong_shape_are_refused():
     cfg = make_config("digits", engine="local")
     topo = parse_topology(cfg.topology)
     params = init_params(topo, np.random.default_rng(0), cfg.theta_ff)
-    plan = Plan.of(map_network(topo, ChipSpec("conv", 300, 5000)))
+    plan = Plan.of(map_network(topo, custom_chip(300, 5000, "conv")))
     chips = slice_chips(cfg, plan, params)
     x, _ = data(topo, 4, 0)
     msgs = [chips[c].forward_slice(0, 0, 0, x, 0, 4) for c in range(4)]
@@ -230,18 +232,18 @@ def test_layouts_that_do_not_tile_or_split_the_output_are_refused():
     with pytest.raises(SpikeGradError, match="output layer 3 is split"):
         Plan(topo, (((0, 0, 16), (1, 0, 16), (2, 0, 64), (3, 0, 5)), ((3, 5, 10),)))
     with pytest.raises(SpikeGradError, match=r"output layer 3 \(10: 10 neurons, 640 synapses\) .* must fit on one"):
-        map_network(parse_topology("8x8-4C3p1-P2-64-10"), ChipSpec("tiny", 100, 200))
+        map_network(parse_topology("8x8-4C3p1-P2-64-10"), custom_chip(100, 200, "tiny"))
     cfg = make_config("digits", engine="local", gradient="float")
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
-    plan = Plan.of(map_network(topo, ChipSpec("dense", 2000, 5000)))
+    plan = Plan.of(map_network(topo, custom_chip(2000, 5000, "dense")))
     with pytest.raises(SpikeGradError, match="need --gradient spike"):
         SliceChip(0, plan.layout, dataclasses.replace(ccfg), {})
 
 
 @pytest.mark.parametrize("spec, batches, n", [
-    (ChipSpec("conv", 300, 5000), 3, 16),
-    pytest.param(ChipSpec("pool", 100, 1000), 2, 8, marks=pytest.mark.slow),  # 40 chips, many small waves: 10 s
-    (ChipSpec("dense", 2000, 5000), 3, 16),
+    (custom_chip(300, 5000, "conv"), 3, 16),
+    pytest.param(custom_chip(100, 2000, "pool"), 2, 8, marks=pytest.mark.slow),  # 40 chips, many small waves: 10 s
+    (custom_chip(2000, 5000, "dense"), 3, 16),
 ])
 def test_event_wire_on_split_chips_checks_the_spiking_network_and_trains_the_same_weights(spec, batches, n):
     """--wire events on chips holding slices: every S, E and Z of the spiking network's slices (their

@@ -20,8 +20,10 @@ def chip_run(path, micro=10, cpu=(0.1, 0.3, 0.2, 0.2), replicas=1):
     run.write_config(make_config("digits", replicas=replicas, batch_size=40))
     run.write_table("metrics", [dict(epoch=1, images=1000, seconds=2.0, train_loss=1.0, train_accuracy=50.0,
                                      test_accuracy=50.0)])
-    run.write_table("layers", [dict(epoch=1, layer=0, kind="conv", acc_forward=0.0, acc_backward=0.0,
-                                    acc_update=0.0, macs=1.0)])
+    run.write_table("layers", [dict(epoch=1, layer=l, kind=kind, spikes=1.0, error_spikes=1.0,
+                                    error_spikes_delivered=1.0, input_macs=1.0 if l == 0 else 0.0, acc_forward=1.0,
+                                    acc_backward=1.0, acc_update=1.0, macs=1.0)
+                               for l, kind in enumerate(("conv", "pool", "dense", "dense"))])  # digits' 4 layers
     run.write_table("chips", [dict(epoch=1, chip=c, layers=str(c), node="n", micro_batch=micro, cpu_seconds=s,
                                    busy_seconds=s) for c, s in enumerate(cpu)])
     links = []

@@ -102,13 +102,15 @@ def test_traffic_names_the_busiest_link_totals_each_direction_and_stays_narrow()
 
 
 def test_traffic_json_holds_the_traffic_and_the_cost(tmp_path, capsys):
-    """`traffic --json` on a chip run (the plan tests' 4-chip run) and on a local run (no links)."""
+    """`traffic --json` on a chip run (the plan tests' 4-chip run) and on a local run (no links; the
+    system model only with a chip named)."""
     from tests.launch.test_plan import chip_run
 
     chip_run(tmp_path / "chips")
     assert main(["traffic", str(tmp_path / "chips"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert set(d) == {"traffic", "cost"} and set(d["cost"]) == {"links", "energy"}
+    assert set(d) == {"traffic", "cost", "system"} and set(d["cost"]) == {"links"}
+    assert d["system"]["epochs"][-1]["busiest"] is not None  # the system model of the run's own chips
     # 1,000 images; the chain's forward links 1e6 bytes each, the backward ones 2e6
     assert d["traffic"]["totals"]["forward"]["wire_bits_per_sample"] == 3 * 8000
     assert d["traffic"]["totals"]["backward"]["wire_bits_per_sample"] == 3 * 16000
@@ -120,7 +122,11 @@ def test_traffic_json_holds_the_traffic_and_the_cost(tmp_path, capsys):
     capsys.readouterr()
     assert main(["traffic", str(local), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["traffic"]["links"] == [] and d["traffic"]["busiest"]["by_spikes"] is None and d["cost"]["energy"]
+    assert d["traffic"]["links"] == [] and d["traffic"]["busiest"]["by_spikes"] is None
+    assert d["cost"] is None and d["system"] is None  # no chips, none named
+    assert main(["traffic", str(local), "--json", "--chip", "loihi2"]) == 0
+    d = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert d["cost"] is None and d["system"]["chip"] and d["system"]["epochs"]
 
 
 def test_operation_and_spike_tables_agree_with_the_layer_counts(tmp_path):
