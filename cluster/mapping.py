@@ -442,13 +442,18 @@ def _splits(topo: Topology, spec: ChipSpec) -> list[bool]:
         if spec.capacity.pooled:
             _check_pooled_unit(g, spec)
         split[l] = not g.fits_a_chip()
-    if split[L]:
-        g = _Geometry(topo, L, spec, False)
-        raise SpikeGradError(
-            f"the output layer {L} ({topo.layers[L].token()}: {g.units * g.n_per:,} neurons, "
-            f"{g.units * g.unit_weights():,} synapses) cannot be mapped onto {spec.name} chips: it must fit on one "
-            f"chip (its softmax reads every Vᴸ, which are potentials, not spikes)")
+        if l == L and split[L]:
+            _refuse_output(topo, spec)
     return split
+
+
+def _refuse_output(topo: Topology, spec: ChipSpec) -> None:
+    L = len(topo.layers) - 1
+    g = _Geometry(topo, L, spec, False)
+    raise SpikeGradError(
+        f"the output layer {L} ({topo.layers[L].token()}: {g.units * g.n_per:,} neurons, "
+        f"{g.units * g.unit_weights():,} synapses) cannot be mapped onto {spec.name} chips: it must fit on one "
+        f"chip (its softmax reads every Vᴸ, which are potentials, not spikes)")
 
 
 def map_network(topo: Topology, spec: ChipSpec) -> Mapping:

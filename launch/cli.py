@@ -233,7 +233,7 @@ def _add_traffic(sub: argparse._SubParsersAction) -> None:
                    help="spike packet format (launch/tools/system.py)")
     p.add_argument("--json", action="store_true", help="one JSON object: \"traffic\", the measured links per "
                    "training sample (busiest link, totals forward and backward, chips); \"cost\", their packets and "
-                   "Mbit/s; \"system\", the system model (null where there is none)")
+                   "Mbit/s (null for a one-process run); \"system\", the system model")
     _add_system(p)
 
 
@@ -503,7 +503,7 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     images = {r["epoch"]: r["images"] for r in metrics}
     measured = traffic_json(links, chips, epoch, images[epoch])  # checks the epoch's image count
     cost = run_cost(metrics, links, run_plan(cfg, None)[0], epoch, a.packet, a.rate) if chips else None
-    system = _system(a, run, links) if chips or a.chip is not None or a.chip_neurons is not None else None
+    system = _system(a, run, links)
     if a.json:
         print(json.dumps(_finite(dict(traffic=measured, cost=cost, system=system))))
         return 0
@@ -516,9 +516,6 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     else:
         print(f"{run}: a one-process run (--engine local): no chips measured; the system below lays its counts on "
               f"the chips named")
-    if system is None:
-        print("(give --chip PROFILE, or --chip-neurons N --chip-synapses M, to lay the run on chips)")
-        return 0
     print(format_system(system))
     return 0
 

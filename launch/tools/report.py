@@ -288,23 +288,16 @@ def bandwidth_figure(run: Run, out: Path, rate: float = 1000.0) -> str | None:
 def energy_figure(run: Run, out: Path) -> str | None:
     """Energy per training sample by epoch, SNN against its equivalent ANN (data movement included), on
     the run's own chips or, for a one-process run, on Loihi (Loihi 2 where Loihi cannot hold the
-    network); the profile and the sources of its figures are printed on the figure
-    (launch.tools.system)."""
-    from cluster.mapping import PROFILES  # noqa: PLC0415
+    network; None where neither can); the profile and the sources of its figures are printed on the
+    figure (launch.tools.system)."""
+    from .system import run_plan, system_model  # noqa: PLC0415
 
-    from .system import system_model  # noqa: PLC0415
-
-    s = None
-    specs = [None] if run.cfg.engine == "chips" else [PROFILES["loihi"], PROFILES["loihi2"]]
-    for spec in specs:
-        try:
-            s = system_model(run.cfg, run.metrics, run.layers, spec, None, "spinnaker", None, "snake", None, 1,
-                             1000.0, 16, None)
-            break
-        except SpikeGradError:
-            continue
-    if s is None:
+    try:  # the chips: the run's own, else Loihi's or Loihi 2's mapping
+        run_plan(run.cfg, None)
+    except SpikeGradError:
         return None
+    s = system_model(run.cfg, run.metrics, run.layers, None, None, "spinnaker", None, "snake", None, 1, 1000.0, 16,
+                     None)
     plt = _pyplot()
     epochs = [ep["epoch"] for ep in s["epochs"]]
     snn = [ep["snn_pj"][0] / 1e3 for ep in s["epochs"]]

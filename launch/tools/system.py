@@ -63,9 +63,15 @@ def run_plan(cfg: Any, spec: ChipSpec | None) -> tuple[Plan, ChipSpec | None, st
                                  f": a training run's traffic, energy and time have no meaning there; `spikegrad map "
                                  f"--chip {spec.name} --compartments 1` maps the trained network for inference")
         return Plan.of(map_network(cfg.topo, spec)), spec, f"the network mapped onto {spec.name} chips"
-    if cfg.engine != "chips":
-        raise SpikeGradError("a one-process run has no chips: name the chips to lay it on with --chip PROFILE (or "
-                             "--chip-neurons N --chip-synapses M)")
+    if cfg.engine != "chips":  # a one-process run: Loihi's chips, or Loihi 2's where Loihi cannot hold it
+        from cluster.mapping import PROFILES  # noqa: PLC0415  (beside its one use)
+
+        try:
+            return Plan.of(map_network(cfg.topo, PROFILES["loihi"])), PROFILES["loihi"], \
+                "the network mapped onto loihi chips (a one-process run: no chips named, --chip to choose)"
+        except SpikeGradError:
+            return Plan.of(map_network(cfg.topo, PROFILES["loihi2"])), PROFILES["loihi2"], \
+                "the network mapped onto loihi2 chips (a one-process run: no chips named, Loihi cannot hold it)"
     own = cfg.chip_spec()
     if own is not None:
         return Plan.of(map_network(cfg.topo, own)), own, f"the run's own {own.name} chips"
@@ -74,8 +80,12 @@ def run_plan(cfg: Any, spec: ChipSpec | None) -> tuple[Plan, ChipSpec | None, st
     return Plan(cfg.topo, layout), None, "the run's own --chips groups"
 
 
-def _per_sample(rows: list[dict], images: int) -> dict[str, list[float]]:
+def _per_sample(rows: list[dict], images: int, topo: Any) -> dict[str, list[float]]:
     rows = sorted((upgrade_row(int(r["layer"]), r) for r in rows), key=lambda r: int(r["layer"]))
+    for l, r in enumerate(rows):
+        if int(r["layer"]) != l or r["kind"] != topo.layers[l].kind:
+            raise SpikeGradError(f"the layers table's row {l} is layer {r['layer']!r} of kind {r['kind']!r}; the "
+                                 f"run's topology has layer {l} of kind {topo.layers[l].kind!r}")
     keys = ("spikes", "error_spikes", "error_spikes_delivered", "input_macs", "acc_forward", "acc_backward",
             "acc_update", "macs")
     out = {k: [float(r.get(k) or 0.0) / images for r in rows] for k in keys}
@@ -108,7 +118,7 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
         if not (isinstance(images, int) and images > 0) or len(rows) != len(topo.layers):
             raise SpikeGradError(f"epoch {m['epoch']}: expected a positive image count and {len(topo.layers)} layer "
                                  f"rows, got {images!r} and {len(rows)}")
-        c = _per_sample(rows, images)
+        c = _per_sample(rows, images, topo)
         fl = flows(plan, c["spikes"], c["error_spikes"], c["error_spikes_delivered"])
         if any(not math.isfinite(f.spikes) for f in fl):
             raise SpikeGradError(f"epoch {m['epoch']}: the layers table has no emitted error spikes (a run written "

@@ -208,7 +208,7 @@ def test_messages_from_the_wrong_chip_or_of_the_wrong_shape_are_refused():
     cfg = make_config("digits", engine="local")
     topo = parse_topology(cfg.topology)
     params = init_params(topo, np.random.default_rng(0), cfg.theta_ff)
-    plan = Plan.of(map_network(topo, custom_chip(300, 5000, "conv")))
+    plan = Plan.of(map_network(topo, custom_chip(300, 20000, "conv")))  # 16C3p1 over chips 0-3, P2 whole on 4
     chips = slice_chips(cfg, plan, params)
     x, _ = data(topo, 4, 0)
     msgs = [chips[c].forward_slice(0, 0, 0, x, 0, 4) for c in range(4)]

@@ -126,7 +126,7 @@ def test_traffic_and_forecast_on_a_local_run(tmp_path, capsys):
                  "--quiet", "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["traffic", str(run)]) == 0
-    assert "give --chip PROFILE" in capsys.readouterr().out
+    assert "mapped onto loihi chips (a one-process run: no chips named" in capsys.readouterr().out
     assert main(["traffic", str(run), "--chip-neurons", "600", "--chip-synapses", "20000", "--packet", "aer",
                  "--energy", "spinnaker2", "--multicast", "--placement", "auto"]) == 0
     out = capsys.readouterr().out

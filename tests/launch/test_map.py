@@ -13,15 +13,20 @@ from launch.run.config import make_config
 from launch.run.runs import train
 
 
-def test_map_prints_the_table(capsys):
+def test_map_prints_the_table(capsys, tmp_path):
     assert main(["map", "--topology", "mnist", "--chip", "loihi2"]) == 0
     out = capsys.readouterr().out
-    assert "1 chip(s), 14,310 neurons, 210,375 synapses; no layer split" in out
-    assert "Loihi 2" in out and "Intel Labs" in out  # the profile says where its figures come from
-    assert main(["map", "--topology", "mnist", "--chip-neurons", "2000", "--chip-synapses", "100000", "--json"]) == 0
+    assert "1 chip(s), 14,310 neurons, 210,375 weights of their own and 0 copies; no layer split" in out
+    assert "Intel Loihi 2" in out and "[REG]" in out and "binding limit (*): cores" in out  # limits cite sources
+    assert main(["map", "--topology", "mnist", "--chip-neurons", "2000", "--chip-synapses", "100000", "--json",
+                 "--figure", str(tmp_path / "fill.png")]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert len(d["chips"]) == 9 and d["split_layers"] == [0, 1, 2, 4]
+    assert len(d["chips"]) == 12 and d["split_layers"] == [0, 1, 2, 3, 4]
     assert sum(c["neurons"] for c in d["chips"]) == 14310
+    assert all(c["synapses"] + c["copy_synapses"] <= 100_000 for c in d["chips"])
+    assert (tmp_path / "fill.png").stat().st_size > 10_000
+    assert main(["train", "--chip", "truenorth", "--epochs", "1"]) == 2
+    assert "truenorth cannot learn on chip" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
