@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -236,6 +237,9 @@ def _add_traffic(sub: argparse._SubParsersAction) -> None:
                    help="samples/s to size each link's bandwidth for (default 1000)")
     p.add_argument("--packet", choices=PACKETS, default="spinnaker",
                    help="spike packet format (launch/tools/system.py)")
+    p.add_argument("--json", action="store_true", help="one JSON object: \"traffic\", the measured links per "
+                   "training sample (busiest link, totals forward and backward, chips); \"cost\", their packets and "
+                   "Mbit/s (null for a one-process run); \"system\", the system model")
     _add_system(p)
 
 
@@ -258,16 +262,24 @@ def _nonnegative_float(text: str) -> float:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="predict a chip run's throughput on N nodes from what it measured "
-                                    "(launch/tools/plan.py)")
+    from .tools.plan import CALL_US, LATENCY_US, RANGES  # noqa: PLC0415
+
+    text = ("forecast how fast this emulator (the Python/Ray program, one process per chip) would train a chip run's "
+            "mapping on N CPU nodes, from what the run measured, with a range and what the model was checked against "
+            "(launch/tools/plan.py); not a neuromorphic chip's time: see `spikegrad forecast`")
+    p = sub.add_parser("plan", help=text, description=text)
     p.add_argument("run_dir")
-    p.add_argument("--nodes", type=_positive_int, required=True)
+    p.add_argument("--nodes", type=_positive_int, required=True,
+                   help="CPU nodes; chips go to them in balanced contiguous blocks, every node used")
     p.add_argument("--link-gbps", type=_positive_float, default=10.0, help="each node's network, Gbit/s (default 10)")
-    p.add_argument("--latency-us", type=_nonnegative_float, default=10.0,
-                   help="µs each message that crosses nodes waits (default 10)")
+    p.add_argument("--latency-us", type=_nonnegative_float,
+                   help=f"µs each message that crosses nodes waits (default {LATENCY_US:g}, "
+                        f"range {RANGES['latency_us'][0]:g}-{RANGES['latency_us'][1]:g} in the forecast)")
     p.add_argument("--cores", type=_positive_int, help="cores per node (default: one per chip)")
-    p.add_argument("--call-us", type=_nonnegative_float, default=0.0,
-                   help="µs of a core per call a chip receives, Ray's cost per actor call (default 0)")
+    p.add_argument("--call-us", type=_nonnegative_float,
+                   help=f"µs of a core per call a chip receives, Ray's cost per actor call (default {CALL_US:g}, "
+                        f"measured here; range {RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; "
+                        f"0: the chips' work alone, an optimistic bound)")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "
                    "the chip engine's choice there)")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
@@ -456,6 +468,17 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(x: Any) -> Any:
+    """x with every NaN or infinity as None, so that --json prints strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def _system(a: argparse.Namespace, run: Any, measured: list[dict] | None = None) -> dict:
     from cluster.mapping import resolve_spec  # noqa: PLC0415
 
@@ -471,7 +494,7 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     from .run.rundir import RunDir  # noqa: PLC0415
     from .tools.cost import format_cost, run_cost  # noqa: PLC0415
     from .tools.system import format_system, run_plan  # noqa: PLC0415
-    from .tools.traffic import format_traffic  # noqa: PLC0415
+    from .tools.traffic import format_traffic, traffic_json  # noqa: PLC0415
 
     run = RunDir.fetch(a.run_dir)
     cfg = run.read_config()
@@ -483,17 +506,23 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
     if a.epoch is not None and a.epoch not in epochs:
         raise SpikeGradError(f"{run} has epochs {epochs}, not {a.epoch}")
     epoch = a.epoch or epochs[-1]
-    if chips:
+    images = {r["epoch"]: r["images"] for r in metrics}
+    measured = traffic_json(links, chips, epoch, images[epoch])  # checks the epoch's image count
+    cost = run_cost(metrics, links, run_plan(cfg, None)[0], epoch, a.packet, a.rate) if chips else None
+    system = _system(a, run, links)
+    if a.json:
+        print(json.dumps(_finite(dict(traffic=measured, cost=cost, system=system))))
+        return 0
+    if chips and cost is not None:
         print("as measured on the emulator's chips:")
-        print(format_traffic(links, chips, epoch))
+        print(format_traffic(links, chips, images, epoch))
         print()
-        cost = run_cost(metrics, links, run_plan(cfg, None)[0], epoch, a.packet, a.rate)
         print(format_cost(cost["links"], epoch, a.packet, a.rate))
         print()
     else:
         print(f"{run}: a one-process run (--engine local): no chips measured; the system below lays its counts on "
               f"the chips named")
-    print(format_system(_system(a, run, links)))
+    print(format_system(system))
     return 0
 
 
@@ -513,7 +542,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 
     p = plan(Run(RunDir.fetch(a.run_dir)), a.nodes, a.link_gbps, a.latency_us, a.cores, a.epoch, a.micro_batch,
              a.call_us)
-    print(json.dumps(p, default=float) if a.json else format_plan(p), flush=True)
+    print(json.dumps(_finite(p)) if a.json else format_plan(p), flush=True)
     return 0
 
 

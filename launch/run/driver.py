@@ -282,7 +282,8 @@ class Driver:
         if tables["chips"]:
             from ..tools.traffic import format_traffic  # noqa: PLC0415
 
-            log(format_traffic(tables["traffic"], tables["chips"]))
+            per_epoch = {r["epoch"]: r["images"] for r in tables["metrics"]}
+            log(format_traffic(tables["traffic"], tables["chips"], per_epoch))
         last = tables["metrics"][-1]
         summary = dict(
             test_accuracy=last["test_accuracy"], val_accuracy=last["val_accuracy"] if len(xval) else None,

@@ -9,8 +9,10 @@ Drawn from the runs' Parquet files (matplotlib, headless):
   backpropagation (output first; the float input layer and pooling layers left out, as in the
   paper's Figure 2), one curve per epoch shown;
 - ``accuracy.png`` (test and training) and ``loss.png`` (training) per epoch, with markers so that a
-  one-epoch run shows; ``traffic_<run>.png``, a chip run's last epoch as heat maps of spike events
-  and of bytes per link, chips labelled by the layers they hold;
+  one-epoch run shows; ``traffic_<run>.png``, a chip run's last epoch as heat maps of spikes and
+  of the emulator's wire kbit per link and training sample, chips labelled by the layers they hold;
+  ``bandwidth_<run>.png``, the Mbit/s each link of a chip run needs at 1,000 images/s (40-bit
+  packets), forward and backward side by side, the busiest named;
 - ``energy_<run>.png``: the last epoch's energy estimate per sample and pass, SNN against ANN
   (:mod:`launch.tools.cost`);
 - ``spikes_<run>.png``: the last epoch's spikes per neuron per sample of every hidden layer, a
@@ -165,37 +167,122 @@ def curves(runs: list[Run], out: Path) -> list[str]:
     return names
 
 
+def _held(layers: str) -> str:
+    """A chips-table ``layers`` text as a short label: "2-3-4" -> "L2-4", "0" -> "L0"."""
+    parts = str(layers).split("-")
+    return f"L{parts[0]}" if len(parts) == 1 else f"L{parts[0]}-{parts[-1]}"
+
+
+def _short(v: float) -> str:
+    """A number in at most 4 characters for a heat-map cell: 0.37, 6.5, 12, 350, 6.5k, 12k, 1.2M."""
+    for div, suffix in ((1e6, "M"), (1e3, "k"), (1.0, "")):
+        if abs(v) >= div or div == 1.0:
+            x = v / div
+            return f"{x:.2g}{suffix}" if abs(x) < 10 else f"{x:.0f}{suffix}"
+    return f"{v:.2g}"
+
+
 def traffic_map(run: Run, out: Path) -> str | None:
-    """A chip run's last epoch as two heat maps, spike events and bytes per link, chips labelled
-    by the layers they hold."""
+    """A chip run's last epoch as two heat maps per training sample, spikes and the emulator's wire
+    kbit per link (row: from, column: to; above the diagonal forward, below backward), on a log
+    colour scale, chips labelled by the layers they hold."""
+    from matplotlib.colors import LogNorm  # noqa: PLC0415
+
     if not run.traffic:
         return None
     plt = _pyplot()
     last = max(r["epoch"] for r in run.traffic)
-    rows = [r for r in run.traffic if r["epoch"] == last]
+    images = next(m["images"] for m in run.metrics if m["epoch"] == last)
+    rows = [r for r in run.traffic if r["epoch"] == last and r.get("kind", "spikes") == "spikes"]
     chips = sorted({r["src"] for r in rows} | {r["dst"] for r in rows})
     held = {r["chip"]: r["layers"] for r in run.chips if r["epoch"] == last}
-    labels = [f"{c} (l{held[c]})" if c in held else str(c) for c in chips]
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 5.2))
-    for ax, key, what in ((axes[0], "spikes", "spike events"), (axes[1], "bytes", "bytes (Arrow IPC)")):
-        m = np.zeros((len(chips), len(chips)))
+    labels = [f"{c}: {_held(held[c])}" if c in held else str(c) for c in chips]
+    n = len(chips)
+    side = max(4.6, 0.5 * n + 1.6)  # inches per panel: cells wide enough for 4-character numbers
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.6, side + 0.3))
+    for ax, key, scale, what in ((axes[0], "spikes", 1.0, "spikes per training sample"),
+                                 (axes[1], "bytes", 8e-3, "wire kbit per training sample")):
+        m = np.full((n, n), np.nan)
         for r in rows:
-            m[chips.index(r["src"]), chips.index(r["dst"])] = r[key]
-        im = ax.imshow(np.where(m > 0, m, np.nan), cmap="viridis")
-        for i in range(len(chips)):
-            for j in range(len(chips)):
-                if m[i, j] > 0:
-                    dark = m[i, j] < 0.6 * m.max()  # light text on the dark end of viridis
-                    ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", color="w" if dark else "k",
-                            fontsize=8)
-        ax.set_xticks(range(len(chips)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(chips)), labels, fontsize=8)
-        ax.set_xlabel("to chip (layers)")
-        ax.set_ylabel("from chip (layers)")
-        ax.set_title(f"{what} per link", fontsize=10)
-        fig.colorbar(im, ax=ax, label=what)
-    fig.suptitle(f"{run.name}: chip-to-chip traffic, epoch {last}", fontsize=10)
+            m[chips.index(r["src"]), chips.index(r["dst"])] = r[key] * scale / images
+        shown = m[np.isfinite(m) & (m > 0)]
+        if not shown.size:
+            ax.set_axis_off()
+            continue
+        norm = LogNorm(vmin=shown.min(), vmax=shown.max()) if shown.max() > shown.min() else None
+        im = ax.imshow(np.where(m > 0, m, np.nan), cmap="viridis", norm=norm)
+        if n <= 16:  # numbers in the cells while they fit
+            for i in range(n):
+                for j in range(n):
+                    if m[i, j] > 0:
+                        frac = norm(m[i, j]) if norm else 0.0
+                        ax.text(j, i, _short(m[i, j]), ha="center", va="center", fontsize=7,
+                                color="w" if frac < 0.6 else "k")  # light text on the dark end of viridis
+        for r in rows:  # a red frame: the link crosses nodes
+            if r.get("cross_node"):
+                i, j = chips.index(r["src"]), chips.index(r["dst"])
+                ax.add_patch(plt.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red", lw=1.5))
+        ax.plot([-0.5, n - 0.5], [-0.5, n - 0.5], color="0.6", lw=0.8)
+        ax.text(n - 0.6, 0.4 - 0.5, "forward ↗", ha="right", va="top", fontsize=8, color="0.3")
+        ax.text(-0.4, n - 0.6, "backward ↙", ha="left", va="bottom", fontsize=8, color="0.3")
+        ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels, fontsize=8)
+        ax.set_xlabel("to chip: layers held")
+        ax.set_ylabel("from chip: layers held")
+        ax.set_title(what, fontsize=10)
+        fig.colorbar(im, ax=ax, label=f"{what} (log scale)", shrink=0.8)
+    fig.suptitle(f"{run.name}: chip-to-chip traffic, epoch {last} ({images:,} images); above the diagonal forward "
+                 f"(spikes), below backward (error spikes)"
+                 + ("; red frame: the link crosses nodes" if any(r.get("cross_node") for r in rows) else ""),
+                 fontsize=10)
     return _save(fig, out / f"traffic_{run.name}.png")
+
+
+def bandwidth_figure(run: Run, out: Path, rate: float = 1000.0) -> str | None:
+    """Mbit/s each link needs at ``rate`` images/s with 40-bit SpiNNaker packets (one per spike;
+    launch.tools.cost), forward and backward side by side per pair of chips; hatched: the link
+    crosses nodes; the busiest link named. None for runs without links."""
+    from .cost import run_cost  # noqa: PLC0415
+    from .system import run_plan  # noqa: PLC0415
+
+    if not run.traffic:
+        return None
+    plt = _pyplot()
+    epoch = run.final["epoch"]
+    links = [r for r in run_cost(run.metrics, run.traffic, run_plan(run.cfg, None)[0], epoch, "spinnaker",
+                                 rate)["links"] if r["what"] != "increments"]
+    if not links:
+        return None
+    pairs = sorted({(min(r["src"], r["dst"]), max(r["src"], r["dst"])) for r in links})
+    way = {(r["src"], r["dst"]): r for r in links}
+    x = np.arange(len(pairs))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.42 * len(pairs) + 2.0), 4.6))
+    for sign, (name, color, key) in ((-1, ("forward: spikes", "tab:blue", lambda a, b: (a, b))),
+                                     (1, ("backward: error spikes", "tab:orange", lambda a, b: (b, a)))):
+        rows = [way.get(key(a, b)) for a, b in pairs]
+        ax.bar(x + sign * 0.2, [r["mbps_at_rate"] if r else 0.0 for r in rows], 0.4, label=name, color=color,
+               hatch=None, edgecolor="none")
+        crossing = [(i, r) for i, r in enumerate(rows) if r and r["cross_node"]]
+        if crossing:
+            ax.bar([i + sign * 0.2 for i, _ in crossing], [r["mbps_at_rate"] for _, r in crossing], 0.4,
+                   color="none", edgecolor="k", hatch="//", lw=0)
+    busiest = max(links, key=lambda r: r["mbps_at_rate"])
+    i = pairs.index((min(busiest["src"], busiest["dst"]), max(busiest["src"], busiest["dst"])))
+    ax.annotate(f"busiest: {busiest['src']}→{busiest['dst']}, {busiest['mbps_at_rate']:.3g} Mbit/s",
+                xy=(i + (0.2 if busiest["src"] > busiest["dst"] else -0.2), busiest["mbps_at_rate"]),
+                xytext=(0, 4), textcoords="offset points", va="bottom", fontsize=8,
+                ha="right" if i > len(pairs) / 2 else "left")  # the text stays inside the axes
+    ax.set_ylim(top=1.12 * busiest["mbps_at_rate"])
+    ax.set_xticks(x, [f"{a}↔{b}" for a, b in pairs], rotation=45 if len(pairs) > 8 else 0, fontsize=8)
+    ax.set_xlabel("link between chips (lower chip ↔ higher chip)")
+    ax.set_ylabel(f"Mbit/s at {rate:,.0f} images/s")
+    ax.set_title(f"{run.name}: bandwidth per link at {rate:,.0f} training images/s, epoch {epoch}\n"
+                 f"(40-bit SpiNNaker packets, one per spike; "
+                 + ("hatched: the link crosses nodes)" if any(r["cross_node"] for r in links) else
+                    "no link crosses nodes)"), fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, out / f"bandwidth_{run.name}.png")
 
 
 def energy_figure(run: Run, out: Path) -> str | None:
@@ -331,6 +418,7 @@ def report(run_dirs: list[RunDir | str], out_dir: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = [*figure1(runs, out), *[figure2(r, out) for r in runs], *curves(runs, out)]
     files += [f for f in (traffic_map(r, out) for r in runs) if f]
+    files += [f for f in (bandwidth_figure(r, out) for r in runs) if f]
     files += [f for f in (energy_figure(r, out) for r in runs) if f]
     files += [f for f in (spikes_figure(r, out) for r in runs) if f]
     t1 = table1(runs)

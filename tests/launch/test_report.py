@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cluster.errors import SpikeGradError
 from launch.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,11 +57,75 @@ def test_traffic_tables_mark_links_across_nodes_and_total_them():
     assert sorted((r["src"], r["dst"], r["cross_node"]) for r in links) == \
         [(0, 1, True), (1, 0, True), (1, 2, False), (2, 1, False)]
     assert [c["node"] for c in chips] == ["aaaaaaaa", "bbbbbbbb", "bbbbbbbb"]
-    text = format_traffic(links + [dict(r, epoch=2) for r in links], chips + [dict(c, epoch=2) for c in chips])
-    assert "epoch 2: within a node 20 spikes, 200 bytes, 4 messages; across nodes 20 spikes, 200 bytes, 4 messages" \
-        in text
-    assert "epochs 1-2: within a node 40 spikes, 400 bytes, 8 messages; across nodes 40 spikes" in text
-    assert "10 /      100 /      2*" in text  # a cell: spikes / bytes / messages, * across nodes
+    both = links + [dict(r, epoch=2) for r in links]
+    text = format_traffic(both, chips + [dict(c, epoch=2) for c in chips], {1: 10, 2: 20})
+    # epoch 2 of 20 images: each link 10 spikes and 100 bytes = 0.5 spikes and 40 wire bits per sample
+    assert "   0    1   forward   nodes            0.5                40         100         2" in text
+    assert "   2    1  backward       -            0.5                40         100         2" in text
+    assert "                    forward              1                80         200         4" in text
+    assert "               across nodes              1                80         200         4" in text
+    # the whole run per sample: 40 spikes forward over 30 images
+    assert "    forward, epochs 1-2          1.333             106.7         400         8" in text
+    assert "busiest link: chip 0 -> 1 (forward), 40 wire bits/sample, 0.5 spikes/sample" in text
+
+
+def test_traffic_names_the_busiest_link_totals_each_direction_and_stays_narrow():
+    """30 chips in a chain: one row per directed link, never a matrix as wide as the chips are many."""
+    from launch.tools.traffic import format_traffic, traffic_json
+
+    links, chips = [], []
+    for c in range(30):
+        chips.append(dict(epoch=1, chip=c, layers=str(c), node="n", spikes=1.0, error_spikes=2.0,
+                          error_spikes_delivered=1.0, input_macs=0.0, acc_forward=1.0, acc_backward=1.0,
+                          acc_update=1.0, macs=1.0, busy_seconds=0.5, cpu_seconds=0.25))
+        if c < 29:  # forward c -> c+1 carries 10 (c+1) spikes in 8 (c+1) bytes; backward twice the spikes
+            links.append(dict(epoch=1, src=c, dst=c + 1, kind="spikes", messages=3, bytes=8.0 * (c + 1),
+                              spikes=10.0 * (c + 1), cross_node=c == 14))
+            links.append(dict(epoch=1, src=c + 1, dst=c, kind="spikes", messages=3, bytes=4.0 * (c + 1),
+                              spikes=20.0 * (c + 1), cross_node=c == 14))
+    t = traffic_json(links, chips, 1, 10)
+    assert len(t["links"]) == 58 and {r["direction"] for r in t["links"]} == {"forward", "backward"}
+    # by wire bits the busiest is the last forward link (8 * 29 bytes), by spikes the last backward one
+    assert (t["busiest"]["by_wire_bits"]["src"], t["busiest"]["by_wire_bits"]["dst"]) == (28, 29)
+    assert (t["busiest"]["by_spikes"]["src"], t["busiest"]["by_spikes"]["dst"]) == (29, 28)
+    n = 29 * 30 / 2  # 1 + 2 + ... + 29
+    assert t["totals"]["forward"] == dict(spikes_per_sample=n, wire_bits_per_sample=6.4 * n, bytes=8 * n, messages=87)
+    assert t["totals"]["backward"]["spikes_per_sample"] == 2 * n and t["totals"]["backward"]["bytes"] == 4 * n
+    assert t["totals"]["across_nodes"]["spikes_per_sample"] == 15 * 3
+    assert t["chips"][3]["error_spikes_per_sample"] == 0.2 and t["chips"][3]["cpu_seconds"] == 0.25
+    text = format_traffic(links, chips, {1: 10})
+    assert max(len(line) for line in text.splitlines()) <= 110, max(text.splitlines(), key=len)
+    assert "busiest link: chip 28 -> 29 (forward), 185.6 wire bits/sample, 29 spikes/sample" in text
+    assert "busiest by spikes: chip 29 -> 28 (backward), 58 spikes/sample, 92.8 wire bits/sample" in text
+    with pytest.raises(SpikeGradError, match="expected a positive image count, got 0"):
+        traffic_json(links, chips, 1, 0)
+
+
+def test_traffic_json_holds_the_traffic_and_the_cost(tmp_path, capsys):
+    """`traffic --json` on a chip run (the plan tests' 4-chip run) and on a local run (no links)."""
+    from tests.launch.test_plan import chip_run
+
+    chip_run(tmp_path / "chips")
+    assert main(["traffic", str(tmp_path / "chips"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert set(d) == {"traffic", "cost", "system"} and set(d["cost"]) == {"links"}
+    assert d["system"]["epochs"][-1]["busiest"] is not None  # the system model of the run's own chips
+    # 1,000 images; the chain's forward links 1e6 bytes each, the backward ones 2e6
+    assert d["traffic"]["totals"]["forward"]["wire_bits_per_sample"] == 3 * 8000
+    assert d["traffic"]["totals"]["backward"]["wire_bits_per_sample"] == 3 * 16000
+    assert d["traffic"]["busiest"]["by_wire_bits"]["direction"] == "backward"
+    assert len(d["cost"]["links"]) == 6
+    local = tmp_path / "local"
+    assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
+                 "--quiet", "--out", str(local)]) == 0
+    capsys.readouterr()
+    assert main(["traffic", str(local), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["traffic"]["links"] == [] and d["traffic"]["busiest"]["by_spikes"] is None
+    assert d["cost"] is None and d["system"]["epochs"]  # no chips measured; the system model on a profile
+    assert main(["traffic", str(local), "--json", "--chip", "loihi2"]) == 0
+    d = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert d["cost"] is None and d["system"]["chip"] and d["system"]["epochs"]
 
 
 def test_operation_and_spike_tables_agree_with_the_layer_counts(tmp_path):
@@ -89,3 +154,24 @@ def test_operation_and_spike_tables_agree_with_the_layer_counts(tmp_path):
             rows = [r for r in spikes if (r["epoch"], r["layer"]) == (epoch, l)]
             assert sum(r["count"] for r in rows) == per_sample * rows[0]["samples"] == per_sample * 60
             assert max(r["spikes"] for r in rows) <= rows[0]["n_max"]
+
+
+def test_traffic_figures_of_a_chip_run_and_none_for_a_local_run(tmp_path):
+    """The heat maps per sample and the Mbit/s bars (forward and backward apart) of a 4-chip run whose
+    middle links cross nodes; a local run has neither."""
+    from launch.run.rundir import RunDir, write_parquet
+    from launch.tools.report import Run, bandwidth_figure, traffic_map
+    from tests.launch.test_plan import chip_run
+
+    chip_run(tmp_path / "chips")
+    run = RunDir(tmp_path / "chips")
+    write_parquet(run.table_file("traffic"), [dict(r, cross_node={r["src"], r["dst"]} == {1, 2})
+                                              for r in run.read_table("traffic")])
+    for draw, name in ((traffic_map, "traffic_chips.png"), (bandwidth_figure, "bandwidth_chips.png")):
+        assert draw(Run(run), tmp_path) == name
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == PNG and len(data) > 10_000, name
+    local = tmp_path / "local"
+    assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
+                 "--quiet", "--out", str(local)]) == 0
+    assert traffic_map(Run(local), tmp_path) is None and bandwidth_figure(Run(local), tmp_path) is None
