@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +318,8 @@ def format_system(s: dict[str, Any]) -> str:
             lines.append(f"  {side.upper()} {t['term']:<34} {t['count']:>12.4g} x {t['pj_each']:>8.4g} pJ = "
                          f"{t['pj'] / 1e3:>10.4g} nJ [{t['source']}]")
     lines.append("sources: " + "; ".join(f"[{k}] {v}" for k, v in s["sources"].items()))
-    return "\n".join(lines)
+    return "\n".join(w for line in lines for w in (textwrap.wrap(line, 110, subsequent_indent="  ")
+                                                    if len(line) > 110 else [line]))
 
 
 def format_forecast(s: dict[str, Any]) -> str:
@@ -331,4 +333,5 @@ def format_forecast(s: dict[str, Any]) -> str:
              "bounds (s per sample): " + ", ".join(f"{k} {x:.3g}" for k, x in v["bounds"].items()),
              "assumptions:"]
     lines += [f"  {a}" for a in f["assumptions"]]
-    return "\n".join(lines)
+    return "\n".join(w for line in lines for w in (textwrap.wrap(line, 110, subsequent_indent="    ")
+                                                    if len(line) > 110 else [line]))
