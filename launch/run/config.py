@@ -26,6 +26,7 @@ from cluster.network import GRADIENT_MODES, GradientMode, StepConfig
 from cluster.topology import PRESETS, Topology, parse_topology
 
 from ..data import DATASET_DEFAULTS, DATASETS
+from . import formats
 
 Engine = Literal["chips", "local"]
 DType = Literal["float32", "float64"]
@@ -293,6 +294,7 @@ def config_from_json(text: str | bytes) -> TrainConfig:
         raise SpikeGradError("config.json is nested too deeply to be a saved configuration") from None
     if not isinstance(data, dict):
         raise SpikeGradError(f"config.json must hold an object, got {type(data).__name__}")
+    data, _ = formats.config_data(data)  # older formats migrated, a newer one refused
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:

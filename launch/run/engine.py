@@ -20,6 +20,8 @@ import numpy as np
 from actors.chip import ChipFailure, merge_reports
 from cluster.synops import COUNTERS
 
+from .formats import banked_counters
+
 __all__ = ["Engine", "Counters", "ChipFailure", "HostState", "make_engine"]
 
 HostState = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -48,7 +50,6 @@ class Counters:
         counts = np.zeros((n_layers, len(COUNTERS)))
         for rep in reports:
             for l, row in rep["synops"].items():
-                row = upgrade_row(int(l), row)
                 counts[int(l)] += [row[k] for k in COUNTERS]  # a split layer: rows of several chips
         return cls(counts, reports)
 
@@ -61,41 +62,9 @@ class Counters:
 
     @classmethod
     def from_json(cls, data: Any, n_layers: int) -> Counters:
-        """Banked counters from a checkpoint's progress record; also the two older forms (a list
-        of layer rows from the earlier local trainer, a list of chip reports from the earlier chip trainer)."""
-        if data is None:
-            return cls.zeros(n_layers)
-        if isinstance(data, dict):
-            layers = np.asarray(data["layers"], dtype=np.float64)
-            chips = merge_reports(list(data["chips"]), over_time=True)
-        elif data and isinstance(data[0], dict):
-            return cls.from_reports(merge_reports(list(data), over_time=True), n_layers)
-        else:
-            layers, chips = np.asarray(data, dtype=np.float64), []
-        if layers.shape == (n_layers, len(OLD_COUNTERS)):  # banked before the counters got one meaning each
-            layers = np.array([[upgrade_row(l, dict(zip(OLD_COUNTERS, row)))[k] for k in COUNTERS]
-                               for l, row in enumerate(layers.tolist())])
-        if layers.shape != (n_layers, len(COUNTERS)):
-            raise ValueError(f"banked counters of shape {layers.shape}, expected {(n_layers, len(COUNTERS))}")
-        return cls(layers, chips)
-
-
-OLD_COUNTERS = ("spikes", "error_spikes", "acc_forward", "acc_backward", "acc_update", "macs")
-
-
-def upgrade_row(l: int, row: dict) -> dict:
-    """A counters row of layer l in today's names: rows written before 2026-12-01 counted the gated
-    δ as ``error_spikes`` (now ``error_spikes_delivered``; the emitted count is unknown, NaN) and
-    filed layer 0's input multiplications under ``acc_forward`` (now ``input_macs``). l < 0: a
-    chip's row summed over its layers, where the two cannot be told apart (``input_macs`` NaN)."""
-    if "error_spikes_delivered" in row:
-        return row
-    out = dict(row)
-    out["error_spikes_delivered"], out["error_spikes"] = row.get("error_spikes", 0.0), float("nan")
-    out["input_macs"] = float("nan") if l < 0 else row.get("acc_forward", 0.0) if l == 0 else 0.0
-    if l == 0:
-        out["acc_forward"] = 0.0
-    return out
+        """Banked counters from a checkpoint's progress record, of any format
+        (:func:`launch.run.formats.banked_counters`)."""
+        return cls(*banked_counters(data, n_layers))
 
 
 class Engine(Protocol):

@@ -38,6 +38,8 @@ import numpy as np
 
 from cluster.errors import SpikeGradError
 
+from . import formats
+
 
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` whole or not at all: ``write(f)`` fills a new temporary file beside it
@@ -92,22 +94,30 @@ def read_npz(path: Path, what: str = "checkpoint") -> dict[str, np.ndarray]:
 
 
 def write_parquet(path: Path, rows: list[dict]) -> None:
+    """A table written whole, stamped with the run-file format (:mod:`launch.run.formats`)."""
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     table = pa.Table.from_pylist(rows)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **formats.parquet_metadata()})
     write_atomic(path, lambda f: pq.write_table(table, f))
 
 
-def read_parquet_rows(path: Path) -> list[dict]:
+def read_parquet_table(path: Path) -> tuple[list[dict], dict[bytes, bytes] | None, list[str]]:
+    """A Parquet file's rows, schema metadata and column names."""
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     try:
-        return pq.read_table(path).to_pylist()
+        table = pq.read_table(path)
+        return table.to_pylist(), table.schema.metadata, table.column_names
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise SpikeGradError(f"{path} is not a readable Parquet file ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def read_parquet_rows(path: Path) -> list[dict]:
+    return read_parquet_table(path)[0]
 
 
 def is_uri(text: str) -> bool:
@@ -212,7 +222,8 @@ class RunDir:
 
     # -- files ---------------------------------------------------------------------------------
     def write_config(self, cfg: Any) -> None:
-        write_atomic(self.file(self.CONFIG), lambda f: f.write(cfg.to_json() + "\n"), mode="w")
+        text = formats.stamp_config(cfg.to_json())
+        write_atomic(self.file(self.CONFIG), lambda f: f.write(text + "\n"), mode="w")
 
     def read_config(self) -> Any:
         from .config import config_from_json  # noqa: PLC0415
@@ -221,12 +232,14 @@ class RunDir:
         return config_from_json(self.file(self.CONFIG).read_bytes())
 
     def write_checkpoint(self, arrays: dict[str, np.ndarray]) -> None:
-        kwds: dict[str, Any] = arrays  # numpy's stub types **kwds of savez as allow_pickle: bool too
+        kwds: dict[str, Any] = formats.stamp_checkpoint(arrays)  # numpy's stub types savez's **kwds as bool too
         write_atomic(self.file(self.CHECKPOINT), lambda f: np.savez(f, **kwds))
 
     def read_checkpoint(self) -> dict[str, np.ndarray]:
+        """The checkpoint's arrays in today's format (every command reads it here)."""
         self.require(self.CHECKPOINT)
-        return read_npz(self.file(self.CHECKPOINT), "checkpoint")
+        path = self.file(self.CHECKPOINT)
+        return formats.checkpoint_arrays(read_npz(path, "checkpoint"), f"checkpoint {path}")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -241,7 +254,7 @@ class RunDir:
     def read_table(self, table: str) -> list[dict]:
         """The table's rows; [] when the run has none (a local run has no traffic)."""
         path = self.table_file(table)
-        rows = read_parquet_rows(path) if path.is_file() else []
+        rows, metadata, columns = read_parquet_table(path) if path.is_file() else ([], None, [])
         want = self.COLUMNS[table]
         missing = [c for c in want if rows and c not in rows[0]]
         if missing:
@@ -255,7 +268,7 @@ class RunDir:
                 if not ok:
                     raise SpikeGradError(f"{path}: column {c} expected {'text' if text else 'a number'}, got "
                                          f"{type(v).__name__} {str(v)[:40]!r}")
-        return rows
+        return formats.table_rows(table, rows, formats.table_version(metadata, columns, str(path)))
 
     def write_summary(self, summary: dict) -> None:
         write_atomic(self.file(self.SUMMARY), lambda f: f.write(json.dumps(summary, indent=2) + "\n"), mode="w")

@@ -20,8 +20,6 @@ from cluster.hardware import SOURCES, Energy, Profile, energy_from_dict
 from cluster.mapping import ChipSpec, Plan, layer_units, map_network
 from cluster.routing import flows, parse_placement, place, route
 
-from ..run.engine import upgrade_row
-
 HEADER_BITS = 8
 PACKETS = ("spinnaker", "aer")
 MAX_ENERGY_FILE = 1 << 20
@@ -82,7 +80,7 @@ def run_plan(cfg: Any, spec: ChipSpec | None) -> tuple[Plan, ChipSpec | None, st
 
 
 def _per_sample(rows: list[dict], images: int, topo: Any) -> dict[str, list[float]]:
-    rows = sorted((upgrade_row(int(r["layer"]), r) for r in rows), key=lambda r: int(r["layer"]))
+    rows = sorted(rows, key=lambda r: int(r["layer"]))  # RunDir.read_table gives today's counters
     for l, r in enumerate(rows):
         if int(r["layer"]) != l or r["kind"] != topo.layers[l].kind:
             raise SpikeGradError(f"the layers table's row {l} is layer {r['layer']!r} of kind {r['kind']!r}; the "
@@ -90,6 +88,11 @@ def _per_sample(rows: list[dict], images: int, topo: Any) -> dict[str, list[floa
     keys = ("spikes", "error_spikes", "error_spikes_delivered", "input_macs", "acc_forward", "acc_backward",
             "acc_update", "macs")
     out = {k: [float(r.get(k) or 0.0) / images for r in rows] for k in keys}
+    # a run of format 0 did not count the emitted error spikes (NaN): the delivered ones, after the S′
+    # gate, stand in for them, a lower bound (launch.run.formats)
+    out["error_spikes"] = [z if math.isfinite(z) else e for z, e in zip(out["error_spikes"],
+                                                                        out["error_spikes_delivered"])]
+    out["lower_bound"] = [float(any(not math.isfinite(float(r.get("error_spikes") or 0.0)) for r in rows))]
     return out
 
 
@@ -112,6 +115,7 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
     neurons = sum(topo.neurons(l) for l in range(len(topo.layers)))
     n_per = [layer_units(topo, l)[1] for l in range(len(topo.layers))]
     epochs = []
+    notes: set[str] = set()
     pos = None
     for m in sorted(metrics, key=lambda r: r["epoch"]):
         images = m.get("images")
@@ -121,9 +125,9 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
                                  f"rows, got {images!r} and {len(rows)}")
         c = _per_sample(rows, images, topo)
         fl = flows(plan, c["spikes"], c["error_spikes"], c["error_spikes_delivered"])
-        if any(not math.isfinite(f.spikes) for f in fl):
-            raise SpikeGradError(f"epoch {m['epoch']}: the layers table has no emitted error spikes (a run written "
-                                 f"before 2026-12-01): its traffic cannot be modelled")
+        if c["lower_bound"][0]:
+            notes.add("this run (format 0) did not count the error spikes its U compartments emitted: the "
+                      "delivered ones stand in for them, so the backward traffic is a lower bound")
         check = None
         if own and measured:  # the chips measured every link: the model's spread, checked, then scaled to it
             check, scale = _check(fl, measured, m["epoch"], images)
@@ -193,7 +197,7 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
         del ep["counts"], ep["layer_ops"]
     return dict(where=where, chip=chip.name if chip else None, energy=e_name, multicast=mc, board=list(bd),
                 boards_per_node=boards_per_node, placement=placement, positions=[list(p) for p in pos or []],
-                packet=fmt, rate=rate, ann_bits=ann_bits, epochs=epochs, forecast=fc,
+                packet=fmt, rate=rate, ann_bits=ann_bits, epochs=epochs, forecast=fc, notes=sorted(notes),
                 sources={k: SOURCES.get(k, k) for k in sources})
 
 
@@ -317,6 +321,7 @@ def format_system(s: dict[str, Any]) -> str:
         for t in last[side]:
             lines.append(f"  {side.upper()} {t['term']:<34} {t['count']:>12.4g} x {t['pj_each']:>8.4g} pJ = "
                          f"{t['pj'] / 1e3:>10.4g} nJ [{t['source']}]")
+    lines += [f"note: {n}" for n in s["notes"]]
     lines.append("sources: " + "; ".join(f"[{k}] {v}" for k, v in s["sources"].items()))
     return "\n".join(w for line in lines for w in (textwrap.wrap(line, 110, subsequent_indent="  ")
                                                     if len(line) > 110 else [line]))

@@ -8,8 +8,6 @@ from typing import Any
 from cluster.errors import SpikeGradError
 from cluster.synops import COUNTERS
 
-from ..run.engine import upgrade_row
-
 
 def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict]]:
     """Parquet rows: (links: epoch, src, dst, kind, messages, bytes, spikes, cross_node), (chips: epoch,
@@ -28,7 +26,7 @@ def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict
             links.append(dict(epoch=epoch, src=rep["chip"], dst=rep["chip"], kind="increments",
                               messages=ex["messages"], bytes=ex["bytes"], spikes=0.0, min_payload_bytes=0,
                               cross_node=len(nodes.get(rep["chip"], ())) > 1))
-        ops: dict[str, Any] = {k: sum(upgrade_row(int(l), row)[k] for l, row in rep["synops"].items())
+        ops: dict[str, Any] = {k: sum(row[k] for row in rep["synops"].values())
                                for k in COUNTERS}
         checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
@@ -78,7 +76,6 @@ def traffic_json(links: list[dict], chips: list[dict], epoch: int, images: int) 
     events = [r for r in chips if r["epoch"] == epoch]
     chip_rows = []
     for r in sorted(events, key=lambda r: r["chip"]):
-        r = upgrade_row(-1, r)  # chips tables written before the counters got one meaning each; NaN: not counted
         chip_rows.append(dict(chip=int(r["chip"]), node=r.get("node", "") or "", layers=str(r["layers"]),
                               **{f"{k}_per_sample": float(r.get(k, math.nan)) / images for k in COUNTERS},
                               **{k: float(r.get(k) or 0.0) for k in ("busy_seconds", "cpu_seconds", "encode_seconds",

@@ -44,11 +44,11 @@ def test_report_from_two_runs(tmp_path, capsys):
 
 def test_traffic_tables_mark_links_across_nodes_and_total_them():
     """traffic_rows and format_traffic on hand-made chip reports: chip 0 on node a, chips 1-2 on node b."""
+    from cluster.synops import COUNTERS
     from launch.tools.traffic import format_traffic, traffic_rows
 
     def rep(chip, node, traffic):
-        return {"chip": chip, "layers": [chip], "nodes": [node], "synops": {chip: dict.fromkeys(
-            ("spikes", "error_spikes", "acc_forward", "acc_backward", "acc_update", "macs"), 1.0)},
+        return {"chip": chip, "layers": [chip], "nodes": [node], "synops": {chip: dict.fromkeys(COUNTERS, 1.0)},
                 "traffic": traffic, "timing": {"busy": 0.1}, "event_checks": {"values": 0, "differ": 0}}
 
     link = {"messages": 2, "bytes": 100, "spikes": 10.0, "min_payload_bytes": 0}
