@@ -492,9 +492,9 @@ def _system(a: argparse.Namespace, run: Any, measured: list[dict] | None = None)
 
 def _cmd_traffic(a: argparse.Namespace) -> int:
     from .run.rundir import RunDir  # noqa: PLC0415
+    from .run.traffic import format_traffic, traffic_json  # noqa: PLC0415
     from .tools.cost import format_cost, run_cost  # noqa: PLC0415
     from .tools.system import format_system, run_plan  # noqa: PLC0415
-    from .tools.traffic import format_traffic, traffic_json  # noqa: PLC0415
 
     run = RunDir.fetch(a.run_dir)
     cfg = run.read_config()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..run.rundir import write_atomic
+from ..files import write_atomic
 from .base import DataError, Dataset, _check_digest, _fetch_any, _read_bytes, require_dir
 
 NAME = "cifar10"
@@ -214,7 +214,7 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> str | None:
-    """Write atomically (:func:`launch.run.rundir.write_atomic`); returns why not, or None."""
+    """Write atomically (:func:`launch.files.write_atomic`); returns why not, or None."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = np.frombuffer(_arrays_digest(arrays).encode(), np.uint8)

@@ -33,6 +33,7 @@ from ..data import augment
 from .config import TrainConfig
 from .engine import ChipFailure, Counters, Engine, HostState
 from .rundir import RunDir
+from .traffic import format_traffic, traffic_rows
 
 _NO_PARTIAL = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}  # an epoch's sums before its first batch
 MAX_CHIP_RESTARTS = 3  # per epoch
@@ -107,7 +108,7 @@ def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str)
 
 class Driver:
     """A run's epochs on an engine. ``make_engine(params)`` builds the engine from the initial
-    weights the driver draws (:func:`launch.run.engine.make_engine` when not given)."""
+    weights the driver draws (:func:`launch.run.factory.make_engine` when not given)."""
 
     def __init__(self, cfg: TrainConfig, topo: Topology | None = None,
                  make_engine: Callable[[dict], Engine] | None = None) -> None:
@@ -117,7 +118,7 @@ class Driver:
         self.rng = np.random.default_rng(cfg.seed)
         params = initial_params(cfg, self.topo, self.rng)
         if make_engine is None:
-            from .engine import make_engine as default  # noqa: PLC0415
+            from .factory import make_engine as default  # noqa: PLC0415  (the factory imports the engines)
 
             self.engine: Engine = default(cfg, self.topo, params)
         else:
@@ -263,8 +264,6 @@ class Driver:
                 f"spikes/neuron {row['spikes_per_neuron']:.3f}, rel. synops fwd {row['rel_synops_forward']:.3f} "
                 f"bwd {row['rel_synops_backward']:.4f}")
             if res.counters.chips:
-                from ..tools.traffic import traffic_rows  # noqa: PLC0415
-
                 links, chips = traffic_rows(res.epoch, res.counters.chips)
                 tables["traffic"] += links
                 tables["chips"] += chips
@@ -280,8 +279,6 @@ class Driver:
             if note:
                 log(f"spikegrad: warning: {note}")
         if tables["chips"]:
-            from ..tools.traffic import format_traffic  # noqa: PLC0415
-
             per_epoch = {r["epoch"]: r["images"] for r in tables["metrics"]}
             log(format_traffic(tables["traffic"], tables["chips"], per_epoch))
         last = tables["metrics"][-1]

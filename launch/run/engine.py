@@ -1,8 +1,9 @@
 """The engine protocol: how the driver (:mod:`launch.run.driver`) has training steps run.
 
-Two implementations: :class:`launch.run.local.LocalEngine` (one process, micro-batches on a
-thread pool, or CuPy with CUDA graphs) and :class:`launch.run.chips.ChipEngine` (a Ray cluster
-of chip actors). The driver owns everything else (epochs, shuffling, the learning-rate schedule,
+Two implementations: :class:`launch.run.local.LocalEngine` (this process and forked worker
+processes sharing memory for the micro-batches, or CuPy with CUDA graphs) and
+:class:`launch.run.chips.ChipEngine` (a Ray cluster of chip actors); :mod:`launch.run.factory`
+builds the one a configuration names. The driver owns everything else (epochs, shuffling, the learning-rate schedule,
 progress, checkpoints, resume, recovery, metrics) and never asks which engine it has.
 
 A step's results may come back later than it was submitted (the chips keep batches in flight):
@@ -11,7 +12,6 @@ A step's results may come back later than it was submitted (the chips keep batch
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from cluster.synops import COUNTERS
 
 from .formats import banked_counters
 
-__all__ = ["Engine", "Counters", "ChipFailure", "HostState", "make_engine"]
+__all__ = ["Engine", "Counters", "ChipFailure", "HostState"]
 
 HostState = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 """{trainable layer l: (W, b, vW, vb)} host arrays: weights, biases and their velocities."""
@@ -110,17 +110,3 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release threads, actors, a private Ray instance."""
-
-
-def make_engine(cfg: Any, topo: Any, params: dict, address: str | None = None,
-                on_lost: Callable[[str], str] | None = None) -> Engine:
-    """The engine ``cfg.engine`` names, holding ``params`` (initial host weights): the one place
-    that knows both. ``address``: the Ray cluster the chips join (None: RAY_ADDRESS or a private one);
-    on_lost: the error text for a private Ray instance that dies under the run (chips only)."""
-    if cfg.engine == "chips":
-        from .chips import ChipEngine  # noqa: PLC0415  (imports Ray)
-
-        return ChipEngine(cfg, topo, params, address=address, on_lost=on_lost)
-    from .local import LocalEngine  # noqa: PLC0415
-
-    return LocalEngine(cfg, topo, params)

@@ -19,7 +19,7 @@ from cluster.topology import Topology
 from ..data import Dataset, load_dataset
 from .config import TrainConfig
 from .driver import Driver
-from .engine import make_engine
+from .factory import make_engine
 from .rundir import RunDir
 from .supervise import kept, tell
 

@@ -33,6 +33,7 @@ from cluster.topology import parse_topology
 from ..run.config import TrainConfig
 from ..run.driver import initial_params
 from ..run.local import LocalEngine
+from .timing import rate
 from .torch_ref import time_in_subprocess
 
 
@@ -40,24 +41,6 @@ def synthetic_batch(shape: tuple[int, int, int], B: int, classes: int, seed: int
     rng = np.random.default_rng(seed)
     x = (rng.random((B, *shape)) * (rng.random((B, *shape)) < 0.19)).astype(np.float32)
     return x, rng.integers(0, classes, B)
-
-
-def rate(step: Callable[[], Any], B: int, seconds: float, repeats: int, sync: Callable[[], None]) -> list[float]:
-    for _ in range(2):
-        step()
-    sync()
-    rates = []
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            step()
-            n += 1
-            sync()
-            dt = time.perf_counter() - t0
-            if dt >= seconds:
-                break
-        rates.append(n * B / dt)
-    return rates
 
 
 def machine_line() -> str:

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cluster.topology import parse_topology  # noqa: PLC0415
 
-    from .bench import rate  # noqa: PLC0415
+    from .timing import rate  # noqa: PLC0415  (beside torch, which this process imports)
 
     args = sys.argv[1:] if argv is None else argv
     with np.load(args[0], allow_pickle=False) as z:

@@ -45,7 +45,7 @@ def test_report_from_two_runs(tmp_path, capsys):
 def test_traffic_tables_mark_links_across_nodes_and_total_them():
     """traffic_rows and format_traffic on hand-made chip reports: chip 0 on node a, chips 1-2 on node b."""
     from cluster.synops import COUNTERS
-    from launch.tools.traffic import format_traffic, traffic_rows
+    from launch.run.traffic import format_traffic, traffic_rows
 
     def rep(chip, node, traffic):
         return {"chip": chip, "layers": [chip], "nodes": [node], "synops": {chip: dict.fromkeys(COUNTERS, 1.0)},
@@ -71,7 +71,7 @@ def test_traffic_tables_mark_links_across_nodes_and_total_them():
 
 def test_traffic_names_the_busiest_link_totals_each_direction_and_stays_narrow():
     """30 chips in a chain: one row per directed link, never a matrix as wide as the chips are many."""
-    from launch.tools.traffic import format_traffic, traffic_json
+    from launch.run.traffic import format_traffic, traffic_json
 
     links, chips = [], []
     for c in range(30):

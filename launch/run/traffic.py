@@ -1,4 +1,5 @@
-"""Chip counters as tables: Parquet rows and the text the CLI prints (no Ray needed)."""
+"""Chip counters as tables: the rows the driver writes to ``traffic.parquet`` and ``chips.parquet``, and
+the text it prints at the end of a chip run and ``spikegrad traffic`` prints (no Ray needed)."""
 
 from __future__ import annotations
 
