@@ -250,12 +250,13 @@ class ChipMeter:
       (part of compute: the device was busy);
     - ``encode`` / ``decode``: the Arrow wire's encoding and decoding (``actors.wire``), host time;
     - ``compute`` = seconds − d2h − h2d − encode − decode: kernels, their launches and the
-      host-side casts between.
+      host-side casts between;
+    - ``d2h_bytes`` / ``h2d_bytes``: the bytes copied; ``messages``: the messages it encoded.
 
     On NumPy (``--smoke``) every span is perf_counter and the copies are (nearly) free. The
     functions wrapped are the real ones, called unchanged; all are put back on leaving."""
 
-    BUCKETS = ("seconds", "wait", "d2h", "h2d", "encode", "decode", "d2h_bytes", "h2d_bytes")
+    BUCKETS = ("seconds", "wait", "d2h", "h2d", "encode", "decode", "d2h_bytes", "h2d_bytes", "messages")
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -283,6 +284,8 @@ class ChipMeter:
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
             self.add(bucket, time.perf_counter() - t0)
+            if bucket == "encode":
+                self.add("messages", 1.0)
             return out
         return timed
 
@@ -334,7 +337,7 @@ class ChipMeter:
         total = {k: sum(r[k] for r in per_chip) for k in (*self.BUCKETS, "compute")}
         outside = self.rows.get(-1)  # copies or codecs outside any chip call: none expected
         if outside:
-            total["outside_calls"] = sum(v for k, v in outside.items() if not k.endswith("bytes")) / batches
+            total["outside_calls"] = sum(outside[k] for k in ("d2h", "h2d", "encode", "decode")) / batches
         return per_chip, total
 
 
