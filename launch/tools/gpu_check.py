@@ -1,9 +1,17 @@
-"""The GPU check: one prepared script for a lent GPU machine, writing one JSON of everything.
+"""The GPU check: one prepared script for a lent GPU machine, writing one folder of everything.
 
 Usage (on the GPU machine, from the repository root; no Ray needed)::
 
     python3 -m launch.tools.gpu_check --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR
     python3 -m launch.tools.gpu_check --smoke --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR  # CPU, a minute
+
+The device command (docs/measurements/gpu-plan-2026-12-07.md: how ``.carry`` is made here, about
+22 MB with the tree; one call, ``timeout_s`` 600, ``carry`` [".carry"]; about 575 s)::
+
+    set -o pipefail; mkdir -p /tmp/c && tar -C /tmp/c -xzf .carry/cifar10-jpeg.tar.gz &&
+    PYTHONUNBUFFERED=1 SPIKEGRAD_CACHE=/tmp/sgc python3 -m launch.tools.gpu_check
+    --cases .carry/conformance --cifar-dir /tmp/c/cifar10-jpeg --out $OUT --quick-tests
+    --batches 64 --iters 10 --train-seconds 540 --wall-limit 560 2>&1 | tee $OUT/log.txt
 
 Stages, each written to ``RESULTS_DIR/gpu_check.json`` as it completes (a failing stage is
 recorded with its error and the next one still runs: device time is scarce):
@@ -11,22 +19,47 @@ recorded with its error and the next one still runs: device time is scarce):
 1. ``ceilings``: device-to-device copy bandwidth and the float32 matrix-product rate (no TF32);
 2. ``tests``: ``pytest --backend cupy`` over tests/cluster and the Ray-free chip tests
    (the engine against its float64 reference, chips against the local engine, the CUDA graph
-   step against the eager step, the CuPy kernels against their NumPy twins);
+   step against the eager step, the CuPy kernels against their NumPy twins); with
+   ``--quick-tests`` only the graph and kernel tests, what the cifar10 run's step rests on;
 3. ``conformance``: every conformance case on CuPy in float64 against its expected answer;
 4. ``chips``: chips as plain objects in this process on CuPy, the Arrow wire between them
    (:func:`actors.chip.run_chain`), against the same chips on NumPy: fixed-point weights,
    dyadic inputs, float64, so every value must agree exactly (count wire on the ``mnist``
    preset and a narrowed ``cifar10``, event wire on ``digits``);
-5. ``timing``: forward + backward + update of the ``mnist`` and ``cifar10`` presets, the CuPy
+5. ``chips_timing``: the ``mnist`` and ``cifar10`` presets on chips in this process (CuPy, the
+   Arrow wire between them, one layer per chip as ``--engine chips`` has by default, batch
+   ``--chip-batch``) against the local GPU engine (CUDA graph and eager) from the same weights,
+   taking turns, img/s side by side; then where the chips' time goes, per chip and in total:
+   device-to-host copies, host-to-device copies, Arrow encode and decode, and compute (kernels
+   and their launches), CUDA events on the GPU (:class:`ChipMeter`);
+6. ``timing``: forward + backward + update of the ``mnist`` and ``cifar10`` presets, the CuPy
    engine (eager, and as a replayed CUDA graph) against the same equivalent ANN in PyTorch
    (:mod:`launch.tools.torch_ref`, TF32 off on both sides), median of CUDA-event-timed steps;
-6. ``cifar10``: the paper's ``cifar10`` preset trained with spike gradients on the image
-   folder given (the JPEG stand-in) for a fixed time budget (``--train-seconds``): the number
-   of epochs is set from a timed probe so that the cosine schedule ends inside the budget;
-   the 10,000 test images are scored after every epoch; the run directory is kept.
+7. ``cifar10``: the paper's ``cifar10`` preset trained with spike gradients on the image folder
+   given (the JPEG stand-in), its steps replayed as CUDA graphs (``cuda_graph``; off only where
+   the graph tests failed in this run), for at most ``--train-seconds`` and inside
+   ``--wall-limit``: the number of epochs is set from a timed probe of the same engine so that
+   the cosine schedule ends inside the budget; the 10,000 test images are scored after every
+   epoch. The result says whether the steps really were graphs (``probe_graph``,
+   ``graph_steps``, the engine's line and any warning) and the run's img/s against the probe's,
+   so a fall-back to eager steps cannot pass unseen. The whole run (with its checkpoint, about
+   160 MB) goes to a temporary folder; ``RESULTS_DIR/cifar10-run`` gets what ``spikegrad report``
+   needs on a CPU machine (config, summary, metrics, layers, operations) and the accuracy curve
+   drawn from those copies alone. A run still going 20 s before the wall limit is stopped, its
+   finished epochs kept (``stopped_at_deadline``).
 
-``--smoke`` runs every stage on the CPU (NumPy stands in for CuPy; no graph; narrowed
-networks, a few steps, one short epoch) so that CI proves the script before a GPU is lent.
+What comes back: ``gpu_check.json``, ``log.txt`` (the command's ``tee``) and ``cifar10-run/``'s 6
+files, 8 files in all, 2 folders deep: the device returns at most 8 (``out_files`` lists them).
+
+Ray is not on the device. Ray 2.60.0's wheel for CPython 3.12 is 79.3 MB; without its Java
+jars and its libraries (rllib, data, serve, train, tune, llm, air) it is 41.8 MB zipped (150 MB
+unpacked; the dashboard package must stay: the raylet exits when its agent cannot start),
+plus jsonschema and three packages it needs that the device lacks (about 1 MB). With the tree
+and the CIFAR carry (about 22 MB) that is about 62 MiB of the 64 MiB that travel: it fits, just,
+but no stage here runs chips under Ray on the device yet (the plan says what it would take).
+
+``--smoke`` runs every stage on the CPU (NumPy stands in for CuPy; no graph; tiny networks, a
+few steps, one short epoch) so that CI proves the script before a GPU is lent.
 """
 
 from __future__ import annotations
