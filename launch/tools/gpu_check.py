@@ -446,6 +446,71 @@ def chip_timing(presets: list[str], batch: int, rounds: int, backend: BackendNam
     return rows
 
 
+def ray_chip_timing(presets: list[str], batch: int, rounds: int, backend: BackendName,
+                    cap: float) -> list[dict] | dict[str, str]:
+    """The same presets trained by ``--engine chips`` (:class:`launch.run.chips.ChipEngine`: every
+    chip a Ray actor of a private local instance, the chips' backend chosen per process, the GPU
+    shared), where Ray is importable: the same initial weights, synthetic batch and batch size as
+    :func:`chip_timing`; 2 warm-up batches, then the median of ``rounds`` (submit, then wait for
+    the results). Ray's start is timed apart. Stopped after ``cap`` seconds (a hung start must
+    not eat the cifar10 budget): then the rows so far and an ``error`` row."""
+    try:
+        import ray  # noqa: PLC0415
+    except ImportError as exc:
+        return {"skipped": f"Ray is not importable here ({exc}); the plan (docs/measurements/gpu-plan-*) "
+                           f"says how a stripped Ray travels with the run"}
+    from cluster.topology import parse_topology  # noqa: PLC0415
+
+    from ..run.chips import ChipEngine  # noqa: PLC0415
+    from ..run.config import make_config  # noqa: PLC0415
+    from ..run.driver import initial_params  # noqa: PLC0415
+    from ..run.ray_session import start_ray  # noqa: PLC0415
+    from .bench import synthetic_batch  # noqa: PLC0415
+
+    rows: list[dict] = []
+    started = False
+    with Deadline(cap) as stop:
+        try:
+            t0 = time.perf_counter()
+            started, resources = start_ray(None)
+            ray_start_s = time.perf_counter() - t0
+            for name in presets:
+                topo = parse_topology(name)
+                cfg = make_config("cifar10" if topo.input_shape[0] == 3 else "mnist", topology=topo.text,
+                                  engine="chips", backend=backend, batch_size=batch)
+                host = initial_params(cfg, topo, np.random.default_rng(cfg.seed))
+                x, y = synthetic_batch(topo.input_shape, batch, topo.num_classes)
+                t0 = time.perf_counter()
+                engine = ChipEngine(cfg, topo, host)
+                chips_start_s = time.perf_counter() - t0
+                try:
+                    times = []
+                    for r in range(2 + rounds):
+                        t0 = time.perf_counter()
+                        engine.submit(x, y, 1.0)
+                        engine.collect(wait=True)
+                        if r >= 2:
+                            times.append(time.perf_counter() - t0)
+                    step = statistics.median(times)
+                    rows.append({"preset": name, "batch": batch, "ray_chips_step_s": step,
+                                 "ray_chips_images_per_s": batch / step, "engine": engine.describe(),
+                                 "chip_backend": engine.backend_name, "ray_start_s": round(ray_start_s, 2),
+                                 "chips_start_s": round(chips_start_s, 2),
+                                 "resources": {k: v for k, v in resources.items() if k in ("CPU", "GPU")}})
+                    print(f"ray chips {name[:24]} B={batch}: {rows[-1]['ray_chips_images_per_s']:.0f} img/s "
+                          f"({rows[-1]['engine']})", flush=True)
+                finally:
+                    engine.close()
+        except KeyboardInterrupt:
+            if not stop.hit:
+                raise
+            rows.append({"error": f"stopped after {cap:.0f} s"})
+        finally:
+            if started and ray.is_initialized():
+                ray.shutdown()
+    return rows
+
+
 def step_cost(topo: Any, B: int) -> tuple[float, float]:
     """(FLOPs, minimal bytes) of one training step: 2 FLOPs per MAC for forward, error
     below (l ≥ 1) and increments; bytes: weights read twice and written once, each
@@ -691,7 +756,7 @@ def train_cifar(data_dir: Path, keep_dir: Path, seconds: float, backend: str, sm
 
 # ----------------------------------------------------------------------------- driver
 
-STAGES = ("ceilings", "tests", "conformance", "chips", "chips_timing", "timing", "cifar10")
+STAGES = ("ceilings", "tests", "conformance", "chips", "chips_timing", "ray_chips", "timing", "cifar10")
 QUICK_TESTS = ("tests/cluster/test_graph.py", "tests/cluster/test_kernels.py")
 OUT_FILES_BACK = 8  # the device returns at most this many files from $OUT (device README, Limits)
 
@@ -716,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--chip-batch", type=int, default=64, help="chips_timing batch size (default 64: cifar10's)")
     p.add_argument("--chip-rounds", type=int, default=5, help="chips_timing timed rounds (default 5)")
+    p.add_argument("--ray-seconds", type=float, default=120.0, help="ray_chips: at most this long (default 120)")
     a = p.parse_args(argv)
     started = time.perf_counter()
     deadline = None if a.wall_limit is None else started + a.wall_limit - 20.0  # 20 s: report, copies, json
@@ -765,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
     stage("chips_timing", lambda: chip_timing(["8x8-4C3p1-P2-16-10", SMOKE_RGB] if a.smoke else presets,
                                               8 if a.smoke else a.chip_batch, 2 if a.smoke else a.chip_rounds,
                                               backend))
+    stage("ray_chips", lambda: ray_chip_timing(["8x8-4C3p1-P2-16-10", SMOKE_RGB] if a.smoke else presets,
+                                               8 if a.smoke else a.chip_batch, 2 if a.smoke else a.chip_rounds,
+                                               backend, left(a.ray_seconds)))
     stage("timing", lambda: time_presets(presets, [8] if a.smoke else a.batches, 2 if a.smoke else a.iters,
                                          backend))
     tests = result.get("tests")
@@ -779,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = ok and all(r["exact"] for r in result.get("conformance", []) if isinstance(r, dict))
     ok = ok and all(r["exact"] for r in result.get("chips", []) if isinstance(r, dict))
     ok = ok and result.get("tests", {}).get("returncode", 0) == 0
+    ok = ok and not any("error" in r for r in result.get("ray_chips", []) if isinstance(r, dict))
     return 0 if ok else 1
 
 
@@ -809,6 +879,12 @@ def summary(result: dict[str, Any]) -> str:
                           for k in ("compute", "d2h", "h2d", "encode", "decode")) if t["seconds"] > 0 else ""
         out.append(f"chips {r['preset'][:10]:10s} B={r['batch']} x{r['chips']}: {r['chips_images_per_s']:.0f} img/s "
                    f"vs {local} ({r['chips_over_local']:.3f} of local); chips' time: {parts}")
+    rc = result.get("ray_chips")
+    if isinstance(rc, dict) and "skipped" in rc:
+        out.append(f"ray_chips: skipped ({rc['skipped'][:60]})")
+    for r in rc if isinstance(rc, list) else []:
+        out.append(f"ray chips {r['preset'][:10]:10s} B={r['batch']}: {r['ray_chips_images_per_s']:.0f} img/s, "
+                   f"chip backend {r['chip_backend']}" if "preset" in r else f"ray chips: {r.get('error')}")
     cf = result.get("cifar10")
     if isinstance(cf, dict) and cf.get("curve"):
         out.append(f"cifar10: {cf['epochs_done']}/{cf['epochs']} epochs in {cf['wall_seconds']} s, test "

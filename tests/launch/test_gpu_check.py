@@ -25,6 +25,9 @@ def test_smoke_mode_runs_every_stage(tmp_path, monkeypatch, shared_dir):
     assert [r["wire"] for r in result["chips"]] == ["counts", "events"] and all(r["exact"] for r in result["chips"])
     assert result["timing"][0]["eager_images_per_s"] > 0
     assert len(result["chips_timing"]) == 2 and all(r["chips_images_per_s"] > 0 for r in result["chips_timing"])
+    # Ray is in the test environment: the chips also ran as Ray actors (--engine chips)
+    assert [r["preset"] for r in result["ray_chips"]] == [r["preset"] for r in result["chips_timing"]]
+    assert all(r["ray_chips_images_per_s"] > 0 and r["chip_backend"] == "numpy" for r in result["ray_chips"])
     cifar = result["cifar10"]
     assert cifar["epochs"] >= 1 and len(cifar["curve"]) == cifar["epochs"] == cifar["epochs_done"]
     assert not cifar["stopped_at_deadline"] and cifar["images_per_second"] > 0
@@ -102,3 +105,15 @@ def test_deadline_interrupts_at_its_time_and_disarms():
     with gpu_check.Deadline(None) as idle:
         time.sleep(0.02)
     assert not idle.hit
+
+
+def test_ray_chips_is_skipped_and_says_why_where_ray_is_missing(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as on the device
+    out = tmp_path / "out"
+    rc = gpu_check.main(["--smoke", "--cases", str(tmp_path), "--cifar-dir", str(tmp_path / "none"),
+                         "--out", str(out), "--stages", "ray_chips"])
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert rc == 0 and "not importable" in result["ray_chips"]["skipped"]
+    assert "ray_chips: skipped" in gpu_check.summary(result)
