@@ -1,17 +1,21 @@
 """The GPU check: one prepared script for a lent GPU machine, writing one folder of everything.
 
-Usage (on the GPU machine, from the repository root; no Ray needed)::
+Usage (on the GPU machine, from the repository root; Ray only for ``ray_chips``)::
 
     python3 -m launch.tools.gpu_check --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR
     python3 -m launch.tools.gpu_check --smoke --cases CASES_DIR --cifar-dir CIFAR_DIR --out RESULTS_DIR  # CPU, a minute
 
-The device command (docs/measurements/gpu-plan-2026-12-07.md: how ``.carry`` is made here, about
-22 MB with the tree; one call, ``timeout_s`` 600, ``carry`` [".carry"]; about 575 s)::
+The device command (docs/measurements/gpu-plan-2026-12-07.md says how ``.carry`` is made here:
+conformance cases, the CIFAR-10 JPEG folder as a tar.gz, a stripped Ray wheel and 4 wheels it
+needs, 62 MB, 64 MB with the tree; one call, ``timeout_s`` 600, ``carry`` [".carry"]; about
+575 s)::
 
-    set -o pipefail; mkdir -p /tmp/c && tar -C /tmp/c -xzf .carry/cifar10-jpeg.tar.gz &&
-    PYTHONUNBUFFERED=1 SPIKEGRAD_CACHE=/tmp/sgc python3 -m launch.tools.gpu_check
-    --cases .carry/conformance --cifar-dir /tmp/c/cifar10-jpeg --out $OUT --quick-tests
-    --batches 64 --iters 10 --train-seconds 540 --wall-limit 560 2>&1 | tee $OUT/log.txt
+    set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site
+    .carry/whl/*.whl && export PYTHONPATH=/tmp/site; mkdir -p /tmp/c &&
+    tar -C /tmp/c -xzf .carry/cifar10-jpeg.tar.gz && PYTHONUNBUFFERED=1 SPIKEGRAD_CACHE=/tmp/sgc
+    python3 -m launch.tools.gpu_check --cases .carry/conformance --cifar-dir /tmp/c/cifar10-jpeg
+    --out $OUT --quick-tests --batches 64 --iters 10 --ray-seconds 90 --train-seconds 540
+    --wall-limit 550 2>&1 | tee $OUT/log.txt
 
 Stages, each written to ``RESULTS_DIR/gpu_check.json`` as it completes (a failing stage is
 recorded with its error and the next one still runs: device time is scarce):
@@ -32,10 +36,13 @@ recorded with its error and the next one still runs: device time is scarce):
    taking turns, img/s side by side; then where the chips' time goes, per chip and in total:
    device-to-host copies, host-to-device copies, Arrow encode and decode, and compute (kernels
    and their launches), CUDA events on the GPU (:class:`ChipMeter`);
-6. ``timing``: forward + backward + update of the ``mnist`` and ``cifar10`` presets, the CuPy
+6. ``ray_chips``: where Ray imports, the same presets trained by ``--engine chips``: every
+   chip a Ray actor of a private instance, sharing the GPU (:func:`ray_chip_timing`), img/s
+   beside ``chips_timing``'s; at most ``--ray-seconds``; skipped, saying why, without Ray;
+7. ``timing``: forward + backward + update of the ``mnist`` and ``cifar10`` presets, the CuPy
    engine (eager, and as a replayed CUDA graph) against the same equivalent ANN in PyTorch
    (:mod:`launch.tools.torch_ref`, TF32 off on both sides), median of CUDA-event-timed steps;
-7. ``cifar10``: the paper's ``cifar10`` preset trained with spike gradients on the image folder
+8. ``cifar10``: the paper's ``cifar10`` preset trained with spike gradients on the image folder
    given (the JPEG stand-in), its steps replayed as CUDA graphs (``cuda_graph``; off only where
    the graph tests failed in this run), for at most ``--train-seconds`` and inside
    ``--wall-limit``: the number of epochs is set from a timed probe of the same engine so that
@@ -51,12 +58,13 @@ recorded with its error and the next one still runs: device time is scarce):
 What comes back: ``gpu_check.json``, ``log.txt`` (the command's ``tee``) and ``cifar10-run/``'s 6
 files, 8 files in all, 2 folders deep: the device returns at most 8 (``out_files`` lists them).
 
-Ray is not on the device. Ray 2.60.0's wheel for CPython 3.12 is 79.3 MB; without its Java
-jars and its libraries (rllib, data, serve, train, tune, llm, air) it is 41.8 MB zipped (150 MB
-unpacked; the dashboard package must stay: the raylet exits when its agent cannot start),
-plus jsonschema and three packages it needs that the device lacks (about 1 MB). With the tree
-and the CIFAR carry (about 22 MB) that is about 62 MiB of the 64 MiB that travel: it fits, just,
-but no stage here runs chips under Ray on the device yet (the plan says what it would take).
+Ray is not on the device. Ray 2.60.0's wheel for CPython 3.12 is 79.3 MB;
+:mod:`launch.tools.strip_ray` drops its Java jars and its libraries (rllib, data, serve, train,
+tune, llm, air): 41.7 MB zipped, 150 MB unpacked (the dashboard package stays: the raylet exits
+when its agent cannot start). With jsonschema and the three packages it needs that the device
+lacks (0.5 MB of wheels), the tree and the CIFAR carry, 64.2 MB travel, under the 64 MiB
+(67.1 MB) limit: the device command installs it into /tmp/site, and ``ray_chips`` runs there.
+If the install fails, ``ray_chips`` is skipped and says so; nothing else depends on it.
 
 ``--smoke`` runs every stage on the CPU (NumPy stands in for CuPy; no graph; tiny networks, a
 few steps, one short epoch) so that CI proves the script before a GPU is lent.
