@@ -332,6 +332,8 @@ class ChipMeter:
 
     def _call(self, chip: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if self.chip != -1:  # a protocol call inside another (an APPLY folded into a FORWARD): counted there
+                return fn(*args, **kwargs)
             self.chip = chip.index
             try:
                 out, seconds = self.clock.span(lambda: fn(*args, **kwargs))
