@@ -859,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = ok and all(r["exact"] for r in result.get("chips", []) if isinstance(r, dict))
     ok = ok and result.get("tests", {}).get("returncode", 0) == 0
     ok = ok and not any("error" in r for r in result.get("ray_chips", []) if isinstance(r, dict))
+    ok = ok and not (isinstance(result.get("cifar10"), dict) and result["cifar10"].get("stopped_at_deadline"))
     return 0 if ok else 1
 
 
@@ -900,6 +901,9 @@ def summary(result: dict[str, Any]) -> str:
         out.append(f"cifar10: {cf['epochs_done']}/{cf['epochs']} epochs in {cf['wall_seconds']} s, test "
                    f"{cf['test_accuracy']:.2f} % (best {cf['best_test_accuracy']:.2f} %), train "
                    f"{cf['train_accuracy']:.2f} %, {cf['images_per_second']:.0f} img/s, graph steps {cf['graph_steps']}"
+                   + (" STOPPED AT THE DEADLINE" if cf["stopped_at_deadline"] else ""))
+    if isinstance(cf, dict) and "curve" in cf and not cf["curve"]:
+        out.append(f"cifar10: no epoch finished ({cf['epochs']} planned in a {cf['budget_seconds']} s budget)"
                    + (" STOPPED AT THE DEADLINE" if cf["stopped_at_deadline"] else ""))
     files = result.get("out_files")
     if files is not None:

@@ -117,3 +117,18 @@ def test_ray_chips_is_skipped_and_says_why_where_ray_is_missing(tmp_path, monkey
     result = json.loads((out / "gpu_check.json").read_text())
     assert rc == 0 and "not importable" in result["ray_chips"]["skipped"]
     assert "ray_chips: skipped" in gpu_check.summary(result)
+
+
+def test_a_cifar10_run_past_the_wall_limit_is_stopped_kept_as_far_as_it_got_and_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKEGRAD_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "cifar"
+    write_folder(data, train=4, test=2)
+    out = tmp_path / "out"
+    # --wall-limit 20 leaves no time at all (20 s are kept for writing): the deadline fires at once
+    rc = gpu_check.main(["--smoke", "--cases", str(tmp_path), "--cifar-dir", str(data), "--out", str(out),
+                         "--stages", "cifar10", "--wall-limit", "20"])
+    result = json.loads((out / "gpu_check.json").read_text())
+    cifar = result["cifar10"]
+    assert rc == 1 and cifar["stopped_at_deadline"] and cifar["epochs_done"] == 0 and cifar["curve"] == []
+    assert result["out_files"] == ["gpu_check.json"]
+    assert "STOPPED AT THE DEADLINE" in gpu_check.summary(result)
