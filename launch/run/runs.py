@@ -58,8 +58,10 @@ def _stderr(line: str) -> None:
 
 
 def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None,
-          address: str | None = None) -> dict:
-    """Train as configured; writes the run directory; returns the final metrics.
+          address: str | None = None, initial: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """Train as configured; writes the run directory; returns the final metrics. ``initial``:
+    {layer l: (W, b)} to start from instead of the seed's draws (``--init-from``, a NIR graph's
+    weights); the checkpoint written at the start holds them, so a resumed run needs no more.
 
     Returned keys: test_accuracy (percent), train_seconds (training only, no evaluation),
     images_per_second (training), engine, backend, run_dir, epochs, and the last epoch's row.
@@ -73,6 +75,8 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     run.create()
 
     def start(driver: Driver) -> None:
+        if initial is not None:
+            driver.set_weights(initial)
         run.write_config(cfg)
         driver.save(run)  # the initial state: a run can resume (or chips restart) from here
 
@@ -173,10 +177,29 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Driver:
     return driver
 
 
+def load_graph(path: str, dataset: str | None = None, backend: str | None = None) -> Driver:
+    """A driver on a local engine holding a NIR graph's weights (launch.tools.nir): the topology and
+    Θff from the graph, the dataset from ``dataset``, else the graph's metadata (our export), else digits."""
+    from ..tools.nir import initial_weights, load_nir  # noqa: PLC0415
+    from .config import make_config  # noqa: PLC0415
+
+    imp = load_nir(path)
+    cfg = make_config(dataset or imp.dataset() or "digits", topology=imp.topology.text, theta_ff=imp.theta_ff,
+                      theta_bp=imp.theta_bp(), engine="local", backend=backend, init_from=str(path))
+    driver = Driver(cfg, imp.topology)
+    driver.set_weights(initial_weights(imp, cfg.dtype, None))
+    epochs = imp.metadata.get("epochs_done")  # our export's; a foreign graph's training is unknown here
+    driver.epochs_done = int(epochs) if isinstance(epochs, (int, np.integer)) and epochs >= 0 else 0
+    return driver
+
+
 def evaluate_run(run_dir: str, data_dir: str | None = None, limit_test: int | None = None,
-                 backend: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Test accuracy of a run directory's checkpoint on its dataset's test set."""
-    driver = load_run(run_dir, backend=backend)
+                 backend: str | None = None, progress: bool = True, dataset: str | None = None) -> dict[str, Any]:
+    """Test accuracy of a run directory's checkpoint (or of a NIR file's weights, ``*.nir``: dataset
+    from ``dataset`` or the graph's metadata) on its dataset's test set."""
+    from ..tools.nir import is_nir_path  # noqa: PLC0415
+
+    driver = load_graph(run_dir, dataset, backend) if is_nir_path(run_dir) else load_run(run_dir, backend=backend)
     cfg = driver.cfg
     try:
         data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
