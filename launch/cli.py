@@ -410,7 +410,6 @@ def _train_config(a: argparse.Namespace, nir: dict[str, Any] | None = None) -> A
 
 def _cmd_eval(a: argparse.Namespace) -> int:
     from .run.runs import evaluate_run  # noqa: PLC0415
-
     from .tools.nir import is_nir_path  # noqa: PLC0415
 
     if a.dataset and not is_nir_path(a.checkpoint):

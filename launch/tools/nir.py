@@ -293,6 +293,14 @@ def _array(node_name: str, what: str, value: Any) -> np.ndarray:
     return a
 
 
+def _bias(node_name: str, value: Any, n: int) -> np.ndarray:
+    """A bias of n values; a single value (scalar or (1,)) is taken for all n."""
+    b = _array(node_name, "bias", value)
+    if b.shape not in ((), (1,), (n,)):
+        raise SpikeGradError(f"node {node_name}: bias shape {b.shape}, expected ({n},)")
+    return np.broadcast_to(b.reshape(-1), (n,)).copy() if b.size == 1 else b
+
+
 def _pair(node_name: str, what: str, value: Any) -> tuple[int, int]:
     a = np.asarray(value).reshape(-1)
     if a.dtype.kind not in "iu" or a.size not in (1, 2):
@@ -381,9 +389,7 @@ def _conv_layer(name: str, node: Any, shape: tuple[int, int, int]) -> _Layer:
         if ph != pw:
             raise SpikeGradError(f"node {name} (Conv2d): padding ({ph}, {pw}) is not square")
         pad = ph
-    bias = _array(name, "bias", node.bias) * np.ones(co)
-    if bias.shape != (co,):
-        raise SpikeGradError(f"node {name} (Conv2d): bias shape {np.shape(node.bias)}, expected ({co},)")
+    bias = _bias(name, node.bias, co)
     stride = _pair(name, "stride", node.stride)
     if node.input_shape is not None and tuple(_pair(name, "input_shape", node.input_shape)) != shape[1:]:
         raise SpikeGradError(f"node {name} (Conv2d): input_shape {np.asarray(node.input_shape).tolist()} but the "
@@ -460,10 +466,7 @@ def import_graph(graph: Any, where: str = "the graph") -> Imported:
             if W.ndim != 2 or W.shape[1] != n_in:
                 raise SpikeGradError(f"node {name} ({kind}): weight shape {W.shape}, expected (N_out, {n_in}) for "
                                      f"the {'x'.join(map(str, shape))} input")
-            bias = _array(name, "bias", node.bias) * np.ones(W.shape[0]) if kind == "Affine" else np.zeros(W.shape[0])
-            if bias.shape != (W.shape[0],):
-                raise SpikeGradError(f"node {name} (Affine): bias shape {np.shape(node.bias)}, expected "
-                                     f"({W.shape[0]},)")
+            bias = _bias(name, node.bias, W.shape[0]) if kind == "Affine" else np.zeros(W.shape[0])
             layers.append(_Layer(name, "dense", str(W.shape[0]), W, bias))
             shape, flat = (W.shape[0], 1, 1), True
         elif kind == "Flatten":
@@ -497,11 +500,13 @@ def import_graph(graph: Any, where: str = "the graph") -> Imported:
             raise SpikeGradError(f"node {layer.node}: a hidden {layer.kind} layer without an IF neuron after it; "
                                  f"SpikeGrad's hidden layers are IF neurons")
         if layer.strided:
-            k, C = layer.weight.shape[2], layer.weight.shape[0]  # type: ignore[union-attr]
-            want = np.zeros_like(layer.weight)
+            pw, pb = layer.weight, layer.bias
+            assert pw is not None and pb is not None
+            k, C = pw.shape[2], pw.shape[0]
+            want = np.zeros_like(pw)
             if theta is not None:
                 want[np.arange(C), np.arange(C)] = theta / k ** 2
-            if theta is None or not np.array_equal(layer.weight, want) or not (layer.bias == theta / 2).all():
+            if theta is None or not np.array_equal(pw, want) or not bool(np.all(pb == theta / 2)):
                 raise SpikeGradError(f"node {layer.node} (Conv2d): stride {k} with kernel {k}; SpikeGrad's "
                                      f"convolutions have stride 1, and it is read as pooling only with weights "
                                      f"theta_ff/k^2 on the channel diagonal and bias theta_ff/2")
@@ -511,14 +516,14 @@ def import_graph(graph: Any, where: str = "the graph") -> Imported:
     for l, layer in enumerate(layers):
         if layer.kind == "pool":
             continue
-        W, b = layer.weight, layer.bias
-        assert W is not None and b is not None
-        if W.shape != topo.weight_shape(l):
-            raise SpikeGradError(f"node {layer.node}: weight shape {W.shape}, topology {text!r} expects "
+        lw, lb = layer.weight, layer.bias
+        assert lw is not None and lb is not None
+        if lw.shape != topo.weight_shape(l):
+            raise SpikeGradError(f"node {layer.node}: weight shape {lw.shape}, topology {text!r} expects "
                                  f"{topo.weight_shape(l)} for layer {l}")
         if layer.neuron is not None and l < len(layers) - 1 and theta is not None:
-            b = b - theta / 2  # the export's rounding offset (module docstring)
-        params[l] = (W, b)
+            lb = lb - theta / 2  # the export's rounding offset (module docstring)
+        params[l] = (lw, lb)
     meta = dict(getattr(graph, "metadata", None) or {})
     return Imported(topo, params, theta, meta, tuple(notes))
 
