@@ -12,7 +12,7 @@ input**, gives exactly the equivalent ANN's integer counts:
 layer           nodes
 ==============  ===========================================================================
 input           ``Input`` (C, H, W): the float input x as the dataset loader scales it
-conv ``NCk``    ``Conv2d`` (stride 1, padding p, bias b + Θff/2) → ``IF`` (r 1, threshold Θff)
+conv ``NCk``    ``Conv2d`` (stride 1, padding p, bias b + Θff/2) → ``IF`` (r 1, threshold Θff, no v_reset)
 pool ``Pk``     ``Conv2d`` (stride k, weights Θff/k² on the channel diagonal, bias Θff/2) → ``IF``:
                 the paper's linear IF layer (Algorithm 1), so that its rounding happens there
 dense ``N``     ``Flatten`` (after a map) → ``Affine`` (bias b + Θff/2) → ``IF``
@@ -22,7 +22,8 @@ output          ``Affine`` (bias b), no neuron: its output is Vᴸ, the potentia
 Why Θff/2: in one step an IF neuron with subtractive reset and several spikes per step emits
 floor(v / Θff) spikes for v ≥ 0 and none below, and floor((W S + b + Θff/2) / Θff) =
 max(0, round(Ŝ)) with round half away from zero, Eq. (15) (Ŝ = (W S + b)/Θff; at Ŝ = n − ½ both give n).
-NIR 1.0.8's IF resets *to* ``v_reset`` (0 here), and NIR biases are added at *every* step: for
+NIR ≥ 1.0.6's IF resets *to* ``v_reset``; the IF nodes are written without it, which nir ≤ 1.0.5
+reads as the subtractive reset assumed here (:func:`write_graph`). NIR biases are added at *every* step: for
 T steps a reader gives x/T and bias/T per step; the counts then differ where SpikeGrad would
 send a −1 spike (README, *Using a trained network elsewhere*). All of this is written into the
 graph's metadata (:func:`graph_metadata`).
@@ -115,7 +116,8 @@ def graph_metadata(topo: Topology, theta_ff: float, theta_bp: float, extra: dict
         "exact_when": "one time step with the whole input x; IF with subtractive reset (v -= v_threshold per "
                       "spike) and several spikes per step (e.g. Sinabs IAF: MembraneSubtract + MultiSpike); "
                       "arithmetic exact (fixed-point weights, --weight-frac-bits, and a power-of-two theta_ff)",
-        "reset": "subtractive (assumed); NIR 1.0.8's IF says v <- v_reset = 0, which gives other counts",
+        "reset": "subtractive (assumed): the IF nodes carry no v_reset, which nir <= 1.0.5 reads as v -= v_threshold "
+                 "per spike; nir >= 1.0.6 reads v_reset = 0 (reset to zero), which gives other counts",
         "bias": "hidden layers: NIR bias = b + theta_ff/2 (Eq. (15)'s round half away from zero as "
                 "floor(v/theta_ff)); output layer: b; given once per input: over T steps give bias/T per step",
         "pooling": "Pk as Conv2d with stride k, weights theta_ff/k^2 on the channel diagonal, bias theta_ff/2, "
@@ -172,12 +174,20 @@ def graph_of(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarray]], t
 
 
 def write_graph(graph: Any, to: str | Path) -> None:
-    """Write a NIR graph (HDF5) whole or not at all."""
+    """Write a NIR graph (HDF5) whole or not at all, its IF nodes without ``v_reset``: nir ≤ 1.0.5
+    (Sinabs 3.1.3 requires 1.0.4, which refuses the field) reads such an IF as the subtractive-reset
+    neuron this export assumes, and nir ≥ 1.0.6 as reset to 0 (its rule for files before the field)."""
+    import h5py  # noqa: PLC0415
+
     from ..run.rundir import write_atomic  # noqa: PLC0415
 
     nir = _nir()
     buf = io.BytesIO()
     nir.write(buf, graph)
+    with h5py.File(buf, "r+") as f:
+        for node in f["node/nodes"].values():
+            if node["type"][()] in (b"IF", "IF") and "v_reset" in node:
+                del node["v_reset"]
     try:
         write_atomic(Path(to), lambda f: f.write(buf.getvalue()))
     except OSError as exc:

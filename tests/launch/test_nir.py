@@ -68,6 +68,9 @@ def test_export_graph_says_what_it_assumes(exported):
     pool = g.nodes["l1_pool"]  # the paper's linear IF layer: Θff/k² on the channel diagonal, bias Θff/2
     assert tuple(pool.stride) == (2, 2) and pool.weight[3, 3, 0, 0] == 0.25 / 4 and pool.weight[3, 4].sum() == 0
     assert (pool.bias == 0.125).all()
+    with h5py.File(model) as f:  # no v_reset: nir <= 1.0.5 (Sinabs 3.1.3) reads the subtractive-reset IF
+        assert all("v_reset" not in f[f"node/nodes/{n}"] for n in ("l0_if", "l1_if", "l2_if"))
+    assert (g.nodes["l0_if"].v_reset == 0).all()  # and nir 1.0.8 reads it as 0
 
 
 def test_train_from_a_nir_graph_starts_from_its_weights(exported, tmp_path):
