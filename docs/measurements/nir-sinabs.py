@@ -54,37 +54,45 @@ def ann_counts(run_dir: Path, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarr
     return out, fp.V
 
 
-def sinabs_counts(graph_path: Path, x: np.ndarray, steps: int, hidden: list[str],
-                  clip: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
-    """Sinabs on x over ``steps`` steps: per IAF layer (named ``hidden``) its spikes summed over the
-    steps (B, neurons), and the output layer's values summed over the steps (B, classes).
-    ``clip=False`` removes the lower bound -threshold that ``from_nir`` puts on every membrane."""
-    import nir  # noqa: PLC0415
-    import sinabs  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+class SinabsNet:
+    """The graph loaded once with ``sinabs.from_nir`` for batches of ``batch`` images over ``steps`` steps."""
 
-    graph = nir.read(graph_path)
-    for node in graph.nodes.values():
-        if isinstance(node, (nir.Affine, nir.Conv2d)):
-            node.bias = node.bias / steps  # exact: steps is a power of two
-    B = x.shape[0]
-    model = sinabs.from_nir(graph, batch_size=B, num_timesteps=steps)
-    model.eval()
-    seen: dict[str, torch.Tensor] = {}
-    modules = dict(model.named_modules())
-    for name in hidden:
-        if not clip:
-            modules[name].min_v_mem = None
-        modules[name].register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.detach()))
-    xt = torch.from_numpy((x / steps).astype(np.float32))
-    xt = xt[:, None].expand(B, steps, *x.shape[1:]).reshape(B * steps, *x.shape[1:])  # batch-major (B·T)
-    sinabs.reset_states(model)
-    with torch.no_grad():
-        out = model(xt)
-    if isinstance(out, tuple):  # nirtorch's executor returns (output, state)
-        out = out[0]
-    counts = [seen[n].reshape(B, steps, -1).sum(1).double().numpy() for n in hidden]
-    return counts, out.reshape(B, steps, -1).sum(1).double().numpy()
+    def __init__(self, graph_path: Path, batch: int, steps: int, hidden: list[str], clip: bool = True) -> None:
+        """``clip=False`` removes the lower bound -threshold that ``from_nir`` puts on every membrane."""
+        import nir  # noqa: PLC0415
+        import sinabs  # noqa: PLC0415
+
+        graph = nir.read(graph_path)
+        for node in graph.nodes.values():
+            if isinstance(node, (nir.Affine, nir.Conv2d)):
+                node.bias = node.bias / steps  # exact: steps is a power of two
+        self.batch, self.steps, self.hidden = batch, steps, hidden
+        self.model = sinabs.from_nir(graph, batch_size=batch, num_timesteps=steps)
+        self.model.eval()
+        self.seen: dict[str, object] = {}
+        modules = dict(self.model.named_modules())
+        for name in hidden:
+            if not clip:
+                modules[name].min_v_mem = None
+            modules[name].register_forward_hook(lambda m, i, o, name=name: self.seen.__setitem__(name, o.detach()))
+
+    def counts(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per IAF layer its spikes summed over the steps (B, neurons), and the output layer's values
+        summed over the steps (B, classes), for x (B, C, H, W) given as x/T at each step."""
+        import sinabs  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        B, T = x.shape[0], self.steps
+        assert B == self.batch, (B, self.batch)
+        xt = torch.from_numpy((x / T).astype(np.float32))
+        xt = xt[:, None].expand(B, T, *x.shape[1:]).reshape(B * T, *x.shape[1:])  # batch-major (B·T)
+        sinabs.reset_states(self.model)
+        with torch.no_grad():
+            out = self.model(xt)
+        if isinstance(out, tuple):  # nirtorch's executor returns (output, state)
+            out = out[0]
+        counts = [self.seen[n].reshape(B, T, -1).sum(1).double().numpy() for n in self.hidden]  # type: ignore
+        return counts, out.reshape(B, T, -1).sum(1).double().numpy()
 
 
 def main() -> None:
@@ -94,7 +102,7 @@ def main() -> None:
     ap.add_argument("mnist_dir", type=Path)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--images", type=int, default=10000)
-    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=100, help="images per batch (divides --images)")
     ap.add_argument("--unclipped", action="store_true",
                     help="also run each T > 1 without Sinabs' membrane floor (min_v_mem = -threshold)")
     ap.add_argument("--json", type=Path)
@@ -119,7 +127,10 @@ def main() -> None:
     for steps, clip in variants:
         key = f"{steps}" + ("" if clip else "-unclipped")
         t0 = time.perf_counter()
-        batch = max(1, a.batch // steps) if steps > 8 else a.batch
+        batch = a.batch
+        if len(x) % batch:
+            raise SystemExit(f"--images {len(x)} must be a multiple of --batch {batch}")
+        net = SinabsNet(a.model, batch, steps, hidden, clip)
         agree_pred, ann_correct, snn_correct = 0, 0, 0
         equal = np.zeros(len(hidden))
         total = np.zeros(len(hidden))
@@ -129,7 +140,7 @@ def main() -> None:
         for lo in range(0, len(x), batch):
             xb, yb = x[lo:lo + batch], y[lo:lo + batch]
             ours, V = ann_counts(a.run_dir, xb)
-            theirs, out = sinabs_counts(a.model, xb, steps, hidden, clip)
+            theirs, out = net.counts(xb)
             pred_ours, pred_theirs = V.argmax(1), out.argmax(1)
             agree_pred += int((pred_ours == pred_theirs).sum())
             ann_correct += int((pred_ours == yb).sum())

@@ -265,7 +265,7 @@ def _check_hdf5(path: Path) -> None:
                                              f"more than {MAX_ELEMENTS:,} per array")
                     if obj.dtype.kind not in "biufSOU":
                         raise SpikeGradError(f"{path}: {name} expected numbers or text, got dtype {obj.dtype}")
-                    if name.endswith("/type") or name == "type":
+                    if (name.endswith("/type") or name == "type") and "metadata" not in name.split("/"):
                         kind = obj[()]
                         kind = kind.decode("utf8", "replace") if isinstance(kind, bytes) else str(kind)
                         if kind not in NODE_TYPES:
@@ -486,6 +486,10 @@ def import_graph(graph: Any, where: str = "the graph") -> Imported:
                 raise SpikeGradError(f"node {name} ({kind}) follows no linear layer: SpikeGrad's neurons sit after "
                                      f"a convolution, pooling or dense layer")
             layers[-1].neuron = name
+            size = np.asarray(node.r).size
+            if size not in (1, math.prod(shape)):
+                raise SpikeGradError(f"node {name} ({kind}): {size} neurons after a layer of "
+                                     f"{'x'.join(map(str, shape))} = {math.prod(shape)} outputs")
         else:
             raise SpikeGradError(f"node {name} ({kind}): not a node SpikeGrad can train")
         if math.prod(shape) > MAX_ELEMENTS or min(shape) < 1:
