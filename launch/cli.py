@@ -434,9 +434,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(res), flush=True)
     else:
+        caveat = "" if res["exact_arithmetic"] else (" if its sums are exact (they may not be: the run has no "
+                                                     "--weight-frac-bits or theta_ff is not a power of two)")
         print(f"exported {res['topology']} ({res['nodes']} NIR nodes, theta_ff {res['theta_ff']:g}) from "
               f"{res['run_dir']} to {res['file']}: exact for one time step with the whole input on an IF neuron "
-              f"with subtractive reset and several spikes per step (the graph's metadata says what else)")
+              f"with subtractive reset and several spikes per step{caveat} (the graph's metadata says what else)")
     return 0
 
 

@@ -210,11 +210,14 @@ def export_run(run_dir: str, to: str) -> dict[str, Any]:
     extra = {"dataset": cfg.dataset, "dtype": cfg.dtype, "gradient": cfg.gradient,
              "weight_frac_bits": -1 if cfg.weight_frac_bits is None else cfg.weight_frac_bits,
              "epochs_done": int(epochs) if epochs is not None and epochs.shape == () else -1}
+    # Sums exact in float32 (Sinabs) need weights on a fixed-point grid and a power-of-two threshold.
+    grid = cfg.weight_frac_bits is not None and math.frexp(cfg.theta_ff)[0] == 0.5
+    extra["exact_arithmetic"] = int(grid)
     meta = graph_metadata(topo, cfg.theta_ff, cfg.step.theta_bp, extra)
     graph = graph_of(topo, params, cfg.theta_ff, meta)
     write_graph(graph, to)
     return {"file": str(to), "topology": topo.text, "nodes": len(graph.nodes), "layers": len(topo.layers),
-            "theta_ff": cfg.theta_ff, "run_dir": str(run)}
+            "theta_ff": cfg.theta_ff, "run_dir": str(run), "exact_arithmetic": grid}
 
 
 # -- import --------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def test_export_graph_says_what_it_assumes(exported):
     g = nir.read(model)
     assert [type(n).__name__ for n in g.nodes.values()].count("IF") == 3  # conv, pool, dense; not the output
     assert g.metadata["topology"] == "8x8-16C3p1-P2-64-10" and g.metadata["format"] == "spikegrad-nir/1"
+    assert g.metadata["exact_arithmetic"] == 1 and g.metadata["weight_frac_bits"] == 12
     for key in ("reset", "bias", "not_representable", "exact_when", "producer"):
         assert isinstance(g.metadata[key], str) and g.metadata[key]
     assert np.asarray(g.metadata["theta_ff"]).shape == (4,)
