@@ -344,7 +344,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         cfg = _train_config(a, overrides)
         initial = None
         if imported is not None:
-            from .tools.nir import initial_weights  # noqa: PLC0415
+            from .tools.nir_import import initial_weights  # noqa: PLC0415
 
             initial = initial_weights(imported, cfg.dtype, cfg.weight_frac_bits)
         summary = train(cfg, progress=not a.quiet, address=a.address, initial=initial)
@@ -363,7 +363,8 @@ def _from_nir(a: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     imported graph; ({}, None) without one. A flag that contradicts the graph is refused."""
     from cluster.topology import parse_topology  # noqa: PLC0415
 
-    from .tools.nir import is_nir_path, load_nir  # noqa: PLC0415
+    from .tools.nir import is_nir_path  # noqa: PLC0415
+    from .tools.nir_import import load_nir  # noqa: PLC0415
 
     if a.init_from and not is_nir_path(a.init_from):
         raise SpikeGradError(f"--init-from expected a NIR graph FILE.nir, got {a.init_from[:100]!r}")

@@ -178,9 +178,10 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Driver:
 
 
 def load_graph(path: str, dataset: str | None = None, backend: str | None = None) -> Driver:
-    """A driver on a local engine holding a NIR graph's weights (launch.tools.nir): the topology and
-    Θff from the graph, the dataset from ``dataset``, else the graph's metadata (our export), else digits."""
-    from ..tools.nir import initial_weights, load_nir  # noqa: PLC0415
+    """A driver on a local engine holding a NIR graph's weights (launch.tools.nir_import): the topology
+    and Θff from the graph, the dataset from ``dataset``, else the graph's metadata (our export), else
+    digits."""
+    from ..tools.nir_import import initial_weights, load_nir  # noqa: PLC0415
     from .config import make_config  # noqa: PLC0415
 
     imp = load_nir(path)

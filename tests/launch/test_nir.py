@@ -1,4 +1,4 @@
-"""NIR export and import (launch/tools/nir.py): the round trip, a graph built with the nir package's own
+"""NIR export and import (launch/tools/nir.py, nir_import.py): the round trip, a graph built with the nir package's own
 constructors, graphs SpikeGrad cannot train, and damaged files, all through real HDF5 files and the CLI."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from launch.run.rundir import RunDir
 nir = pytest.importorskip("nir", reason="the nir package (extra [nir], in [test]) is not installed")
 h5py = pytest.importorskip("h5py", reason="h5py comes with nir")
 
-from launch.tools.nir import MAX_ELEMENTS, load_nir  # noqa: E402
+from launch.tools.nir_import import MAX_ELEMENTS, load_nir  # noqa: E402
 
 TRAIN = ["train", "--engine", "local", "--epochs", "1", "--weight-frac-bits", "12", "--quiet"]
 
