@@ -375,6 +375,8 @@ def _from_nir(a: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     if path is None:
         return {}, None
     imp = load_nir(path)
+    for note in imp.notes:  # what the import assumed (a foreign graph's sum pooling, its output neuron)
+        print(f"spikegrad: {path}: {note}", file=sys.stderr)
     if a.topology and not topo_file and parse_topology(a.topology).text != imp.topology.text:
         raise SpikeGradError(f"--topology {a.topology!r} differs from the topology of {path}, "
                              f"{imp.topology.text!r}; leave --topology out to take the graph's")

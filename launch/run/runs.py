@@ -185,6 +185,8 @@ def load_graph(path: str, dataset: str | None = None, backend: str | None = None
     from .config import make_config  # noqa: PLC0415
 
     imp = load_nir(path)
+    for note in imp.notes:  # what the import assumed
+        print(f"spikegrad: {path}: {note}", file=sys.stderr)
     cfg = make_config(dataset or imp.dataset() or "digits", topology=imp.topology.text, theta_ff=imp.theta_ff,
                       theta_bp=imp.theta_bp(), engine="local", backend=backend, init_from=str(path))
     driver = Driver(cfg, imp.topology)

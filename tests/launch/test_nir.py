@@ -139,6 +139,7 @@ def test_foreign_graph_written_with_nir_constructors_trains(tmp_path, capsys):
     assert any("SumPool2d" in n for n in imp.notes)
     out = tmp_path / "run"
     assert main([*TRAIN, "--topology", str(path), "--lr", "1e-30", "--limit-train", "64", "--out", str(out)]) == 0
+    assert "SumPool2d read as SpikeGrad's average pooling" in capsys.readouterr().err
     ckpt = RunDir(out).read_checkpoint()
     assert np.array_equal(ckpt["W2"], weights["fc_out"]) and np.array_equal(ckpt["b1"], np.full(12, -0.25))
     assert RunDir(out).read_config().theta_ff == 0.5
