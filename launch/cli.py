@@ -414,11 +414,14 @@ def _train_config(a: argparse.Namespace, nir: dict[str, Any] | None = None) -> A
 def _cmd_eval(a: argparse.Namespace) -> int:
     from .run.runs import evaluate_run  # noqa: PLC0415
     from .tools.nir import is_nir_path  # noqa: PLC0415
+    from .tools.nir_import import evaluate_graph  # noqa: PLC0415
 
-    if a.dataset and not is_nir_path(a.checkpoint):
+    if is_nir_path(a.checkpoint):
+        res = evaluate_graph(a.checkpoint, a.dataset, a.data_dir, a.limit_test, a.backend)
+    elif a.dataset:
         raise SpikeGradError("eval --dataset is for a NIR file; a run directory evaluates on its own dataset")
-    res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend,
-                       dataset=a.dataset)
+    else:
+        res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
     res["run_dir"] = a.checkpoint
     if a.json:
         print(json.dumps(res), flush=True)

@@ -177,32 +177,16 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Driver:
     return driver
 
 
-def load_graph(path: str, dataset: str | None = None, backend: str | None = None) -> Driver:
-    """A driver on a local engine holding a NIR graph's weights (launch.tools.nir_import): the topology
-    and Θff from the graph, the dataset from ``dataset``, else the graph's metadata (our export), else
-    digits."""
-    from ..tools.nir_import import initial_weights, load_nir  # noqa: PLC0415
-    from .config import make_config  # noqa: PLC0415
-
-    imp = load_nir(path)
-    for note in imp.notes:  # what the import assumed
-        print(f"spikegrad: {path}: {note}", file=sys.stderr)
-    cfg = make_config(dataset or imp.dataset() or "digits", topology=imp.topology.text, theta_ff=imp.theta_ff,
-                      theta_bp=imp.theta_bp(), engine="local", backend=backend, init_from=str(path))
-    driver = Driver(cfg, imp.topology)
-    driver.set_weights(initial_weights(imp, cfg.dtype, None))
-    epochs = imp.metadata.get("epochs_done")  # our export's; a foreign graph's training is unknown here
-    driver.epochs_done = int(epochs) if isinstance(epochs, (int, np.integer)) and epochs >= 0 else 0
-    return driver
-
-
 def evaluate_run(run_dir: str, data_dir: str | None = None, limit_test: int | None = None,
-                 backend: str | None = None, progress: bool = True, dataset: str | None = None) -> dict[str, Any]:
-    """Test accuracy of a run directory's checkpoint (or of a NIR file's weights, ``*.nir``: dataset
-    from ``dataset`` or the graph's metadata) on its dataset's test set."""
-    from ..tools.nir import is_nir_path  # noqa: PLC0415
+                 backend: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Test accuracy of a run directory's checkpoint on its dataset's test set."""
+    return evaluate_driver(load_run(run_dir, backend=backend), str(run_dir), data_dir, limit_test, progress)
 
-    driver = load_graph(run_dir, dataset, backend) if is_nir_path(run_dir) else load_run(run_dir, backend=backend)
+
+def evaluate_driver(driver: Driver, source: str, data_dir: str | None = None, limit_test: int | None = None,
+                    progress: bool = True) -> dict[str, Any]:
+    """Test accuracy of a driver's weights on its config's dataset (closes the driver); ``source``
+    names where the weights came from (``run_dir`` of the result)."""
     cfg = driver.cfg
     try:
         data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
@@ -213,4 +197,4 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, limit_test: int | No
     finally:
         driver.close()
     return dict(test_accuracy=acc, images=len(xte), seconds=round(time.perf_counter() - t0, 3),
-                run_dir=str(run_dir), dataset=cfg.dataset, epochs_done=driver.epochs_done)
+                run_dir=source, dataset=cfg.dataset, epochs_done=driver.epochs_done)

@@ -389,3 +389,31 @@ def initial_weights(imp: Imported, dtype: str, frac_bits: int | None) -> dict[in
             quantize(np, bd, frac_bits)
         out[l] = (Wd, bd)
     return out
+
+
+def load_graph(path: str, dataset: str | None = None, backend: str | None = None) -> Any:
+    """A driver on a local engine holding a NIR graph's weights: the topology and Θff from the graph,
+    the dataset from ``dataset``, else the graph's metadata (our export), else digits."""
+    import sys  # noqa: PLC0415
+
+    from ..run.config import make_config  # noqa: PLC0415
+    from ..run.driver import Driver  # noqa: PLC0415
+
+    imp = load_nir(path)
+    for note in imp.notes:  # what the import assumed
+        print(f"spikegrad: {path}: {note}", file=sys.stderr)
+    cfg = make_config(dataset or imp.dataset() or "digits", topology=imp.topology.text, theta_ff=imp.theta_ff,
+                      theta_bp=imp.theta_bp(), engine="local", backend=backend, init_from=str(path))
+    driver = Driver(cfg, imp.topology)
+    driver.set_weights(initial_weights(imp, cfg.dtype, None))
+    epochs = imp.metadata.get("epochs_done")  # our export's; a foreign graph's training is unknown here
+    driver.epochs_done = int(epochs) if isinstance(epochs, (int, np.integer)) and epochs >= 0 else 0
+    return driver
+
+
+def evaluate_graph(path: str, dataset: str | None = None, data_dir: str | None = None,
+                   limit_test: int | None = None, backend: str | None = None) -> dict[str, Any]:
+    """``spikegrad eval --checkpoint FILE.nir``: the graph's test accuracy (:func:`load_graph`)."""
+    from ..run.runs import evaluate_driver  # noqa: PLC0415
+
+    return evaluate_driver(load_graph(path, dataset, backend), str(path), data_dir, limit_test)
