@@ -1,4 +1,4 @@
-"""The ``spikegrad`` command line: train, eval, conformance, traffic, verify, bench, report, map.
+"""The ``spikegrad`` command line: train, eval, export, conformance, traffic, verify, bench, report, map.
 
 Bad input of any kind ends with one line ``spikegrad: error: ...`` on stderr and
 exit status 2, never a traceback. Progress goes to stderr; ``--json`` prints one
@@ -82,7 +82,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASETS, help="default: digits")
     p.add_argument("--data-dir", help="directory holding the dataset files (mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="fetch missing dataset files first")
-    p.add_argument("--topology", help=f"preset ({', '.join(PRESETS)}) or string like 28x28-15C5-P2-10")
+    p.add_argument("--topology", help=f"preset ({', '.join(PRESETS)}), string like 28x28-15C5-P2-10, or a NIR "
+                                      f"graph FILE.nir (its topology, theta_ff and weights)")
+    p.add_argument("--init-from", metavar="FILE.nir",
+                   help="start from a NIR graph's weights (its topology unless --topology gives the same one)")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=_positive_float, help="learning rate on the batch sum; eta = lr/alpha")
@@ -136,11 +139,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a run directory's checkpoint on its test set")
-    p.add_argument("--checkpoint", required=True, help="run directory")
+    p = sub.add_parser("eval", help="evaluate a run directory's checkpoint (or a NIR graph) on its test set")
+    p.add_argument("--checkpoint", required=True, help="run directory, or a NIR graph FILE.nir")
+    p.add_argument("--dataset", choices=DATASETS, help="with FILE.nir: the test set (default: the graph's metadata)")
     p.add_argument("--data-dir")
     p.add_argument("--limit-test", type=_positive_int)
     p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--json", action="store_true")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run's network as a NIR graph (HDF5) for other simulators")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--to", required=True, metavar="FILE.nir", help="the NIR file to write")
     p.add_argument("--json", action="store_true")
 
 
@@ -348,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=False, parser_class=_Parser)
     _add_train(sub)
     _add_eval(sub)
+    _add_export(sub)
     _add_conformance(sub)
     _add_traffic(sub)
     _add_forecast(sub)
@@ -390,7 +402,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
             raise SpikeGradError(f"under 'ray job submit' the run directory must be an absolute path on storage "
                                  f"that outlives the job (got {a.out or 'the default runs/...'!r}, which would land "
                                  f"in the job's temporary copy of its working directory); pass --out /PATH/RUN")
-        summary = train(_train_config(a), progress=not a.quiet, address=a.address)
+        overrides, imported = _from_nir(a)
+        cfg = _train_config(a, overrides)
+        initial = None
+        if imported is not None:
+            from .tools.nir_import import initial_weights  # noqa: PLC0415
+
+            initial = initial_weights(imported, cfg.dtype, cfg.weight_frac_bits)
+        summary = train(cfg, progress=not a.quiet, address=a.address, initial=initial)
     if a.json:
         print(json.dumps(summary), flush=True)
     else:
@@ -400,14 +419,53 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(a: argparse.Namespace) -> Any:
+def _from_nir(a: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """``--topology FILE.nir`` or ``--init-from FILE.nir``: the config values the graph gives (topology,
+    theta_ff, theta_bp and dataset where our export wrote them, the file as ``init_from``) and the
+    imported graph; ({}, None) without one. A flag that contradicts the graph is refused."""
+    from cluster.topology import parse_topology  # noqa: PLC0415
+
+    from .tools.nir import is_nir_path  # noqa: PLC0415
+    from .tools.nir_import import load_nir  # noqa: PLC0415
+
+    if a.init_from and not is_nir_path(a.init_from):
+        raise SpikeGradError(f"--init-from expected a NIR graph FILE.nir, got {a.init_from[:100]!r}")
+    topo_file = a.topology if is_nir_path(a.topology) else None
+    if topo_file and a.init_from and Path(topo_file).resolve() != Path(a.init_from).resolve():
+        raise SpikeGradError(f"--topology {topo_file} and --init-from {a.init_from} name two NIR files; give one")
+    path = a.init_from or topo_file
+    if path is None:
+        return {}, None
+    imp = load_nir(path)
+    for note in imp.notes:  # what the import assumed (a foreign graph's sum pooling, its output neuron)
+        print(f"spikegrad: {path}: {note}", file=sys.stderr)
+    if a.topology and not topo_file and parse_topology(a.topology).text != imp.topology.text:
+        raise SpikeGradError(f"--topology {a.topology!r} differs from the topology of {path}, "
+                             f"{imp.topology.text!r}; leave --topology out to take the graph's")
+    over: dict[str, Any] = {"topology": imp.topology.text, "init_from": str(Path(path).resolve())}
+    if imp.theta_ff is not None:
+        if a.theta_ff is not None and a.theta_ff != imp.theta_ff:
+            raise SpikeGradError(f"--theta-ff {a.theta_ff:g} differs from the IF threshold of {path}, "
+                                 f"{imp.theta_ff:g}; its weights are scaled to that threshold")
+        over["theta_ff"] = imp.theta_ff
+    if a.theta_bp is None and imp.theta_bp() is not None:
+        over["theta_bp"] = imp.theta_bp()
+    if not a.dataset and imp.dataset():
+        over["dataset"] = imp.dataset()
+    return over, imp
+
+
+def _train_config(a: argparse.Namespace, nir: dict[str, Any] | None = None) -> Any:
     from .run.config import make_config  # noqa: PLC0415
 
+    nir = nir or {}
     return make_config(
-        a.dataset or "digits", data_dir=str(Path(a.data_dir).expanduser().resolve()) if a.data_dir else None,
-        topology=a.topology, epochs=a.epochs, batch_size=a.batch_size,
-        lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=a.theta_ff,
-        theta_bp=a.theta_bp, gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
+        a.dataset or nir.get("dataset", "digits"),
+        data_dir=str(Path(a.data_dir).expanduser().resolve()) if a.data_dir else None,
+        topology=nir.get("topology", a.topology), init_from=nir.get("init_from"),
+        theta_bp=nir.get("theta_bp", a.theta_bp), epochs=a.epochs, batch_size=a.batch_size,
+        lr=a.lr, momentum=a.momentum, schedule=a.schedule, alpha=a.alpha, theta_ff=nir.get("theta_ff", a.theta_ff),
+        gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
         micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
@@ -418,14 +476,38 @@ def _train_config(a: argparse.Namespace) -> Any:
 
 def _cmd_eval(a: argparse.Namespace) -> int:
     from .run.runs import evaluate_run  # noqa: PLC0415
+    from .tools.nir import is_nir_path  # noqa: PLC0415
+    from .tools.nir_import import evaluate_graph  # noqa: PLC0415
 
-    res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
+    if is_nir_path(a.checkpoint):
+        res = evaluate_graph(a.checkpoint, a.dataset, a.data_dir, a.limit_test, a.backend)
+    elif a.dataset:
+        raise SpikeGradError("eval --dataset is for a NIR file; a run directory evaluates on its own dataset")
+    else:
+        res = evaluate_run(a.checkpoint, data_dir=a.data_dir, limit_test=a.limit_test, backend=a.backend)
     res["run_dir"] = a.checkpoint
     if a.json:
         print(json.dumps(res), flush=True)
     else:
         print(f"test accuracy {res['test_accuracy']:.2f}% on {res['images']} {res['dataset']} test images "
               f"({res['run_dir']}, {res['epochs_done']} epochs trained)")
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .tools.nir import export_run, is_nir_path  # noqa: PLC0415
+
+    if not is_nir_path(a.to):
+        raise SpikeGradError(f"--to expected a file name ending in .nir, got {a.to[:100]!r}")
+    res = export_run(a.run_dir, a.to)
+    if a.json:
+        print(json.dumps(res), flush=True)
+    else:
+        caveat = "" if res["exact_arithmetic"] else (" if its sums are exact (they may not be: the run has no "
+                                                     "--weight-frac-bits or theta_ff is not a power of two)")
+        print(f"exported {res['topology']} ({res['nodes']} NIR nodes, theta_ff {res['theta_ff']:g}) from "
+              f"{res['run_dir']} to {res['file']}: exact for one time step with the whole input on an IF neuron "
+              f"with subtractive reset and several spikes per step{caveat} (the graph's metadata says what else)")
     return 0
 
 
@@ -618,7 +700,7 @@ def _main(argv: list[str]) -> int:
 
                 check_address(args.address)
             return supervise(argv)  # Ray may end the run's process from C++: a parent watches it
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "conformance": _cmd_conformance,
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
                    "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan, "forecast": _cmd_forecast}[args.command]
         return handler(args)

@@ -78,6 +78,7 @@ class TrainConfig:
     cuda_graph: bool = True         # CuPy: each full batch's step replayed as one CUDA graph (cluster.graph)
     dtype: DType = "float32"
     weight_frac_bits: int | None = None  # fixed-point weights on a 2⁻ᴷ grid, nearest rounding
+    init_from: str | None = None    # the NIR file the initial weights came from (launch.tools.nir), or None
     out: str | None = None
     download: bool = False
 

@@ -344,6 +344,16 @@ class Driver:
             out[f"W{t}"], out[f"b{t}"], out[f"vW{t}"], out[f"vb{t}"] = state[l]
         return out
 
+    def set_weights(self, params: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Replace the weights and biases ({layer l: (W, b)}, every trainable layer) with zero velocities:
+        a run that starts from given weights (``--init-from``) instead of its seed's draws."""
+        arrays = {}
+        for t, l in enumerate(self.topo.trainable):
+            arrays[f"W{t}"], arrays[f"b{t}"] = params[l]
+        check_state_arrays(arrays, self.topo, "the initial weights")
+        self.engine.restore({l: (W, b, np.zeros_like(W), np.zeros_like(b)) for l, (W, b) in
+                             ((l, params[l]) for l in self.topo.trainable)})
+
     def load_state(self, arrays: dict[str, np.ndarray], path: str) -> None:
         check_state_arrays(arrays, self.topo, path)
         state: HostState = {}

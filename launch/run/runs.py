@@ -58,8 +58,10 @@ def _stderr(line: str) -> None:
 
 
 def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = None,
-          address: str | None = None) -> dict:
-    """Train as configured; writes the run directory; returns the final metrics.
+          address: str | None = None, initial: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """Train as configured; writes the run directory; returns the final metrics. ``initial``:
+    {layer l: (W, b)} to start from instead of the seed's draws (``--init-from``, a NIR graph's
+    weights); the checkpoint written at the start holds them, so a resumed run needs no more.
 
     Returned keys: test_accuracy (percent), train_seconds (training only, no evaluation),
     images_per_second (training), engine, backend, run_dir, epochs, and the last epoch's row.
@@ -73,6 +75,8 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     run.create()
 
     def start(driver: Driver) -> None:
+        if initial is not None:
+            driver.set_weights(initial)
         run.write_config(cfg)
         driver.save(run)  # the initial state: a run can resume (or chips restart) from here
 
@@ -179,7 +183,13 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Driver:
 def evaluate_run(run_dir: str, data_dir: str | None = None, limit_test: int | None = None,
                  backend: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Test accuracy of a run directory's checkpoint on its dataset's test set."""
-    driver = load_run(run_dir, backend=backend)
+    return evaluate_driver(load_run(run_dir, backend=backend), str(run_dir), data_dir, limit_test, progress)
+
+
+def evaluate_driver(driver: Driver, source: str, data_dir: str | None = None, limit_test: int | None = None,
+                    progress: bool = True) -> dict[str, Any]:
+    """Test accuracy of a driver's weights on its config's dataset (closes the driver); ``source``
+    names where the weights came from (``run_dir`` of the result)."""
     cfg = driver.cfg
     try:
         data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
@@ -190,4 +200,4 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, limit_test: int | No
     finally:
         driver.close()
     return dict(test_accuracy=acc, images=len(xte), seconds=round(time.perf_counter() - t0, 3),
-                run_dir=str(run_dir), dataset=cfg.dataset, epochs_done=driver.epochs_done)
+                run_dir=source, dataset=cfg.dataset, epochs_done=driver.epochs_done)
