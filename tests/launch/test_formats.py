@@ -50,6 +50,8 @@ def test_every_command_reads_an_old_run(old, tmp_path, capsys):
     if old.name.startswith("format0"):
         assert any("format 0" in n for n in out["system"]["notes"])
     assert main(["forecast", str(old)]) == 0
+    pytest.importorskip("nir", reason="the [nir] extra is not installed")
+    assert main(["export", str(old), "--to", str(tmp_path / "m.nir")]) == 0
     if old.name.endswith("chips"):
         assert main(["plan", str(old), "--nodes", "2"]) == 0
     capsys.readouterr()
