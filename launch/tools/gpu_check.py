@@ -14,7 +14,7 @@ recorded with its error and the next one still runs: device time is scarce):
    step against the eager step, the CuPy kernels against their NumPy twins);
 3. ``conformance``: every conformance case on CuPy in float64 against its expected answer;
 4. ``chips``: chips as plain objects in this process on CuPy, the Arrow wire between them
-   (:func:`actors.chip.run_chain`), against the same chips on NumPy: fixed-point weights,
+   (:func:`actors.chip.run_chips`), against the same chips on NumPy: fixed-point weights,
    dyadic inputs, float64, so every value must agree exactly (count wire on the ``mnist``
    preset and a narrowed ``cifar10``, event wire on ``digits``);
 5. ``timing``: forward + backward + update of the ``mnist`` and ``cifar10`` presets, the CuPy
@@ -145,7 +145,8 @@ def conformance(cases_dir: Path, backend: str) -> list[dict]:
 def _chip_states(topology: str, groups: str | None, backend: str, wire: Wire, batches: int, B: int,
                  micro: int, seed: int) -> tuple[list, list, list, float]:
     """Train chips in this process: (per-batch (loss, correct), chip states, chip reports, seconds)."""
-    from actors.chip import Chip, ChipConfig, parse_chips, run_chain  # noqa: PLC0415
+    from actors.chip import Chip, ChipConfig, parse_chips, run_chips  # noqa: PLC0415
+    from cluster.mapping import whole_layers  # noqa: PLC0415
     from cluster.network import StepConfig, init_params, quantize  # noqa: PLC0415
     from cluster.topology import parse_topology  # noqa: PLC0415
 
@@ -156,14 +157,16 @@ def _chip_states(topology: str, groups: str | None, backend: str, wire: Wire, ba
         quantize(np, W, 12)
     ccfg = ChipConfig(topology=topology, step=StepConfig(theta_ff=0.25, theta_bp=0.25, alpha=100.0),
                       eta=1e-6, momentum=0.9, dtype="float64", backend=backend, frac_bits=12, wire=wire)
-    chips = [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
-             for i, (lo, hi) in enumerate(parse_chips(groups, len(topo.layers)))]
+    spans = parse_chips(groups, len(topo.layers))
+    layout = whole_layers(topo, spans)
+    chips = [Chip(i, layout, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
+             for i, (lo, hi) in enumerate(spans)]
     # Dyadic inputs in [-1, 1) on a 2^-7 grid, sparse like images: every sum below is exact.
     stats, t0 = [], time.perf_counter()
     for b in range(batches):
         x = rng.integers(-128, 128, (B, *topo.input_shape)) / 128 * (rng.random((B, *topo.input_shape)) < 0.5)
         y = rng.integers(0, topo.num_classes, B)
-        stats.append(run_chain(chips, x, y, micro, b, lr_scale=1.0 - 0.1 * b))
+        stats.append(run_chips(chips, x, y, micro, b, lr_scale=1.0 - 0.1 * b))
     seconds = time.perf_counter() - t0
     return stats, [c.state() for c in chips], [c.report() for c in chips], seconds
 
