@@ -200,3 +200,42 @@ def test_the_replica_exchange_is_counted(ray_session, tmp_path, capsys, chips):
         assert r["spikes"] == 0
     assert main(["traffic", str(run)]) == 0
     assert "replica exchange, chip 0:" in capsys.readouterr().out
+
+
+def test_chips_on_the_drivers_node_pass_messages_through_shared_memory(ray_session):
+    """On one node the messages go through the pipeline's private /dev/shm directory, every file is
+    consumed, the directory goes with the pipeline, and the weights equal those of Ray's own
+    transport bit for bit."""
+    import os
+
+    from cluster.topology import parse_topology
+    from launch.run.chips import ChipEngine
+    from launch.run.driver import seeded_params
+
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this machine")
+    cfg = make_config("digits", engine="chips", batch_size=16, micro_batch=8)
+    topo = parse_topology(cfg.topology)
+    rng = np.random.default_rng(0)
+    x = (rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32)
+    y = rng.integers(0, 10, 16)
+    states = {}
+    for transport in ("shm", "ray"):
+        engine = ChipEngine(cfg, topo, seeded_params(cfg))
+        pipe = engine.pipeline
+        try:
+            assert pipe.transport == "shm" and oct(os.stat(pipe.shm_dir).st_mode & 0o777) == "0o700"
+            directory = pipe.shm_dir
+            if transport == "ray":
+                ray_session.get([c.use_transport.remote(None) for c in pipe.chips[0]])
+            for _ in range(3):
+                engine.submit(x, y, 1.0)
+            engine.collect(wait=True)
+            assert os.listdir(directory) == []  # every message read once
+            states[transport] = engine.state()
+        finally:
+            engine.close()
+        assert not os.path.exists(directory)
+    for l, arrays in states["shm"].items():
+        for a, b in zip(arrays, states["ray"][l]):
+            np.testing.assert_array_equal(a, b)
