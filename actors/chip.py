@@ -79,7 +79,6 @@ from cluster.topology import Topology, parse_topology
 
 from . import slices, wire
 from .allocator import resident_bytes
-from .transport import Link
 
 __all__ = ["Chip", "ChipConfig", "ChipFailure", "Phase", "dispatch", "merge_reports", "parse_chips", "run_chips"]
 
@@ -195,7 +194,6 @@ class Chip:
         self.slots: dict[tuple[int, int, bool], dict] = {}
         self.counter = SynopCounter(self.xp, self.view, spike_errors=(cfg.step.gradient == "spike"))
         self.size_audit = False
-        self.link = Link(index)  # Ray's own transport until the pipeline says otherwise
         self.reset_counters()
 
     def _own(self, a: np.ndarray) -> Any:
@@ -237,14 +235,15 @@ class Chip:
             rows = rows.astype(np.int32, order="C")
         buf = wire.encode(rows, kind=kind, src=self.index, dst=dst, batch=batch, micro=micro, shape=shape)
         self.timing["encode"] += time.perf_counter() - t0
-        if count:
-            link = self.traffic.setdefault(dst, [0, 0, 0.0, 0])
-            link[0] += 1
-            link[1] += buf.size
-            link[2] += float(np.abs(rows).sum())
-            if self.size_audit:  # the smaller of the two encodings' payloads, for the benchmark
-                link[3] += min(wire.encoded_sizes(rows).values())
-        return self.link.send(buf)
+        if not count:
+            return buf
+        link = self.traffic.setdefault(dst, [0, 0, 0.0, 0])
+        link[0] += 1
+        link[1] += buf.size
+        link[2] += float(np.abs(rows).sum())
+        if self.size_audit:  # the smaller of the two encodings' payloads, for the benchmark
+            link[3] += min(wire.encoded_sizes(rows).values())
+        return buf
 
     def _send_events(self, phases: list, dst: int, batch: int, micro: int, shape: tuple, samples: int) -> Any:
         t0 = time.perf_counter()
@@ -257,7 +256,7 @@ class Chip:
         link[0] += 1
         link[1] += buf.size
         link[2] += float(sum(int(np.abs(r).sum()) for _, w in rows for _, r in w))
-        return self.link.send(buf)
+        return buf
 
     def _piece_in(self, buf: Any, kind: str, src: int, l: int, lo: int, hi: int, batch: int,
                   micro: int, events: bool) -> tuple[Any, list | None]:
@@ -265,7 +264,6 @@ class Chip:
         with address events (``events``) also their phases of waves, float64 in that layout; else None)."""
         shape = tuple(self._layer_shape(l, lo, hi))
         t0 = time.perf_counter()
-        buf = self.link.receive(buf)
         phases = None
         if events:
             h, raw = wire.decode_events(buf, dst=self.index, shape=shape, batch=batch, micro=micro)
@@ -377,12 +375,6 @@ class Chip:
     def audit_sizes(self, on: bool = True) -> None:
         """Also record, per link, the payload of the smaller encoding (costs a second count)."""
         self.size_audit = on
-
-    def use_transport(self, directory: str | None) -> str:
-        """Send and receive messages through files in ``directory`` (the pipeline's shared-memory
-        directory, :mod:`actors.transport`), or through Ray itself (None). Returns the transport."""
-        self.link = Link(self.index, directory)
-        return self.link.kind
 
     # -- one step: consecutive calls of a micro-batch (cluster.mapping.Plan.steps) --------------
     def step(self, ops: tuple[tuple[str, int, int], ...], batch: int, micro: int, x: Any, y: Any, lo: int,

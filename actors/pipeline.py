@@ -36,7 +36,6 @@ from cluster.topology import parse_topology
 from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, dispatch, merge_reports
 from .ray_chip import ChipActor
 from .slices import assemble_state, check_copies, results
-from .transport import make_directory, remove_directory
 
 START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
 MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIMEOUT overrides it)
@@ -115,15 +114,6 @@ class ChipPipeline:
         self.slowest = 0.0
         self._recent: collections.deque[float] = collections.deque(maxlen=10)  # the last batches' times
         self.where = self._get([a.ping.remote() for row in self.chips for a in row])
-        # Messages between chips on the driver's node go through files in /dev/shm, not Ray's object
-        # store (actors.transport); chips elsewhere keep Ray's own transport.
-        here = ray.get_runtime_context().get_node_id()
-        self.shm_dir = make_directory() if all(w["node"] == here for w in self.where) else None
-        try:
-            self.transport = self._get([a.use_transport.remote(self.shm_dir) for row in self.chips for a in row])[0]
-        except BaseException:
-            remove_directory(self.shm_dir)
-            raise
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
         self._batches: list[tuple[list, int, float]] = []  # submitted batches: (stats refs, samples, when)
         self._done: tuple[float, int, int] = (0.0, 0, 0)  # loss sum, correct, samples of collected batches
@@ -333,5 +323,3 @@ class ChipPipeline:
                 ray.kill(chip)
         self.chips = []
         remove_placement_group(self.pg)
-        remove_directory(self.shm_dir)
-        self.shm_dir = None

@@ -119,7 +119,7 @@ class ChipEngine:
             chips = f"{len(self.groups)} chips ({', '.join(f'{a}-{b}' if a != b else str(a) for a, b in self.groups)})"
         return (f"{chips}"
                 f" x {self.replicas} replica(s) on {nodes} node(s), micro-batch {self.micro}, "
-                f"chip backend {self.backend_name}, messages through {self.pipeline.transport}")
+                f"chip backend {self.backend_name}")
 
     def failure_text(self, exc: BaseException) -> str:
         """Which chip failed, and why, from a Ray error."""
