@@ -3,7 +3,7 @@
 The only Ray-specific part of a chip is its process: BLAS is limited to one thread
 (the pipeline, not BLAS, is the parallelism: several chips share the cores) and
 glibc keeps freed temporaries (see :mod:`actors.allocator`). Every method of
-:class:`~actors.chip.Chip` (and :class:`~actors.slices.SliceChip`) is callable remotely.
+:class:`~actors.chip.Chip` is callable remotely.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import ray
 
 from .allocator import keep_freed_memory
 from .chip import Chip
-from .slices import SliceChip
+from .slices import returns
 
 
 class _InProcess:
@@ -38,14 +38,18 @@ class _InProcess:
         return {"chip": chip.index, "backend": chip.backend.name, "node": ctx.get_node_id(), "pid": os.getpid(),
                 "actor": ctx.get_actor_id()}
 
+    def echo(self, n: int, size: int, top: bool, *msgs: Any) -> Any:
+        """No work: ``n`` messages of ``size`` bytes (and [0.0, 0] where the step's output layer
+        answers [loss, correct]), for :meth:`actors.pipeline.ChipPipeline.time_empty_calls`, which
+        times Ray's share of the chips' calls on the chips' own actors."""
+        import pyarrow as pa  # noqa: PLC0415
+
+        out: list[Any] = [pa.py_buffer(bytes(size)) for _ in range(n)] + ([[0.0, 0]] if top else [])
+        return returns(out)
+
 
 class ChipProcess(_InProcess, Chip):
     """A :class:`Chip` in a process of its own."""
 
 
-class SliceChipProcess(_InProcess, SliceChip):
-    """A :class:`~actors.slices.SliceChip` in a process of its own."""
-
-
 ChipActor = ray.remote(ChipProcess)
-SliceChipActor = ray.remote(SliceChipProcess)

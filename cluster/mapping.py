@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .errors import SpikeGradError
 from .hardware import PROFILES as HARDWARE
@@ -561,18 +562,64 @@ Layout = tuple[tuple[tuple[int, int, int], ...], ...]
 """Per chip, its slices as (layer, first unit, end unit): what a chip actor is told of a mapping."""
 
 
+class Phase(str, Enum):
+    """What a chip does, in order: per micro-batch FORWARD up the chips and BACKWARD down them, once
+    per batch APPLY (Algorithm 3). Every value names the :class:`actors.chip.Chip` method that runs
+    it; a chip's :meth:`~actors.chip.Chip.step` dispatches its calls' phases on these names. APPLY
+    runs at the start of a chip's first step of the next batch (or on its own when the driver
+    drains the chips); with replicas a chip's last step of a batch also returns its increments
+    (the replica exchange), so neither costs a call of its own."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    APPLY = "apply"
+
+
 @dataclass(frozen=True)
 class Call:
-    """One chip call of a micro-batch: ``phase`` ("forward" or "backward") of the chip's slice of
-    ``layer``; it takes the messages ``inputs`` and returns ``outputs`` (message keys
+    """One phase of one chip's slice for a micro-batch: ``phase`` (FORWARD or BACKWARD) of the chip's
+    slice of ``layer``; it takes the messages ``inputs`` and returns ``outputs`` (message keys
     (phase, layer of the sender, sender chip, receiver chip)), in that order."""
 
     chip: int
-    phase: str
+    phase: Phase
     layer: int
     inputs: tuple[tuple[str, int, int, int], ...]
     outputs: tuple[tuple[str, int, int, int], ...]
     top: bool = False  # the output layer's call: it also returns [loss, correct] (or predictions)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Consecutive calls of one chip with no message from another chip between them: one chip call
+    (:meth:`actors.chip.Chip.step`). Its messages in and out are its calls', in call order."""
+
+    chip: int
+    calls: tuple[Call, ...]
+
+    @property
+    def inputs(self) -> tuple[tuple[str, int, int, int], ...]:
+        return tuple(k for c in self.calls for k in c.inputs)
+
+    @property
+    def outputs(self) -> tuple[tuple[str, int, int, int], ...]:
+        return tuple(k for c in self.calls for k in c.outputs)
+
+    @property
+    def ops(self) -> tuple[tuple[str, int, int], ...]:
+        """What the chip runs: (phase, layer, number of messages it takes) per call."""
+        return tuple((c.phase.value, c.layer, len(c.inputs)) for c in self.calls)
+
+    def top(self, train: bool) -> bool:
+        """It returns [loss, correct] (training: the output layer's BACKWARD) or the predictions
+        (evaluation: its FORWARD) after its messages."""
+        return any(c.top and (c.phase is Phase.BACKWARD or not train) for c in self.calls)
+
+
+def whole_layers(topo: Topology, groups: list[tuple[int, int]]) -> Layout:
+    """``--chips`` groups (first layer, last layer) per chip as a :data:`Layout`: each chip holds the
+    slice of all units of each of its layers."""
+    return tuple(tuple((l, 0, layer_units(topo, l)[0]) for l in range(a, b + 1)) for a, b in groups)
 
 
 class Plan:
@@ -692,14 +739,34 @@ class Plan:
                 ins = tuple(("forward", l - 1, s.chip, p.chip) for s in self.forward_sources(l, p.chip)
                             if s.chip != p.chip)
                 outs = tuple(("forward", l, p.chip, t.chip) for t in self.forward_targets(l, p.chip))
-                out.append(Call(p.chip, "forward", l, ins, outs, l == self.L))
+                out.append(Call(p.chip, Phase.FORWARD, l, ins, outs, l == self.L))
         for l in range(self.L, -1, -1):
             for p in self.owners[l]:
                 ins = tuple(("backward", l + 1, s.chip, p.chip) for s in self.backward_sources(l, p.chip)
                             if s.chip != p.chip)
                 outs = tuple(("backward", l, p.chip, t.chip) for t in self.backward_targets(l, p.chip))
-                out.append(Call(p.chip, "backward", l, ins, outs, l == self.L))
+                out.append(Call(p.chip, Phase.BACKWARD, l, ins, outs, l == self.L))
         return out
+
+    def steps(self, train: bool = True) -> list[Step]:
+        """The chip calls of one micro-batch: :meth:`calls` (evaluation: the FORWARD calls only),
+        consecutive calls of one chip fused into one :class:`Step`. A chain of one layer per chip
+        takes 2C − 1 calls (the output chip's FORWARD and BACKWARD are one), a chip holding the
+        whole network one."""
+        out: list[Step] = []
+        for call in self.calls():
+            if not train and call.phase is not Phase.FORWARD:
+                continue
+            if out and out[-1].chip == call.chip:
+                out[-1] = Step(call.chip, out[-1].calls + (call,))
+            else:
+                out.append(Step(call.chip, (call,)))
+        return out
+
+    @property
+    def split(self) -> tuple[int, ...]:
+        """Layers held by more than one chip."""
+        return tuple(l for l, owners in enumerate(self.owners) if len(owners) > 1)
 
     def copies(self, chip: int) -> list[tuple[int, int, int]]:
         """The weight copies chip keeps: (layer l, lo, hi) for each split trainable layer l whose

@@ -229,7 +229,7 @@ def error_events(xp: Any, E: Any, cfg: StepConfig) -> Any:
 def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]], kept: list[LayerForward],
                     E_top: Any, cfg: StepConfig, first: int = 0, last: int | None = None,
                     clock: Clock | None = None, visit: Callable[[int, Any], None] | None = None,
-                    emitted: dict[int, Any] | None = None) -> tuple[list[Any], dict, Any]:
+                    emitted: dict[int, Any] | None = None, below: bool = True) -> tuple[list[Any], dict, Any]:
     """Backward phase of layers ``last..first`` (Algorithm 2 in ANN form, Eqs. (7), (11), (12), (18)).
 
     kept: the forward phase of layers first..last (:func:`forward_layers`); E_top: E of layer
@@ -239,7 +239,12 @@ def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]],
     below ``last`` emit, Σ |Zˡ| before the S′ gate (Eq. (6); first − 1 included). Returns (E:
     list over layers 0..L, None outside first..last; the increment sums {l: (Σ E ⊗ Sˡ⁻¹, Σ E)};
     Zᶠⁱʳˢᵗ⁻¹ = round((W)ᵀ ⋆ E / Θbp), the error spikes for the layer below ``first`` (None when
-    first = 0: nothing is propagated into the input)).
+    first = 0: nothing is propagated into the input)). ``below`` False: no Zᶠⁱʳˢᵗ⁻¹ either (a
+    slice of a split layer: the chips below sum it on their copies of its weights, cluster.mapping).
+
+    A chip holding a slice of a layer (``actors.chip``) passes its view of the network: ``topo``
+    with the slice's layer spec at ``first`` and, below it, the units it connects to; a copy of a
+    split layer's columns is the layer spec ``on_input`` those columns (:func:`cluster.layers.kind_of`).
     """
     L = len(topo.layers) - 1
     last = L if last is None else last
@@ -255,14 +260,14 @@ def backward_layers(xp: Any, topo: Topology, params: dict[int, tuple[Any, Any]],
         if layer.trainable:
             sums[l] = run(f"l{l} {layer.token():>8} increments",
                           partial(layer_increment_sums, xp, layer, params[l], El, kept[l - first].cache))
-        if l == 0:
+        if l == 0 or (l == first and not below):
             break
-        below = topo.layers[l - 1]
+        layer_below = topo.layers[l - 1]
         # the layer below on this side of the boundary gates with its S′; across it, S′ is the receiver's
         mask = kept[l - 1 - first].mask if l > first else None
         count: list | None = [] if emitted is not None else None
         Zl = run(f"l{l} {layer.token():>8} error below",
-                 partial(_gated_error_below, xp, layer, params.get(l), El, below, mask, cfg, count))
+                 partial(_gated_error_below, xp, layer, params.get(l), El, layer_below, mask, cfg, count))
         if emitted is not None and count:
             emitted[l - 1] = count[0]
         if l == first:

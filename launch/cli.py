@@ -340,6 +340,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="data-parallel copies of the chip pipeline (increments combined once per batch)")
     c.add_argument("--rounds", type=_positive_int, default=3,
                    help="local and chips take turns this many times on the same batches (median reported)")
+    c.add_argument("--profile", action="store_true",
+                   help="split a micro-batch's wall time: driver submission, Ray calls alone (empty calls on the "
+                        "same chips), Arrow encode/decode, chip compute, waiting; per chip and in total")
     c.add_argument("--json", action="store_true")
     e = bsub.add_parser("events", help="event simulator: synaptic events/s, and the ANN's speedup on the same steps")
     e.add_argument("--checkpoint", help="a run directory: its own test images (default: synthetic batches, "

@@ -32,7 +32,10 @@ def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:
     samples). Chips that share cores gain nothing from that and pay Ray's per-call cost for every
     micro-batch, so they take a replica's whole share at once. Measured on 2 cores, 6 chips:
     MNIST batch 256, about 580 img/s with 4 micro-batches against 900-1,000 with one; the
-    digits job, 232 img/s against 773 (README, *Chips vs one process*).
+    digits job, 232 img/s against 773 (README, *Chips vs one process*); again with one chip class
+    and fused steps (2026-12-07, one run each): 537, 521 and 479 img/s with 1, 2 and 4 micro-batches
+    (docs/measurements/bench-chips-chain-2026-12-07.md): Ray's cost per call grows with M faster than
+    the bubble (C − 1)/(M + C − 1) shrinks.
     """
     share = -(-batch_size // replicas)
     return max(8, -(-share // 4)) if own_core else share

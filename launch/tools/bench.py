@@ -192,7 +192,9 @@ def bench_chips(a: Any) -> int:
 
     The two engines take turns, ``--rounds`` times (local, then chips, on the same batches each
     round), so that both see the same state of a shared machine; the ratio is the median of the
-    rounds' ratios, and every round is reported.
+    rounds' ratios, and every round is reported. The wire's framing against the smaller encoding is
+    counted on the warm-up batch (the count costs chip time); ``--profile`` adds
+    :func:`chip_profile`.
     """
     from ..run.chips import ChipEngine  # noqa: PLC0415  (imports Ray)
 
@@ -222,11 +224,17 @@ def bench_chips(a: Any) -> int:
     local_rates, chip_rates = [], []
     wall = 0.0
     try:
+        # The smaller encoding's size is counted on the warm-up batch only: the count costs chip time
+        # that training does not spend.
         chips.audit_sizes(True)
         for engine in (local, chips):  # warm-up: one batch each
             engine.submit(*batches[0], 1.0)
             engine.collect(wait=True)
-        chips.counters()  # drop the warm-up's counters
+        audit = chips.counters().chips  # the warm-up's counters: the encodings' sizes
+        chips.audit_sizes(False)
+        pipe = chips.pipeline
+        assert pipe is not None
+        pipe.driver = dict.fromkeys(pipe.driver, 0)
         for r in range(rounds):
             local_rates.append(B * len(batches) / timed(local))
             dt = timed(chips)
@@ -236,6 +244,10 @@ def bench_chips(a: Any) -> int:
                   f"   ratio {chip_rates[-1] / local_rates[-1]:.2f}", file=sys.stderr)
         reports = chips.counters().chips
         describe = chips.describe()
+        driver = dict(pipe.driver)
+        links = [l for r in reports for l in r["traffic"].values()]
+        mean_bytes = int(sum(l["bytes"] for l in links) / max(1, sum(l["messages"] for l in links)))
+        empty = pipe.time_empty_calls(B, len(batches), mean_bytes) if getattr(a, "profile", False) else None
     finally:
         local.close()
         if chips.pipeline is not None:
@@ -245,10 +257,11 @@ def bench_chips(a: Any) -> int:
     busy = sum(r["timing"]["busy"] for r in reports)
     enc = sum(r["timing"]["encode"] for r in reports)
     dec = sum(r["timing"]["decode"] for r in reports)
-    links = [l for r in reports for l in r["traffic"].values()]
     msgs = sum(l["messages"] for l in links)
     sent = sum(l["bytes"] for l in links)
-    smallest = sum(l["min_payload_bytes"] for l in links)
+    audited = [l for r in audit for l in r["traffic"].values()]  # the warm-up batch's links
+    a_msgs, a_sent = max(1, sum(l["messages"] for l in audited)), sum(l["bytes"] for l in audited)
+    a_smallest = sum(l["min_payload_bytes"] for l in audited)
     n_chips = len(reports) * replicas  # reports are summed over replicas
     # one replica's chain of chips and micro-batches (replicas run side by side)
     floor = ray_floor(len(reports), sent / max(1, msgs), -(-B // (chips.micro * replicas)), len(batches))
@@ -262,8 +275,8 @@ def bench_chips(a: Any) -> int:
                encode_share_of_chip_time=enc / busy, decode_share_of_chip_time=dec / busy,
                waiting_share_of_chip_time=1.0 - busy / (wall * n_chips),
                messages=msgs, bytes_per_message=sent / max(1, msgs),
-               smaller_encoding_bytes_per_message=smallest / max(1, msgs),
-               wire_overhead=(sent - smallest) / max(1, smallest),
+               smaller_encoding_bytes_per_message=a_smallest / a_msgs,
+               wire_overhead=(a_sent - a_smallest) / max(1, a_smallest),
                ray_floor_images_per_second=B / floor)
     print(f"median of {rounds} round(s): local {res['local_images_per_second']:8.1f} img/s   chips "
           f"{res['chips_images_per_second']:8.1f} img/s   ratio {res['ratio']:.2f}   ({describe})", file=sys.stderr)
@@ -277,9 +290,49 @@ def bench_chips(a: Any) -> int:
           file=sys.stderr)
     print(f"Ray alone (echo actors, same calls and message size, no compute): {B / floor:.1f} img/s",
           file=sys.stderr)
+    if empty is not None:
+        res["profile"] = chip_profile(reports, driver, wall, empty * len(batches) * rounds, replicas)
+        print_profile(res["profile"])
     if a.json:
         print(json.dumps(res), flush=True)
     return 0
+
+
+def chip_profile(reports: list[dict], driver: dict, wall: float, empty: float, replicas: int) -> dict:
+    """Where a micro-batch's wall time goes on the chips, in ms per micro-batch.
+
+    Per chip (its replicas summed): ``compute`` (inside its calls, less the wire), ``encode`` and
+    ``decode`` (Arrow IPC), and ``waiting`` (the rest of the wall time of each replica: Ray's calls,
+    the queue behind other chips, the bubble of the pipeline). In total: the wall time; the
+    driver's own submission time (``.remote()`` calls, ``ray.put``, outside its waits); ``ray_calls``,
+    the wall time Ray alone takes for the same calls on the same actors with messages of the same
+    mean size and no work (``ChipPipeline.time_empty_calls``); and the chips' sums. ``empty`` is the
+    seconds of those empty calls for as many batches as were timed."""
+    n = max(1, driver["micro_batches"])
+
+    def ms(seconds: float) -> float:
+        return round(1e3 * seconds / n, 3)
+
+    chips = []
+    for r in reports:
+        t = r["timing"]
+        chips.append({"chip": r["chip"], "layers": r["layers"], "compute": ms(t["busy"] - t["encode"] - t["decode"]),
+                      "encode": ms(t["encode"]), "decode": ms(t["decode"]),
+                      "waiting": ms(wall * replicas - t["busy"])})
+    total = {k: round(sum(c[k] for c in chips), 3) for k in ("compute", "encode", "decode", "waiting")}
+    return {"micro_batches": driver["micro_batches"], "wall": ms(wall), "driver_submit": ms(driver["submit"]),
+            "driver_wait": ms(driver["wait"]), "ray_calls": ms(empty), "chips": chips, "total": total}
+
+
+def print_profile(p: dict) -> None:
+    print(f"profile, ms per micro-batch ({p['micro_batches']} micro-batches): wall {p['wall']:.2f}; driver "
+          f"submission {p['driver_submit']:.2f} (waiting {p['driver_wait']:.2f}); Ray calls alone (empty calls, same "
+          f"chips, same message size) {p['ray_calls']:.2f}", file=sys.stderr)
+    print(f"    {'chip':>4} {'layers':>14} {'compute':>9} {'encode':>9} {'decode':>9} {'waiting':>9}", file=sys.stderr)
+    for c in p["chips"] + [dict(p["total"], chip="all", layers="")]:
+        layers = ",".join(map(str, c["layers"])) if c["layers"] != "" else ""
+        print(f"    {c['chip']:>4} {layers:>14} {c['compute']:9.2f} {c['encode']:9.2f} {c['decode']:9.2f} "
+              f"{c['waiting']:9.2f}", file=sys.stderr)
 
 
 def ray_floor(n_chips: int, message_bytes: float, micros: int, batches: int) -> float:

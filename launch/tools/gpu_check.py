@@ -27,7 +27,7 @@ recorded with its error and the next one still runs: device time is scarce):
    ``--quick-tests`` only the graph and kernel tests, what the cifar10 run's step rests on;
 3. ``conformance``: every conformance case on CuPy in float64 against its expected answer;
 4. ``chips``: chips as plain objects in this process on CuPy, the Arrow wire between them
-   (:func:`actors.chip.run_chain`), against the same chips on NumPy: fixed-point weights,
+   (:func:`actors.chip.run_chips`), against the same chips on NumPy: fixed-point weights,
    dyadic inputs, float64, so every value must agree exactly (count wire on the ``mnist``
    preset and a narrowed ``cifar10``, event wire on ``digits``);
 5. ``chips_timing``: the ``mnist`` and ``cifar10`` presets on chips in this process (CuPy, the
@@ -195,9 +195,8 @@ def conformance(cases_dir: Path, backend: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- the chip API, in one place
-# (the chip class is being rewritten into one: adapt these three names and chip_chain at merge)
-CHIP_CALLS = ("forward", "backward", "apply")   # what run_chain calls on each chip, in its protocol's order
-CHIP_COPY_MODULES = ("actors.chip", "actors.slices")  # modules whose to_host / to_device the chips call
+CHIP_CALLS = ("forward", "backward", "apply")   # the chip's phases (cluster.mapping.Phase), as run_chips calls them
+CHIP_COPY_MODULES = ("actors.chip",)  # modules whose to_host / to_device the chips call
 WIRE_CODECS = {"encode": "encode", "encode_events": "encode", "decode": "decode", "decode_events": "decode"}
 
 
@@ -206,14 +205,17 @@ def chip_chain(topology: str, groups: str | None, ccfg: ChipConfig,
     """Chips as plain objects in this process, holding ``params`` (``groups``: ``--chips`` text, None
     one layer per chip), and the function that runs one batch through them with the Arrow wire
     between them, ``step(x, y, micro, batch, lr_scale) -> (loss sum, correct)``
-    (:func:`actors.chip.run_chain`). The one place gpu_check builds and drives chips."""
-    from actors.chip import Chip, parse_chips, run_chain  # noqa: PLC0415
+    (:func:`actors.chip.run_chips`). The one place gpu_check builds and drives chips."""
+    from actors.chip import Chip, parse_chips, run_chips  # noqa: PLC0415
+    from cluster.mapping import whole_layers  # noqa: PLC0415
     from cluster.topology import parse_topology  # noqa: PLC0415
 
-    spans = parse_chips(groups, len(parse_topology(topology).layers))
-    chips = [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
+    topo = parse_topology(topology)
+    spans = parse_chips(groups, len(topo.layers))
+    layout = whole_layers(topo, spans)
+    chips = [Chip(i, layout, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
              for i, (lo, hi) in enumerate(spans)]
-    return chips, partial(run_chain, chips)
+    return chips, partial(run_chips, chips)
 
 
 def _chip_states(topology: str, groups: str | None, backend: str, wire: Wire, batches: int, B: int,

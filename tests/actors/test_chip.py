@@ -3,24 +3,31 @@
 import numpy as np
 import pytest
 
-from actors.chip import Chip, ChipConfig, Phase, parse_chips, run_chain
+from actors.chip import Chip, ChipConfig, Phase, dispatch, parse_chips, run_chips
 from cluster.backend import to_host
 from cluster.errors import SpikeGradError
+from cluster.mapping import whole_layers
 from cluster.topology import parse_topology
 from launch.run.config import make_config
 from launch.run.driver import seeded_params
 from launch.run.local import LocalEngine
 
 
-def run_chips(cfg, groups, params, x, y, micro, wire="counts", frac_bits=None, batches=1, backend="numpy"):
-    """Chips of the given layer groups, driven by hand (actors.chip.run_chain) for some batches."""
+def group_chips(ccfg, groups, params):
+    """Chips holding whole layers, the given layer groups."""
+    layout = whole_layers(parse_topology(ccfg.topology), groups)
+    return [Chip(i, layout, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
+            for i, (lo, hi) in enumerate(groups)]
+
+
+def run_group_chips(cfg, groups, params, x, y, micro, wire="counts", frac_bits=None, batches=1, backend="numpy"):
+    """Chips of the given layer groups, driven by hand (actors.chip.run_chips) for some batches."""
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum, wire=wire,
                       frac_bits=frac_bits, backend=backend)
-    chips = [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
-             for i, (lo, hi) in enumerate(groups)]
+    chips = group_chips(ccfg, groups, params)
     loss, correct = 0.0, 0
     for b in range(batches):
-        bl, bc = run_chain(chips, x, y, micro, b)
+        bl, bc = run_chips(chips, x, y, micro, b)
         loss, correct = loss + bl, correct + bc
     return chips, loss, correct
 
@@ -36,8 +43,8 @@ def test_event_wire_trains_the_same_weights(spec, backend):
     x = (rng.integers(0, 17, (24, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 24)
     groups = parse_chips(spec, 4)
-    counts, lc, cc = run_chips(cfg, groups, params, x, y, 8, frac_bits=12, batches=3, backend=backend)
-    events, le, ce = run_chips(cfg, groups, params, x, y, 8, wire="events", frac_bits=12, batches=3,
+    counts, lc, cc = run_group_chips(cfg, groups, params, x, y, 8, frac_bits=12, batches=3, backend=backend)
+    events, le, ce = run_group_chips(cfg, groups, params, x, y, 8, wire="events", frac_bits=12, batches=3,
                                backend=backend)
     assert (lc, cc) == (le, ce)
     for a, b in zip(counts, events):
@@ -56,8 +63,8 @@ def test_event_wire_trains_the_same_weights(spec, backend):
 def test_event_wire_needs_spike_gradients():
     cfg = make_config("digits", engine="local", gradient="float")
     with pytest.raises(SpikeGradError, match="needs spike gradients"):
-        Chip(0, 1, 1, ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum,
-                                 wire="events"), {})
+        Chip(1, whole_layers(parse_topology(cfg.topology), parse_chips(None, 4)),
+             ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum, wire="events"), {})
 
 
 @pytest.mark.parametrize("spec, micro", [(None, 8), ("0-1,2,3", 16), ("0-3", 32)])
@@ -72,7 +79,7 @@ def test_chip_chain_equals_local_step(spec, micro, gradient, backend):
     y = rng.integers(0, 10, 32)
     local.micro_batch = micro
     want_loss, want_correct = local.train_step(x, y)
-    chips, loss, correct = run_chips(cfg, parse_chips(spec, 4), params, x, y, micro, backend=backend)
+    chips, loss, correct = run_group_chips(cfg, parse_chips(spec, 4), params, x, y, micro, backend=backend)
     assert correct == want_correct and loss == pytest.approx(want_loss, rel=1e-6)
     got = {}
     for c in chips:
@@ -90,7 +97,7 @@ def test_counters_and_traffic():
     cfg = make_config("digits", engine="local")
     params = seeded_params(cfg)
     x = np.random.default_rng(0).random((16, 1, 8, 8)).astype(np.float32)
-    chips, _, _ = run_chips(cfg, parse_chips(None, 4), params, x, np.arange(16) % 10, 8)
+    chips, _, _ = run_group_chips(cfg, parse_chips(None, 4), params, x, np.arange(16) % 10, 8)
     reps = [c.report() for c in chips]
     assert reps[0]["traffic"][1]["messages"] == 2          # forward, two micro-batches
     assert reps[1]["traffic"][0]["messages"] == 2          # errors back down
@@ -103,22 +110,21 @@ def test_protocol_errors():
     cfg = make_config("digits", engine="local")
     params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
-    c0 = Chip(0, 0, 0, ccfg, {0: params[0]})
-    c1 = Chip(1, 1, 1, ccfg, {})
+    c0, c1 = group_chips(ccfg, parse_chips(None, 4), params)[:2]
     x = np.zeros((4, 1, 8, 8), np.float32)
-    msg = c0.forward(x, 3, 0, 0, 4)
+    [msg] = c0.forward(0, 3, 0, x, 0, 4)
     with pytest.raises(SpikeGradError, match="arrived twice"):
-        c0.forward(x, 3, 0, 0, 4)
+        c0.forward(0, 3, 0, x, 0, 4)
     with pytest.raises(SpikeGradError, match="without its forward"):
-        c1.backward(msg, 3, 7)
+        c1.backward(1, 3, 7, None, 0, None, True, msg)
     with pytest.raises(SpikeGradError, match="still waiting"):
         c0.apply(1.0)
     with pytest.raises(SpikeGradError, match="kind expected 'error', got 'forward'"):
-        c0.backward(msg, 3, 0)   # a forward message where an error message belongs
+        c0.backward(0, 3, 0, None, 0, None, True, msg)   # a forward message where an error message belongs
     bad = x.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(SpikeGradError, match="NaN"):
-        c0.forward(bad, 4, 0, 0, 4)
+        c0.forward(0, 4, 0, bad, 0, 4)
 
 
 @pytest.mark.parametrize("spec, why", [("0-1,3", "starting at layer 2"), ("0-1,2-3,4", "network has"),
@@ -133,18 +139,20 @@ def test_one_method_per_phase():
     assert all(callable(getattr(Chip, p.value)) for p in Phase)
 
 
-def test_train_micro_is_forward_then_backward_on_a_whole_network_chip():
+def test_one_step_is_forward_then_backward_on_a_whole_network_chip():
     cfg = make_config("digits", engine="local")
     params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     rng = np.random.default_rng(6)
     x = (rng.integers(0, 17, (24, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 24)
-    two_calls, loss, correct = run_chips(cfg, [(0, 3)], params, x, y, 8)
-    one = Chip(0, 0, 3, ccfg, params)
+    two_calls, loss, correct = run_group_chips(cfg, [(0, 3)], params, x, y, 8)
+    [one] = group_chips(ccfg, [(0, 3)], params)
+    [step] = one.plan.steps()  # the whole micro-batch, FORWARD and BACKWARD, in one call
     stats, incs = [], None
     for m, lo in enumerate(range(0, 24, 8)):
-        st, incs = one.train_micro(x, 0, m, lo, lo + 8, y, increments=(lo == 16))
+        got = one.step(step.ops, 0, m, x, y, lo, lo + 8, True, lo == 16)
+        st, incs = got if lo == 16 else (got, None)
         stats.append(st)
     assert set(incs) == {0, 2, 3} and all(v is not None for v in incs.values())
     one.apply(1.0, incs)  # as a lone replica: its own increments, passed back
@@ -152,11 +160,11 @@ def test_train_micro_is_forward_then_backward_on_a_whole_network_chip():
         for a, b in zip(arrays, one.state()[l]):
             np.testing.assert_array_equal(a, b)
     assert sum(s[1] for s in stats) == correct and sum(s[0] for s in stats) == pytest.approx(loss, rel=1e-6)
-    with pytest.raises(SpikeGradError, match="needs a chip holding every layer, this one holds layers 0-1"):
-        Chip(0, 0, 1, ccfg, {0: params[0]}).train_micro(x, 0, 0, 0, 8, y)
+    with pytest.raises(SpikeGradError, match="chip 0 holds no slice of layer 2"):
+        group_chips(ccfg, [(0, 1), (2, 3)], params)[0].step(step.ops, 0, 0, x, y, 0, 8)
 
 
-def test_train_micro_applies_the_previous_batch_first():
+def test_step_applies_the_previous_batch_first():
     """The pipeline folds a batch's APPLY into the next batch's first call: the same weights,
     losses and hits as the separate calls, over three batches (learning-rate scale included)."""
     cfg = make_config("digits", engine="local")
@@ -166,13 +174,14 @@ def test_train_micro_applies_the_previous_batch_first():
     xs = [(rng.integers(0, 17, (16, 1, 8, 8)) / 16).astype(np.float32) for _ in range(3)]
     ys = [rng.integers(0, 10, 16) for _ in range(3)]
     scales = [1.0, 0.5, 0.25]
-    separate, folded = Chip(0, 0, 3, ccfg, params), Chip(0, 0, 3, ccfg, params)
+    separate, folded = group_chips(ccfg, [(0, 3)], params)[0], group_chips(ccfg, [(0, 3)], params)[0]
+    ops = separate.plan.steps()[0].ops
     got_sep, got_fold, pending = [], [], None
     for b, (x, y) in enumerate(zip(xs, ys)):
         for m, lo in enumerate(range(0, 16, 8)):
-            got_sep.append(separate.train_micro(x, b, m, lo, lo + 8, y)[0])
+            got_sep.append(separate.step(ops, b, m, x, y, lo, lo + 8))
             first = (pending,) if m == 0 and pending is not None else ()
-            got_fold.append(folded.train_micro(x, b, m, lo, lo + 8, y, False, *first)[0])
+            got_fold.append(folded.step(ops, b, m, x, y, lo, lo + 8, True, False, *first))
         separate.apply(scales[b])
         pending = scales[b]
     folded.apply(pending)
@@ -195,20 +204,22 @@ def test_forward_applies_the_previous_batch_first():
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     groups = [(0, 1), (2, 3)]
 
-    def make():
-        return [Chip(i, lo, hi, ccfg, {l: params[l] for l in range(lo, hi + 1) if l in params})
-                for i, (lo, hi) in enumerate(groups)]
-
     def run(fold: bool):
-        chips, stats, pending = make(), [], None
+        chips, stats, pending = group_chips(ccfg, groups, params), [], None
+        steps = chips[0].plan.steps()
+        assert [s.chip for s in steps] == [0, 1, 0]  # the output chip's FORWARD and BACKWARD fused
+
+        def send(chip, method, n, args):
+            return getattr(chips[chip], method)(*args)
+
         for b, (x, y) in enumerate(zip(xs, ys)):
             for m, lo in enumerate(range(0, 16, 8)):
-                first = (pending,) if fold and m == 0 and pending is not None else ()
-                msg = chips[0].forward(x, b, m, lo, lo + 8, True, *first)
-                chips[1].forward(msg, b, m, 0, None, True, *first)
-                err, st = chips[1].backward(None, b, m, y, lo, lo + 8)
-                chips[0].backward(err, b, m)
-                stats.append(st)
+                mailbox = {}
+                for i, s in enumerate(steps):
+                    first = fold and m == 0 and pending is not None and all(t.chip != s.chip for t in steps[:i])
+                    st, _, _ = dispatch(s, send, mailbox, b, m, x, y, lo, lo + 8, apply=(pending,) if first else ())
+                    if st is not None:
+                        stats.append(st)
             if fold:
                 pending = scales[b]
             else:
@@ -238,7 +249,7 @@ def test_chip_table_and_link_table_reconcile(spec):
     x = (rng.integers(0, 17, (32, 1, 8, 8)) / 16).astype(np.float32)
     y = rng.integers(0, 10, 32)
     groups = parse_chips(spec, 4)
-    chips, _, _ = run_chips(cfg, groups, params, x, y, 8, batches=2)
+    chips, _, _ = run_group_chips(cfg, groups, params, x, y, 8, batches=2)
     reps = [c.report() for c in chips]
     for i, rep in enumerate(reps):
         top = str(rep["layers"][-1])

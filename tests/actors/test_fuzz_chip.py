@@ -8,6 +8,8 @@ import pytest
 from actors.chip import Chip, ChipConfig
 from actors.ray_chip import ChipActor
 from actors.wire import encode
+from cluster.mapping import whole_layers
+from cluster.topology import parse_topology
 from launch.run.config import make_config
 from launch.run.driver import seeded_params
 
@@ -46,8 +48,10 @@ def test_ten_thousand_mutated_messages(ray_session):
     params = seeded_params(cfg)
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     rest = {l: params[l] for l in (2, 3) if l in params}
-    local = Chip(1, 1, 3, ccfg, rest)
-    remote = ChipActor.options(num_cpus=0.01).remote(1, 1, 3, ccfg, rest)
+    layout = whole_layers(parse_topology(cfg.topology), [(0, 0), (1, 3)])
+    local = Chip(1, layout, ccfg, rest)
+    remote = ChipActor.options(num_cpus=0.01).remote(1, layout, ccfg, rest)
+    ops = next(s.ops for s in local.plan.steps(train=False) if s.chip == 1)  # FORWARD of layers 1-3, evaluating
     shape = tuple(local.topo.layers[0].out_shape)
     n = int(np.prod(shape))
     rng = np.random.default_rng(11)
@@ -64,16 +68,16 @@ def test_ten_thousand_mutated_messages(ray_session):
         encode(counts, **head, encoding="dense").to_pybytes(),
         encode(np.zeros((0, n)), **head).to_pybytes(),
     ]
-    want_good = local.forward(good, 0, 0, train=False)
+    want_good = local.step(ops, 0, 0, None, None, 0, None, False, False, None, 0, good)
     msgs = [mutate(rng, good, variants) for _ in range(N_MESSAGES)]
     refs = []
     for i in range(0, N_MESSAGES, 1000):  # at most 1000 calls queued at once
-        refs += [remote.forward.remote(m, 0, 0, train=False) for m in msgs[i:i + 1000]]
+        refs += [remote.step.remote(ops, 0, 0, None, None, 0, None, False, False, None, 0, m) for m in msgs[i:i + 1000]]
         ray.wait(refs[i:i + 1000], num_returns=1000)
     refused = answered = 0
     for m, ref in zip(msgs, refs):
         try:
-            want = local.forward(m, 0, 0, train=False)
+            want = local.step(ops, 0, 0, None, None, 0, None, False, False, None, 0, m)
         except Exception as exc:  # noqa: BLE001  (the local verdict, compared below)
             want = exc
         try:
@@ -89,5 +93,6 @@ def test_ten_thousand_mutated_messages(ray_session):
         np.testing.assert_array_equal(got, want)
         answered += 1
     assert refused > N_MESSAGES // 2 and answered > 0, (refused, answered)  # both verdicts were exercised
-    np.testing.assert_array_equal(ray.get(remote.forward.remote(good, 0, 0, train=False)), want_good)
+    again = remote.step.remote(ops, 0, 0, None, None, 0, None, False, False, None, 0, good)
+    np.testing.assert_array_equal(ray.get(again), want_good)
     ray.kill(remote)

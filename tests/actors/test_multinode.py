@@ -152,11 +152,14 @@ def test_the_private_instance_listens_on_loopback_only(ray_session):
 
     from actors.chip import ChipConfig
     from actors.ray_chip import ChipActor
+    from cluster.mapping import whole_layers
+    from cluster.topology import parse_topology
     from launch.run.config import make_config
 
     cfg = make_config("digits", engine="local")
     chip = ChipActor.options(num_cpus=0.01).remote(
-        1, 1, 1, ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
+        1, whole_layers(parse_topology(cfg.topology), [(0, 0), (1, 1), (2, 3)]),
+        ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
     try:
         chip_pid = ray_session.get(chip.ping.remote())["pid"]
         pids = {os.getpid(), *descendants(os.getpid())}
@@ -199,6 +202,8 @@ def test_the_raylet_and_a_chip_worker_refuse_calls_without_the_token(ray_session
 
     from actors.chip import ChipConfig
     from actors.ray_chip import ChipActor
+    from cluster.mapping import whole_layers
+    from cluster.topology import parse_topology
     from launch.run.config import make_config
 
     node = ray_session.nodes()[0]
@@ -210,7 +215,8 @@ def test_the_raylet_and_a_chip_worker_refuse_calls_without_the_token(ray_session
 
     cfg = make_config("digits", engine="local")
     chip = ChipActor.options(num_cpus=0.01).remote(  # a pooling layer: a chip without weights
-        1, 1, 1, ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
+        1, whole_layers(parse_topology(cfg.topology), [(0, 0), (1, 1), (2, 3)]),
+        ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum), {})
     try:
         pid = ray_session.get(chip.ping.remote())["pid"]
         ports = _listening_ports(pid)

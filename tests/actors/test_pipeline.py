@@ -108,9 +108,17 @@ def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
         assert r == pytest.approx(c / l, rel=1e-2, abs=1e-3)  # rounded to 3 decimals in the JSON
     assert 0.0 <= whole["waiting_share_of_chip_time"] < 1.0 and whole["messages"] == 0
     # the MNIST network (the benchmark's): messages big enough that the framing is a small part
-    layers = bench("--topology", "mnist", "--batch-size", "32", "--chips", "0-2,3-5", "--micro-batch", "16")
+    layers = bench("--topology", "mnist", "--batch-size", "32", "--chips", "0-2,3-5", "--micro-batch", "16",
+                   "--profile")
     assert layers["messages"] > 0 and 0.0 <= layers["wire_overhead"] < 0.10
     assert 0.0 < layers["encode_share_of_chip_time"] + layers["decode_share_of_chip_time"] < 1.0
+    # --profile: per chip and in total, ms per micro-batch (2 per batch, 2 batches, 3 rounds)
+    prof = layers["profile"]
+    assert prof["micro_batches"] == 2 * 2 * 3 and [c["chip"] for c in prof["chips"]] == [0, 1]
+    assert prof["ray_calls"] > 0 and 0 < prof["driver_submit"] < prof["wall"]
+    for c in prof["chips"]:
+        assert c["compute"] > 0 and c["encode"] > 0 and c["decode"] > 0 and 0 <= c["waiting"] < prof["wall"]
+    assert prof["total"]["compute"] == pytest.approx(sum(c["compute"] for c in prof["chips"]), abs=1e-2)
 
 
 def test_results_of_queued_batches_are_counted_once_collected(ray_session):

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from actors import wire
-from actors.chip import ChipConfig
-from actors.slices import SliceChip, assemble_state, check_copies, run_slices
+from actors.chip import Chip, ChipConfig, run_chips
+from actors.slices import assemble_state, check_copies
 from cluster.errors import SpikeGradError
 from cluster.mapping import Plan, custom_chip, layer_units, map_network
 from cluster.network import init_params
@@ -37,7 +37,7 @@ def data(topo, n, seed):
 def slice_chips(cfg, plan, params, backend="numpy", replicas=1, wire="counts"):
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum,
                       frac_bits=cfg.weight_frac_bits, backend=backend, replicas=replicas, wire=wire)
-    return [SliceChip(i, plan.layout, ccfg, {l: params[l] for l in plan.param_layers(i)})
+    return [Chip(i, plan.layout, ccfg, {l: params[l] for l in plan.param_layers(i)})
             for i in range(plan.n_chips)]
 
 
@@ -54,7 +54,7 @@ def compare_with_local(topology, spec, batches=3, n=24, micro=8, seed=0, backend
     for b in range(batches):
         x, y = data(topo, n, seed + b)
         want = local.train_step(x, y)
-        got = run_slices(chips, x, y, micro, b)
+        got = run_chips(chips, x, y, micro, b)
         assert got[1] == want[1] and got[0] == pytest.approx(want[0], rel=1e-6)
     state = assemble_state(plan, [c.state() for c in chips])
     for l, arrays in local.state().items():
@@ -104,7 +104,7 @@ def test_real_mnist_on_split_chips_equals_local(mnist_dir):
     for b in range(2):
         x, y = ds.x_train[32 * b:32 * (b + 1)], ds.y_train[32 * b:32 * (b + 1)]
         want = local.train_step(x, y)
-        assert run_slices(chips, x, y, 16, b)[1] == want[1]
+        assert run_chips(chips, x, y, 16, b)[1] == want[1]
     state = assemble_state(plan, [c.state() for c in chips])
     for l, arrays in local.state().items():
         for u, v in zip(arrays, state[l]):
@@ -163,7 +163,7 @@ def test_a_copy_that_drifts_is_caught():
     plan = Plan.of(map_network(topo, custom_chip(2000, 5000, "dense")))
     chips = slice_chips(cfg, plan, params)
     x, y = data(topo, 16, 1)
-    run_slices(chips, x, y, 8)
+    run_chips(chips, x, y, 8)
     state = assemble_state(plan, [c.state() for c in chips])
     copies = [c.copy_state() for c in chips]
     assert check_copies(plan, state, copies) > 0
@@ -184,11 +184,11 @@ def test_replicas_of_split_chips_add_the_same_increments():
     one = slice_chips(cfg, plan, params)
     two = [slice_chips(cfg, plan, params, replicas=2) for _ in range(2)]
     x, y = data(topo, 16, 4)
-    run_slices(one, x, y, 8)
+    run_chips(one, x, y, 8)
     for r, chips in enumerate(two):  # forward and backward only: the APPLY comes below
         for c in chips:
             c.apply = lambda *a, **k: None  # noqa: E731
-        run_slices(chips, x[r * 8:(r + 1) * 8], y[r * 8:(r + 1) * 8], 8)
+        run_chips(chips, x[r * 8:(r + 1) * 8], y[r * 8:(r + 1) * 8], 8)
         for c in chips:
             del c.apply
     for i in range(plan.n_chips):
@@ -211,18 +211,18 @@ def test_messages_from_the_wrong_chip_or_of_the_wrong_shape_are_refused():
     plan = Plan.of(map_network(topo, custom_chip(300, 20000, "conv")))  # 16C3p1 over chips 0-3, P2 whole on 4
     chips = slice_chips(cfg, plan, params)
     x, _ = data(topo, 4, 0)
-    msgs = [chips[c].forward_slice(0, 0, 0, x, 0, 4) for c in range(4)]
+    msgs = [chips[c].forward(0, 0, 0, x, 0, 4)[0] for c in range(4)]
     receiver = plan.owners[1][0].chip
     good = list(msgs)
     good[0], good[1] = msgs[1], msgs[0]  # swapped senders
     with pytest.raises(SpikeGradError, match="expected from chip 0, got one from chip 1"):
-        chips[receiver].forward_slice(1, 0, 0, None, 0, None, True, *good)
+        chips[receiver].forward(1, 0, 0, None, 0, None, True, *good)
     with pytest.raises(SpikeGradError, match="more messages than the plan's"):
-        chips[receiver].forward_slice(1, 0, 0, None, 0, None, True, *msgs, msgs[0])
+        chips[receiver].forward(1, 0, 0, None, 0, None, True, *msgs, msgs[0])
     bad = wire.encode(np.zeros((4, 3 * 8 * 8), np.int32), kind="forward", src=0, dst=receiver, batch=0, micro=2,
                       shape=(3, 8, 8))
     with pytest.raises(wire.WireError, match="shape"):
-        chips[receiver].forward_slice(1, 0, 2, None, 0, None, True, bad, *msgs[1:])
+        chips[receiver].forward(1, 0, 2, None, 0, None, True, bad, *msgs[1:])
 
 
 def test_layouts_that_do_not_tile_or_split_the_output_are_refused():
@@ -237,7 +237,7 @@ def test_layouts_that_do_not_tile_or_split_the_output_are_refused():
     ccfg = ChipConfig(topology=cfg.topology, step=cfg.step, eta=cfg.eta, momentum=cfg.momentum)
     plan = Plan.of(map_network(topo, custom_chip(2000, 5000, "dense")))
     with pytest.raises(SpikeGradError, match="need --gradient spike"):
-        SliceChip(0, plan.layout, dataclasses.replace(ccfg), {})
+        Chip(0, plan.layout, dataclasses.replace(ccfg), {})
 
 
 @pytest.mark.parametrize("spec, batches, n", [
@@ -257,7 +257,7 @@ def test_event_wire_on_split_chips_checks_the_spiking_network_and_trains_the_sam
     events = slice_chips(cfg, plan, params, wire="events")
     for b in range(batches):
         x, y = data(topo, n, 10 + b)
-        assert run_slices(counts, x, y, 8, b) == run_slices(events, x, y, 8, b)
+        assert run_chips(counts, x, y, 8, b) == run_chips(events, x, y, 8, b)
     for c, e in zip(counts, events):
         for l, arrays in c.state().items():
             for u, v in zip(arrays, e.state()[l]):
