@@ -1,4 +1,4 @@
-"""A chip: slices of one or more consecutive layers of the spiking network (DESIGN §5).
+"""A chip: slices of one or more consecutive layers of the spiking network (docs/design.md §5).
 
 A chip holds one slice (a range of units: output channels of a convolution or a pooling layer,
 neurons of a dense layer) of each of its layers, as :class:`cluster.mapping.Plan` lays them out; a

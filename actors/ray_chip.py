@@ -8,6 +8,7 @@ glibc keeps freed temporaries (see :mod:`actors.allocator`). Every method of
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -21,7 +22,7 @@ class _InProcess:
     """First sets up the process a chip runs in; then the chip class's own constructor."""
 
     def __init__(self, *args, blas_threads: int = 1, **kwargs) -> None:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415  (threadpoolctl: in the forked workers only)
 
         threadpool_limits(limits=blas_threads, user_api="blas")
         keep_freed_memory()
@@ -29,9 +30,8 @@ class _InProcess:
 
     def ping(self) -> dict:
         """Where this chip runs: index, backend, node, process id, actor id."""
-        import os  # noqa: PLC0415
 
-        import ray as _ray  # noqa: PLC0415
+        import ray as _ray  # noqa: PLC0415  (Ray: loaded only where chips run)
 
         ctx = _ray.get_runtime_context()
         chip: Any = self
@@ -42,7 +42,7 @@ class _InProcess:
         """No work: ``n`` messages of ``size`` bytes (and [0.0, 0] where the step's output layer
         answers [loss, correct]), for :meth:`actors.pipeline.ChipPipeline.time_empty_calls`, which
         times Ray's share of the chips' calls on the chips' own actors."""
-        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow as pa  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
 
         out: list[Any] = [pa.py_buffer(bytes(size)) for _ in range(n)] + ([[0.0, 0]] if top else [])
         return returns(out)

@@ -65,7 +65,7 @@ def get_backend(name: str = "numpy") -> Backend:
                 f"backend 'cupy' asked for, but {why}; install the GPU extra "
                 "(pip install 'spikegrad-cluster[gpu]') on a machine with CUDA, or use --backend numpy"
             )
-        import cupy  # noqa: PLC0415
+        import cupy  # noqa: PLC0415  (CuPy: only on a GPU)
 
         return Backend("cupy", cupy)
     raise SpikeGradError(f"unknown backend {name!r}; expected one of: {', '.join(BACKENDS)}")

@@ -32,6 +32,7 @@ Any failure to capture is reported once and the step stays eager (``reason``).
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,6 @@ class CublasGemm:
     """
 
     def __init__(self, xp: Any, stream: Any) -> None:
-        import ctypes  # noqa: PLC0415
 
         self.xp, self.ct = xp, ctypes
         xp.ones((2, 2), dtype=np.float32) @ xp.ones((2, 2), dtype=np.float32)  # CuPy loads libcublas
@@ -120,7 +120,7 @@ class CublasGemm:
     def __del__(self) -> None:
         try:
             self.lib.cublasDestroy_v2(self.handle)
-        except Exception:  # noqa: BLE001  (interpreter shutdown)
+        except Exception:
             pass
 
 
@@ -205,7 +205,7 @@ class GraphStep:
                 self._accumulate_on_device(rows)
             finally:
                 graph = self.stream.end_capture()
-        except Exception as exc:  # noqa: BLE001  (an unsupported call: stay eager, say why)
+        except Exception as exc:
             self.reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); the step runs eagerly"
             return
         self.graph, self.outputs = graph, (loss, correct)

@@ -332,7 +332,7 @@ class _Geometry:
                 and (cap.axons is None or self._axons(c, a, w) <= cap.axons)
                 and self._bits(c, a, w) <= cap.synapse_bits)
 
-    def _largest(self, hi: int, fits) -> int:  # noqa: ANN001  (a monotone predicate)
+    def _largest(self, hi: int, fits) -> int:
         lo = 0
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -670,7 +670,7 @@ class Plan:
                 return p
         raise SpikeGradError(f"chip {chip} holds no slice of layer {l}")
 
-    def layer(self, l: int, lo: int, hi: int):  # noqa: ANN201  (a topology layer spec)
+    def layer(self, l: int, lo: int, hi: int):
         """The layer spec of units lo..hi-1 of layer l (the whole layer when they are all of it)."""
         layer = self.topo.layers[l]
         return layer if (lo, hi) == (0, layer_units(self.topo, l)[0]) else kind_of(layer).slice(layer, lo, hi)

@@ -68,7 +68,7 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .run.config import DATASET_DEFAULTS  # noqa: PLC0415
+    from .run.config import DATASET_DEFAULTS  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     def flags(d: dict) -> str:
         return ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in d.items())
@@ -185,7 +185,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_capacity(p: argparse.ArgumentParser) -> None:
-    from cluster.mapping import PROFILES  # noqa: PLC0415
+    from cluster.mapping import PROFILES  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     p.add_argument("--chip", choices=tuple(PROFILES),
                    help="a chip profile with its published per-core and per-chip limits (cluster/hardware.py); "
@@ -220,7 +220,7 @@ def _board(text: str) -> tuple[int, int]:
 
 def _add_system(p: argparse.ArgumentParser) -> None:
     """The options of the system model (launch/tools/system.py), shared by traffic and forecast."""
-    from cluster.hardware import PROFILES as HARDWARE  # noqa: PLC0415
+    from cluster.hardware import PROFILES as HARDWARE  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     _add_capacity(p)
     p.add_argument("--energy", metavar="NAME|FILE", help=f"energy figures: a profile ({', '.join(HARDWARE)}) or a "
@@ -238,7 +238,7 @@ def _add_system(p: argparse.ArgumentParser) -> None:
 
 
 def _add_traffic(sub: argparse._SubParsersAction) -> None:
-    from .tools.system import PACKETS  # noqa: PLC0415
+    from .tools.system import PACKETS  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     p = sub.add_parser("traffic", help="a run's traffic as measured (chip runs) and as a neuromorphic system would "
                                        "carry it: routed links, multicast, energy per sample per epoch")
@@ -273,7 +273,7 @@ def _nonnegative_float(text: str) -> float:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    from .tools.plan import CALL_US, LATENCY_US, RANGES  # noqa: PLC0415
+    from .tools.plan import CALL_US, LATENCY_US, RANGES  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     text = ("forecast how fast this emulator (the Python/Ray program, one process per chip) would train a chip run's "
             "mapping on N CPU nodes, from what the run measured, with a range and what the model was checked against "
@@ -384,13 +384,13 @@ def _joins_cluster(a: argparse.Namespace) -> bool:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .run.config import check_address  # noqa: PLC0415
-    from .run.runs import resume, train  # noqa: PLC0415
+    from .run.config import check_address  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .run.runs import resume, train  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     if a.address:
         check_address(a.address)
     if a.allow_no_auth:
-        from .run.ray_session import ALLOW_NO_AUTH  # noqa: PLC0415
+        from .run.ray_session import ALLOW_NO_AUTH  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
         os.environ[ALLOW_NO_AUTH] = "1"
     if a.resume:
@@ -409,7 +409,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         cfg = _train_config(a, overrides)
         initial = None
         if imported is not None:
-            from .tools.nir_import import initial_weights  # noqa: PLC0415
+            from .tools.nir_import import initial_weights  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
             initial = initial_weights(imported, cfg.dtype, cfg.weight_frac_bits)
         summary = train(cfg, progress=not a.quiet, address=a.address, initial=initial)
@@ -426,10 +426,10 @@ def _from_nir(a: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """``--topology FILE.nir`` or ``--init-from FILE.nir``: the config values the graph gives (topology,
     theta_ff, theta_bp and dataset where our export wrote them, the file as ``init_from``) and the
     imported graph; ({}, None) without one. A flag that contradicts the graph is refused."""
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
-    from .tools.nir import is_nir_path  # noqa: PLC0415
-    from .tools.nir_import import load_nir  # noqa: PLC0415
+    from .tools.nir import is_nir_path  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.nir_import import load_nir  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     if a.init_from and not is_nir_path(a.init_from):
         raise SpikeGradError(f"--init-from expected a NIR graph FILE.nir, got {a.init_from[:100]!r}")
@@ -459,7 +459,7 @@ def _from_nir(a: argparse.Namespace) -> tuple[dict[str, Any], Any]:
 
 
 def _train_config(a: argparse.Namespace, nir: dict[str, Any] | None = None) -> Any:
-    from .run.config import make_config  # noqa: PLC0415
+    from .run.config import make_config  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     nir = nir or {}
     return make_config(
@@ -478,9 +478,9 @@ def _train_config(a: argparse.Namespace, nir: dict[str, Any] | None = None) -> A
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .run.runs import evaluate_run  # noqa: PLC0415
-    from .tools.nir import is_nir_path  # noqa: PLC0415
-    from .tools.nir_import import evaluate_graph  # noqa: PLC0415
+    from .run.runs import evaluate_run  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.nir import is_nir_path  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.nir_import import evaluate_graph  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     if is_nir_path(a.checkpoint):
         res = evaluate_graph(a.checkpoint, a.dataset, a.data_dir, a.limit_test, a.backend)
@@ -498,7 +498,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from .tools.nir import export_run, is_nir_path  # noqa: PLC0415
+    from .tools.nir import export_run, is_nir_path  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     if not is_nir_path(a.to):
         raise SpikeGradError(f"--to expected a file name ending in .nir, got {a.to[:100]!r}")
@@ -515,7 +515,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_conformance(a: argparse.Namespace) -> int:
-    from .tools.conformance import compare, load_case, run_case, write_npz_atomic  # noqa: PLC0415
+    from .tools.conformance import compare, load_case, run_case, write_npz_atomic  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     got = run_case(load_case(a.case), backend=a.backend, name=str(a.case))
     write_npz_atomic(a.out, got)
@@ -530,7 +530,7 @@ def _cmd_conformance(a: argparse.Namespace) -> int:
 
 
 def _cmd_verify(a: argparse.Namespace) -> int:
-    from .tools.verify import format_verify, verify  # noqa: PLC0415
+    from .tools.verify import format_verify, verify  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     steps = a.input_steps if a.input == "continuous" else 1
     if steps & (steps - 1):
@@ -545,8 +545,8 @@ def _cmd_verify(a: argparse.Namespace) -> int:
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    from .run.rundir import RunDir  # noqa: PLC0415
-    from .tools.report import report  # noqa: PLC0415
+    from .run.rundir import RunDir  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.report import report  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     res = report([RunDir.fetch(d) for d in a.run_dirs], a.out)
     print(f"report: {len(res['files'])} files in {res['out']}: {', '.join(res['files'])}")
@@ -565,9 +565,9 @@ def _finite(x: Any) -> Any:
 
 
 def _system(a: argparse.Namespace, run: Any, measured: list[dict] | None = None) -> dict:
-    from cluster.mapping import resolve_spec  # noqa: PLC0415
+    from cluster.mapping import resolve_spec  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
-    from .tools.system import system_model  # noqa: PLC0415
+    from .tools.system import system_model  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores)
     return system_model(run.read_config(), run.read_table("metrics"), run.read_table("layers"), spec, a.energy,
@@ -576,10 +576,10 @@ def _system(a: argparse.Namespace, run: Any, measured: list[dict] | None = None)
 
 
 def _cmd_traffic(a: argparse.Namespace) -> int:
-    from .run.rundir import RunDir  # noqa: PLC0415
-    from .run.traffic import format_traffic, traffic_json  # noqa: PLC0415
-    from .tools.cost import format_cost, run_cost  # noqa: PLC0415
-    from .tools.system import format_system, run_plan  # noqa: PLC0415
+    from .run.rundir import RunDir  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .run.traffic import format_traffic, traffic_json  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.cost import format_cost, run_cost  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.system import format_system, run_plan  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     run = RunDir.fetch(a.run_dir)
     cfg = run.read_config()
@@ -612,8 +612,8 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
 
 
 def _cmd_forecast(a: argparse.Namespace) -> int:
-    from .run.rundir import RunDir  # noqa: PLC0415
-    from .tools.system import format_forecast  # noqa: PLC0415
+    from .run.rundir import RunDir  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.system import format_forecast  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     s = _system(a, RunDir.fetch(a.run_dir))
     print(json.dumps(s["forecast"], default=float) if a.json else format_forecast(s), flush=True)
@@ -621,9 +621,9 @@ def _cmd_forecast(a: argparse.Namespace) -> int:
 
 
 def _cmd_plan(a: argparse.Namespace) -> int:
-    from .run.rundir import RunDir  # noqa: PLC0415
-    from .tools.plan import format_plan, plan  # noqa: PLC0415
-    from .tools.report import Run  # noqa: PLC0415
+    from .run.rundir import RunDir  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.plan import format_plan, plan  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.report import Run  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     p = plan(Run(RunDir.fetch(a.run_dir)), a.nodes, a.link_gbps, a.latency_us, a.cores, a.epoch, a.micro_batch,
              a.call_us)
@@ -632,10 +632,10 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 
 
 def _cmd_map(a: argparse.Namespace) -> int:
-    from cluster.mapping import PROFILES, map_network, resolve_spec  # noqa: PLC0415
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from cluster.mapping import PROFILES, map_network, resolve_spec  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
-    from .tools.chipmap import format_mapping, mapping_json  # noqa: PLC0415
+    from .tools.chipmap import format_mapping, mapping_json  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     spec = resolve_spec(a.chip, a.chip_neurons, a.chip_synapses, a.chip_cores, a.compartments)
     if spec is None:
@@ -654,7 +654,7 @@ def _cmd_map(a: argparse.Namespace) -> int:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .tools.bench import bench_chips, bench_events, bench_train  # noqa: PLC0415
+    from .tools.bench import bench_chips, bench_events, bench_train  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     return {"chips": bench_chips, "events": bench_events, "train": bench_train}[a.bench](a)
 
@@ -699,7 +699,7 @@ def _main(argv: list[str]) -> int:
             args = build_parser().parse_args(["train", *argv])
         if args.command == "train" and _joins_cluster(args) and not supervised():
             if args.address:  # refused here, before a child process is started for it
-                from .run.config import check_address  # noqa: PLC0415
+                from .run.config import check_address  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
                 check_address(args.address)
             return supervise(argv)  # Ray may end the run's process from C++: a parent watches it

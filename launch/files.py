@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,6 @@ def read_npz(path: Path, what: str = "checkpoint") -> dict[str, np.ndarray]:
     """An .npz file's arrays, read without pickle (checkpoints, conformance cases). Every member's
     header is checked against the bytes the member holds before anything is allocated (a header
     may claim any shape); only numbers, booleans and text are accepted."""
-    import zipfile  # noqa: PLC0415
 
     fmt = np.lib.format
     arrays: dict[str, np.ndarray] = {}

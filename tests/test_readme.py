@@ -60,3 +60,14 @@ def test_a_table_edited_by_hand_is_found():
     assert edited != text
     fixed, changed = update(edited)
     assert changed == ["table1-momentum"] and fixed == text
+
+
+def test_every_module_is_named_in_the_layout():
+    """The README's Layout block names every module of the three packages (by file name)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Layout")
+    block = text[start:text.index("```", text.index("```", start) + 3)]
+    named = set(re.findall(r"(?<![\w.])(\w+\.py)\b", block))  # whole names: ray_chip.py does not name chip.py
+    missing = [str(p.relative_to(REPO)) for package in ("cluster", "actors", "launch")
+               for p in sorted((REPO / package).rglob("*.py")) if p.name != "__init__.py" and p.name not in named]
+    assert not missing, f"modules the README's Layout does not name: {missing}"

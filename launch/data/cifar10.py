@@ -205,7 +205,7 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
             arrays = {k: z[k] for k in z.files}
         stored = bytes(arrays.pop("digest")).decode("ascii")
         stored_key = bytes(arrays.pop("key")).decode("ascii")
-    except Exception:  # noqa: BLE001  (any damage means: decode again)
+    except Exception:
         return None
     if stored_key != key or _arrays_digest(arrays) != stored or set(arrays) != {
             "x_train", "y_train", "x_test", "y_test"}:

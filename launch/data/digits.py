@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = dict(topology="digits", epochs=10, batch_size=32, lr=
 
 def load(data_dir: Any = None, download: bool = False, progress: bool = True) -> Dataset:
     """The digits; ``data_dir`` and ``download`` are not used (they ship with scikit-learn)."""
-    from sklearn.datasets import load_digits  # lazy: importing scikit-learn takes about a second
+    from sklearn.datasets import load_digits  # noqa: PLC0415  (importing scikit-learn takes about a second)
 
     bunch = load_digits()
     values, labels = np.asarray(bunch.data), np.asarray(bunch.target, dtype=np.int64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +47,7 @@ def _chip_calls(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapped(self: ChipEngine, *args: Any, **kwargs: Any) -> Any:
-        import ray  # noqa: PLC0415
+        import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
 
         try:
             return fn(self, *args, **kwargs)
@@ -146,7 +147,7 @@ class ChipEngine:
         if old is not None:
             try:
                 old.close()
-            except Exception:  # noqa: BLE001  (the old actors may already be gone; they are replaced either way)
+            except Exception:
                 pass
         self.pipeline = self._new_pipeline()
 
@@ -192,10 +193,9 @@ class ChipEngine:
 
     def memory(self) -> dict[str, float]:
         """Chip resident sets (at the last report) and Ray's object store, MiB."""
-        import re  # noqa: PLC0415
 
-        import ray  # noqa: PLC0415
-        from ray._private.internal_api import memory_summary  # noqa: PLC0415
+        import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
+        from ray._private.internal_api import memory_summary  # noqa: PLC0415  (Ray: loaded only where chips run)
 
         out = {"rss_chips_mib": sum(r.get("rss_bytes", 0) for r in self.last_reports) / 2 ** 20}
         try:
@@ -203,12 +203,12 @@ class ChipEngine:
             m = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", text)
             if m:
                 out["object_store_mib"], out["object_store_objects"] = float(m.group(1)), float(m.group(2))
-        except Exception:  # noqa: BLE001  (an internal Ray API: the figures are optional)
+        except Exception:
             pass
         return out
 
     def close(self) -> None:
-        import ray  # noqa: PLC0415
+        import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
 
         if self.pipeline is not None:
             try:

@@ -18,7 +18,7 @@ import types
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from actors.chip import PLACEMENTS, WIRES, Placement, Wire
+from actors.chip import PLACEMENTS, WIRES, Placement, Wire, parse_chips
 from cluster.backend import BACKENDS, BackendName
 from cluster.errors import SpikeGradError
 from cluster.mapping import PROFILES, ChipSpec, Layout, Plan, map_network, resolve_spec
@@ -97,7 +97,6 @@ class TrainConfig:
     def chip_layout(self) -> tuple[list[tuple[int, int]], Layout | None]:
         """The chips: (layer groups (first, last) per chip, the slices per chip when the capacity's
         mapping splits a layer, else None). From the capacity (cluster.mapping), or ``--chips``."""
-        from actors.chip import parse_chips  # noqa: PLC0415
 
         spec = self.chip_spec()
         if spec is None:

@@ -25,8 +25,8 @@ import numpy as np
 
 from actors.allocator import resident_bytes
 from cluster.errors import SpikeGradError
-from cluster.network import init_params, quantize
-from cluster.synops import COUNTERS
+from cluster.network import export_layer, forward, init_params, quantize
+from cluster.synops import COUNTERS, layer_fan, spike_bound, spike_histogram
 from cluster.topology import Topology
 
 from ..data import augment
@@ -393,8 +393,6 @@ def spike_rows(epoch: int, topo: Topology, cfg: TrainConfig, params: dict[int, t
     """The spikes per neuron per sample of every hidden layer (``spikes.parquet``): a histogram over
     (neuron, sample) of the equivalent ANN's Σ|S| on the first test images (1,000, fewer for large
     networks: about 2·10⁹ MACs in all), with Eq. (21)'s bound n_max (:func:`cluster.synops.spike_bound`)."""
-    from cluster.network import export_layer, forward  # noqa: PLC0415
-    from cluster.synops import layer_fan, spike_bound, spike_histogram  # noqa: PLC0415
 
     if not len(x) or len(topo.layers) < 2:
         return []

@@ -14,13 +14,14 @@ import numpy as np
 
 from actors.allocator import keep_freed_memory
 from cluster.backend import Backend, get_backend, to_device, to_host
+from cluster.graph import GraphStep
 from cluster.network import forward, sgd_update
 from cluster.synops import SynopCounter
 from cluster.topology import Topology
 
 from .config import TrainConfig
 from .engine import Counters, HostState
-from .workers import micro_step
+from .workers import WorkerPool, micro_step
 
 # Samples per micro-batch on the CPU: enough to keep every worker busy, between these
 # bounds (measured with `spikegrad bench train --micro-batch N`, README).
@@ -116,7 +117,6 @@ class LocalEngine:
     def _graph_step(self, x: np.ndarray, y: np.ndarray, lr_scale: float) -> tuple[float, int]:
         """The step as a replayed CUDA graph (the full batches of an epoch; a shorter last batch
         runs eagerly). Gives up, saying why, where capture fails."""
-        from cluster.graph import GraphStep  # noqa: PLC0415
 
         if self._graph is None:
             self._graph = GraphStep(self.xp, self.topo, self.params, self.velocity, self.cfg.step,
@@ -151,7 +151,6 @@ class LocalEngine:
         """The worker processes (:mod:`launch.run.workers`), started at the first batch that needs them;
         from then on the weights live in memory shared with them (updated in place)."""
         if self._workers is None:
-            from .workers import WorkerPool  # noqa: PLC0415
 
             self._workers = WorkerPool(self.workers, self.topo.text, self.cfg.step, self.dtype,
                                        self.cfg.gradient == "spike", self.params)

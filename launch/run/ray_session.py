@@ -55,7 +55,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[
     The local instance is :func:`init_private`'s: loopback only, token-gated. Returns (started
     here, cluster resources).
     """
-    import ray  # noqa: PLC0415
+    import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
 
     if ray.is_initialized():
         return False, ray.cluster_resources()
@@ -99,8 +99,8 @@ def init_private(num_cpus: int, object_store_memory: int, logging_level: int) ->
     captured at start); both are put back afterwards, so a cluster joined later by this process is
     unaffected. The token gate stays on: other users of this machine reach the loopback ports too.
     """
-    import ray  # noqa: PLC0415
-    from ray._private import ray_constants  # noqa: PLC0415
+    import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
+    from ray._private import ray_constants  # noqa: PLC0415  (Ray: loaded only where chips run)
 
     before_env, before_const = os.environ.get(_LOOPBACK_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
     os.environ[_LOOPBACK_SWITCH] = "0"

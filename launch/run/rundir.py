@@ -26,7 +26,10 @@ import fcntl
 import json
 import os
 import secrets
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -39,12 +42,13 @@ from cluster.errors import SpikeGradError
 
 from ..files import read_npz, write_atomic
 from . import formats
+from .config import config_from_json
 
 
 def write_parquet(path: Path, rows: list[dict]) -> None:
     """A table written whole, stamped with the run-file format (:mod:`launch.run.formats`)."""
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
+    import pyarrow.parquet as pq  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
 
     table = pa.Table.from_pylist(rows)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **formats.parquet_metadata()})
@@ -53,8 +57,8 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
 
 def read_parquet_table(path: Path) -> tuple[list[dict], dict[bytes, bytes] | None, list[str]]:
     """A Parquet file's rows, schema metadata and column names."""
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
+    import pyarrow.parquet as pq  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
 
     try:
         table = pq.read_table(path)
@@ -174,7 +178,6 @@ class RunDir:
         write_atomic(self.file(self.CONFIG), lambda f: f.write(text + "\n"), mode="w")
 
     def read_config(self) -> Any:
-        from .config import config_from_json  # noqa: PLC0415
 
         self.require(self.CONFIG)
         return config_from_json(self.file(self.CONFIG).read_bytes())
@@ -266,7 +269,7 @@ class RemoteRun:
     scheme=http`` for an S3-compatible server); credentials come from the usual environment."""
 
     def __init__(self, uri: str) -> None:
-        import pyarrow.fs as pafs  # noqa: PLC0415
+        import pyarrow.fs as pafs  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
 
         self.uri, self.pafs = uri, pafs
         try:
@@ -328,9 +331,6 @@ class RemoteRun:
         :data:`LEASE_TTL_S` belongs to a run that has ended without releasing it (killed), and is
         taken over. Released (removed) when the run ends.
         """
-        import socket  # noqa: PLC0415
-        import threading  # noqa: PLC0415
-        import time  # noqa: PLC0415
 
         owner = f"{socket.gethostname()} PID {os.getpid()}"
         token = secrets.token_hex(16)

@@ -22,6 +22,8 @@ import multiprocessing as mp
 import os
 import signal
 import tempfile
+import threading
+import time
 import traceback
 import uuid
 import weakref
@@ -29,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from actors.allocator import keep_freed_memory
 from cluster.errors import SpikeGradError
+from cluster.network import backward, forward
+from cluster.synops import SynopCounter
+from cluster.topology import parse_topology
+
+from .rundir import HELD_LOCKS
 
 Layout = list[tuple[str, tuple[int, ...], str]]  # (key, shape, dtype) of each array in a block
 
@@ -80,7 +88,6 @@ def micro_step(xp: Any, topo: Any, params: dict, x: Any, y: Any, step: Any,
     """Forward and backward of one micro-batch (x (B, C, H, W), y (B,) int64 on the backend):
     (increment sums {l: (Σ E ⊗ S, Σ E)}, loss sum, correct, synaptic-operation counts). Reads
     the parameters, writes nothing shared: the local engine and its workers run it."""
-    from cluster.network import backward, forward  # noqa: PLC0415
 
     fp = forward(xp, topo, params, x, step)
     correct = int((fp.V.argmax(axis=1) == y).sum())
@@ -95,10 +102,8 @@ def forked_child() -> None:
     traceback, so it just ends the process; Ctrl-C is left to the parent, which stops its helpers;
     one BLAS thread; and the process ends when its parent does, even a SIGKILLed one (forked
     helpers hold copies of the parent's pipe ends, so they would not see the pipes close)."""
-    import threading  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415  (threadpoolctl: in the forked workers only)
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -115,12 +120,6 @@ def forked_child() -> None:
 
 def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path: str, layout: Layout) -> None:
     """A worker process: maps the weights, then runs the micro-batches it is sent until told to stop."""
-    from actors.allocator import keep_freed_memory  # noqa: PLC0415
-    from cluster.network import forward  # noqa: PLC0415
-    from cluster.synops import SynopCounter  # noqa: PLC0415
-    from cluster.topology import parse_topology  # noqa: PLC0415
-
-    from .rundir import HELD_LOCKS  # noqa: PLC0415
 
     forked_child()
     for fd in list(HELD_LOCKS):  # forked: the run directory's lock belongs to the engine's process alone
@@ -169,7 +168,7 @@ def _worker(conn: Any, topology: str, step: Any, spike_errors: bool, params_path
                     np.copyto(inc[f"b{l}"], gb)
                 out.append((float(loss), correct, [[float(v) for v in row] for row in counts]))
             conn.send(("ok", out))
-        except Exception:  # noqa: BLE001  (sent to the engine, which raises it there)
+        except Exception:
             conn.send(("error", traceback.format_exc(limit=6)))
 
 

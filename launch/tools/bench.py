@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -27,12 +29,16 @@ from typing import Any
 import numpy as np
 
 from cluster.backend import get_backend, to_device
-from cluster.network import backward_layers, forward_layers, init_params, output_error, to_chwb
+from cluster.events import simulate
+from cluster.network import backward, backward_layers, forward, forward_layers, init_params, output_error, to_chwb
 from cluster.topology import parse_topology
 
+from ..data import load_dataset
 from ..run.config import TrainConfig
 from ..run.driver import initial_params
 from ..run.local import LocalEngine
+from ..run.ray_session import start_ray
+from ..run.runs import check_fit, load_run
 from .timing import rate
 from .torch_ref import time_in_subprocess
 
@@ -93,8 +99,6 @@ def bench_train(a: Any) -> int:
     results: dict[str, Any] = dict(topology=topo.text, backend=backend.name, dtype=a.dtype,
                                    machine=machine_line(), date=time.strftime("%Y-%m-%d"), rows=[])
     if a.torch:
-        import importlib.metadata  # noqa: PLC0415
-        import importlib.util  # noqa: PLC0415
 
         # Asked without importing it: PyTorch runs in a process of its own (torch_ref.time_in_subprocess).
         if importlib.util.find_spec("torch") is None:
@@ -104,8 +108,6 @@ def bench_train(a: Any) -> int:
     trained = None
     if getattr(a, "checkpoint", None):
         # A trained network on its own test images: the errors are as sparse as late in training.
-        from ..data import load_dataset  # noqa: PLC0415
-        from ..run.runs import load_run  # noqa: PLC0415
 
         driver = load_run(a.checkpoint)
         topo, trained = driver.topo, driver.host_params()
@@ -116,8 +118,6 @@ def bench_train(a: Any) -> int:
     images = None
     if trained is None and getattr(a, "dataset", None):
         # Real training images on initial weights: the errors are dense, as at the start of a run.
-        from ..data import load_dataset  # noqa: PLC0415
-        from ..run.runs import check_fit  # noqa: PLC0415
 
         images = load_dataset(a.dataset, a.data_dir, progress=False)
         check_fit(topo, images)
@@ -338,10 +338,8 @@ def print_profile(p: dict) -> None:
 def ray_floor(n_chips: int, message_bytes: float, micros: int, batches: int) -> float:
     """Seconds per batch that Ray alone needs for the pipeline's calls: n_chips echo actors,
     one forward and one backward call each per micro-batch, messages of the measured size."""
-    import pyarrow as pa  # noqa: PLC0415
-    import ray  # noqa: PLC0415
-
-    from ..run.ray_session import start_ray  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415  (pyarrow: loaded where a table or file system is used, not at start-up)
+    import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
 
     started, _ = start_ray()
 
@@ -379,12 +377,8 @@ def bench_events(a: Any) -> int:
     With ``--checkpoint`` on the run's own test images (sparse errors, as late in training);
     otherwise on synthetic MNIST-like batches and initial weights of ``--topology``.
     """
-    from cluster.events import simulate  # noqa: PLC0415
-    from cluster.network import backward, forward  # noqa: PLC0415
 
     if a.checkpoint:
-        from ..data import load_dataset  # noqa: PLC0415
-        from ..run.runs import check_fit, load_run  # noqa: PLC0415
 
         driver = load_run(a.checkpoint, backend="numpy")
         topo, step, trained = driver.topo, driver.cfg.step, driver.host_params()

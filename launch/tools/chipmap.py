@@ -113,12 +113,12 @@ def fill_figure(mapping: Mapping, path: str | Path) -> Path:
     import matplotlib  # noqa: PLC0415  (matplotlib only when a figure is asked)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     out = Path(path)
     chips = mapping.chips
     names = [f.limit for f in mapping.fill(chips[0])]
-    from matplotlib.patches import Patch  # noqa: PLC0415
+    from matplotlib.patches import Patch  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     width = 0.8 / len(names)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

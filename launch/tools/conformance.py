@@ -20,12 +20,13 @@ from cluster.errors import SpikeGradError
 from cluster.network import StepConfig, backward, export_layer, forward
 from cluster.topology import parse_topology
 
+from ..files import read_npz, write_atomic
+
 SCALARS = ("theta_ff", "theta_bp", "alpha", "eta")
 
 
 def load_case(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a case file without pickle; a missing or malformed one is a SpikeGradError."""
-    from ..files import read_npz  # noqa: PLC0415
 
     path = Path(path)
     if not path.is_file():
@@ -113,7 +114,6 @@ def run_case(case: dict[str, np.ndarray], backend: str = "numpy", name: str = "c
 
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write an .npz next to its destination, then rename: a reader never sees half a file."""
-    from ..files import write_atomic  # noqa: PLC0415
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -73,14 +73,18 @@ few steps, one short epoch) so that CI proves the script before a GPU is lent.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -111,7 +115,7 @@ class Clock:
     def sync(self) -> None:
         """Wait for the device's queued work (nothing to wait for on the host)."""
         if self.gpu:
-            import cupy as cp  # noqa: PLC0415
+            import cupy as cp  # noqa: PLC0415  (CuPy: only on a GPU)
 
             cp.cuda.get_current_stream().synchronize()
 
@@ -123,7 +127,7 @@ class Clock:
             t0 = time.perf_counter()
             out = fn()
             return out, time.perf_counter() - t0
-        import cupy as cp  # noqa: PLC0415
+        import cupy as cp  # noqa: PLC0415  (CuPy: only on a GPU)
 
         start, end = cp.cuda.Event(), cp.cuda.Event()
         start.record()
@@ -141,7 +145,7 @@ class Clock:
 # ----------------------------------------------------------------------------- stages
 
 def ceilings() -> dict[str, float]:
-    import cupy as cp  # noqa: PLC0415
+    import cupy as cp  # noqa: PLC0415  (CuPy: only on a GPU)
 
     clock = Clock(True)
 
@@ -182,7 +186,7 @@ def run_tests(backend: str, quick: bool, timeout: int) -> dict[str, Any]:
 
 
 def conformance(cases_dir: Path, backend: str) -> list[dict]:
-    from .conformance import compare, load_case, run_case  # noqa: PLC0415
+    from .conformance import compare, load_case, run_case  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     rows = []
     for case in sorted(cases_dir.glob("*.npz")):
@@ -206,9 +210,9 @@ def chip_chain(topology: str, groups: str | None, ccfg: ChipConfig,
     one layer per chip), and the function that runs one batch through them with the Arrow wire
     between them, ``step(x, y, micro, batch, lr_scale) -> (loss sum, correct)``
     (:func:`actors.chip.run_chips`). The one place gpu_check builds and drives chips."""
-    from actors.chip import Chip, parse_chips, run_chips  # noqa: PLC0415
-    from cluster.mapping import whole_layers  # noqa: PLC0415
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from actors.chip import Chip, parse_chips, run_chips  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.mapping import whole_layers  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     topo = parse_topology(topology)
     spans = parse_chips(groups, len(topo.layers))
@@ -221,9 +225,9 @@ def chip_chain(topology: str, groups: str | None, ccfg: ChipConfig,
 def _chip_states(topology: str, groups: str | None, backend: str, wire: Wire, batches: int, B: int,
                  micro: int, seed: int) -> tuple[list, list, list, float]:
     """Train chips in this process: (per-batch (loss, correct), chip states, chip reports, seconds)."""
-    from actors.chip import ChipConfig  # noqa: PLC0415
-    from cluster.network import StepConfig, init_params, quantize  # noqa: PLC0415
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from actors.chip import ChipConfig  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.network import StepConfig, init_params, quantize  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     topo = parse_topology(topology)
     rng = np.random.default_rng(seed)
@@ -347,7 +351,6 @@ class ChipMeter:
 
     @contextmanager
     def attached(self, chips: list) -> Iterator[ChipMeter]:
-        import importlib  # noqa: PLC0415
 
         undo: list[tuple[Any, str, Any]] = []
         targets = [(importlib.import_module("actors.wire"), name, self._host, bucket)
@@ -392,14 +395,14 @@ def chip_timing(presets: list[str], batch: int, rounds: int, backend: BackendNam
     built from the preset's training defaults and the same initial weights, one synthetic batch,
     taking turns (chips, local graph, local eager) for ``rounds`` timed rounds after 2 warm-up
     rounds; medians. Then 2 more chip batches under :class:`ChipMeter`: where their time goes."""
-    from actors.chip import ChipConfig  # noqa: PLC0415
-    from cluster.backend import get_backend  # noqa: PLC0415
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from actors.chip import ChipConfig  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.backend import get_backend  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
-    from ..run.config import make_config  # noqa: PLC0415
-    from ..run.driver import initial_params  # noqa: PLC0415
-    from ..run.local import LocalEngine  # noqa: PLC0415
-    from .bench import synthetic_batch  # noqa: PLC0415
+    from ..run.config import make_config  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.driver import initial_params  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.local import LocalEngine  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from .bench import synthetic_batch  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     gpu = backend == "cupy"
     clock = Clock(gpu)
@@ -452,7 +455,7 @@ def chip_timing(presets: list[str], batch: int, rounds: int, backend: BackendNam
             e.close()
         del chips, chain, engines, modes
         if gpu:
-            import cupy as cp  # noqa: PLC0415
+            import cupy as cp  # noqa: PLC0415  (CuPy: only on a GPU)
 
             cp.get_default_memory_pool().free_all_blocks()
     return rows
@@ -467,17 +470,17 @@ def ray_chip_timing(presets: list[str], batch: int, rounds: int, backend: Backen
     the results). Ray's start is timed apart. Stopped after ``cap`` seconds (a hung start must
     not eat the cifar10 budget): then the rows so far and an ``error`` row."""
     try:
-        import ray  # noqa: PLC0415
+        import ray  # noqa: PLC0415  (Ray: loaded only where chips run)
     except ImportError as exc:
         return {"skipped": f"Ray is not importable here ({exc}); the plan (docs/measurements/gpu-plan-*) "
                            f"says how a stripped Ray travels with the run"}
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
-    from ..run.chips import ChipEngine  # noqa: PLC0415
-    from ..run.config import make_config  # noqa: PLC0415
-    from ..run.driver import initial_params  # noqa: PLC0415
-    from ..run.ray_session import start_ray  # noqa: PLC0415
-    from .bench import synthetic_batch  # noqa: PLC0415
+    from ..run.chips import ChipEngine  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.config import make_config  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.driver import initial_params  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.ray_session import start_ray  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from .bench import synthetic_batch  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     rows: list[dict] = []
     started = False
@@ -527,7 +530,7 @@ def step_cost(topo: Any, B: int) -> tuple[float, float]:
     """(FLOPs, minimal bytes) of one training step: 2 FLOPs per MAC for forward, error
     below (l ≥ 1) and increments; bytes: weights read twice and written once, each
     layer's activations written once and read twice (forward, increments), errors once each."""
-    from cluster.synops import topology_fans  # noqa: PLC0415
+    from cluster.synops import topology_fans  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     flops, nbytes = 0.0, 0.0
     for l, (layer, fan) in enumerate(zip(topo.layers, topology_fans(topo))):
@@ -541,14 +544,14 @@ def step_cost(topo: Any, B: int) -> tuple[float, float]:
 
 def time_presets(presets: list[str], batches: list[int], iters: int, backend: BackendName) -> list[dict]:
     """Images/s of one training step: eager, graph (CuPy) and PyTorch (where importable)."""
-    from cluster.backend import get_backend  # noqa: PLC0415
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from cluster.backend import get_backend  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from cluster.topology import parse_topology  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
-    from ..run.config import TrainConfig  # noqa: PLC0415
-    from ..run.driver import initial_params  # noqa: PLC0415
-    from ..run.local import LocalEngine  # noqa: PLC0415
-    from .bench import profile_step, synthetic_batch  # noqa: PLC0415
-    from .torch_ref import make_torch_step, torch_available  # noqa: PLC0415
+    from ..run.config import TrainConfig  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.driver import initial_params  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.local import LocalEngine  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from .bench import profile_step, synthetic_batch  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from .torch_ref import make_torch_step, torch_available  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     gpu = backend == "cupy"
     clock = Clock(gpu)
@@ -577,7 +580,7 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: Ba
                 engine.close()
                 del engine
             if have_torch and gpu:
-                import torch  # noqa: PLC0415
+                import torch  # noqa: PLC0415  (torch: the benchmark's, not a dependency)
 
                 torch.backends.cudnn.allow_tf32 = False
                 torch.backends.cuda.matmul.allow_tf32 = False
@@ -597,7 +600,7 @@ def time_presets(presets: list[str], batches: list[int], iters: int, backend: Ba
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                               if k != "profile_ms"}), flush=True)
             if gpu:
-                import cupy as cp  # noqa: PLC0415
+                import cupy as cp  # noqa: PLC0415  (CuPy: only on a GPU)
 
                 cp.get_default_memory_pool().free_all_blocks()
     return rows
@@ -608,8 +611,8 @@ def _probe_seconds(probe_cfg: Any, x_test: np.ndarray, y_test: np.ndarray, backe
     """A Driver on probe_cfg, timed, closed and released on return: ``step_s`` (seconds per
     training step, median), ``eval_s`` (one evaluation of x_test), ``graph`` (whether its steps
     were still CUDA graphs at the end) and ``note`` (why the graph was given up, if it was)."""
-    from ..run.driver import Driver  # noqa: PLC0415
-    from .bench import synthetic_batch  # noqa: PLC0415
+    from ..run.driver import Driver  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from .bench import synthetic_batch  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     probe = Driver(probe_cfg)
     x, y = synthetic_batch((3, 32, 32), probe_cfg.batch_size, 10)
@@ -668,10 +671,8 @@ CURVE = "accuracy.png"
 def keep_run(run_dir: Path, keep_dir: Path) -> dict[str, Any]:
     """Copy the run's :data:`KEPT_RUN_FILES` (those there) to ``keep_dir``, draw ``spikegrad report``'s
     figures from the copies alone (proving they suffice) and keep its accuracy curve beside them."""
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
 
-    from .report import report  # noqa: PLC0415
+    from .report import report  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     keep_dir.mkdir(parents=True, exist_ok=True)
     kept = []
@@ -696,12 +697,11 @@ def train_cifar(data_dir: Path, keep_dir: Path, seconds: float, backend: str, sm
     the deadline anyway it is stopped there, its finished epochs kept, and the result says so.
     graph: replay steps as CUDA graphs (off where the graph tests failed in this run); whether the
     run's steps really were graphs is read back from the probe and the run's log."""
-    import tempfile  # noqa: PLC0415
 
-    from ..data import load_dataset  # noqa: PLC0415
-    from ..run.config import make_config  # noqa: PLC0415
-    from ..run.rundir import RunDir  # noqa: PLC0415
-    from ..run.runs import train  # noqa: PLC0415
+    from ..data import load_dataset  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.config import make_config  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.rundir import RunDir  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
+    from ..run.runs import train  # noqa: PLC0415  (a stage imports what it runs: one failing import fails one stage, not the run)
 
     t_load = time.perf_counter()
     data = load_dataset("cifar10", data_dir, progress=False)
@@ -807,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(result, indent=2, default=str))
 
     if backend == "cupy":
-        import cupy as cp  # noqa: PLC0415
+        import cupy as cp  # noqa: PLC0415  (CuPy: only on a GPU)
 
         props = cp.cuda.runtime.getDeviceProperties(0)
         result["device"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -822,8 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         try:
             result[name] = fn()
-        except Exception as exc:  # noqa: BLE001
-            import traceback  # noqa: PLC0415
+        except Exception as exc:
 
             result[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
             print(f"stage {name} failed: {type(exc).__name__}: {exc}", flush=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import math
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +45,23 @@ import numpy as np
 from cluster.errors import SpikeGradError
 from cluster.topology import Conv, Dense, Pool, Topology
 
+from ..files import write_atomic
+from ..run.driver import check_state_arrays
+from ..run.rundir import RunDir
+
 FORMAT = "spikegrad-nir/1"
 
 
 def require_nir() -> Any:
     """The ``nir`` module, or an error naming the extra that installs it."""
     try:
-        import nir  # noqa: PLC0415
+        import nir  # noqa: PLC0415  (nir: an optional extra)
     except ImportError:
         raise SpikeGradError("NIR files need the 'nir' package: pip install -e '.[nir]'") from None
     return nir
 
 
 def project_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
     try:
         return version("spikegrad-cluster")
@@ -155,9 +159,7 @@ def write_graph(graph: Any, to: str | Path) -> None:
     """Write a NIR graph (HDF5) whole or not at all, its IF nodes without ``v_reset``: nir ≤ 1.0.5
     (Sinabs 3.1.3 requires 1.0.4, which refuses the field) reads such an IF as the subtractive-reset
     neuron this export assumes, and nir ≥ 1.0.6 as reset to 0 (its rule for files before the field)."""
-    import h5py  # noqa: PLC0415
-
-    from ..files import write_atomic  # noqa: PLC0415
+    import h5py  # noqa: PLC0415  (h5py: comes with the optional nir extra)
 
     nir = require_nir()
     buf = io.BytesIO()
@@ -174,8 +176,6 @@ def write_graph(graph: Any, to: str | Path) -> None:
 
 def export_run(run_dir: str, to: str) -> dict[str, Any]:
     """Write a run directory's checkpoint as a NIR graph; returns a summary (layers, nodes, file)."""
-    from ..run.driver import check_state_arrays  # noqa: PLC0415
-    from ..run.rundir import RunDir  # noqa: PLC0415
 
     run = RunDir.fetch(run_dir)
     run.require(RunDir.CONFIG, RunDir.CHECKPOINT)

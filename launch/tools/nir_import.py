@@ -14,6 +14,7 @@ Leak, recurrence, delays, branches and nested graphs are refused naming the node
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,12 @@ from typing import Any
 import numpy as np
 
 from cluster.errors import SpikeGradError
+from cluster.network import quantize
 from cluster.topology import Topology, parse_topology
 
+from ..run.config import make_config
+from ..run.driver import Driver
+from ..run.runs import evaluate_driver
 from .nir import require_nir
 
 MAX_ELEMENTS = 2 ** 28  # per array and per layer's neurons: above the cifar10 preset's largest (2^26)
@@ -72,7 +77,7 @@ def _check_hdf5(path: Path) -> None:
     """Walk the HDF5 file before ``nir.read`` reads it: a NIR graph at ``/node``, every node of a known
     type, every array of numbers or text no larger than :data:`MAX_ELEMENTS` (a header may claim any
     shape; an unwritten chunked dataset costs nothing on disk)."""
-    import h5py  # noqa: PLC0415
+    import h5py  # noqa: PLC0415  (h5py: comes with the optional nir extra)
 
     if not path.is_file():
         raise SpikeGradError(f"{path}: no such file")
@@ -379,7 +384,6 @@ def load_nir(path: str | Path) -> Imported:
 def initial_weights(imp: Imported, dtype: str, frac_bits: int | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The imported (W, b) in the run's dtype, on its 2⁻ᴷ grid with ``--weight-frac-bits`` (an exported
     fixed-point run is already on it: unchanged)."""
-    from cluster.network import quantize  # noqa: PLC0415
 
     out = {}
     for l, (W, b) in imp.params.items():
@@ -394,10 +398,6 @@ def initial_weights(imp: Imported, dtype: str, frac_bits: int | None) -> dict[in
 def load_graph(path: str, dataset: str | None = None, backend: str | None = None) -> Any:
     """A driver on a local engine holding a NIR graph's weights: the topology and Θff from the graph,
     the dataset from ``dataset``, else the graph's metadata (our export), else digits."""
-    import sys  # noqa: PLC0415
-
-    from ..run.config import make_config  # noqa: PLC0415
-    from ..run.driver import Driver  # noqa: PLC0415
 
     imp = load_nir(path)
     for note in imp.notes:  # what the import assumed
@@ -414,6 +414,5 @@ def load_graph(path: str, dataset: str | None = None, backend: str | None = None
 def evaluate_graph(path: str, dataset: str | None = None, data_dir: str | None = None,
                    limit_test: int | None = None, backend: str | None = None) -> dict[str, Any]:
     """``spikegrad eval --checkpoint FILE.nir``: the graph's test accuracy (:func:`load_graph`)."""
-    from ..run.runs import evaluate_driver  # noqa: PLC0415
 
     return evaluate_driver(load_graph(path, dataset, backend), str(path), data_dir, limit_test)

@@ -38,6 +38,8 @@ import numpy as np
 from cluster.errors import SpikeGradError
 
 from ..run.rundir import RunDir
+from .cost import run_cost
+from .system import run_plan, system_model
 
 
 class Run:
@@ -75,10 +77,10 @@ class Run:
 
 
 def _pyplot() -> Any:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     return plt
 
@@ -86,7 +88,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     plt.close(fig)
     return path.name
@@ -186,7 +188,7 @@ def traffic_map(run: Run, out: Path) -> str | None:
     """A chip run's last epoch as two heat maps per training sample, spikes and the emulator's wire
     kbit per link (row: from, column: to; above the diagonal forward, below backward), on a log
     colour scale, chips labelled by the layers they hold."""
-    from matplotlib.colors import LogNorm  # noqa: PLC0415
+    from matplotlib.colors import LogNorm  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     if not run.traffic:
         return None
@@ -242,8 +244,6 @@ def bandwidth_figure(run: Run, out: Path, rate: float = 1000.0) -> str | None:
     """Mbit/s each link needs at ``rate`` images/s with 40-bit SpiNNaker packets (one per spike;
     launch.tools.cost), forward and backward side by side per pair of chips; hatched: the link
     crosses nodes; the busiest link named. None for runs without links."""
-    from .cost import run_cost  # noqa: PLC0415
-    from .system import run_plan  # noqa: PLC0415
 
     if not run.traffic:
         return None
@@ -290,7 +290,6 @@ def energy_figure(run: Run, out: Path) -> str | None:
     the run's own chips or, for a one-process run, on Loihi (Loihi 2 where Loihi cannot hold the
     network; None where neither can); the profile and the sources of its figures are printed on the
     figure (launch.tools.system)."""
-    from .system import run_plan, system_model  # noqa: PLC0415
 
     try:  # the chips: the run's own, else Loihi's or Loihi 2's mapping
         run_plan(run.cfg, None)

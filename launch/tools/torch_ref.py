@@ -24,7 +24,7 @@ from cluster.topology import Conv, Dense, Pool, Topology
 
 def torch_available() -> tuple[bool, str]:
     try:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415  (torch: the benchmark's, not a dependency)
     except Exception as exc:
         return False, f"torch is not importable ({type(exc).__name__})"
     return True, torch.__version__
@@ -37,9 +37,9 @@ def make_torch_step(topo: Topology, params: dict[int, tuple[np.ndarray, np.ndarr
 
     ``step.params`` holds {layer l: [W, b]} as torch tensors (updated in place).
     """
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
-    from torch.nn.grad import conv2d_input, conv2d_weight  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch: the benchmark's, not a dependency)
+    import torch.nn.functional as F  # noqa: PLC0415  (torch: the benchmark's, not a dependency)
+    from torch.nn.grad import conv2d_input, conv2d_weight  # noqa: PLC0415  (torch: the benchmark's, not a dependency)
 
     tdtype = getattr(torch, dtype)
     P = {l: [torch.tensor(W, dtype=tdtype, device=device), torch.tensor(b, dtype=tdtype, device=device)]
@@ -125,11 +125,11 @@ def time_in_subprocess(topo: Topology, params: dict[int, tuple[np.ndarray, np.nd
     """Images/s of ``repeats`` windows of ``seconds`` each (after two warm-up steps) of the PyTorch
     step, timed in a fresh Python process. step: theta_ff, theta_bp, alpha, eta, momentum.
     batch: step through x in consecutive batches of this size, round and round (None: x is one batch)."""
-    import json  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import json  # noqa: PLC0415  (imported in the subprocess that times torch)
+    import subprocess  # noqa: PLC0415  (imported in the subprocess that times torch)
+    import sys  # noqa: PLC0415  (imported in the subprocess that times torch)
+    import tempfile  # noqa: PLC0415  (imported in the subprocess that times torch)
+    from pathlib import Path  # noqa: PLC0415  (imported in the subprocess that times torch)
 
     arrays: dict[str, Any] = {f"W{l}": W for l, (W, _) in params.items()}
     arrays.update({f"b{l}": b for l, (_, b) in params.items()})
@@ -148,12 +148,12 @@ def time_in_subprocess(topo: Topology, params: dict[int, tuple[np.ndarray, np.nd
 
 def main(argv: list[str] | None = None) -> int:
     """Time the job file's step (see :func:`time_in_subprocess`); prints {"images_per_second": [...]}."""
-    import json  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import json  # noqa: PLC0415  (imported in the subprocess that times torch)
+    import sys  # noqa: PLC0415  (imported in the subprocess that times torch)
 
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (torch: the benchmark's, not a dependency)
 
-    from cluster.topology import parse_topology  # noqa: PLC0415
+    from cluster.topology import parse_topology  # noqa: PLC0415  (imported in the subprocess that times torch)
 
     from .timing import rate  # noqa: PLC0415  (beside torch, which this process imports)
 

@@ -130,7 +130,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_proc = max(1, min(workers or cores, len(starts)))
     tot = _Totals(L)
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415  (tqdm: only with a progress bar)
 
     bar = tqdm(total=len(starts), desc="verify", unit="chunk", disable=not progress, file=sys.stderr)
     with threadpool_limits(limits=1, user_api="blas"):  # small products per wave: threads only contend

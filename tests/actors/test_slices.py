@@ -187,7 +187,7 @@ def test_replicas_of_split_chips_add_the_same_increments():
     run_chips(one, x, y, 8)
     for r, chips in enumerate(two):  # forward and backward only: the APPLY comes below
         for c in chips:
-            c.apply = lambda *a, **k: None  # noqa: E731
+            c.apply = lambda *a, **k: None
         run_chips(chips, x[r * 8:(r + 1) * 8], y[r * 8:(r + 1) * 8], 8)
         for c in chips:
             del c.apply
