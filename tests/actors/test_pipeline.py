@@ -76,7 +76,7 @@ def test_event_wire_on_ray_same_weights(ray_session, tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "c")]) == 0
     assert main([*common, "--wire", "events", "--out", str(tmp_path / "e")]) == 0
     out = capsys.readouterr().err
-    assert "address events / bytes" in out and "(all)" in out
+    assert "spikes/sample: address events" in out and "(all)" in out
     wc, we = weights(tmp_path / "c"), weights(tmp_path / "e")
     for k in wc:
         assert np.array_equal(wc[k], we[k]), k
