@@ -181,6 +181,16 @@ def _check_memory(cfg: TrainConfig, topo: Any) -> None:
                              f"this machine's {ram / 2 ** 30:.1f} GiB; use a smaller network or batch")
 
 
+def check_machine(cfg: TrainConfig) -> None:
+    """What a configuration asks of the machine and of the chips, checked when a run starts (train,
+    resume, eval, verify), never when a configuration is built or read: whether the network fits
+    this machine's memory, and, on chips, whether its chips can be laid out (a capacity's mapping).
+    A config.json is valid or not by itself; whether it can run here is decided here."""
+    _check_memory(cfg, cfg.topo)
+    if cfg.engine == "chips":
+        cfg.chip_layout()
+
+
 MAX_EPOCHS = 1_000_000  # more than any schedule needs; the cosine schedule spreads over all of them
 
 
@@ -222,8 +232,7 @@ def _check(cfg: TrainConfig) -> None:
         raise SpikeGradError(f"seed must be an integer in 0..2^63-1, got {cfg.seed!r}")
     if not (0 <= cfg.momentum < 1):
         raise SpikeGradError(f"momentum must lie in [0, 1), got {cfg.momentum!r}")
-    topo = cfg.topo  # parsed here, once; raises with the offending token
-    _check_memory(cfg, topo)
+    _ = cfg.topo  # parsed here, once; raises with the offending token
     if cfg.wire == "events" and (cfg.engine != "chips" or cfg.gradient != "spike"):
         raise SpikeGradError(f"--wire events needs --engine chips and --gradient spike, got engine {cfg.engine}, "
                              f"gradient {cfg.gradient}")
@@ -241,7 +250,6 @@ def _check(cfg: TrainConfig) -> None:
         if cfg.chips:
             raise SpikeGradError("give either --chips groups or a chip capacity (--chip ...), not both")
     if cfg.engine == "chips":
-        cfg.chip_layout()
         if cfg.replicas > cfg.batch_size:
             raise SpikeGradError(f"replicas ({cfg.replicas}) cannot exceed the batch size ({cfg.batch_size})")
 
@@ -302,5 +310,5 @@ def config_from_json(text: str | bytes) -> TrainConfig:
     return TrainConfig(**data)
 
 
-__all__ = ["TrainConfig", "make_config", "config_from_json", "check_address", "DATASET_DEFAULTS", "PRESETS",
-           "ENGINES", "DTYPES", "SCHEDULES", "BACKENDS", "WIRES", "PLACEMENTS", "GRADIENT_MODES"]
+__all__ = ["TrainConfig", "make_config", "config_from_json", "check_machine", "check_address", "DATASET_DEFAULTS",
+           "PRESETS", "ENGINES", "DTYPES", "SCHEDULES", "BACKENDS", "WIRES", "PLACEMENTS", "GRADIENT_MODES"]

@@ -17,7 +17,7 @@ from cluster.errors import SpikeGradError
 from cluster.topology import Topology
 
 from ..data import Dataset, load_dataset
-from .config import TrainConfig
+from .config import TrainConfig, check_machine
 from .driver import Driver
 from .factory import make_engine
 from .rundir import RunDir
@@ -66,6 +66,7 @@ def train(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | 
     Returned keys: test_accuracy (percent), train_seconds (training only, no evaluation),
     images_per_second (training), engine, backend, run_dir, epochs, and the last epoch's row.
     """
+    check_machine(cfg)  # before anything is created
     run = RunDir.at(cfg.out) if cfg.out else RunDir(default_run_dir(cfg))
     if run.holds_run():
         raise SpikeGradError(f"run directory {run} already holds a run; choose another --out")
@@ -152,6 +153,7 @@ def resume(run_dir: str, data_dir: str | None = None, progress: bool = True,
         cfg = run.read_config()
         if data_dir:
             cfg = dataclasses.replace(cfg, data_dir=data_dir)
+        check_machine(cfg)
         arrays = run.read_checkpoint()
         done = arrays.get("epochs_done")
         if done is not None and done.shape == () and done.dtype.kind in "iu" and int(done) >= cfg.epochs:
@@ -175,6 +177,7 @@ def load_run(run_dir: str | os.PathLike, backend: str | None = None) -> Driver:
     cfg = dataclasses.replace(cfg, engine="local", wire="counts", chips=None, chip=None, chip_neurons=None,
                               chip_synapses=None, chip_cores=None, replicas=1,
                               **({"backend": backend} if backend else {}))
+    check_machine(cfg)
     driver = Driver(cfg)
     driver.load_state(run.read_checkpoint(), str(run.checkpoint_path))
     return driver

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.errors import SpikeGradError
 from launch.cli import main
-from launch.run.config import make_config
+from launch.run.config import check_machine, make_config
 from launch.run.runs import train
 
 
@@ -47,8 +47,12 @@ def test_a_capacity_gives_the_chip_groups_or_a_clear_refusal():
     groups, layout = make_config("digits", chip_neurons=600, chip_synapses=20000).chip_layout()
     assert layout == (((0, 0, 9),), ((0, 9, 16),), ((1, 0, 16), (2, 0, 64), (3, 0, 10)))
     assert groups == [(0, 0), (0, 0), (1, 3)]
+    # a configuration is valid by itself; whether its chips can be laid out is checked when a run starts
+    floats = make_config("digits", chip_neurons=600, chip_synapses=20000, gradient="float")
     with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1\) are split .* need --gradient spike"):
-        make_config("digits", chip_neurons=600, chip_synapses=20000, gradient="float")
+        check_machine(floats)
+    with pytest.raises(SpikeGradError, match=r"layers 0 \(16C3p1\) are split .* need --gradient spike"):
+        train(floats, progress=False, log=lambda s: None)
     with pytest.raises(SpikeGradError, match="needs --engine chips"):
         make_config("digits", engine="local", chip="loihi")
     with pytest.raises(SpikeGradError, match="not both"):
