@@ -40,7 +40,8 @@ _NPZ_KINDS = "biufU"  # bool, integers, floats, and text (the progress record, a
 def read_npz(path: Path, what: str = "checkpoint") -> dict[str, np.ndarray]:
     """An .npz file's arrays, read without pickle (checkpoints, conformance cases). Every member's
     header is checked against the bytes the member holds before anything is allocated (a header
-    may claim any shape); only numbers, booleans and text are accepted."""
+    may claim any shape, a compressed member may inflate to far more than its array); only numbers,
+    booleans and text are accepted."""
 
     fmt = np.lib.format
     arrays: dict[str, np.ndarray] = {}
@@ -56,9 +57,13 @@ def read_npz(path: Path, what: str = "checkpoint") -> dict[str, np.ndarray]:
                     need = math.prod(shape) * dtype.itemsize
                     if dtype.hasobject or dtype.kind not in _NPZ_KINDS:
                         raise SpikeGradError(f"{what} {path}: {info.filename} expected numbers, got dtype {dtype}")
-                    if need > info.file_size:
+                    size = f.tell() + need  # the header, then exactly the array's bytes
+                    if size > info.file_size:
                         raise SpikeGradError(f"{what} {path}: {info.filename} claims shape {shape} "
                                              f"({need} bytes) but holds {info.file_size} bytes")
+                    if info.file_size > size:  # a compressed member far larger than its array
+                        raise SpikeGradError(f"{what} {path}: {info.filename} holds {info.file_size:,} bytes, "
+                                             f"its header claims {size:,} (shape {shape})")
                 with zf.open(info) as f:  # read again from the start: read_array wants the header
                     arrays[info.filename[:-4]] = fmt.read_array(f, allow_pickle=False)
     except SpikeGradError:

@@ -536,6 +536,97 @@ d = clone("symlink-resume")
 target = planted(d)
 symlink_case(["train", "--resume", d], d, target, "symlinks at checkpoint.npz.tmp etc., --resume (rc 0 expected)")
 
+# == issue 27: every command that reads a run, on every checkpoint and config case; every file a flag names ==
+def readers(d, tag, checkpoint=True, config=True):
+    """The same damaged run directory through every command that reads it."""
+    cmds = []
+    if checkpoint or config:
+        cmds += [(["eval", "--checkpoint", d], "eval"), (["verify", "--checkpoint", d, "--samples", "4", "--workers", "1"],
+                                                          "verify"),
+                 (["export", d, "--to", W / f"{Path(d).name}.nir"], "export"), (["train", "--resume", d], "resume")]
+    if config:
+        cmds += [(["report", d, "--out", W / f"rep-{Path(d).name}"], "report"), (["traffic", d], "traffic"),
+                 (["forecast", d], "forecast"), (["plan", d, "--nodes", "2"], "plan")]
+    for args, what in cmds:
+        case(args, f"{tag}: {what}")
+
+
+def bomb_member(z):
+    import io  # noqa: PLC0415 (the harness's own helper)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros(2, np.float32))
+    return buf.getvalue() + bytes(64 << 20)
+
+
+d = clone("c-bomb")
+with zipfile.ZipFile(d / "checkpoint.npz", "a", zipfile.ZIP_DEFLATED) as zf:
+    zf.writestr("zz.npy", bomb_member(None))
+CKPT_CASES = {
+    "truncated checkpoint": "trunc", "flipped byte": "flip", "int8 W0": "dtype", "complex b0": "cplx",
+    "NaN bias": "nanb", "wrong-shaped bias": "bshape", "string W0": "str", "epochs_done -5": "ep",
+    "position 1e9": "pos", "bad progress record": "prog", "a member inflating to 64 MiB beyond its header": "c-bomb",
+    "a header claiming 4 TB": "huge", "a symlink to /dev/zero": "devzero", "no checkpoint.npz": "no-ckpt",
+}
+for label, name in CKPT_CASES.items():
+    if (W / name).exists():
+        readers(W / name, f"checkpoint, {label}", config=False)
+readers(ckpt_edit("c-fmt", lambda z: z.update(format=np.asarray(99))), "checkpoint of format 99", config=False)
+readers(ckpt_edit("c-fmtstr", lambda z: z.update(format=np.asarray("2"))), "checkpoint format a string", config=False)
+for label, name, fn, raw in [
+        ("config.json format 99", "j-fmt", lambda c: c.update(format=99), None),
+        ("config.json format a string", "j-fmts", lambda c: c.update(format="2"), None),
+        ("config.json lr a string", "j-lrs", lambda c: c.update(lr="fast"), None),
+        ("config.json a JSON list", "j-list2", None, b"[1, 2, 3]"),
+        ("config.json invalid UTF-8", "j-utf", None, b"\xff\xfe{}"),
+        ("config.json chip_neurons 0", "j-cn0", lambda c: c.update(engine="chips", chip_neurons=0, chip_synapses=5),
+         None)]:
+    readers(cfg_edit(name, fn, raw=raw), label, checkpoint=False)
+d = clone("t-fmt")  # a table stamped with a newer format
+import pyarrow.parquet as pq  # noqa: E402 (the harness's own import, after its setup)
+tbl = pq.read_table(d / "layers.parquet")
+pq.write_table(tbl.replace_schema_metadata({b"spikegrad.format": b"99"}), d / "layers.parquet")
+for args, what in [(["traffic", d], "traffic"), (["report", d, "--out", W / "rep-tfmt"], "report"),
+                   (["forecast", d], "forecast")]:
+    case(args, f"layers.parquet of format 99: {what}")
+
+# files that flags name
+big = W / "big.json"
+big.write_text("{\"synop\": 1" + " " * (2 << 20) + "}")
+for label, content in [("not JSON", "{synop: 1"), ("a list", "[1]"), ("NaN", '{"synop": NaN}'),
+                       ("negative", '{"synop": -1}'), ("unknown key", '{"synopz": 1}'),
+                       ("low above value", '{"synop": {"value": 1, "low": 2}}'), ("a boolean", '{"synop": true}')]:
+    f = W / f"energy-{label.replace(' ', '-')}.json"
+    f.write_text(content)
+    case(["traffic", B, "--energy", f], f"traffic --energy FILE: {label}")
+case(["traffic", B, "--energy", big], "traffic --energy FILE: over 1 MiB")
+case(["traffic", B, "--energy", W], "traffic --energy a directory")
+case(["traffic", B, "--energy", W / "none.json"], "traffic --energy a file that does not exist")
+case(["traffic", B, "--placement", "0.0.0.0,0.0.0.0"], "traffic --placement: two chips on one place")
+case(["traffic", B, "--placement", "a.b.c.d"], "traffic --placement not integers")
+case(["traffic", B, "--board", "0x4"], "traffic --board 0x4")
+case(["map", "--topology", "mnist", "--chip", "loihi", "--figure", W], "map --figure a directory")
+case(["map", "--topology", "mnist", "--chip", "loihi", "--figure", W / "no-dir" / "f.png"],
+     "map --figure in a folder that does not exist")
+case(["export", B, "--to", W], "export --to a directory")
+case(["export", B, "--to", W / "no-dir" / "m.nir"], "export --to a folder that does not exist")
+for f, content in [("t.nir", b"\x89HDF\r\n\x1a\n" + bytes(100)), ("e.nir", b"")]:
+    (W / f).write_bytes(content)
+    case(["train", "--topology", W / f, "--engine", "local", "--epochs", "1", "--out", W / f"from-{f}"],
+         f"train --topology {f} (damaged HDF5)", check=no_run_left(f"from-{f}"))
+    case(["eval", "--checkpoint", W / f], f"eval --checkpoint {f} (damaged HDF5)")
+case_file = next(iter(sorted(CONFORMANCE.glob("*.npz"))), None) if CONFORMANCE.exists() else None
+if case_file is not None and not case_file.name.endswith(".expected.npz"):
+    bad_exp = W / "bad.expected.npz"
+    bad_exp.write_bytes(b"PK\x03\x04" + bytes(40))
+    case(["conformance", case_file, "--out", W / "conf-out.npz", "--expected", bad_exp],
+         "conformance --expected a damaged .npz")
+    case(["conformance", case_file, "--out", W / "conf-out2.npz", "--expected", W],
+         "conformance --expected a directory")
+    case(["conformance", case_file, "--out", W], "conformance --out a directory")
+    case(["conformance", case_file, "--out", W / "no-dir" / "o.npz"], "conformance --out in a missing folder")
+else:
+    skip("conformance --expected / --out cases", f"no conformance cases at {CONFORMANCE}")
+
 # ------------------------------------------------------------------------------------------------
 n = sum(counts.values())
 print(f"{n} tried, {counts['OK']} refused cleanly, {counts['BAD']} failed ({counts['ACCEPTED']} accepted harmlessly)")
