@@ -321,7 +321,3 @@ def energy_from_dict(data: object, base: Energy, where: str = "energy file") -> 
         raise SpikeGradError(f"{where}: unknown key(s) {unknown}; expected some of {', '.join(ENERGY_FIELDS)}")
     vals = {f: (_value_from(f"{where}: {f}", data[f]) if f in data else getattr(base, f)) for f in ENERGY_FIELDS}
     return Energy(**vals)
-
-
-def profile_names() -> tuple[str, ...]:
-    return tuple(PROFILES)

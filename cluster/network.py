@@ -194,13 +194,6 @@ def output_error(xp: Any, V: Any, y: Any, cfg: StepConfig) -> tuple[Any, Any]:
     return top_error_spikes(xp, U, cfg), loss
 
 
-def layer_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any, below: Any,
-                      cfg: StepConfig) -> Any:
-    """(Wˡ)ᵀ ⋆ Eˡ for the layer ``below`` (Eqs. (11), (18)), in its layout (÷ Θbp and rounding
-    follow in :func:`gate`)."""
-    return kind_of(layer).error_below(xp, layer, params, E, below, cfg.theta_ff)
-
-
 def layer_increment_sums(xp: Any, layer: Any, params: tuple[Any, Any], E: Any,
                          cache: Any) -> tuple[Any, Any]:
     """(Σ E ⊗ Sˡ⁻¹, Σ E) for a trainable layer, shapes of (W, b); ΔW = −η × these (Eq. (14))."""
@@ -214,7 +207,7 @@ def gate(xp: Any, Z: Any, mask: Any | None, cfg: StepConfig) -> Any:
 
 def _gated_error_below(xp: Any, layer: Any, params: tuple[Any, Any] | None, E: Any, below: Any,
                        mask: Any | None, cfg: StepConfig, count: list | None = None) -> Any:
-    """gate(layer_error_below(...)), Eˡ⁻¹ = S′ ⊙ round(Zˡ⁻¹ / Θbp): one timed unit of :func:`backward_layers`,
+    """gate((Wˡ)ᵀ ⋆ Eˡ), Eˡ⁻¹ = S′ ⊙ round(Zˡ⁻¹ / Θbp): one timed unit of :func:`backward_layers`,
     as each layer kind computes it (pooling rounds on its pooled grid: the same values). ``count``: a
     list to append the error spikes the U compartments below emit, Σ |Zˡ⁻¹|, before the gate."""
     return kind_of(layer).gated_error_below(xp, layer, params, E, below, mask, cfg.theta_ff, cfg.theta_bp,

@@ -68,9 +68,6 @@ def read_parquet_table(path: Path) -> tuple[list[dict], dict[bytes, bytes] | Non
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
-def read_parquet_rows(path: Path) -> list[dict]:
-    return read_parquet_table(path)[0]
-
 
 def is_uri(text: str) -> bool:
     """``s3://bucket/run``, ``gs://...``, ``hdfs://...``, ``file:///...``: a run directory on a
@@ -198,9 +195,6 @@ class RunDir:
 
     def write_table(self, table: str, rows: list[dict]) -> None:
         write_parquet(self.table_file(table), rows)
-
-    def has_table(self, table: str) -> bool:
-        return self.table_file(table).is_file()
 
     def read_table(self, table: str) -> list[dict]:
         """The table's rows; [] when the run has none (a local run has no traffic)."""

@@ -22,7 +22,7 @@ from launch.data import DataError
 from launch.data.cifar10 import read_cifar_bin
 from launch.data.mnist import read_idx
 from launch.run.config import config_from_json, make_config
-from launch.run.rundir import RunDir, read_parquet_rows
+from launch.run.rundir import RunDir, read_parquet_table
 from launch.run.runs import load_run, train
 from launch.tools.conformance import load_case, run_case
 
@@ -145,7 +145,7 @@ def test_idx_headers_that_wrap_sparse_files_and_gzip_bombs(tmp_path):
 def test_fuzzed_parquet(tmp_path, raw):
     (tmp_path / "m.parquet").write_bytes(b"PAR1" + raw + b"PAR1")
     try:
-        read_parquet_rows(tmp_path / "m.parquet")
+        read_parquet_table(tmp_path / "m.parquet")
     except SpikeGradError:
         pass
 
