@@ -44,8 +44,6 @@ from typing import Any
 
 from cluster.errors import SpikeGradError
 
-from ..run.chips import default_micro_batch
-
 IN_FLIGHT = 4  # the chip engine's micro-batches in flight (launch.run.chips)
 LATENCY_US = 10.0  # µs per message crossing nodes (--latency-us)
 
@@ -113,6 +111,8 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     micro_batch: on the target (default: what the chip engine picks there, with or without a core per chip).
     latency_us, call_us: None for the defaults (LATENCY_US, CALL_US), which are then also taken at the
     ends of their RANGES; a value given is used as is, for the range too."""
+    from ..run.chips import default_micro_batch  # noqa: PLC0415  (chips.py imports Ray: only when a plan is made)
+
     for name, v in (("nodes", nodes), ("cores", cores if cores is not None else 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise SpikeGradError(f"plan: {name} expected an integer >= 1, got {v!r}")
