@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,52 @@ def check_state_arrays(arrays: dict[str, np.ndarray], topo: Topology, path: str)
                                      f"{int((~np.isfinite(a)).sum())} NaN or infinite")
 
 
+@dataclass
+class Progress:
+    """A checkpoint's position, checked (:func:`check_progress`); ``rng`` None: no progress record."""
+
+    epochs_done: int
+    position: int
+    rng: dict | None = None
+    epoch_rng: dict | None = None
+    partial: dict = field(default_factory=lambda: dict(_NO_PARTIAL))
+    banked: Any = None
+
+
+def check_progress(arrays: dict[str, np.ndarray], cfg: TrainConfig, topo: Topology, path: str) -> Progress:
+    """A checkpoint's position and progress record, checked as every command that reads a checkpoint
+    checks them (resume, eval, verify, export): non-negative integers, at most the run's epochs, a
+    progress record whose generator states a generator accepts and whose counters fit the network."""
+    for key in ("epochs_done", "position"):
+        v = arrays.get(key, np.asarray(0))
+        if v.shape != () or v.dtype.kind not in "iu" or not 0 <= int(v) < 2 ** 31:
+            raise SpikeGradError(f"checkpoint {path}: {key} expected a non-negative integer, got "
+                                 f"{v.dtype} {v.shape} {v.tolist() if v.size < 5 else '...'}")
+    out = Progress(int(arrays.get("epochs_done", 0)), int(arrays.get("position", 0)))
+    if out.epochs_done > cfg.epochs:
+        raise SpikeGradError(f"checkpoint {path}: epochs_done expected at most the run's {cfg.epochs} "
+                             f"epochs, got {out.epochs_done}")
+    if "progress" not in arrays:  # a checkpoint written before resumable runs: epoch ends only
+        if out.position:
+            raise SpikeGradError(f"checkpoint {path}: position {out.position} without its progress record")
+        return out
+    try:
+        p = json.loads(str(arrays["progress"]))
+        probe = np.random.default_rng(0)
+        probe.bit_generator.state = p["rng"]  # a state the generator refuses is refused here
+        if p["epoch_rng"] is not None:
+            probe.bit_generator.state = p["epoch_rng"]
+        out.rng, out.epoch_rng = p["rng"], p["epoch_rng"]
+        out.partial = {k: float(p["partial"][k]) for k in _NO_PARTIAL}
+        out.banked = Counters.from_json(p["banked"], len(topo.layers))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise SpikeGradError(f"checkpoint {path}: unreadable progress record "
+                             f"({type(exc).__name__}: {exc})") from None
+    if out.position and out.epoch_rng is None:
+        raise SpikeGradError(f"checkpoint {path}: position {out.position} without the epoch's generator state")
+    return out
+
+
 class Driver:
     """A run's epochs on an engine. ``make_engine(params)`` builds the engine from the initial
     weights the driver draws (:func:`launch.run.factory.make_engine` when not given)."""
@@ -162,10 +208,7 @@ class Driver:
         shifts = self.rng.integers(-k, k + 1, size=(len(order), 2)) if k else None
         flips = self.rng.random(len(order)) < 0.5 if self.cfg.flip else None  # drawn next, likewise
         B = self.cfg.batch_size
-        steps = math.ceil(len(order) / B)
-        if self.position >= steps:
-            raise SpikeGradError(f"checkpoint position {self.position} expected below the epoch's {steps} batches "
-                                 f"(the checkpoint does not belong to this data)")
+        steps = self.check_position(len(order))
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
         t0 = time.perf_counter() - self.partial["seconds"]
         bar = tqdm(range(self.position, steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
@@ -310,32 +353,21 @@ class Driver:
         return {"epochs_done": np.asarray(self.epochs_done), "position": np.asarray(self.position),
                 "progress": np.asarray(json.dumps(progress))}
 
+    def check_position(self, n_train: int) -> int:
+        """The batches of an epoch of ``n_train`` images; a checkpoint's position must lie below them
+        (resume checks it when it starts the epoch, eval and verify when they have loaded the data)."""
+        steps = math.ceil(n_train / self.cfg.batch_size)
+        if self.position >= max(1, steps):
+            raise SpikeGradError(f"checkpoint position {self.position} expected below the epoch's {steps} batches "
+                                 f"(the checkpoint does not belong to this data)")
+        return steps
+
     def load_progress(self, arrays: dict[str, np.ndarray], path: str) -> None:
-        for key in ("epochs_done", "position"):
-            v = arrays.get(key, np.asarray(0))
-            if v.shape != () or v.dtype.kind not in "iu" or not 0 <= int(v) < 2 ** 31:
-                raise SpikeGradError(f"checkpoint {path}: {key} expected a non-negative integer, got "
-                                     f"{v.dtype} {v.shape} {v.tolist() if v.size < 5 else '...'}")
-        self.epochs_done = int(arrays.get("epochs_done", 0))
-        self.position = int(arrays.get("position", 0))
-        if self.epochs_done > self.cfg.epochs:
-            raise SpikeGradError(f"checkpoint {path}: epochs_done expected at most the run's {self.cfg.epochs} "
-                                 f"epochs, got {self.epochs_done}")
-        if "progress" not in arrays:  # a checkpoint written before resumable runs: epoch ends only
-            if self.position:
-                raise SpikeGradError(f"checkpoint {path}: position {self.position} without its progress record")
-            return
-        try:
-            p = json.loads(str(arrays["progress"]))
-            self.rng.bit_generator.state = p["rng"]
-            self.epoch_rng_state = p["epoch_rng"]
-            self.partial = {k: float(p["partial"][k]) for k in _NO_PARTIAL}
-            self.banked = Counters.from_json(p["banked"], len(self.topo.layers))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise SpikeGradError(f"checkpoint {path}: unreadable progress record "
-                                 f"({type(exc).__name__}: {exc})") from None
-        if self.position and self.epoch_rng_state is None:
-            raise SpikeGradError(f"checkpoint {path}: position {self.position} without the epoch's generator state")
+        p = check_progress(arrays, self.cfg, self.topo, path)
+        self.epochs_done, self.position = p.epochs_done, p.position
+        if p.rng is not None:
+            self.rng.bit_generator.state = p.rng
+            self.epoch_rng_state, self.partial, self.banked = p.epoch_rng, p.partial, p.banked
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = self.progress_arrays()

@@ -197,6 +197,7 @@ def evaluate_driver(driver: Driver, source: str, data_dir: str | None = None, li
     try:
         data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
         check_fit(driver.topo, data)
+        driver.check_position(len(select(data, cfg)[0]))  # as resume checks it: the checkpoint fits this data
         xte, yte = data.x_test[:limit_test], data.y_test[:limit_test]
         t0 = time.perf_counter()
         acc = driver.evaluate(xte, yte)

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from cluster.errors import SpikeGradError
 from cluster.hardware import SOURCES
 from cluster.mapping import Fill, Mapping, Slice, layer_units
 
@@ -116,6 +117,9 @@ def fill_figure(mapping: Mapping, path: str | Path) -> Path:
     import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
 
     out = Path(path)
+    if out.is_dir() or not out.parent.is_dir():
+        raise SpikeGradError(f"--figure expected a PNG file in an existing folder, got {str(out)!r} "
+                             f"({'a directory' if out.is_dir() else 'no such folder'})")
     chips = mapping.chips
     names = [f.limit for f in mapping.fill(chips[0])]
     from matplotlib.patches import Patch  # noqa: PLC0415  (matplotlib: only when a figure is drawn)
@@ -143,6 +147,10 @@ def fill_figure(mapping: Mapping, path: str | Path) -> Path:
     fig.text(0.01, 0.01, f"limits: {spec.source}; copies counted (cluster/hardware.py, cluster/mapping.py)",
              fontsize=6, color="dimgrey")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=120, format="png")
+    except (OSError, ValueError) as exc:
+        raise SpikeGradError(f"--figure {out}: cannot write it ({exc})") from None
+    finally:
+        plt.close(fig)
     return out

@@ -46,7 +46,7 @@ from cluster.errors import SpikeGradError
 from cluster.topology import Conv, Dense, Pool, Topology
 
 from ..files import write_atomic
-from ..run.driver import check_state_arrays
+from ..run.driver import check_progress, check_state_arrays
 from ..run.rundir import RunDir
 
 FORMAT = "spikegrad-nir/1"
@@ -183,6 +183,7 @@ def export_run(run_dir: str, to: str) -> dict[str, Any]:
     topo = cfg.topo
     arrays = run.read_checkpoint()
     check_state_arrays(arrays, topo, str(run.checkpoint_path))
+    check_progress(arrays, cfg, topo, str(run.checkpoint_path))  # as resume, eval and verify check it
     params = {l: (arrays[f"W{t}"], arrays[f"b{t}"]) for t, l in enumerate(topo.trainable)}
     epochs = arrays.get("epochs_done")
     extra = {"dataset": cfg.dataset, "dtype": cfg.dtype, "gradient": cfg.gradient,

@@ -28,7 +28,7 @@ from cluster.events import ORDERS, max_sde_without_residual, simulate
 from cluster.network import backward, export_layer, forward
 
 from ..data import load_dataset
-from ..run.runs import check_fit, load_run
+from ..run.runs import check_fit, load_run, select
 from ..run.workers import forked_child
 
 
@@ -122,6 +122,7 @@ def verify(run_dir: str, samples: int = 1000, data_dir: str | None = None, chunk
     driver.close()
     data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, progress=progress)
     check_fit(topo, data)
+    driver.check_position(len(select(data, cfg)[0]))  # as resume checks it: the checkpoint fits this data
     x, y = data.x_test[:samples].astype(np.float64), data.y_test[:samples]
     params = {l: (np.asarray(W, np.float64), np.asarray(b, np.float64)) for l, (W, b) in host.items()}
     L = len(topo.layers) - 1
