@@ -116,9 +116,14 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> 
     """Write an .npz next to its destination, then rename: a reader never sees half a file."""
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise SpikeGradError(f"--out expected a file to write, got the directory {path}")
     kwds: dict[str, Any] = arrays  # numpy's stub types **kwds of savez as allow_pickle: bool too
-    write_atomic(path, lambda f: np.savez(f, **kwds))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as a run's --out, the folder is made
+        write_atomic(path, lambda f: np.savez(f, **kwds))
+    except OSError as exc:
+        raise SpikeGradError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def compare(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float = 1e-9) -> list[str]:
