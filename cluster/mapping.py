@@ -293,6 +293,9 @@ class _Geometry:
         self.l, self.layer, self.spec, self.cap = l, topo.layers[l], spec, spec.capacity
         self.units, self.n_per, self.shared_w = layer_units(topo, l)
         self.copy = copy_per_unit(topo, l, self.cap.shares_kernels) if copies else 0
+        # a convolution's copied columns are a kernel too: where a core shares kernels, each core
+        # holding some of a channel's neurons keeps the channel's whole copy once
+        self.copy_shared = bool(copies and self.cap.shares_kernels and topo.layers[l + 1].kind == "conv")
         layer = self.layer
         self.Ci, self.Hin, self.Win = layer.in_shape
         _, self.Ho, self.Wo = layer.out_shape
@@ -324,7 +327,8 @@ class _Geometry:
             own = 0
         else:
             own = c * self.shared_w if self.cap.shares_kernels else neurons * self.fan_in
-        return (own + neurons * self.copy // self.n_per) * self.cap.weight_bits
+        copied = c * self.copy if self.copy_shared else neurons * self.copy // self.n_per
+        return (own + copied) * self.cap.weight_bits
 
     def _fits(self, c: int, a: int, w: int) -> bool:
         cap = self.cap
@@ -394,12 +398,11 @@ class _Geometry:
             full, rest = divmod(u, n)
             bits = full * self._bits(n, self.Ho, self.Wo) + (self._bits(rest, self.Ho, self.Wo) if rest else 0)
             axons = self._axons(min(u, n), self.Ho, self.Wo)
-        else:  # bands of one unit, each core storing the shared kernel again
-            bits = u * (n * self._bits(1, 0, 0) + (self.copy * self.cap.weight_bits if self.copy else 0)) \
-                + (u * self.n_per * self.fan_in * self.cap.weight_bits if not self.cap.shares_kernels
-                   and self.layer.kind == "conv" else 0)
-            a = max(1, self.Ho // n) if n <= self.Ho else 1
-            axons = self._axons(1, a, self.Wo if n <= self.Ho else max(1, self.Wo * self.Ho // n))
+        else:  # n cores per unit: bands of rows (n <= Ho) or pieces of rows, each core storing the
+            # shared kernel (and a shared copy) again; the last band may hold fewer neurons
+            a, w = (-(-self.Ho // n), self.Wo) if n <= self.Ho else (1, -(-self.Wo * self.Ho // n))
+            bits = u * n * self._bits(1, a, w)
+            axons = self._axons(1, a, w)
         return Slice(self.l, lo, hi, u * self.n_per, own, u * self.copy, self.cores(u), bits, axons)
 
     def fits_a_chip(self) -> bool:
