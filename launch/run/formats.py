@@ -30,6 +30,7 @@ and checkpoint did not change between 0 and 1).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,6 @@ def config_data(data: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def stamp_config(text: str) -> str:
     """config.json's text with the format added (the config's own JSON object, sorted keys)."""
-    import json  # noqa: PLC0415  (json is only needed here to re-dump)
-
     data = json.loads(text)
     data["format"] = FORMAT
     return json.dumps(data, indent=2, sort_keys=True)

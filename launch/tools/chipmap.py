@@ -83,6 +83,9 @@ def format_mapping(mapping: Mapping) -> str:
                      f"{mapping.spec.name}` is refused")
     lines.append("assumptions: each stored weight serves forward (W) and backward (Wᵀ); velocities are not counted; "
                  "a core holds one layer (cluster/mapping.py)")
+    lines.append("checked against: hand counts of the mnist preset's cores on Loihi and the copies the chips keep "
+                 "(tests/cluster/test_mapping.py); no vendor mapper (NengoLoihi, Sinabs) was run, so its packing "
+                 "may need more or fewer cores than shown")
     return "\n".join(lines)
 
 

@@ -53,30 +53,41 @@ def load_energy(name_or_file: str, base: Profile) -> tuple[str, Energy]:
     return str(path), energy_from_dict(data, base.energy, f"--energy {path}")
 
 
-def run_plan(cfg: Any, spec: ChipSpec | None) -> tuple[Plan, ChipSpec | None, str]:
-    """The chips to lay the run on: ``spec`` mapped afresh, else the run's own chips (its capacity's
-    mapping or its ``--chips`` groups)."""
+def _mapped(topo: Any, spec: ChipSpec) -> tuple[Plan, dict[int, int]]:
+    """A mapping's plan and the cores each chip uses (none counted on a chip without uniform cores)."""
+    m = map_network(topo, spec)
+    counted = not spec.capacity.pooled and not spec.capacity.layer_per_core_only
+    return Plan.of(m), ({c.index: sum(s.cores for s in c.slices) for c in m.chips} if counted else {})
+
+
+def run_plan(cfg: Any, spec: ChipSpec | None) -> tuple[Plan, ChipSpec | None, str, dict[int, int]]:
+    """The chips to lay the run on, as (plan, chip, where, cores used per chip): ``spec`` mapped
+    afresh, else the run's own chips (its capacity's mapping or its ``--chips`` groups)."""
     if spec is not None:
         if not spec.capacity.learns:
             raise SpikeGradError(f"{spec.name} cannot learn on chip [{spec.capacity.sources.get('learns', 'assumed')}]"
                                  f": a training run's traffic, energy and time have no meaning there; `spikegrad map "
                                  f"--chip {spec.name} --compartments 1` maps the trained network for inference")
-        return Plan.of(map_network(cfg.topo, spec)), spec, f"the network mapped onto {spec.name} chips"
+        plan, cores = _mapped(cfg.topo, spec)
+        return plan, spec, f"the network mapped onto {spec.name} chips", cores
     if cfg.engine != "chips":  # a one-process run: Loihi's chips, or Loihi 2's where Loihi cannot hold it
         from cluster.mapping import PROFILES  # noqa: PLC0415  (beside its one use)
 
-        try:
-            return Plan.of(map_network(cfg.topo, PROFILES["loihi"])), PROFILES["loihi"], \
-                "the network mapped onto loihi chips (a one-process run: no chips named, --chip to choose)"
-        except SpikeGradError:
-            return Plan.of(map_network(cfg.topo, PROFILES["loihi2"])), PROFILES["loihi2"], \
-                "the network mapped onto loihi2 chips (a one-process run: no chips named, Loihi cannot hold it)"
+        for name, why in (("loihi", "no chips named, --chip to choose"), ("loihi2", "Loihi cannot hold it")):
+            try:
+                plan, cores = _mapped(cfg.topo, PROFILES[name])
+            except SpikeGradError:
+                if name == "loihi2":
+                    raise
+                continue
+            return plan, PROFILES[name], f"the network mapped onto {name} chips (a one-process run: {why})", cores
     own = cfg.chip_spec()
     if own is not None:
-        return Plan.of(map_network(cfg.topo, own)), own, f"the run's own {own.name} chips"
+        plan, cores = _mapped(cfg.topo, own)
+        return plan, own, f"the run's own {own.name} chips", cores
     groups, _ = cfg.chip_layout()
     layout = tuple(tuple((l, 0, layer_units(cfg.topo, l)[0]) for l in range(a, b + 1)) for a, b in groups)
-    return Plan(cfg.topo, layout), None, "the run's own --chips groups"
+    return Plan(cfg.topo, layout), None, "the run's own --chips groups", {}
 
 
 def _per_sample(rows: list[dict], images: int, topo: Any) -> dict[str, list[float]]:
@@ -103,7 +114,7 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
     """Every epoch's routed traffic and energy per sample, and the hardware forecast of the last.
     ``measured``: the run's traffic.parquet rows; where the chips are the run's own, each epoch's
     modelled chip-to-chip spikes are compared with them link by link (``check``)."""
-    plan, chip, where = run_plan(cfg, spec)
+    plan, chip, where, cores = run_plan(cfg, spec)
     own = spec is None
     profile = chip.profile if chip is not None and chip.profile is not None else HARDWARE["loihi"]
     cap = chip.capacity if chip is not None else profile.capacity
@@ -141,14 +152,12 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
         values = {k: 0.0 for k in per_class}
         for r in routed:  # the ANN moves every value of the flow, densely, on the same route
             values[r.cls] += r.flow.neurons * max(1, r.hops if r.cls != "on-chip" else 1)
-        pbits = {}
         links: dict[tuple[int, int, str], dict] = {}
         for r in routed:
             f = r.flow
             if f.src == f.dst:
                 continue
             pb = packet_bits(fmt, (f.hi - f.lo) * n_per[f.layer])  # AER: the address of the slice's neurons
-            pbits[(f.src, f.dst, f.direction)] = pb
             row = links.setdefault((f.src, f.dst, f.direction), dict(src=f.src, dst=f.dst, direction=f.direction,
                                                                       spikes=0.0, bits=0.0, ann_values=0.0,
                                                                       hops=r.hops, cls=r.cls))
@@ -187,14 +196,15 @@ def system_model(cfg: Any, metrics: list[dict], layers: list[dict], spec: ChipSp
                  for t in snn],
             ann=[dict(term=t.name, count=t.count * t.factor, pj_each=t.each.value, pj=t.pj, source=t.each.source)
                  for t in ann],
-            snn_pj=total(snn), ann_pj=total(ann), counts=counts,
+            snn_pj=total(snn), ann_pj=total(ann), _mesh_bits=max(load.values(), default=0.0) * mean_pb,
+            _node_bits=_node_bits(routed, pos, fmt, n_per),
             layer_ops=[(c["input_macs"][l] + c["acc_forward"][l] + c["acc_backward"][l], c["acc_update"][l])
                        for l in range(len(topo.layers))]))
     last = epochs[-1]
-    fc = _forecast(plan, chip, profile, last, n_per, steps)
+    fc = _forecast(plan, cores, profile, last, n_per, steps)
     sources = sorted({t["source"] for ep in epochs for t in ep["snn"] + ep["ann"]})
     for ep in epochs:
-        del ep["counts"], ep["layer_ops"]
+        del ep["layer_ops"], ep["_mesh_bits"], ep["_node_bits"]
     return dict(where=where, chip=chip.name if chip else None, energy=e_name, multicast=mc, board=list(bd),
                 boards_per_node=boards_per_node, placement=placement, positions=[list(p) for p in pos or []],
                 packet=fmt, rate=rate, ann_bits=ann_bits, epochs=epochs, forecast=fc, notes=sorted(notes),
@@ -223,17 +233,28 @@ def _check(fl: list, measured: list[dict], epoch: int, images: int) -> tuple[dic
                 unmodelled=sorted(list(k) for k in got if k not in model)), scale
 
 
-def _forecast(plan: Plan, chip: ChipSpec | None, profile: Profile, ep: dict, n_per: list[int],
+def _node_bits(routed: list, pos: list, fmt: str, n_per: list[int]) -> dict[int, float]:
+    """Per node, the bits per sample its network interface carries: the larger of what leaves it and
+    what enters it (full duplex), over the flows that cross nodes."""
+    out: dict[int, float] = {}
+    into: dict[int, float] = {}
+    for r in routed:
+        if r.cls != "node-to-node":
+            continue
+        f = r.flow
+        bits = f.spikes * packet_bits(fmt, (f.hi - f.lo) * n_per[f.layer])
+        out[pos[f.src][0]] = out.get(pos[f.src][0], 0.0) + bits
+        into[pos[f.dst][0]] = into.get(pos[f.dst][0], 0.0) + bits
+    return {n: max(out.get(n, 0.0), into.get(n, 0.0)) for n in set(out) | set(into)}
+
+
+def _forecast(plan: Plan, cores: dict[int, int], profile: Profile, ep: dict, n_per: list[int],
               steps: int | None) -> dict[str, Any]:
     """The hardware forecast from one epoch's counts: each chip's share of a layer's operations is its
-    share of the layer's neurons (cluster.energy.forecast)."""
+    share of the layer's neurons, its cores those its mapping uses (cluster.energy.forecast)."""
     from cluster.energy import ChipWork  # noqa: PLC0415  (kept beside its only use)
 
     topo = plan.topo
-    mapping_cores: dict[int, int] = {}
-    if chip is not None and not chip.capacity.pooled and not chip.capacity.layer_per_core_only:
-        m = map_network(topo, chip)
-        mapping_cores = {c.index: sum(s.cores for s in c.slices) for c in m.chips}
     rows = ep["links"]
     layer_ops = ep["layer_ops"]
     work = []
@@ -244,9 +265,9 @@ def _forecast(plan: Plan, chip: ChipSpec | None, profile: Profile, ep: dict, n_p
             syn += share * layer_ops[l][0]
             upd += share * (layer_ops[l][1] + 2 * (hi - lo) * n_per[l])
         packets = sum(r["spikes"] for r in rows if c in (r["src"], r["dst"]))
-        work.append(ChipWork(c, mapping_cores.get(c, 1), syn, upd, packets))
-    link_bits = {f"{r['src']}-{r['dst']}": r["bits"] for r in rows}
-    node_bits: dict[int, float] = {}
+        work.append(ChipWork(c, cores.get(c, 1), syn, upd, packets))
+    link_bits = {"busiest mesh link": ep["_mesh_bits"]}  # a router-to-router link's packets × packet bits
+    node_bits = ep["_node_bits"]
     L = len(topo.layers) - 1
     T = steps if steps is not None else 2 * (L + 1)
     out: dict[str, Any] = {}
@@ -321,6 +342,10 @@ def format_system(s: dict[str, Any]) -> str:
         for t in last[side]:
             lines.append(f"  {side.upper()} {t['term']:<34} {t['count']:>12.4g} x {t['pj_each']:>8.4g} pJ = "
                          f"{t['pj'] / 1e3:>10.4g} nJ [{t['source']}]")
+    lines.append("energy checked against: no energy measured here (no neuromorphic chip); each figure is its "
+                 "source's own measurement or estimate, the range the spread between sources; the ANN reads one "
+                 "32-bit weight per MAC (no reuse across a batch) and the SNN's compartments update once per sample "
+                 "and once per spike (event-driven; cluster/energy.py)")
     lines += [f"note: {n}" for n in s["notes"]]
     lines.append("sources: " + "; ".join(f"[{k}] {v}" for k, v in s["sources"].items()))
     return "\n".join(w for line in lines for w in (textwrap.wrap(line, 110, subsequent_indent="  ")
