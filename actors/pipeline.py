@@ -123,7 +123,7 @@ class ChipPipeline:
         self._deferred: tuple[float, list[list] | None] | None = None
         self.copies_checked = 0  # weight-copy values compared with their owners' so far (sliced chips)
         # the driver's own time: submitting calls, and waiting (backpressure, results); micro-batches sent
-        self.driver = {"submit": 0.0, "wait": 0.0, "micro_batches": 0}
+        self.driver = {"submit": 0.0, "wait": 0.0, "micro_batches": 0, "calls": 0}
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -152,7 +152,7 @@ class ChipPipeline:
         incs: list[list[Any]] = [[] for _ in self.groups]  # per chip index, the replicas' increments
         exchange = self.replicas > 1
         for r, rows in enumerate(self._micro_slices(len(x))):
-            send = self._sender(self.chips[r])
+            send = self._sender(self.chips[r], self.driver)
             for m, (lo, hi) in enumerate(rows):
                 mailbox: dict[tuple, Any] = {}
                 applied: set[int] = set()
@@ -207,9 +207,10 @@ class ChipPipeline:
         return (lr_scale, *(incs[c] if incs is not None else ()))
 
     @staticmethod
-    def _sender(chips: list[Any]) -> Any:
-        """:func:`actors.chip.dispatch`'s ``send`` for one replica's chip actors."""
+    def _sender(chips: list[Any], driver: dict) -> Any:
+        """:func:`actors.chip.dispatch`'s ``send`` for one replica's chip actors (counted in ``driver["calls"]``)."""
         def send(chip: int, method: str, n: int, args: tuple) -> Any:
+            driver["calls"] += 1
             return getattr(chips[chip], method).options(num_returns=n).remote(*args)
         return send
 
@@ -218,6 +219,7 @@ class ChipPipeline:
         if self._deferred is None:
             return []
         calls = [chip.apply.remote(*self._apply_args(c)) for row in self.chips for c, chip in enumerate(row)]
+        self.driver["calls"] += len(calls)
         self._deferred = None
         return calls
 
@@ -285,7 +287,7 @@ class ChipPipeline:
         chips = self.chips[0]
         outs = []
         step = max(self.micro_batch, 256)
-        send = self._sender(chips)
+        send = self._sender(chips, self.driver)
         for m, lo in enumerate(range(0, len(x), step)):
             mailbox: dict[tuple, Any] = {}
             for st in self._forward_steps:

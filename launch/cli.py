@@ -274,6 +274,7 @@ def _nonnegative_float(text: str) -> float:
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
     from .tools.plan import CALL_US, LATENCY_US, RANGES  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+    from .tools.plan import PLACEMENTS as PLAN_PLACEMENTS  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     text = ("forecast how fast this emulator (the Python/Ray program, one process per chip) would train a chip run's "
             "mapping on N CPU nodes, from what the run measured, with a range and what the model was checked against "
@@ -287,14 +288,87 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                    help=f"µs each message that crosses nodes waits (default {LATENCY_US:g}, "
                         f"range {RANGES['latency_us'][0]:g}-{RANGES['latency_us'][1]:g} in the forecast)")
     p.add_argument("--cores", type=_positive_int, help="cores per node (default: one per chip)")
+    p.add_argument("--shared-cores", type=_positive_int, help="the nodes are emulated hosts sharing this many "
+                   "cores of one machine (spikegrad hosts)")
+    p.add_argument("--placement", choices=PLAN_PLACEMENTS, help="where Ray puts the chips (default: the run's "
+                   "--placement; blocks: balanced contiguous blocks)")
     p.add_argument("--call-us", type=_nonnegative_float,
-                   help=f"µs of a core per call a chip receives, Ray's cost per actor call (default {CALL_US:g}, "
-                        f"measured here; range {RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; "
+                   help=f"µs of a core per call a chip receives, Ray's cost per actor call (default: measured in "
+                        f"the run where it can be, else {CALL_US:g}, measured here; range {RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; "
                         f"0: the chips' work alone, an optimistic bound)")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "
                    "the chip engine's choice there)")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
     p.add_argument("--json", action="store_true")
+
+
+def _add_hosts(sub: argparse._SubParsersAction) -> None:
+    text = ("emulated hosts on this machine: network namespaces joined by links of a set rate (tc tbf), one "
+            "token-gated Ray node in each, for multi-node runs over real TCP (needs root; launch/tools/hosts.py)")
+    p = sub.add_parser("hosts", help=text, description=text)
+    hsub = p.add_subparsers(dest="hosts", required=True, parser_class=_Parser)
+    u = hsub.add_parser("up", help="make the hosts, start Ray in each, print the address")
+    u.add_argument("--hosts", dest="hosts_n", type=_positive_int, default=3, help="how many hosts (default 3)")
+    u.add_argument("--link-mbit", type=_positive_float, default=1000.0,
+                   help="each host's link, Mbit/s each way (default 1000)")
+    u.add_argument("--cpus", type=_positive_float, default=1.0, help="CPUs each host's Ray node offers (default 1); "
+                   "the hosts share this machine's cores")
+    u.add_argument("--object-store-mb", type=_positive_int, default=256, help="each node's object store (default 256)")
+    u.add_argument("--subnet", type=_nonnegative_int, default=0, help="hosts get 10.213.SUBNET.1.. (default 0)")
+    for name, h in (("down", "stop Ray in the hosts and remove everything `up` made"),
+                    ("restart", "after a fault: stop every process in the hosts, put every link up, start Ray again"),
+                    ("status", "the hosts, their Ray nodes and what each link carried"),
+                    ("exec", "run a command in host 0 (the head) with the cluster's token: "
+                             "spikegrad hosts exec -- spikegrad train --address ADDRESS ...")):
+        q = hsub.add_parser(name, help=h)
+        if name == "exec":
+            q.add_argument("--host", type=_nonnegative_int, default=0, help="which host (default 0, the head)")
+            q.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
+    for q in hsub.choices.values():
+        q.add_argument("--name", default="sg", help="which set of hosts (default sg): several can be up at once")
+        if q.prog.endswith(("up", "status")):
+            q.add_argument("--json", action="store_true")
+
+
+def _cmd_hosts(a: argparse.Namespace) -> int:
+    from .tools import hosts  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
+
+    def log(s: str) -> None:
+        print(f"spikegrad: {s}", file=sys.stderr, flush=True)
+
+    if a.hosts == "up":
+        h = hosts.up(a.hosts_n, a.link_mbit, a.name, a.cpus, a.object_store_mb, a.subnet, log=log)
+        if a.json:
+            print(json.dumps({"name": h.name, "address": h.address, "token_path": str(h.token_path),
+                              "hosts": [x.ip for x in h.hosts]}), flush=True)
+        else:
+            print(f"{h.describe()}\naddress: {h.address}\n"
+                  f"run:     spikegrad hosts exec{'' if a.name == 'sg' else ' --name ' + a.name} -- spikegrad train "
+                  f"--engine chips --placement spread --address {h.address}\n"
+                  f"remove:  spikegrad hosts down{'' if a.name == 'sg' else ' --name ' + a.name}", flush=True)
+        return 0
+    if a.hosts == "down":
+        hosts.down(a.name, log=log)
+        return 0
+    if a.hosts == "restart":
+        hosts.load(a.name).restart(log=log)
+        return 0
+    if a.hosts == "status":
+        s = hosts.status(a.name)
+        print(json.dumps(s) if a.json else hosts.format_status(s), flush=True)
+        return 0
+    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
+    if not argv:
+        raise SpikeGradError("hosts exec needs a command after --, e.g. spikegrad hosts exec -- spikegrad train ...")
+    h = hosts.load(a.name)
+    if a.host >= len(h.hosts):
+        raise SpikeGradError(f"hosts {a.name}: --host expected 0..{len(h.hosts) - 1}, got {a.host}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe("ip", h.command(a.host, argv), h.env())
+    except OSError as exc:
+        raise SpikeGradError(f"hosts exec: cannot run ip ({exc.strerror or exc})") from None
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -370,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_map(sub)
     _add_plan(sub)
+    _add_hosts(sub)
     _add_report(sub)
     return parser
 
@@ -626,7 +701,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     from .tools.report import Run  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     p = plan(Run(RunDir.fetch(a.run_dir)), a.nodes, a.link_gbps, a.latency_us, a.cores, a.epoch, a.micro_batch,
-             a.call_us)
+             a.call_us, a.shared_cores, a.placement)
     print(json.dumps(_finite(p)) if a.json else format_plan(p), flush=True)
     return 0
 
@@ -705,7 +780,8 @@ def _main(argv: list[str]) -> int:
             return supervise(argv)  # Ray may end the run's process from C++: a parent watches it
         handler = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "conformance": _cmd_conformance,
                    "traffic": _cmd_traffic, "verify": _cmd_verify, "bench": _cmd_bench,
-                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan, "forecast": _cmd_forecast}[args.command]
+                   "report": _cmd_report, "map": _cmd_map, "plan": _cmd_plan, "forecast": _cmd_forecast,
+                   "hosts": _cmd_hosts}[args.command]
         return handler(args)
     except SpikeGradError as exc:
         print(f"spikegrad: error: {' '.join(str(exc).split())}", file=sys.stderr)

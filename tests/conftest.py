@@ -3,7 +3,9 @@
 Markers (README, *Tests*): ``ray`` — the test starts or joins a Ray cluster (the session fixture
 ``ray_session``, or a Ray instance of its own in a subprocess); ``data`` — it reads ``../shared``
 (real data or the conformance cases); ``slow`` — it takes seconds to minutes (every ``ray`` test
-is also ``slow``). ``python -m pytest -m "not slow"`` is the fast tier.
+is also ``slow``); ``multihost`` — a Ray cluster over emulated hosts (the fixture ``emulated_hosts``:
+network namespaces joined by shaped links, ``launch/tools/hosts.py``; skipped with the reason where
+they cannot be made, e.g. not root), also ``ray``. ``python -m pytest -m "not slow"`` is the fast tier.
 
 ``python -m pytest --backend cupy`` runs the tests that take the ``backend`` fixture (the engine
 against its dense reference, the chips against the local trainer, the CUDA graph step) on CuPy;
@@ -25,6 +27,7 @@ MARKERS = {
     "ray": "starts or joins a Ray cluster (also slow)",
     "data": "reads ../shared (real data sets or the conformance cases)",
     "slow": "takes seconds to minutes; left out of the fast tier (-m 'not slow')",
+    "multihost": "runs a Ray cluster over emulated hosts (network namespaces; needs root), also ray and slow",
 }
 
 
@@ -39,6 +42,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if "ray_session" in names:
+            item.add_marker(pytest.mark.ray)
+        if "emulated_hosts" in names:
+            item.add_marker(pytest.mark.multihost)
+        if item.get_closest_marker("multihost") is not None:
             item.add_marker(pytest.mark.ray)
         if names & {"shared_dir", "mnist_dir"}:
             item.add_marker(pytest.mark.data)
@@ -92,3 +99,35 @@ def ray_session():
         init_private(2, 256 * 1024 * 1024, logging.WARNING)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def emulated_hosts():
+    """Three emulated hosts (``spikegrad hosts up --hosts 3 --link-mbit 1000``) with a Ray node in
+    each, for one test module; everything made is removed afterwards, however the tests end. Skips,
+    with the reason, where network namespaces cannot be made here (not root, no iproute2)."""
+    import os
+    import shutil
+    import tempfile
+
+    from launch.tools import hosts
+
+    why = hosts.can_make_hosts()
+    if why:
+        pytest.skip(why)
+    before = os.environ.get(hosts.STATE_ROOT_ENV)
+    root = tempfile.mkdtemp(prefix="sgh", dir="/tmp")  # short: Ray's socket paths live below it
+    os.environ[hosts.STATE_ROOT_ENV] = root
+    name = f"t{os.getpid() % 100000}"
+    try:
+        made = hosts.up(3, 1000.0, name=name, cpus=1.0, object_store_mb=200)
+        try:
+            yield made
+        finally:
+            hosts.down(name)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if before is None:
+            os.environ.pop(hosts.STATE_ROOT_ENV, None)
+        else:
+            os.environ[hosts.STATE_ROOT_ENV] = before

@@ -100,6 +100,7 @@ class ChipEngine:
             cpus_per_chip=1.0 if cpus >= n else 0.01,
             gpus_per_chip=(1.0 if gpus >= n else gpus / n / 2) if gpus else 0.0)
         self.chip_cfg, self.groups, self.replicas, self.micro = chip_cfg, groups, replicas, mb
+        self._old_calls = 0  # calls made to pipelines replaced by restarts
         try:
             self.pipeline = self._new_pipeline()
         except BaseException:
@@ -145,6 +146,7 @@ class ChipEngine:
         :meth:`restore`); batches queued on the old chips are dropped with them."""
         old, self.pipeline = self.pipeline, None
         if old is not None:
+            self._old_calls += old.driver["calls"]
             try:
                 old.close()
             except Exception:
@@ -190,6 +192,9 @@ class ChipEngine:
     def audit_sizes(self, on: bool = True) -> None:
         """Also record, per link, the payload of the smaller encoding (``spikegrad bench chips``)."""
         self._chips().audit_sizes(on)
+
+    def calls(self) -> int:
+        return self._old_calls + (self.pipeline.driver["calls"] if self.pipeline is not None else 0)
 
     def memory(self) -> dict[str, float]:
         """Chip resident sets (at the last report) and Ray's object store, MiB."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -48,11 +49,26 @@ class EpochResult:
     seconds: float
     images: int
     counters: Counters
+    calls: int = 0  # actor calls made while training (chips; 0 in one process)
+    machine_cpu_seconds: float = float("nan")  # busy CPU of the driver's machine meanwhile (machine_busy_seconds)
 
     @property
     def layer_counts(self) -> np.ndarray:
         """(L+1, len(COUNTERS)) synaptic-operation counts of the epoch."""
         return self.counters.layers
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds this machine's cores have been busy since boot (all processes: the driver, Ray's
+    daemons, chips here), from Linux /proc/stat; NaN elsewhere. A difference over an epoch is what
+    the epoch cost the machine (``spikegrad plan`` takes Ray's cost per call from it)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def lr_factor(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -211,6 +227,7 @@ class Driver:
         steps = self.check_position(len(order))
         loss_sum, correct, seen = self.partial["loss"], int(self.partial["correct"]), int(self.partial["seen"])
         t0 = time.perf_counter() - self.partial["seconds"]
+        calls0, busy0 = self.engine.calls(), machine_busy_seconds()
         bar = tqdm(range(self.position, steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
                    disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0,  # job logs (no terminal): a line per 30 s
@@ -234,12 +251,14 @@ class Driver:
         l_sum, c, n = self._take(True, epoch, steps - 1)
         loss_sum, correct, seen = loss_sum + l_sum, correct + c, seen + n
         seconds = time.perf_counter() - t0
+        calls, busy = self.engine.calls() - calls0, machine_busy_seconds() - busy0
         counters, self.banked = self.banked + self.engine.counters(), Counters.zeros(len(self.topo.layers))
         test_acc = self.evaluate(x_test, y_test)
         bar.close()
         self.epochs_done += 1
         self.position, self.partial = 0, dict(_NO_PARTIAL)
-        return EpochResult(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_acc, seconds, seen, counters)
+        return EpochResult(epoch + 1, loss_sum / seen, 100.0 * correct / seen, test_acc, seconds, seen, counters,
+                           calls, busy)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> float:
         """Test accuracy in percent over all of x (B, C, H, W), y (B,)."""
@@ -474,5 +493,6 @@ def epoch_rows(res: EpochResult, topo: Topology, cfg: TrainConfig) -> tuple[dict
         rel_synops_forward=float(sum(c["acc_forward"][1:]) / sum(c["macs"][1:])) if L else float("nan"),
         rel_synops_backward=float(sum(c["acc_backward"][l] for l in back_l) / sum(c["macs"][l] for l in back_l)),
         gradient=cfg.gradient, alpha=cfg.alpha,
+        calls=res.calls, machine_cpu_seconds=res.machine_cpu_seconds, machine_cores=os.cpu_count() or 0,
     )
     return row, layer_rows

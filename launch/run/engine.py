@@ -108,5 +108,8 @@ class Engine(Protocol):
     def memory(self) -> dict[str, float]:
         """Memory beyond the driver process's own, MiB (chips, object store); may be empty."""
 
+    def calls(self) -> int:
+        """Actor calls the driver has made since the engine started (restarts included; 0 without chips)."""
+
     def close(self) -> None:
         """Release threads, actors, a private Ray instance."""

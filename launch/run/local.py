@@ -199,6 +199,9 @@ class LocalEngine:
     def memory(self) -> dict[str, float]:
         return {}
 
+    def calls(self) -> int:
+        return 0
+
     def close(self) -> None:
         if self._workers is not None:
             self._workers.close()

@@ -9,11 +9,7 @@ The model (every assumption is printed, too):
   decoding). On the target each node has ``cores`` cores (default: one per chip); a node's chips
   share them, so the node needs Σ t_c / min(chips, cores) seconds per sample, and the pipeline can
   go no faster than its slowest node (chips of one node work on different micro-batches at once).
-* **Placement.** Chips go to nodes in order, in balanced contiguous blocks (neighbouring layers
-  together, so that fewer links cross): C chips on N ≤ C nodes give the first C mod N nodes
-  ⌈C / N⌉ chips and the others ⌊C / N⌋, so every node asked for holds a chip (6 on 4: 2, 2, 1, 1).
-  With fewer chips than nodes, one chip per node and the rest idle (said in the output).
-* **Network.** A link whose two chips sit on different nodes carries its measured bytes per sample
+* **Network.** A message that crosses nodes (see Ray's routes) carries its measured bytes per sample
   (the Arrow messages as sent) over the nodes' network interfaces: each node sends and receives at
   ``G`` Gbit/s (full duplex), so it needs max(bits out, bits in) / G seconds per sample.
 * **Latency.** Each message that crosses nodes waits ``L`` µs. A micro-batch travels up the chips
@@ -23,18 +19,33 @@ The model (every assumption is printed, too):
   side by side, the others in turn) plus L for each crossing message of one micro-batch (one per
   link and layer, as the run sent them). The micro-batch is the one the chip engine picks on the
   target (``--micro-batch`` to set it).
-* **Calls.** Each call a chip receives (one per micro-batch and phase, one per slice on chips
-  holding slices) costs C µs of a core on the chip's node and again on the first node, where the
-  driver makes the calls: Ray's cost per actor call, which the chips' CPU time does not show. The
-  run's tables cannot give it (they hold neither the driver's CPU time nor the machine's cores), so
-  the default is the figure measured on the 2-core machine the runs here come from (CALL_US, with
-  its range below); ``--call-us`` sets it (0: the optimistic bound of the chips' work alone).
-* **Not modelled.** Replicas (one pipeline is modelled; runs with ``--replicas`` are refused);
-  the driver's own work besides calls; Ray's own processes (raylet, GCS, object store); memory.
+* **Calls.** Each call a chip receives costs u seconds of a core: Ray's cost per actor call, which
+  the chips' CPU time does not show, half on the chip's node and half on the first node, where the
+  driver makes the calls. A run that recorded it (its metrics' ``calls`` and
+  ``machine_cpu_seconds``: the busy CPU of the driver's machine over the epoch, all processes) and
+  ran all its chips on that one node gives u itself: (machine CPU − the chips' CPU) / calls, so Ray's
+  daemons, the driver and everything else the run cost the machine are in it; older runs, or runs
+  spread over nodes, take the figure measured on the 2-core machine the runs here come from
+  (CALL_US). The calls per sample are the run's (``calls`` / images) where it recorded them.
+* **Shared cores.** ``--shared-cores S``: the nodes are emulated hosts on one machine of S cores
+  (``spikegrad hosts``): every node's work, the calls included, shares those S cores.
+* **Placement.** As Ray places the run's chips (``--placement`` of the run): ``spread`` puts chip
+  copy b (replica r, chip c: b = r·C + c) on node b mod N, ``pack`` all on node 0 (the chips ask
+  for a token share of a CPU, so one node holds them all), ``blocks`` balanced contiguous blocks.
+* **Replicas.** R copies of the pipeline each take 1/R of every batch; each chip copy's increments
+  (the run's ``increments`` traffic rows) go to the R − 1 other copies of that chip once per batch.
+* **Ray's routes.** A message (spike counts, increments) of at most 100 KiB is returned inline to
+  its owner, the driver on node 0, and travels on from there; a larger one is pulled by its
+  consumer from the producer's node. So a small message between two chips of node 1 crosses twice.
+  Each crossing hop carries the payload times WIRE_FACTOR (TCP/IP/Ethernet headers), and each call
+  to a chip off node 0 CONTROL_BYTES each way (Ray's task specification and reply): both measured
+  on emulated hosts (CONTROL_SOURCE).
+* **Not modelled.** Memory; Ray's daemons where the call cost is not measured in the run.
 
 Predicted samples per second = the smallest of the three bounds. The uncertain inputs left at their
 defaults (call cost, latency) are also taken at the low and high ends of their ranges (RANGES), which
-gives the predicted range. CHECKS: what the model was checked against and how far off it was.
+gives the predicted range; its slow end also takes compute and transfers as not overlapping at all
+(1 / (1/compute + 1/network)). CHECKS: what the model was checked against and how far off it was.
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ from cluster.errors import SpikeGradError
 
 IN_FLIGHT = 4  # the chip engine's micro-batches in flight (launch.run.chips)
 LATENCY_US = 10.0  # µs per message crossing nodes (--latency-us)
+INLINE_BYTES = 100 * 1024  # Ray returns objects up to this size inline to their owner (max_direct_call_object_size)
+PLACEMENTS = ("spread", "pack", "blocks")
 
 # Ray's CPU cost per actor call, µs: default and (low, high), each with its source
 CALL_US = 1000.0
@@ -60,8 +73,11 @@ RANGES = {
                    "low: a data-centre network's one-way latency (an assumption, not measured here); high: a remote "
                    "Ray call's 0.3-0.6 ms more than a local one (Ray issue #7550, ../shared/notes/ray.md)"),
 }
-# What the model was checked against: runs on this 2-core machine planned for itself (1 node, 2 cores,
-# the run's micro-batch); measured samples/s over predicted.
+# The wire beyond the payload, fitted to the kernel's interface counters of emulated hosts
+WIRE_FACTOR = 1.05
+CONTROL_BYTES = 2000.0
+CONTROL_SOURCE = "docs/measurements/hosts-2026-12-07.md (interface counters of 3 emulated hosts)"
+# What the model was checked against: measured samples/s over predicted.
 CHECKS = [
     ("docs/measurements/plan-mnist-2026-12-01.md", "MNIST 4,096 images on 6 chips and on 9 split chips", "",
      dict(call_0=(0.28, 0.37), call_1000=(0.46, 0.68))),
@@ -82,53 +98,71 @@ def place(chips: list[int], nodes: int) -> dict[int, int]:
     return node_of
 
 
-def _bounds(chips: list[dict], work: dict[int, float], node_of: dict[int, int], cores_per_node: int, micro: float,
-            calls: dict[int, float], crossing_per_micro: float, nic_time: dict[int, float], call_us: float,
-            latency_us: float) -> tuple[dict[str, float], dict[int, float], dict[int, float]]:
-    """(bounds in samples/s, each node's core-seconds per sample per core, each chip's seconds per sample)
-    for one call cost and one latency; ``work``: each chip's measured CPU seconds per sample, ``calls``:
-    the calls each chip receives per sample."""
-    t = {c: work[c] + calls[c] * call_us * 1e-6 for c in work}
+def place_copies(chips: int, replicas: int, nodes: int, placement: str) -> dict[tuple[int, int], int]:
+    """{(replica, chip): node} as Ray places the run's placement group (module docstring)."""
+    copies = [(r, c) for r in range(replicas) for c in range(chips)]
+    if placement == "pack":
+        return dict.fromkeys(copies, 0)
+    if placement == "spread":
+        return {k: b % nodes for b, k in enumerate(copies)}
+    blocks = place(list(range(len(copies))), nodes)
+    return {k: blocks[b] for b, k in enumerate(copies)}
+
+
+def _hops(src: int, dst: int, size: float) -> list[tuple[int, int]]:
+    """The node-to-node hops of one message from node src to node dst (Ray's routes)."""
+    path = [src, 0, dst] if size <= INLINE_BYTES else [src, dst]
+    return [(a, b) for a, b in zip(path, path[1:]) if a != b]
+
+
+def _bounds(work: dict, calls: dict, node_of: dict, shared_cores: int | None, cores_per_node: int, call_s: float,
+            nic_time: dict[int, float], round_trip: float, micro: float) -> tuple[dict[str, float], dict[int, float]]:
+    """(bounds in samples/s, each node's core-seconds per sample per core); work, calls: per chip copy per sample."""
     used = sorted(set(node_of.values()))
-    node_time = {n: sum(t[c] for c in t if node_of[c] == n) for n in used}
-    node_time[0] += sum(calls.values()) * call_us * 1e-6  # the driver, on the first node, makes every call
-    node_time = {n: v / min(cores_per_node, sum(node_of[c] == n for c in t) + (n == 0)) for n, v in node_time.items()}
-    compute_bound = 1.0 / max(node_time.values()) if max(node_time.values()) > 0 else math.inf
-    network_bound = 1.0 / max(nic_time.values()) if max(nic_time.values()) > 0 else math.inf
-    # the path of one micro-batch: chips holding the same layers work side by side, the others in turn
-    stages: dict[str, float] = {}
-    for r in chips:
-        stages[str(r["layers"])] = max(stages.get(str(r["layers"]), 0.0), t[int(r["chip"])])
-    round_trip = sum(stages.values()) * micro + crossing_per_micro * latency_us * 1e-6
-    latency_bound = IN_FLIGHT * micro / round_trip if round_trip > 0 else math.inf
-    return {"compute": compute_bound, "network": network_bound, "latency": latency_bound}, node_time, t
+    total_calls = sum(calls.values())
+    if shared_cores:
+        node_time = {0: (sum(work.values()) + total_calls * call_s) / shared_cores}
+    else:
+        node_time = {n: sum(work[k] + calls[k] * call_s / 2 for k in work if node_of[k] == n) for n in used}
+        node_time[0] = node_time.get(0, 0.0) + total_calls * call_s / 2  # the driver makes every call
+        node_time = {n: v / min(cores_per_node, sum(node_of[k] == n for k in work) + (n == 0))
+                     for n, v in node_time.items()}
+    worst = max(node_time.values())
+    compute = 1.0 / worst if worst > 0 else math.inf
+    net = max(nic_time.values(), default=0.0)
+    network = 1.0 / net if net > 0 else math.inf
+    latency = IN_FLIGHT * micro / round_trip if round_trip > 0 else math.inf
+    return {"compute": compute, "network": network, "latency": latency}, node_time
 
 
 def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None, cores: int | None = None,
-         epoch: int | None = None, micro_batch: int | None = None, call_us: float | None = None) -> dict:
+         epoch: int | None = None, micro_batch: int | None = None, call_us: float | None = None,
+         shared_cores: int | None = None, placement: str | None = None) -> dict:
     """The prediction for one epoch of a chip run (``run``: a :class:`launch.tools.report.Run`-like
     object with ``cfg``, ``metrics``, ``chips``, ``traffic``); see the module docstring.
     micro_batch: on the target (default: what the chip engine picks there, with or without a core per chip).
-    latency_us, call_us: None for the defaults (LATENCY_US, CALL_US), which are then also taken at the
-    ends of their RANGES; a value given is used as is, for the range too."""
+    latency_us, call_us: None for the defaults (LATENCY_US; the run's measured call cost, else
+    CALL_US), which are then also taken at the ends of their RANGES; a value given is used as is.
+    shared_cores: the nodes share that many cores (emulated hosts on one machine); placement: as
+    Ray places the chips (default: the run's)."""
     from ..run.chips import default_micro_batch  # noqa: PLC0415  (chips.py imports Ray: only when a plan is made)
 
-    for name, v in (("nodes", nodes), ("cores", cores if cores is not None else 1)):
+    for name, v in (("nodes", nodes), ("cores", cores if cores is not None else 1),
+                    ("shared-cores", shared_cores if shared_cores is not None else 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise SpikeGradError(f"plan: {name} expected an integer >= 1, got {v!r}")
-    given = {"latency_us": latency_us is not None, "call_us": call_us is not None}
+    latency_given = latency_us is not None
     latency_us = LATENCY_US if latency_us is None else latency_us
-    call_us = CALL_US if call_us is None else call_us
-    for name, x in (("link-gbps", link_gbps), ("latency-us", latency_us), ("call-us", call_us)):
+    for name, x in (("link-gbps", link_gbps), ("latency-us", latency_us), ("call-us", call_us or 0.0)):
         if not (isinstance(x, (int, float)) and math.isfinite(x) and x >= 0) or (name == "link-gbps" and x == 0):
             raise SpikeGradError(f"plan: {name} expected a finite number {'> 0' if name == 'link-gbps' else '>= 0'}, "
                                  f"got {x!r}")
     if not run.chips:
         raise SpikeGradError(f"plan: {run.label_text} is not a chip run (it has no chips.parquet): a local run has "
                              f"no chips to place")
-    if run.cfg.replicas > 1:
-        raise SpikeGradError(f"plan: {run.label_text} ran {run.cfg.replicas} replicas; the model covers one pipeline "
-                             f"(replicas are not modelled)")
+    placement = placement or run.cfg.placement
+    if placement not in PLACEMENTS:
+        raise SpikeGradError(f"plan: placement expected one of {PLACEMENTS}, got {placement!r}")
     epochs = sorted({r["epoch"] for r in run.chips})
     epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
@@ -137,79 +171,144 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     if metric is None or not metric["images"] or not metric["seconds"]:
         raise SpikeGradError(f"plan: the run has no images or seconds for epoch {epoch}")
     images = float(metric["images"])
+    R = int(run.cfg.replicas)
     chips = sorted((r for r in run.chips if r["epoch"] == epoch), key=lambda r: r["chip"])
     ids = [int(r["chip"]) for r in chips]
+    if ids != list(range(len(ids))):
+        raise SpikeGradError(f"plan: the chips table of epoch {epoch} expected chips 0..{len(ids) - 1}, got {ids[:12]}")
     measure = "cpu_seconds" if all(isinstance(r.get("cpu_seconds"), (int, float)) for r in chips) else "busy_seconds"
-    work = {int(r["chip"]): float(r.get(measure) or 0.0) / images for r in chips}
-    bad = [c for c, v in work.items() if not (math.isfinite(v) and v >= 0)]
+    cpu = {int(r["chip"]): float(r.get(measure) or 0.0) for r in chips}
+    bad = [c for c, v in cpu.items() if not (math.isfinite(v) and v >= 0)]
     if bad:
         raise SpikeGradError(f"plan: the chips table gives chip {bad[0]} a {measure} that is not a number >= 0")
     micro_run = chips[0].get("micro_batch") or run.cfg.micro_batch or run.cfg.batch_size  # older runs: config
     if isinstance(micro_run, bool) or not isinstance(micro_run, (int, float)) or not 0 < micro_run < math.inf:
         raise SpikeGradError(f"plan: the chips table's micro_batch expected a number > 0, got {micro_run!r}")
-    node_of = place(ids, nodes)
+    node_of = place_copies(len(ids), R, nodes, placement)
     used = sorted(set(node_of.values()))
     per_node = max(sum(n == m for n in node_of.values()) for m in used)
     cores_per_node = cores or per_node
-    micro = float(micro_batch or default_micro_batch(run.cfg.batch_size, 1, own_core=cores_per_node >= per_node))
+    micro = float(micro_batch or default_micro_batch(run.cfg.batch_size, R, own_core=cores_per_node >= per_node))
+    # work and calls per chip copy and sample; the replicas share the samples
+    work = {k: cpu[k[1]] / images / R for k in node_of}
     sliced = run.cfg.chip_layout()[1] is not None
-    # Ray's calls: one per micro-batch and phase (per slice on split chips), per sample
-    calls = {int(r["chip"]): 2 * (len(str(r["layers"]).split("-")) if sliced else 1) / micro for r in chips}
+    formula = {c: 2 * (len(str(r["layers"]).split("-")) if sliced else 1) / micro for c, r in zip(ids, chips)}
+    run_calls = metric.get("calls")
+    calls_measured = isinstance(run_calls, (int, float)) and not isinstance(run_calls, bool) and run_calls > 0
+    scale = (float(run_calls) / images) / (sum(formula.values()) or 1.0) if calls_measured else 1.0
+    calls = {k: formula[k[1]] * scale / (R if calls_measured else 1) for k in node_of}
+    # Ray's cost per call: measured in the run where it can be, else the figure from the notes
+    busy = metric.get("machine_cpu_seconds")
+    run_nodes = {n for r in chips for n in str(r.get("node", "")).split(",") if n}
+    call_source, call_given = CALL_SOURCE, call_us is not None
+    if call_us is None:
+        call_us = CALL_US
+        if calls_measured and isinstance(busy, (int, float)) and math.isfinite(busy) and len(run_nodes) <= 1:
+            call_us = max(0.0, (float(busy) - sum(cpu.values())) / float(run_calls)) * 1e6
+            call_source = (f"measured in the run's epoch {epoch}: (its machine's busy CPU {float(busy):.3g} s − the "
+                           f"chips' {sum(cpu.values()):.3g} s) / {int(run_calls)} calls; Ray's daemons and the driver "
+                           f"included")
+    # the network: every message's hops, payload x WIRE_FACTOR, and CONTROL_BYTES each way per call off node 0
     out_bits = dict.fromkeys(used, 0.0)
     in_bits = dict.fromkeys(used, 0.0)
     crossing_messages = 0.0
     links = []
+
+    def carry(src: int, dst: int, bits: float, size: float, messages: float) -> bool:
+        nonlocal crossing_messages
+        hops = _hops(src, dst, size)
+        for a, b in hops:
+            out_bits[a] += bits
+            in_bits[b] += bits
+        crossing_messages += messages * len(hops)
+        return bool(hops)
+
     for r in run.traffic:
-        if r["epoch"] != epoch or r.get("kind", "spikes") != "spikes":
+        kind = r.get("kind", "spikes")
+        if r["epoch"] != epoch or kind not in ("spikes", "increments"):
             continue
         src, dst = int(r["src"]), int(r["dst"])
-        if src not in node_of or dst not in node_of:
-            raise SpikeGradError(f"plan: the traffic table names chip {src if src not in node_of else dst}, which the "
+        if src not in cpu or dst not in cpu:
+            raise SpikeGradError(f"plan: the traffic table names chip {src if src not in cpu else dst}, which the "
                                  f"chips table of epoch {epoch} does not hold")
-        bits = 8.0 * float(r["bytes"]) / images
-        cross = node_of[src] != node_of[dst]
-        if cross:
-            out_bits[node_of[src]] += bits
-            in_bits[node_of[dst]] += bits
-            crossing_messages += float(r["messages"])
-        links.append(dict(src=src, dst=dst, bits_per_sample=bits, crosses=cross))
+        messages = float(r["messages"])
+        size = float(r["bytes"]) / messages if messages else 0.0
+        if kind == "spikes":  # each replica's copy of the link: 1/R of the bytes and messages
+            bits = 8.0 * WIRE_FACTOR * float(r["bytes"]) / images / R
+            cross = [carry(node_of[(q, src)], node_of[(q, dst)], bits, size, messages / R) for q in range(R)]
+        else:  # copy (q, c)'s increments to each other copy (p, c)
+            pairs = [(q, p) for q in range(R) for p in range(R) if p != q]
+            bits = 8.0 * WIRE_FACTOR * float(r["bytes"]) / images / max(1, len(pairs))
+            cross = [carry(node_of[(q, src)], node_of[(p, src)], bits, size, messages / max(1, len(pairs)))
+                     for q, p in pairs]
+        links.append(dict(src=src, dst=dst, kind=kind, bits_per_sample=8.0 * float(r["bytes"]) / images,
+                          crosses=any(cross)))
+    for k, n in node_of.items():
+        if n != 0:
+            control = 8.0 * CONTROL_BYTES * calls[k]
+            out_bits[0] += control
+            in_bits[n] += control
+            out_bits[n] += control
+            in_bits[0] += control
     nic_time = {n: max(out_bits[n], in_bits[n]) / (link_gbps * 1e9) for n in used}
-    # messages go one per link and layer per micro-batch: count them per micro-batch of the run
     crossing_per_micro = crossing_messages / (images / float(micro_run))
+    # the path of one micro-batch: each chip's work (with its calls) in turn, and the latency of each crossing
+    path_s = sum(work[(0, c)] * R for c in ids) * micro
 
-    def at(call: float, latency: float) -> tuple[dict[str, float], dict[int, float], dict[int, float]]:
-        return _bounds(chips, work, node_of, cores_per_node, micro, calls, crossing_per_micro, nic_time, call,
-                       latency)
+    def at(call: float, latency: float) -> tuple[dict[str, float], dict[int, float]]:
+        call_s = call * 1e-6
+        trip = path_s + sum(calls[(0, c)] * R * call_s for c in ids) * micro + crossing_per_micro * latency * 1e-6
+        return _bounds(work, calls, node_of, shared_cores, cores_per_node, call_s, nic_time, trip, micro)
 
-    bounds, node_time, t = at(call_us, latency_us)
+    bounds, node_time = at(call_us, latency_us)
     binding = min(bounds, key=lambda k: bounds[k])
-    # the range: each uncertain input left at its default taken at its low end (fast) and high end (slow)
-    ends = {k: (RANGES[k][0], RANGES[k][1]) if not given[k] else (v, v)
-            for k, v in (("call_us", call_us), ("latency_us", latency_us))}
-    fast = min(at(ends["call_us"][0], ends["latency_us"][0])[0].values())
-    slow = min(at(ends["call_us"][1], ends["latency_us"][1])[0].values())
+    predicted = bounds[binding]
+    # the range: the uncertain inputs left at their defaults at their ends, and compute and transfers
+    # not overlapping at all (the slow end) or wholly (the fast end)
+    ends = {"call_us": (RANGES["call_us"][0], RANGES["call_us"][1]) if not call_given and call_source == CALL_SOURCE
+            else (call_us, call_us),
+            "latency_us": (RANGES["latency_us"][0], RANGES["latency_us"][1]) if not latency_given
+            else (latency_us, latency_us)}
+    fast_b = at(ends["call_us"][0], ends["latency_us"][0])[0]
+    slow_b = at(ends["call_us"][1], ends["latency_us"][1])[0]
+    fast = min(fast_b.values())
+    slow = 1.0 / sum(1.0 / v for v in (slow_b["compute"], slow_b["network"]) if v > 0 and math.isfinite(v))
+    slow = min(slow, slow_b["latency"])
+    where = {f"{q}.{c}": node_of[(q, c)] for q, c in node_of}
+    measured_nodes = {int(r["chip"]): str(r.get("node", "")) for r in chips}
     assumptions = [
         f"this emulator (Python processes under Ray, one per chip) on {nodes} CPU node(s), not a neuromorphic chip "
         f"(spikegrad forecast gives a chip's time)",
         f"chip work: its {measure.replace('_', ' ')} per sample as measured in epoch {epoch} of the run, the same "
         f"on the target's cores",
-        f"chips in balanced contiguous blocks per node; {cores_per_node} core(s) per node"
-        + ("" if cores else " (one per chip of the fullest node)") + "; the driver on node 0",
-        f"links: {link_gbps:g} Gbit/s full duplex per node; {latency_us:g} µs per message crossing nodes"
-        + (" (--latency-us)" if given["latency_us"] else f" (default; range {RANGES['latency_us'][2]})"),
-        f"Ray: {call_us:g} µs of a core per call, on the chip's node and the driver's"
-        + (" (--call-us)" if given["call_us"] else f" ({CALL_SOURCE}; range {RANGES['call_us'][2]})"),
-        f"{IN_FLIGHT} micro-batches of {micro:g} in flight; not modelled: replicas, Ray's own processes, memory "
-        f"(launch/tools/plan.py)",
+        (f"all nodes share {shared_cores} core(s) (emulated hosts on one machine)" if shared_cores else
+         f"{cores_per_node} core(s) per node" + ("" if cores else " (one per chip of the fullest node)"))
+        + f"; chips placed as Ray's {placement} does; the driver on node 0",
+        f"{R} replica(s); each chip copy's increments to the other copies once per batch (the run's increments rows)",
+        f"links: {link_gbps:g} Gbit/s full duplex per node; messages up to {INLINE_BYTES // 1024} KiB go through the "
+        f"driver's node, larger ones straight; payload x {WIRE_FACTOR:g} on the wire and {CONTROL_BYTES:g} B each "
+        f"way per call off node 0 ({CONTROL_SOURCE})",
+        f"{latency_us:g} µs per message crossing nodes"
+        + (" (--latency-us)" if latency_given else f" (default; range {RANGES['latency_us'][2]})"),
+        f"Ray: {call_us:.4g} µs of a core per call ("
+        + ("--call-us" if call_given else call_source)
+        + ("" if call_source != CALL_SOURCE or call_given else f"; range {RANGES['call_us'][2]}") + ")"
+        + (f", {sum(calls.values()):.3g} calls per sample (the run's)" if calls_measured else ""),
+        f"{IN_FLIGHT} micro-batches of {micro:g} in flight; the range's slow end: compute and transfers one after "
+        f"the other; not modelled: memory (launch/tools/plan.py)",
     ]
     return dict(what="the emulator (Python/Ray) on CPU nodes; spikegrad forecast: a neuromorphic chip's time",
-                epoch=epoch, nodes=nodes, nodes_used=len(used), cores_per_node=cores_per_node, link_gbps=link_gbps,
+                epoch=epoch, nodes=nodes, nodes_used=len(used), cores_per_node=cores_per_node,
+                shared_cores=shared_cores, placement=placement, replicas=R, link_gbps=link_gbps,
                 latency_us=latency_us, micro_batch=micro, measure=measure, call_us=call_us,
+                calls_per_sample=sum(calls.values()),
                 measured_images_per_second=images / float(metric["seconds"]),
-                chips=[dict(chip=c, node=node_of[c], seconds_per_sample=t[c]) for c in ids],
-                node_seconds_per_sample=node_time, node_bits_out=out_bits, node_bits_in=in_bits, links=links,
-                crossing_messages_per_micro_batch=crossing_per_micro, bounds=bounds, binding=binding,
-                predicted_images_per_second=bounds[binding],
+                chips=[dict(chip=c, node=node_of[(0, c)], nodes=sorted({node_of[(q, c)] for q in range(R)}),
+                            seconds_per_sample=sum(work[(q, c)] for q in range(R)),
+                            measured_node=measured_nodes[c]) for c in ids],
+                copies=where, node_seconds_per_sample=node_time, node_bits_out=out_bits, node_bits_in=in_bits,
+                links=links, crossing_messages_per_micro_batch=crossing_per_micro, bounds=bounds, binding=binding,
+                predicted_images_per_second=predicted,
                 predicted_range=dict(low=slow, high=fast, call_us=ends["call_us"], latency_us=ends["latency_us"]),
                 assumptions=assumptions,
                 checked_against=[dict(file=f, runs=what, note=note, measured_over_predicted=r)
@@ -220,16 +319,19 @@ def format_plan(p: dict) -> str:
     idle = p["nodes"] - p["nodes_used"]
     lines = [f"plan: the EMULATOR (this Python/Ray program, one process per chip) on CPU nodes, epoch {p['epoch']}; "
              f"not a neuromorphic chip's time (see `spikegrad forecast`)",
-             f"{len(p['chips'])} chips on {p['nodes']} node(s)"
-             + (f" ({idle} idle: fewer chips than nodes)" if idle else "")
-             + f", {p['cores_per_node']} core(s) per node, links {p['link_gbps']:g} Gbit/s, {p['latency_us']:g} µs "
-             f"per crossing message, {p['call_us']:g} µs per call, micro-batch {p['micro_batch']:g}",
-             f"{'chip':>4} {'node':>4} {'µs/sample':>10}"]
+             f"{len(p['chips'])} chips x {p['replicas']} replica(s) on {p['nodes']} node(s)"
+             + (f" ({idle} idle: fewer chip copies than nodes)" if idle else "")
+             + (f", all sharing {p['shared_cores']} core(s)" if p["shared_cores"] else
+                f", {p['cores_per_node']} core(s) per node")
+             + f", placed as Ray's {p['placement']}, links {p['link_gbps']:g} Gbit/s, {p['latency_us']:g} µs "
+             f"per crossing message, {p['call_us']:.4g} µs per call, micro-batch {p['micro_batch']:g}",
+             f"{'chip':>4} {'node(s)':>8} {'µs/sample':>10}"]
     for c in p["chips"]:
-        lines.append(f"{c['chip']:>4} {c['node']:>4} {1e6 * c['seconds_per_sample']:>10.2f}")
+        lines.append(f"{c['chip']:>4} {','.join(map(str, c['nodes'])):>8} {1e6 * c['seconds_per_sample']:>10.2f}")
     for n, s in p["node_seconds_per_sample"].items():
-        lines.append(f"node {n}: compute {1e6 * s:.2f} µs/sample per core; network out {p['node_bits_out'][n]:.4g} "
-                     f"bits/sample, in {p['node_bits_in'][n]:.4g}")
+        lines.append(f"{'all nodes' if p['shared_cores'] else f'node {n}'}: compute {1e6 * s:.2f} µs/sample per core")
+    for n in p["node_bits_out"]:
+        lines.append(f"node {n}: network out {p['node_bits_out'][n]:.4g} bits/sample, in {p['node_bits_in'][n]:.4g}")
     b = p["bounds"]
     lines.append(f"bounds (samples/s): compute {b['compute']:.4g}, network {b['network']:.4g}, latency "
                  f"{b['latency']:.4g} ({p['crossing_messages_per_micro_batch']:.3g} crossing messages per "
