@@ -165,6 +165,22 @@ def test_decode_view_is_the_message_and_read_only():
         wire.decode(buf, dst=7, copy=False)
 
 
+@pytest.mark.parametrize("values", [np.arange(-300, 300, 7, dtype=np.int16), np.arange(86) * 0.25 - 3])
+def test_a_view_of_an_unaligned_message_is_laid_out_exactly(values):
+    """A message in memory that starts at an odd address (bytes from anywhere): decode's view of
+    its int16 or float64 values, and the chip's array made from it, are still exact."""
+    chip = make_chip(gradient="spike" if values.dtype.kind == "i" else "float")
+    layer = chip.topo.layers[MAP_LAYER]
+    C, H, W = layer.out_shape
+    rows = np.resize(values, (2, C * H * W))
+    raw = wire.encode(rows, kind="error", src=0, dst=0, batch=0, micro=0, shape=(C, H, W)).to_pybytes()
+    unaligned = memoryview(bytearray(b"x" + raw))[1:]
+    view = wire.decode(unaligned, copy=False)[1]
+    np.testing.assert_array_equal(view, rows)
+    got = chip._layout(view, MAP_LAYER, (C, H, W))
+    np.testing.assert_array_equal(got, reference_layout(raw, True, (C, H, W), np.float32))
+
+
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0), (1, 1), (127, 129), (128, 256), (300, 257), (8640, 3)])
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.float32, np.float64])
 def test_transpose_equals_numpy(shape, dtype):
