@@ -49,6 +49,7 @@ Evaluation uses counts.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +81,8 @@ from cluster.topology import Topology, parse_topology
 from . import slices, wire
 from .allocator import resident_bytes
 
-__all__ = ["Chip", "ChipConfig", "ChipFailure", "Phase", "dispatch", "merge_reports", "parse_chips", "run_chips"]
+__all__ = ["Chip", "ChipConfig", "ChipFailure", "Phase", "abs_total", "dispatch", "merge_reports", "parse_chips",
+           "run_chips"]
 
 
 class ChipFailure(SpikeGradError):
@@ -209,30 +211,48 @@ class Chip:
     def _layer_shape(self, l: int, lo: int, hi: int) -> tuple[int, ...]:
         return self.plan.layer(l, lo, hi).out_shape
 
-    def _layout(self, values: Any, l: int, shape: tuple[int, ...], to_backend: bool = True) -> Any:
-        """Wire rows (B, N) of units of layer l (per-sample ``shape``) in layer l's layout."""
-        v = to_device(self.backend, values, self.dtype) if to_backend else np.asarray(values, np.float64)
-        if not self.topo.layers[l].is_map:
+    def _layout(self, values: np.ndarray, l: int, shape: tuple[int, ...], to_backend: bool = True) -> Any:
+        """Host wire rows (B, N) of units of layer l (per-sample ``shape``; maybe a read-only view of
+        a message) as a fresh array in layer l's layout, the chip's dtype on its backend (float64 on
+        the host: ``to_backend`` False). A map's rows are turned to units-major (N, B) before the
+        cast and the copy to the device, in the wire's dtype (1 byte per count, mostly)."""
+        is_map = self.topo.layers[l].is_map
+        host = wire.transpose(values) if is_map else values
+        v = to_device(self.backend, host, self.dtype) if to_backend else np.asarray(host, np.float64)
+        if v is values:  # same dtype, not a map: still the message's own memory
+            v = v.copy()
+        if not is_map:
             return v
-        xp = self.xp if to_backend else np
         C, H, W = shape
-        return xp.ascontiguousarray(v.T).reshape(C, H, W, v.shape[0])
+        return v.reshape(C, H, W, values.shape[0])
 
-    def _to_rows(self, A: Any) -> np.ndarray:
-        """A layer array (CHWB map or (B, N)) -> host rows (B, N) for the wire."""
-        if A.ndim == 4:
-            A = A.reshape(-1, A.shape[-1]).T
-        return to_host(A)
+    def _to_rows(self, A: Any, counts: bool) -> np.ndarray:
+        """A layer array (CHWB map or (B, N) rows, on the backend) -> host rows (B, N) for the wire,
+        C-contiguous. ``counts`` (spike counts, integers held as floats) come as the wire's integer
+        type, exactly ``astype(np.int32)`` narrowed as :func:`actors.wire.encode` narrows it: cast
+        in the array's own order first, so the device-to-host copy and the turn to sample-major
+        rows move 1 or 2 bytes per count instead of 4."""
+        units_major = A.ndim == 4
+        if units_major:
+            A = A.reshape(-1, A.shape[-1])  # (N, B)
+        if not counts:
+            return to_host(A.T if units_major else A)
+        lo, hi = (float(A.min()), float(A.max())) if A.size else (math.nan, math.nan)
+        if not (-2.0**31 <= lo and hi < 2.0**31):
+            # empty, NaN, or beyond int32: today's int32 conversion, whatever it makes of them
+            return to_host(A.T if units_major else A).astype(np.int32, order="C")
+        # int() and astype both truncate toward zero, a monotone map: the narrowed min and max are
+        # int(lo) and int(hi), so this is the type encode would pick from astype(np.int32)
+        narrow = to_host(A.astype(wire.int_type(int(lo), int(hi)), order="C"))
+        return wire.transpose(narrow) if units_major else narrow
 
     def _send(self, values: Any, kind: str, dst: int, batch: int, micro: int, shape: tuple,
               count: bool = True) -> Any:
         """Encode ``values`` for chip ``dst``; ``count`` False (evaluation) leaves the traffic counters alone."""
         t0 = time.perf_counter()
-        rows = self._to_rows(values)
-        if kind == "forward" or self.cfg.step.gradient == "spike":
-            # Spike counts are integers: convert (and lay out by sample) in one pass, so the
-            # wire only picks the narrowest type instead of proving float values integral.
-            rows = rows.astype(np.int32, order="C")
+        # Spike counts are integers: the wire gets them as integers, so it only picks the narrowest
+        # type instead of proving float values integral. The float baseline's errors stay floats.
+        rows = self._to_rows(values, counts=kind == "forward" or self.cfg.step.gradient == "spike")
         buf = wire.encode(rows, kind=kind, src=self.index, dst=dst, batch=batch, micro=micro, shape=shape)
         self.timing["encode"] += time.perf_counter() - t0
         if not count:
@@ -240,7 +260,7 @@ class Chip:
         link = self.traffic.setdefault(dst, [0, 0, 0.0, 0])
         link[0] += 1
         link[1] += buf.size
-        link[2] += float(np.abs(rows).sum())
+        link[2] += abs_total(rows)
         if self.size_audit:  # the smaller of the two encodings' payloads, for the benchmark
             link[3] += min(wire.encoded_sizes(rows).values())
         return buf
@@ -274,7 +294,9 @@ class Chip:
                     values[cols] += rows
                 phases.append((tag, [(cols, self._layout(rows, l, shape, False)) for cols, rows in waves]))
         else:
-            h, values = wire.decode(buf, kind=kind, dst=self.index, shape=shape, batch=batch, micro=micro)
+            # a view of the message's values: _layout makes the chip's own array from it in one cast
+            h, values = wire.decode(buf, kind=kind, dst=self.index, shape=shape, batch=batch, micro=micro,
+                                    copy=False)
         self.timing["decode"] += time.perf_counter() - t0
         if h.src != src:
             raise SpikeGradError(f"chip {self.index}: {kind} message of layer {l} units {lo}-{hi} expected from "
@@ -667,6 +689,18 @@ class Chip:
         else:
             self.counter.accumulate(totals.tolist())
         return out
+
+
+def abs_total(rows: np.ndarray) -> float:
+    """Σ|v| of wire rows (the spike counts of a message, ``link[2]`` of the traffic), exactly
+    ``float(np.abs(rows).sum())`` of their int32 (or float) values, in one pass over 1-2 byte
+    counts: |v| of int8/int16 fits the unsigned type of its width (np.abs wraps -128 to -128,
+    which is 128 unsigned), and a row's sum fits uint32 when N·max|v| < 2³²."""
+    if rows.dtype.kind != "i" or rows.dtype.itemsize > 2:
+        return float(np.abs(rows).sum())
+    u = np.abs(rows).view(f"u{rows.dtype.itemsize}")
+    acc = np.uint32 if rows.shape[-1] * np.iinfo(u.dtype).max < 2**32 else np.uint64
+    return float(u.sum(axis=-1, dtype=acc).sum(dtype=np.uint64))
 
 
 def dispatch(step: Step, send: Callable[[int, str, int, tuple], Any], mailbox: dict, batch: int, micro: int,

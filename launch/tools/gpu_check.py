@@ -103,7 +103,7 @@ CIFAR_NARROW = "32x32x3-16C3p1-32C3p1-P2-64C3p1-P2-128C3p1-64C3p1-128-64-10"
 # A tiny colour network: the smoke mode's stand-in for cifar10 where seconds count (chips_timing).
 SMOKE_RGB = "8x8x3-4C3p1-P2-8C3p1-16-10"
 RAY_FREE_TESTS = ("tests/cluster", "tests/actors/test_chip.py", "tests/actors/test_wire.py",
-                  "tests/actors/test_wire_events.py")
+                  "tests/actors/test_wire_events.py", "tests/actors/test_chip_wire.py")
 
 
 class Clock:
