@@ -82,7 +82,7 @@ from . import slices, wire
 from .allocator import resident_bytes
 
 __all__ = ["Chip", "ChipConfig", "ChipFailure", "Phase", "abs_total", "dispatch", "merge_reports", "parse_chips",
-           "run_chips"]
+           "run_chips", "schedule"]
 
 
 class ChipFailure(SpikeGradError):
@@ -726,6 +726,22 @@ def dispatch(step: Step, send: Callable[[int, str, int, tuple], Any], mailbox: d
     return (got[n_out] if top else None), (got[-1] if increments else None), (got[-1] if got else value)
 
 
+def schedule(steps: list[Step], micro_batches: int) -> list[tuple[int, int]]:
+    """The order in which a batch's steps are issued: (micro-batch, step index) pairs.
+
+    Each chip runs its calls in the order they reach it. Issued micro-batch after micro-batch, the
+    first chip's FORWARD of micro-batch m + 1 would queue behind its BACKWARD of m, the last of m's
+    round trip, so no two chips would ever work at once. So the steps before the first one with a
+    BACKWARD go out for every micro-batch first, then the rest, micro-batch after micro-batch
+    (GPipe's schedule): a chain of C chips is idle (C − 1) / (M + C − 1) of the time with M
+    micro-batches. Every chip still runs its BACKWARDs (and adds to ω) in micro-batch order, and the
+    weights change once per batch, so the arithmetic is the one of micro-batch after micro-batch.
+    """
+    split = next((i for i, st in enumerate(steps) if any(c.phase is Phase.BACKWARD for c in st.calls)), len(steps))
+    return ([(m, i) for m in range(micro_batches) for i in range(split)]
+            + [(m, i) for m in range(micro_batches) for i in range(split, len(steps))])
+
+
 def run_chips(chips: list[Chip], x: np.ndarray, y: np.ndarray, micro: int, batch: int = 0,
               lr_scale: float = 1.0) -> tuple[float, int]:
     """One batch through chips of one layout held in this process, exactly as
@@ -737,13 +753,12 @@ def run_chips(chips: list[Chip], x: np.ndarray, y: np.ndarray, micro: int, batch
 
     steps = chips[0].plan.steps()
     loss, correct = 0.0, 0
-    for m, lo in enumerate(range(0, len(x), micro)):
-        hi = min(len(x), lo + micro)
-        mailbox: dict[tuple, Any] = {}
-        for s in steps:
-            stats, _, _ = dispatch(s, send, mailbox, batch, m, x, y, lo, hi)
-            if stats is not None:
-                loss, correct = loss + stats[0], correct + stats[1]
+    rows = [(lo, min(len(x), lo + micro)) for lo in range(0, len(x), micro)]
+    mailboxes: list[dict[tuple, Any]] = [{} for _ in rows]
+    for m, i in schedule(steps, len(rows)):
+        stats, _, _ = dispatch(steps[i], send, mailboxes[m], batch, m, x, y, *rows[m])
+        if stats is not None:
+            loss, correct = loss + stats[0], correct + stats[1]
     for c in chips:
         c.apply(lr_scale)
     return loss, correct

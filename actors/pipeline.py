@@ -33,7 +33,7 @@ from cluster.errors import SpikeGradError
 from cluster.mapping import Layout, Plan, whole_layers
 from cluster.topology import parse_topology
 
-from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, dispatch, merge_reports
+from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, dispatch, merge_reports, schedule
 from .ray_chip import ChipActor
 from .slices import assemble_state, check_copies, results
 
@@ -153,21 +153,23 @@ class ChipPipeline:
         exchange = self.replicas > 1
         for r, rows in enumerate(self._micro_slices(len(x))):
             send = self._sender(self.chips[r], self.driver)
-            for m, (lo, hi) in enumerate(rows):
-                mailbox: dict[tuple, Any] = {}
-                applied: set[int] = set()
-                for i, step in enumerate(self._steps):
-                    first = m == 0 and step.chip not in applied  # the chip's first step of the batch
-                    applied.add(step.chip)
-                    last = exchange and m == len(rows) - 1 and self._last_step[step.chip] == i
-                    st, inc, ref = dispatch(step, send, mailbox, batch, m, x_ref, y_ref, lo, hi,
-                                            apply=self._apply_args(step.chip) if first else (), increments=last)
-                    if st is not None:
-                        stats.append(st)
-                    if last:
-                        incs[step.chip].append(inc)
-                self._wait_in_flight(ref)
-                self.driver["micro_batches"] += 1
+            mailboxes: list[dict[tuple, Any]] = [{} for _ in rows]
+            applied: set[int] = set()
+            order = schedule(self._steps, len(rows))
+            for m, i in order:
+                step = self._steps[i]
+                first = step.chip not in applied  # the chip's first step of the batch
+                applied.add(step.chip)
+                last = exchange and m == len(rows) - 1 and self._last_step[step.chip] == i
+                st, inc, ref = dispatch(step, send, mailboxes[m], batch, m, x_ref, y_ref, *rows[m],
+                                        apply=self._apply_args(step.chip) if first else (), increments=last)
+                if st is not None:
+                    stats.append(st)
+                if last:
+                    incs[step.chip].append(inc)
+                if i == len(self._steps) - 1:  # micro-batch m's last step
+                    self._wait_in_flight(ref)
+                    self.driver["micro_batches"] += 1
         # one replica applies its own ω; R replicas add every replica's increments, in replica order
         self._deferred = (lr_scale, incs if exchange else None)
         self._batches.append((stats, len(x), time.perf_counter()))

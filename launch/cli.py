@@ -1,4 +1,5 @@
-"""The ``spikegrad`` command line: train, eval, export, conformance, traffic, verify, bench, report, map.
+"""The ``spikegrad`` command line: train, eval, export, conformance, traffic, forecast, verify, bench, report,
+map, plan, hosts.
 
 Bad input of any kind ends with one line ``spikegrad: error: ...`` on stderr and
 exit status 2, never a traceback. Progress goes to stderr; ``--json`` prints one

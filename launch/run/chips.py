@@ -132,7 +132,7 @@ class ChipEngine:
         where = self.pipeline.where if self.pipeline is not None else []
         who = [w for w in where if actor and w.get("actor") == actor]
         name = (f"chip {who[0]['chip']} (process {who[0]['pid']})" if who else "a chip")
-        cause = " ".join(str(exc).split())[:300]
+        cause = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:300]  # Ray colours its errors
         return f"{name} failed: {type(exc).__name__}: {cause}"
 
     def _chips(self) -> ChipPipeline:

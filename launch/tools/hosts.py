@@ -1,4 +1,4 @@
-"""Emulated hosts on one machine: a multi-node Ray cluster over real TCP links (docs/design.md §8).
+"""Emulated hosts on one machine: a multi-node Ray cluster over real TCP links (docs/design.md §9).
 
 ``spikegrad hosts up --hosts 3 --link-mbit 100`` makes, for each host i, a Linux network namespace
 ``<name>-h<i>`` whose one interface ``eth0`` (address ``10.213.<subnet>.<i+1>/24``) is a veth pair
@@ -376,7 +376,9 @@ def down(name: str, log: Callable[[str], None] = lambda s: None) -> list[str]:
         if not _exists("netns", h.ns):
             continue
         _stop(hosts, h.index)
-        _run(["ip", "netns", "del", h.ns])
+        r = _run(["ip", "netns", "del", h.ns], check=False)
+        if _exists("netns", h.ns):
+            raise SpikeGradError(f"hosts: ip netns del {h.ns} failed: {' '.join(r.stderr.split())[-300:]}")
         removed.append(h.ns)
     for link in [h.veth for h in hosts.hosts] + [hosts.bridge]:
         if _exists("link", link):

@@ -73,6 +73,10 @@ RANGES = {
                    "low: a data-centre network's one-way latency (an assumption, not measured here); high: a remote "
                    "Ray call's 0.3-0.6 ms more than a local one (Ray issue #7550, ../shared/notes/ray.md)"),
 }
+# A call to a chip off the driver's node costs this many times a local one (Ray's remote path: the other
+# node's raylet, gRPC, object transfers), fitted to the busy CPU per call of the runs in REMOTE_SOURCE
+REMOTE_CALL = 1.6
+REMOTE_SOURCE = "docs/measurements/hosts-2026-12-07.md §4 (the first scaling runs, 1-3 emulated hosts)"
 # The wire beyond the payload, fitted to the kernel's interface counters of emulated hosts
 WIRE_FACTOR = 1.05
 CONTROL_BYTES = 2000.0
@@ -115,16 +119,17 @@ def _hops(src: int, dst: int, size: float) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(path, path[1:]) if a != b]
 
 
-def _bounds(work: dict, calls: dict, node_of: dict, shared_cores: int | None, cores_per_node: int, call_s: float,
+def _bounds(work: dict, calls: dict, node_of: dict, shared_cores: float | None, cores_per_node: int, call_s: float,
             nic_time: dict[int, float], round_trip: float, micro: float) -> tuple[dict[str, float], dict[int, float]]:
-    """(bounds in samples/s, each node's core-seconds per sample per core); work, calls: per chip copy per sample."""
+    """(bounds in samples/s, each node's core-seconds per sample per core); work, calls: per chip copy per
+    sample; shared_cores: the cores all nodes share, as many as the schedule keeps busy."""
     used = sorted(set(node_of.values()))
-    total_calls = sum(calls.values())
+    cost = {k: calls[k] * call_s * (REMOTE_CALL if node_of[k] != 0 else 1.0) for k in calls}
     if shared_cores:
-        node_time = {0: (sum(work.values()) + total_calls * call_s) / shared_cores}
+        node_time = {0: (sum(work.values()) + sum(cost.values())) / shared_cores}
     else:
-        node_time = {n: sum(work[k] + calls[k] * call_s / 2 for k in work if node_of[k] == n) for n in used}
-        node_time[0] = node_time.get(0, 0.0) + total_calls * call_s / 2  # the driver makes every call
+        node_time = {n: sum(work[k] + cost[k] / 2 for k in work if node_of[k] == n) for n in used}
+        node_time[0] = node_time.get(0, 0.0) + sum(cost.values()) / 2  # the driver makes every call
         node_time = {n: v / min(cores_per_node, sum(node_of[k] == n for k in work) + (n == 0))
                      for n, v in node_time.items()}
     worst = max(node_time.values())
@@ -188,15 +193,28 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     used = sorted(set(node_of.values()))
     per_node = max(sum(n == m for n in node_of.values()) for m in used)
     cores_per_node = cores or per_node
-    micro = float(micro_batch or default_micro_batch(run.cfg.batch_size, R, own_core=cores_per_node >= per_node))
+    # the chip engine's micro-batch there: cut finer where every chip copy has a CPU of Ray's (emulated
+    # hosts offer `cores` CPUs each, 1 by default as `spikegrad hosts up`)
+    own_core = nodes * (cores or 1) >= len(node_of) if shared_cores else cores_per_node >= per_node
+    micro = float(micro_batch or default_micro_batch(run.cfg.batch_size, R, own_core=own_core))
     # work and calls per chip copy and sample; the replicas share the samples
     work = {k: cpu[k[1]] / images / R for k in node_of}
     sliced = run.cfg.chip_layout()[1] is not None
-    formula = {c: 2 * (len(str(r["layers"]).split("-")) if sliced else 1) / micro for c, r in zip(ids, chips)}
+    slices = {c: len(str(r["layers"]).split("-")) if sliced else 1 for c, r in zip(ids, chips)}
+    formula = {k: 2 * slices[k[1]] / micro / R for k in node_of}  # a call per phase (and slice) per micro-batch
     run_calls = metric.get("calls")
     calls_measured = isinstance(run_calls, (int, float)) and not isinstance(run_calls, bool) and run_calls > 0
-    scale = (float(run_calls) / images) / (sum(formula.values()) or 1.0) if calls_measured else 1.0
-    calls = {k: formula[k[1]] * scale / (R if calls_measured else 1) for k in node_of}
+    # the run's calls per sample, at the target's micro-batch (calls go with micro-batches)
+    scale = ((float(run_calls) / images) / (sum(formula.values()) * micro / float(micro_run))
+             if calls_measured else 1.0)
+    calls = {k: formula[k] * scale for k in node_of}
+    # the cores a run on shared cores keeps busy: as many as the run did (its machine's busy CPU over its
+    # seconds), with the run's micro-batch; with smaller micro-batches the chips overlap more: all of them
+    parallel = shared_cores
+    busy_run = metric.get("machine_cpu_seconds")
+    if (shared_cores and micro >= float(micro_run) and isinstance(busy_run, (int, float))
+            and math.isfinite(busy_run) and busy_run > 0):
+        parallel = min(float(shared_cores), float(busy_run) / float(metric["seconds"]))
     # Ray's cost per call: measured in the run where it can be, else the figure from the notes
     busy = metric.get("machine_cpu_seconds")
     run_nodes = {n for r in chips for n in str(r.get("node", "")).split(",") if n}
@@ -258,7 +276,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     def at(call: float, latency: float) -> tuple[dict[str, float], dict[int, float]]:
         call_s = call * 1e-6
         trip = path_s + sum(calls[(0, c)] * R * call_s for c in ids) * micro + crossing_per_micro * latency * 1e-6
-        return _bounds(work, calls, node_of, shared_cores, cores_per_node, call_s, nic_time, trip, micro)
+        return _bounds(work, calls, node_of, parallel, cores_per_node, call_s, nic_time, trip, micro)
 
     bounds, node_time = at(call_us, latency_us)
     binding = min(bounds, key=lambda k: bounds[k])
@@ -281,7 +299,9 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
         f"(spikegrad forecast gives a chip's time)",
         f"chip work: its {measure.replace('_', ' ')} per sample as measured in epoch {epoch} of the run, the same "
         f"on the target's cores",
-        (f"all nodes share {shared_cores} core(s) (emulated hosts on one machine)" if shared_cores else
+        (f"all nodes share {shared_cores} core(s) (emulated hosts on one machine), {parallel:.3g} of them busy"
+         + (" (as in the run, whose micro-batches the target keeps)" if parallel != shared_cores else "")
+         if shared_cores else
          f"{cores_per_node} core(s) per node" + ("" if cores else " (one per chip of the fullest node)"))
         + f"; chips placed as Ray's {placement} does; the driver on node 0",
         f"{R} replica(s); each chip copy's increments to the other copies once per batch (the run's increments rows)",
@@ -293,13 +313,14 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
         f"Ray: {call_us:.4g} µs of a core per call ("
         + ("--call-us" if call_given else call_source)
         + ("" if call_source != CALL_SOURCE or call_given else f"; range {RANGES['call_us'][2]}") + ")"
+        + f"; a call to a chip off node 0 costs {REMOTE_CALL:g} times that ({REMOTE_SOURCE})"
         + (f", {sum(calls.values()):.3g} calls per sample (the run's)" if calls_measured else ""),
         f"{IN_FLIGHT} micro-batches of {micro:g} in flight; the range's slow end: compute and transfers one after "
         f"the other; not modelled: memory (launch/tools/plan.py)",
     ]
     return dict(what="the emulator (Python/Ray) on CPU nodes; spikegrad forecast: a neuromorphic chip's time",
                 epoch=epoch, nodes=nodes, nodes_used=len(used), cores_per_node=cores_per_node,
-                shared_cores=shared_cores, placement=placement, replicas=R, link_gbps=link_gbps,
+                shared_cores=shared_cores, busy_cores=parallel, placement=placement, replicas=R, link_gbps=link_gbps,
                 latency_us=latency_us, micro_batch=micro, measure=measure, call_us=call_us,
                 calls_per_sample=sum(calls.values()),
                 measured_images_per_second=images / float(metric["seconds"]),

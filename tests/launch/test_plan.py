@@ -8,76 +8,141 @@ from cluster.errors import SpikeGradError
 from launch.cli import main
 from launch.run.config import make_config
 from launch.run.rundir import RunDir
-from launch.tools.plan import CALL_US, LATENCY_US, RANGES, place, plan
+from launch.tools.plan import CALL_US, CONTROL_BYTES, LATENCY_US, RANGES, REMOTE_CALL, WIRE_FACTOR, place, plan
 from launch.tools.report import Run
 
 
-def chip_run(path, micro=10, cpu=(0.1, 0.3, 0.2, 0.2), replicas=1):
+def chip_run(path, micro=10, cpu=(0.1, 0.3, 0.2, 0.2), replicas=1, messages=100, metrics=None, nodes=None,
+             increments=(), placement="pack"):
     """A len(cpu)-chip run of 1,000 images in 2 s: chip c used cpu[c] CPU seconds; the chain's links carry
-    1,000 bytes per sample forward and 2,000 backward, one message per micro-batch."""
+    1,000 bytes per sample forward and 2,000 backward in ``messages`` messages each (100: one per
+    micro-batch of 10, 10 or 20 KB each); ``increments``: (chip, bytes, messages) rows."""
     run = RunDir(path)
     run.path.mkdir(parents=True)
-    run.write_config(make_config("digits", replicas=replicas, batch_size=40))
+    run.write_config(make_config("digits", replicas=replicas, batch_size=40, placement=placement))
     run.write_table("metrics", [dict(epoch=1, images=1000, seconds=2.0, train_loss=1.0, train_accuracy=50.0,
-                                     test_accuracy=50.0)])
+                                     test_accuracy=50.0, **(metrics or {}))])
     run.write_table("layers", [dict(epoch=1, layer=l, kind=kind, spikes=1.0, error_spikes=1.0,
                                     error_spikes_delivered=1.0, input_macs=1.0 if l == 0 else 0.0, acc_forward=1.0,
                                     acc_backward=1.0, acc_update=1.0, macs=1.0)
                                for l, kind in enumerate(("conv", "pool", "dense", "dense"))])  # digits' 4 layers
-    run.write_table("chips", [dict(epoch=1, chip=c, layers=str(c), node="n", micro_batch=micro, cpu_seconds=s,
-                                   busy_seconds=s) for c, s in enumerate(cpu)])
+    run.write_table("chips", [dict(epoch=1, chip=c, layers=str(c), node=(nodes or ["n"] * len(cpu))[c],
+                                   micro_batch=micro, cpu_seconds=s, busy_seconds=s) for c, s in enumerate(cpu)])
     links = []
     for c in range(len(cpu) - 1):
-        links.append(dict(epoch=1, src=c, dst=c + 1, kind="spikes", messages=100, bytes=1e6, spikes=1.0))
-        links.append(dict(epoch=1, src=c + 1, dst=c, kind="spikes", messages=100, bytes=2e6, spikes=1.0))
+        links.append(dict(epoch=1, src=c, dst=c + 1, kind="spikes", messages=messages, bytes=1e6, spikes=1.0))
+        links.append(dict(epoch=1, src=c + 1, dst=c, kind="spikes", messages=messages, bytes=2e6, spikes=1.0))
+    for c, nbytes, n in increments:
+        links.append(dict(epoch=1, src=c, dst=c, kind="increments", messages=n, bytes=nbytes, spikes=0.0))
     run.write_table("traffic", links)
     return Run(run)
 
 
+T = [1e-4, 3e-4, 2e-4, 2e-4]  # chip_run's CPU seconds per sample
+CONTROL = 8 * CONTROL_BYTES * 0.2  # bits per sample each way for a chip off node 0 (0.2 calls per sample)
+
+
 def test_the_model_by_hand(tmp_path):
-    run = chip_run(tmp_path / "r")
-    # 2 nodes: chips 0, 1 on node 0, chips 2, 3 on node 1; one core per chip (+ the driver on node 0)
-    p = plan(run, nodes=2, link_gbps=1.0, latency_us=100.0, micro_batch=10, call_us=0.0)
-    t = [1e-4, 3e-4, 2e-4, 2e-4]  # CPU seconds per sample
+    # 5 messages a link: 200-400 KB each, above Ray's inline limit, so they go straight between nodes
+    run = chip_run(tmp_path / "r", messages=5)
+    # 2 nodes in blocks: chips 0, 1 on node 0, chips 2, 3 on node 1; one core per chip (+ the driver on node 0)
+    p = plan(run, nodes=2, link_gbps=1.0, latency_us=100.0, micro_batch=10, call_us=0.0, placement="blocks")
     assert [c["node"] for c in p["chips"]] == [0, 0, 1, 1]
-    assert p["node_seconds_per_sample"] == pytest.approx({0: (t[0] + t[1]) / 2, 1: (t[2] + t[3]) / 2})
+    assert p["node_seconds_per_sample"] == pytest.approx({0: (T[0] + T[1]) / 2, 1: (T[2] + T[3]) / 2})
     assert p["bounds"]["compute"] == pytest.approx(1 / 2e-4)
-    # only the links between chips 1 and 2 cross: node 0 sends 8,000 bits per sample, receives 16,000
-    assert p["node_bits_out"][0] == 8000 and p["node_bits_in"][0] == 16000
-    assert p["bounds"]["network"] == pytest.approx(1e9 / 16000)
-    # 2 crossing messages per micro-batch of the run (100 micro-batches of 10); the path: every chip in turn
-    assert p["crossing_messages_per_micro_batch"] == 2
-    assert p["bounds"]["latency"] == pytest.approx(4 * 10 / (sum(t) * 10 + 2 * 100e-6))
-    assert p["binding"] == "latency" and p["predicted_images_per_second"] == pytest.approx(40 / 0.0082)
-    assert plan(run, nodes=2, link_gbps=1.0, latency_us=0.0, micro_batch=10, call_us=0.0)["binding"] == "compute"
-    # inputs given are used as given: the range collapses to the prediction
-    assert p["predicted_range"]["low"] == p["predicted_range"]["high"] == p["predicted_images_per_second"]
-    # Ray's call cost: 2 calls per micro-batch per chip on its node, and all 4 chips' calls again on the
-    # driver's node, whose 2 cores (one per chip) the driver shares
-    q = plan(run, nodes=2, link_gbps=1.0, latency_us=100.0, micro_batch=10, call_us=50.0)
+    # only the links between chips 1 and 2 cross: node 0 sends 8,000 bits per sample, receives 16,000, times the
+    # wire's framing, and each call to chips 2 and 3 carries CONTROL_BYTES each way
+    assert p["node_bits_out"][0] == pytest.approx(8000 * WIRE_FACTOR + 2 * CONTROL)
+    assert p["node_bits_in"][0] == pytest.approx(16000 * WIRE_FACTOR + 2 * CONTROL)
+    assert p["bounds"]["network"] == pytest.approx(1e9 / (16000 * WIRE_FACTOR + 2 * CONTROL))
+    # 10 crossing messages in the epoch's 100 micro-batches of 10; the path: every chip in turn
+    assert p["crossing_messages_per_micro_batch"] == pytest.approx(0.1)
+    assert p["bounds"]["latency"] == pytest.approx(4 * 10 / (sum(T) * 10 + 0.1 * 100e-6))
+    assert p["binding"] == "latency"
+    assert plan(run, nodes=2, link_gbps=1.0, latency_us=0.0, micro_batch=10, call_us=0.0,
+                placement="blocks")["binding"] == "compute"
+    # inputs given are used as given: the fast end of the range is the prediction; the slow end adds the
+    # network's time to the compute's (no overlap)
+    r = p["predicted_range"]
+    assert r["high"] == p["predicted_images_per_second"]
+    assert r["low"] == pytest.approx(min(1 / (2e-4 + 1 / p["bounds"]["network"]), p["bounds"]["latency"]))
+    # Ray's call cost: half on the chip's node, half on the driver's, which makes every call; 2 calls per
+    # micro-batch per chip; a call to chips 2 and 3 (off node 0) costs REMOTE_CALL times more; node 0's 2
+    # cores (one per chip) are shared with the driver
+    q = plan(run, nodes=2, link_gbps=1.0, latency_us=100.0, micro_batch=10, call_us=50.0, placement="blocks")
     call = 2 * 50e-6 / 10
-    assert q["node_seconds_per_sample"][0] == pytest.approx((t[0] + t[1] + 2 * call + 4 * call) / 2)
+    every = (2 + 2 * REMOTE_CALL) * call
+    assert q["node_seconds_per_sample"][0] == pytest.approx((T[0] + T[1] + 2 * call / 2 + every / 2) / 2)
+    assert q["node_seconds_per_sample"][1] == pytest.approx((T[2] + T[3] + 2 * REMOTE_CALL * call / 2) / 2)
     # everything on one node of 2 cores: the chips and the driver share them
     one = plan(run, nodes=1, link_gbps=1.0, latency_us=0.0, cores=2, micro_batch=10, call_us=0.0)
-    assert one["node_bits_out"][0] == 0 and one["bounds"]["compute"] == pytest.approx(2 / sum(t))
+    assert one["node_bits_out"][0] == 0 and one["bounds"]["compute"] == pytest.approx(2 / sum(T))
+
+
+def test_small_messages_go_through_the_driver_node(tmp_path):
+    # 100 messages a link: 10-20 KB each, returned inline to the driver (node 0) and sent on from there, so
+    # the link between chips 2 and 3, both on node 1, crosses twice (1 -> 0 -> 1)
+    run = chip_run(tmp_path / "r", messages=100)
+    p = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=0.0, placement="blocks")
+    f = 8 * WIRE_FACTOR
+    out0 = f * (1000 + 2000 + 1000) + 2 * CONTROL  # 1 -> 2 forward, 3 -> 2 and 2 -> 1 ... via node 0
+    assert p["node_bits_out"][0] == pytest.approx(f * 1000 + f * 1000 + f * 2000 + 2 * CONTROL)
+    assert p["node_bits_out"][0] == pytest.approx(out0)
+    assert p["node_bits_in"][1] == p["node_bits_out"][0]
+    assert p["node_bits_out"][1] == pytest.approx(f * (2000 + 1000 + 2000) + 2 * CONTROL)
+
+
+def test_replicas_spread_and_exchange_increments(tmp_path):
+    # 2 replicas of 4 chips spread over 3 nodes: copy b = r*4 + c on node b mod 3
+    plain = chip_run(tmp_path / "plain", replicas=2, messages=5, placement="spread")
+    inc = chip_run(tmp_path / "inc", replicas=2, messages=5, placement="spread", increments=[(0, 4e5, 50)])
+    p, q = (plan(r, nodes=3, link_gbps=1.0, micro_batch=10, call_us=0.0) for r in (plain, inc))
+    assert p["copies"] == {"0.0": 0, "0.1": 1, "0.2": 2, "0.3": 0, "1.0": 1, "1.1": 2, "1.2": 0, "1.3": 1}
+    assert p["replicas"] == 2 and [c["nodes"] for c in p["chips"]] == [[0, 1], [1, 2], [0, 2], [0, 1]]
+    # chip 0's copies on nodes 0 and 1 send each other 8 KB messages (inline: via node 0): 0 -> 1 and 1 -> 0
+    each = 8 * WIRE_FACTOR * 4e5 / 1000 / 2
+    assert q["node_bits_out"][0] - p["node_bits_out"][0] == pytest.approx(each)
+    assert q["node_bits_out"][1] - p["node_bits_out"][1] == pytest.approx(each)
+    assert q["node_bits_out"][2] == p["node_bits_out"][2]
+    # each copy does half the samples: the chips' work per sample is the whole chip's, over its two copies
+    assert [c["seconds_per_sample"] for c in p["chips"]] == pytest.approx(T)
+
+
+def test_the_call_cost_measured_in_the_run(tmp_path):
+    # the run's machine was busy 1.6 s; its chips took 0.8 s of it: 0.8 s over 400 calls is 2,000 µs a call
+    run = chip_run(tmp_path / "r", metrics=dict(calls=400, machine_cpu_seconds=1.6))
+    p = plan(run, nodes=1, link_gbps=1.0, micro_batch=10, shared_cores=2)
+    assert p["call_us"] == pytest.approx(2000.0) and p["calls_per_sample"] == pytest.approx(0.4)
+    assert any("measured in the run's epoch 1" in a for a in p["assumptions"])
+    # all on 2 shared cores, as busy as the run kept them (1.6 s of CPU in 2 s: 0.8 cores): the chips'
+    # work and every call's cost
+    assert p["busy_cores"] == pytest.approx(0.8)
+    assert p["bounds"]["compute"] == pytest.approx(0.8 / (sum(T) + 0.4 * 2000e-6))
+    # smaller micro-batches than the run's let the chips overlap: all the shared cores, and calls per sample
+    # in proportion (the run's 0.4 at micro-batch 10 are 0.8 at 5)
+    q = plan(run, nodes=1, link_gbps=1.0, micro_batch=5, shared_cores=2)
+    assert q["busy_cores"] == 2 and q["calls_per_sample"] == pytest.approx(0.8)
+    assert p["predicted_range"]["call_us"] == (p["call_us"], p["call_us"])  # measured: no range for it
+    # chips that ran on two nodes: the machine's CPU does not hold them all, so the figure from the notes
+    spread = chip_run(tmp_path / "s", metrics=dict(calls=400, machine_cpu_seconds=1.6), nodes=["a", "a", "b", "b"])
+    assert plan(spread, nodes=1, link_gbps=1.0, micro_batch=10)["call_us"] == CALL_US
 
 
 def test_defaults_are_the_measured_call_cost_with_a_range(tmp_path):
     run = chip_run(tmp_path / "r")
-    p = plan(run, nodes=2, link_gbps=1.0, micro_batch=10)
+    p = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, placement="blocks")
     assert (p["call_us"], p["latency_us"]) == (CALL_US, LATENCY_US) and CALL_US > 0
-    same = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=CALL_US, latency_us=LATENCY_US)
+    same = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=CALL_US, latency_us=LATENCY_US,
+                placement="blocks")
     assert p["predicted_images_per_second"] == same["predicted_images_per_second"]
-    # the range: both uncertain inputs at their low ends (fast) and at their high ends (slow)
+    r = p["predicted_range"]
+    assert r["low"] < p["predicted_images_per_second"] < r["high"]
     lo_call, hi_call, _ = RANGES["call_us"]
     lo_lat, hi_lat, _ = RANGES["latency_us"]
-    fast = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=lo_call, latency_us=lo_lat)
-    slow = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=hi_call, latency_us=hi_lat)
-    r = p["predicted_range"]
-    assert r["high"] == fast["predicted_images_per_second"] and r["low"] == slow["predicted_images_per_second"]
-    assert r["low"] < p["predicted_images_per_second"] < r["high"]
-    # with no call cost the chips' work alone binds: the optimistic case is higher still
-    assert plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=0.0)["predicted_images_per_second"] > r["high"]
+    fast = plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=lo_call, latency_us=lo_lat, placement="blocks")
+    assert r["high"] == fast["predicted_images_per_second"]
+    assert plan(run, nodes=2, link_gbps=1.0, micro_batch=10, call_us=0.0,
+                placement="blocks")["predicted_images_per_second"] > r["low"]
 
 
 def test_every_node_asked_for_holds_a_chip(tmp_path):
@@ -86,12 +151,14 @@ def test_every_node_asked_for_holds_a_chip(tmp_path):
     assert place(list(range(9)), 9) == {c: c for c in range(9)}
     assert place([0, 1, 2], 5) == {0: 0, 1: 1, 2: 2}  # fewer chips than nodes: one each, the rest idle
     run = chip_run(tmp_path / "six", cpu=(0.1, 0.3, 0.2, 0.2, 0.1, 0.1))
-    p = plan(run, nodes=4, link_gbps=1.0, micro_batch=10)
+    p = plan(run, nodes=4, link_gbps=1.0, micro_batch=10, placement="blocks")
     assert [c["node"] for c in p["chips"]] == [0, 0, 1, 1, 2, 3] and p["nodes_used"] == 4
     assert p["cores_per_node"] == 2  # one per chip of the fullest node
-    # the chain's links cross between nodes 0-1, 1-2 and 2-3: 3 forward and 3 backward, 100 messages each
-    assert sum(link["crosses"] for link in p["links"]) == 6
-    assert plan(run, nodes=8, link_gbps=1.0, micro_batch=10)["nodes_used"] == 6
+    assert plan(run, nodes=8, link_gbps=1.0, micro_batch=10, placement="blocks")["nodes_used"] == 6
+    # pack (the run's default): one node holds every chip; spread: round robin
+    assert {c["node"] for c in plan(run, nodes=4, link_gbps=1.0, micro_batch=10)["chips"]} == {0}
+    assert [c["node"] for c in plan(run, nodes=4, link_gbps=1.0, micro_batch=10,
+                                    placement="spread")["chips"]] == [0, 1, 2, 3, 0, 1]
 
 
 def test_plan_prints_and_refuses_in_one_line(tmp_path, capsys):
@@ -109,14 +176,12 @@ def test_plan_prints_and_refuses_in_one_line(tmp_path, capsys):
     assert main(["plan", str(tmp_path / "r"), "--nodes", "1", "--json"]) == 0
     p = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert p["bounds"]["network"] is None and p["nodes_used"] == 1
-    chip_run(tmp_path / "rep", replicas=2)
     local = tmp_path / "local"
     assert main(["train", "--engine", "local", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
                  "--quiet", "--out", str(local)]) == 0
     chip_run(tmp_path / "neg", cpu=(0.1, -5.0, 0.2, 0.2))
     chip_run(tmp_path / "mb", micro="many")
     for args, message in [([str(local), "--nodes", "2"], "not a chip run"),
-                          ([str(tmp_path / "rep"), "--nodes", "2"], "replicas are not modelled"),
                           ([str(tmp_path / "neg"), "--nodes", "2"], "chip 1 a cpu_seconds that is not a number >= 0"),
                           ([str(tmp_path / "mb"), "--nodes", "2"], "micro_batch expected a number > 0, got 'many'"),
                           ([str(tmp_path / "r"), "--nodes", "0"], "expected an integer >= 1"),
