@@ -295,8 +295,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                    "--placement; blocks: balanced contiguous blocks)")
     p.add_argument("--call-us", type=_nonnegative_float,
                    help=f"µs of a core per call a chip receives, Ray's cost per actor call (default: measured in "
-                        f"the run where it can be, else {CALL_US:g}, measured here; range {RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; "
-                        f"0: the chips' work alone, an optimistic bound)")
+                        f"the run where it can be, else {CALL_US:g}, measured here; range "
+                        f"{RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; 0: the chips' work alone, an optimistic "
+                        f"bound)")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "
                    "the chip engine's choice there)")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")

@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from launch.run.rundir import RunDir  # noqa: E402
 from launch.tools import hosts as H  # noqa: E402
 from launch.tools.plan import plan  # noqa: E402
 from launch.tools.report import Run  # noqa: E402
-from launch.run.rundir import RunDir  # noqa: E402
 
 LAYOUTS = {"chain": [], "split": ["--chip-neurons", "600", "--chip-synapses", "20000"],
            "replicas": ["--replicas", "2"]}

@@ -146,7 +146,7 @@ class ChipEngine:
         :meth:`restore`); batches queued on the old chips are dropped with them."""
         old, self.pipeline = self.pipeline, None
         if old is not None:
-            self._old_calls += old.driver["calls"]
+            self._old_calls += int(old.driver["calls"])
             try:
                 old.close()
             except Exception:
@@ -194,7 +194,7 @@ class ChipEngine:
         self._chips().audit_sizes(on)
 
     def calls(self) -> int:
-        return self._old_calls + (self.pipeline.driver["calls"] if self.pipeline is not None else 0)
+        return self._old_calls + (int(self.pipeline.driver["calls"]) if self.pipeline is not None else 0)
 
     def memory(self) -> dict[str, float]:
         """Chip resident sets (at the last report) and Ray's object store, MiB."""

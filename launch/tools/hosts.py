@@ -407,7 +407,8 @@ def status(name: str) -> dict[str, Any]:
 
 def format_status(s: dict[str, Any]) -> str:
     lines = [f"hosts {s['name']}: Ray at {s['address']}, links {s['link_mbit']:g} Mbit/s",
-             f"{'host':>4}  {'address':<14} {'namespace':<10} {'ray node':<8} {'procs':>5} {'sent B':>12} {'received B':>12}"]
+             f"{'host':>4}  {'address':<14} {'namespace':<10} {'ray node':<8} {'procs':>5} {'sent B':>12} "
+             f"{'received B':>12}"]
     for h in s["hosts"]:
         lines.append(f"{h['host']:>4}  {h['ip']:<14} {h['namespace']:<10} {'up' if h['ray_node'] else 'DOWN':<8} "
                      f"{h['processes']:>5} {h['sent']:>12,} {h['received']:>12,}")

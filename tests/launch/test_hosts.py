@@ -174,7 +174,8 @@ def test_hostile_state_files_and_names_are_refused(tmp_path, monkeypatch):
             hosts_mod.load(bad)
     with pytest.raises(SpikeGradError, match="are not up"):
         hosts_mod.load("sg")
-    good = hosts_mod.Hosts(name="sg", hosts=[hosts_mod.Host(0, "sg-h0", "sg-v0", "10.213.0.1", str(tmp_path / "sg/h0"))],
+    host = hosts_mod.Host(0, "sg-h0", "sg-v0", "10.213.0.1", str(tmp_path / "sg/h0"))
+    good = hosts_mod.Hosts(name="sg", hosts=[host],
                            bridge="sg-br", link_mbit=100.0, cpus=1.0, object_store_mb=256, port=6379,
                            dir=str(tmp_path / "sg"))
     (tmp_path / "sg").mkdir()
