@@ -36,7 +36,10 @@ def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:
     digits job, 232 img/s against 773 (README, *Chips vs one process*); again with one chip class
     and fused steps (2026-12-07, one run each): 537, 521 and 479 img/s with 1, 2 and 4 micro-batches
     (docs/measurements/bench-chips-chain-2026-12-07.md): Ray's cost per call grows with M faster than
-    the bubble (C − 1)/(M + C − 1) shrinks.
+    the bubble (C − 1)/(M + C − 1) shrinks. Those chips could not overlap at all (each ran its calls
+    in order, the first chip's next FORWARD behind the last BACKWARD); with the GPipe order
+    (:func:`actors.chip.schedule`) they can, and still 1, 2 and 4 micro-batches gave 0.26-0.28, 0.29
+    and 0.22 of one process (docs/measurements/bench-chips-2026-12-07-evening.md): so one.
     """
     share = -(-batch_size // replicas)
     return max(8, -(-share // 4)) if own_core else share
