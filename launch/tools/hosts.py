@@ -360,8 +360,12 @@ def load(name: str) -> Hosts:
             if (h.index, h.ns, h.veth) != (i, f"{name}-h{i}", f"{name}-v{i}") or not h.temp.startswith(hosts.dir):
                 raise ValueError(f"host {i}")
             ipaddress.IPv4Address(h.ip)
-        if not hosts.hosts or not isinstance(hosts.port, int):
-            raise ValueError("hosts")
+        if not hosts.hosts or not all(isinstance(getattr(hosts, k), int) and not isinstance(getattr(hosts, k), bool)
+                                      for k in ("port", "object_store_mb")):
+            raise ValueError("hosts, port or object store")
+        if not all(isinstance(getattr(hosts, k), (int, float)) and getattr(hosts, k) > 0
+                   for k in ("link_mbit", "cpus")):
+            raise ValueError("link rate or CPUs")
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise SpikeGradError(f"hosts: {path} is not a state file this version wrote ({exc})") from None
     return hosts

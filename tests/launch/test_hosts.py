@@ -185,7 +185,8 @@ def test_hostile_state_files_and_names_are_refused(tmp_path, monkeypatch):
     # a state file that names something this tool would not have made is refused: down never removes it
     for field, value in [("bridge", "eth0"), ("hosts", [dict(state["hosts"][0], veth="eth0")]),
                          ("hosts", [dict(state["hosts"][0], ns="other")]), ("version", 99),
-                         ("hosts", [dict(state["hosts"][0], temp="/etc")]), ("hosts", [])]:
+                         ("hosts", [dict(state["hosts"][0], temp="/etc")]), ("hosts", []), ("cpus", "1"),
+                         ("port", True), ("link_mbit", -5), ("extra", 1)]:
         (tmp_path / "sg" / "state.json").write_text(json.dumps({**state, field: value}))
         with pytest.raises(SpikeGradError, match="state file"):
             hosts_mod.load("sg")
