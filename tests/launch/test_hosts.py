@@ -209,3 +209,16 @@ def test_hosts_commands_refuse_in_one_line(tmp_path, monkeypatch, capsys):
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("spikegrad: error:") and message in err[0], (args, err)
+
+
+def test_up_without_root_says_why_in_one_line(tmp_path, monkeypatch, capsys):
+    """Where namespaces cannot be made, `hosts up` refuses with the reason the tests skip with."""
+    from launch.cli import main
+
+    monkeypatch.setenv(hosts_mod.STATE_ROOT_ENV, str(tmp_path))
+    monkeypatch.setattr(hosts_mod.os, "geteuid", lambda: 1000)
+    assert hosts_mod.can_make_hosts() == "emulated hosts need root (network namespaces, veth, tc); running as uid 1000"
+    assert main(["hosts", "up", "--hosts", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["spikegrad: error: emulated hosts need root (network namespaces, veth, tc); running as uid 1000"]
+    assert not any(tmp_path.iterdir())  # nothing made
