@@ -218,20 +218,21 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     scale = ((float(run_calls) / images) / (sum(formula.values()) * micro / float(micro_run))
              if calls_measured else 1.0)
     calls = {k: formula[k] * scale for k in node_of}
-    # the cores a run on shared cores keeps busy: as many as the run did (its machine's busy CPU over its
-    # seconds), with the run's micro-batch; with smaller micro-batches the chips overlap more: all of them
-    parallel: float | None = shared_cores
-    busy_run = metric.get("machine_cpu_seconds")
-    if (shared_cores and micro >= float(micro_run) and isinstance(busy_run, (int, float))
-            and math.isfinite(busy_run) and busy_run > 0):
-        parallel = min(float(shared_cores), float(busy_run) / float(metric["seconds"]))
-    # Ray's cost per call: measured in the run where it can be, else the figure from the notes
+    # the busy CPU of the run's machine over the epoch (all processes), where the run recorded it
     busy = metric.get("machine_cpu_seconds")
+    busy_known = (isinstance(busy, (int, float)) and not isinstance(busy, bool) and math.isfinite(busy)
+                  and busy > 0)
+    # the cores a run on shared cores keeps busy: as many as the run did (busy CPU over its seconds),
+    # with the run's micro-batch; with smaller micro-batches the chips overlap more: all of them
+    parallel: float | None = shared_cores
+    if shared_cores and micro >= float(micro_run) and busy_known:
+        parallel = min(float(shared_cores), float(busy) / float(metric["seconds"]))
+    # Ray's cost per call: measured in the run where it can be, else the figure from the notes
     run_nodes = {n for r in chips for n in str(r.get("node", "")).split(",") if n}
     call_source, call_given = CALL_SOURCE, call_us is not None
     if call_us is None:
         call_us = CALL_US
-        if calls_measured and isinstance(busy, (int, float)) and math.isfinite(busy) and len(run_nodes) <= 1:
+        if calls_measured and busy_known and len(run_nodes) <= 1:
             call_us = max(0.0, (float(busy) - sum(cpu.values())) / float(run_calls)) * 1e6
             call_source = (f"measured in the run's epoch {epoch}: (its machine's busy CPU {float(busy):.3g} s − the "
                            f"chips' {sum(cpu.values()):.3g} s) / {int(run_calls)} calls; Ray's daemons and the driver "
