@@ -326,9 +326,9 @@ def _add_hosts(sub: argparse._SubParsersAction) -> None:
         if name == "exec":
             q.add_argument("--host", type=_nonnegative_int, default=0, help="which host (default 0, the head)")
             q.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
-    for q in hsub.choices.values():
+    for name, q in hsub.choices.items():
         q.add_argument("--name", default="sg", help="which set of hosts (default sg): several can be up at once")
-        if q.prog.endswith(("up", "status")):
+        if name in ("up", "status"):
             q.add_argument("--json", action="store_true")
 
 
