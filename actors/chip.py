@@ -211,40 +211,43 @@ class Chip:
     def _layer_shape(self, l: int, lo: int, hi: int) -> tuple[int, ...]:
         return self.plan.layer(l, lo, hi).out_shape
 
-    def _layout(self, values: np.ndarray, l: int, shape: tuple[int, ...], to_backend: bool = True) -> Any:
-        """Host wire rows (B, N) of units of layer l (per-sample ``shape``; maybe a read-only view of
-        a message) as a fresh array in layer l's layout, the chip's dtype on its backend (float64 on
-        the host: ``to_backend`` False). A map's rows are turned to units-major (N, B) before the
-        cast and the copy to the device, in the wire's dtype (1 byte per count, mostly)."""
+    def _layout(self, values: np.ndarray, l: int, shape: tuple[int, ...], to_backend: bool = True,
+                order: str = "samples") -> Any:
+        """Host wire values of units of layer l (per-sample ``shape``; maybe a read-only view of a
+        message), (B, N) or for ``order`` "units" (N, B), as a fresh array in layer l's layout, the
+        chip's dtype on its backend (float64 on the host: ``to_backend`` False). A map is units-major
+        (N, B): in that order it needs only the cast (and the copy to the device, in the wire's
+        dtype: 1 byte per count, mostly); in the other it is turned first, as rows are the other way."""
         is_map = self.topo.layers[l].is_map
-        host = wire.transpose(values) if is_map else values
+        host = values if is_map == (order == "units") else wire.transpose(values)
         v = to_device(self.backend, host, self.dtype) if to_backend else np.asarray(host, np.float64)
-        if v is values:  # same dtype, not a map: still the message's own memory
+        if v is values:  # same dtype, not turned: still the message's own memory
             v = v.copy()
         if not is_map:
             return v
         C, H, W = shape
-        return v.reshape(C, H, W, values.shape[0])
+        return v.reshape(C, H, W, host.shape[1])
 
-    def _to_rows(self, A: Any, counts: bool) -> np.ndarray:
-        """A layer array (CHWB map or (B, N) rows, on the backend) -> host rows (B, N) for the wire,
-        C-contiguous. ``counts`` (spike counts, integers held as floats) come as the wire's integer
-        type, exactly ``astype(np.int32)`` narrowed as :func:`actors.wire.encode` narrows it: cast
-        in the array's own order first, so the device-to-host copy and the turn to sample-major
-        rows move 1 or 2 bytes per count instead of 4."""
+    def _outgoing(self, A: Any, counts: bool) -> tuple[np.ndarray, str]:
+        """A layer array (CHWB map or (B, N) rows, on the backend) -> (host values for the wire,
+        C-contiguous, and their wire order): a map as its units-major (N, B) (order "units", never
+        turned), rows as (B, N) (order "samples"). ``counts`` (spike counts, integers held as
+        floats) come as the wire's integer type, exactly ``astype(np.int32)`` narrowed as
+        :func:`actors.wire.encode` narrows it: cast before the device-to-host copy, which then moves
+        1 or 2 bytes per count instead of 4."""
         units_major = A.ndim == 4
+        order = "units" if units_major else "samples"
         if units_major:
             A = A.reshape(-1, A.shape[-1])  # (N, B)
         if not counts:
-            return to_host(A.T if units_major else A)
+            return to_host(A), order
         lo, hi = (float(A.min()), float(A.max())) if A.size else (math.nan, math.nan)
         if not (-2.0**31 <= lo and hi < 2.0**31):
             # empty, NaN, or beyond int32: today's int32 conversion, whatever it makes of them
-            return to_host(A.T if units_major else A).astype(np.int32, order="C")
+            return to_host(A).astype(np.int32, order="C"), order
         # int() and astype both truncate toward zero, a monotone map: the narrowed min and max are
         # int(lo) and int(hi), so this is the type encode would pick from astype(np.int32)
-        narrow = to_host(A.astype(wire.int_type(int(lo), int(hi)), order="C"))
-        return wire.transpose(narrow) if units_major else narrow
+        return to_host(A.astype(wire.int_type(int(lo), int(hi)), order="C")), order
 
     def _send(self, values: Any, kind: str, dst: int, batch: int, micro: int, shape: tuple,
               count: bool = True) -> Any:
@@ -252,8 +255,9 @@ class Chip:
         t0 = time.perf_counter()
         # Spike counts are integers: the wire gets them as integers, so it only picks the narrowest
         # type instead of proving float values integral. The float baseline's errors stay floats.
-        rows = self._to_rows(values, counts=kind == "forward" or self.cfg.step.gradient == "spike")
-        buf = wire.encode(rows, kind=kind, src=self.index, dst=dst, batch=batch, micro=micro, shape=shape)
+        rows, order = self._outgoing(values, counts=kind == "forward" or self.cfg.step.gradient == "spike")
+        buf = wire.encode(rows, kind=kind, src=self.index, dst=dst, batch=batch, micro=micro, shape=shape,
+                          order=order)
         self.timing["encode"] += time.perf_counter() - t0
         if not count:
             return buf
@@ -262,7 +266,7 @@ class Chip:
         link[1] += buf.size
         link[2] += abs_total(rows)
         if self.size_audit:  # the smaller of the two encodings' payloads, for the benchmark
-            link[3] += min(wire.encoded_sizes(rows).values())
+            link[3] += min(wire.encoded_sizes(rows, order).values())
         return buf
 
     def _send_events(self, phases: list, dst: int, batch: int, micro: int, shape: tuple, samples: int) -> Any:
@@ -302,7 +306,7 @@ class Chip:
             raise SpikeGradError(f"chip {self.index}: {kind} message of layer {l} units {lo}-{hi} expected from "
                                  f"chip {src}, got one from chip {h.src}")
         self._check_samples(h.samples, kind, batch, micro)
-        return self._layout(values, l, shape), phases
+        return self._layout(values, l, shape, order=h.order), phases
 
     def _gather(self, pieces: list, msgs: list[Any], own: Any, own_lo: int, kind: str, l: int, batch: int,
                 micro: int, own_phases: list | None = None, events: bool = True) -> tuple[Any, list | None]:

@@ -6,7 +6,9 @@ A message is a complete Arrow IPC *stream* (schema message, exactly one record b
 ``bytearray`` or ``memoryview``, checks everything and raises :class:`WireError` (a
 :class:`~cluster.errors.SpikeGradError`) for anything that is not a well-formed message.
 
-Values are a ``(B, N)`` array (``B`` samples, ``N = prod(shape)`` neurons). If every value
+Values are a ``(B, N)`` array (``B`` samples, ``N = prod(shape)`` neurons), or with ``order``
+``units`` its transpose ``(N, B)``: a chip holds a map units-major (C, H, W, B), so it sends and
+receives maps in that order and neither end turns them (docs/design.md §5). If every value
 is an integer they travel as the narrowest signed integer type holding their min and max
 (int8, int16, int32, int64); otherwise as float32 when every value is exact in float32, else
 float64. NaN and inf are refused. Integral floats outside the int64 range travel as floats.
@@ -16,7 +18,7 @@ Schema metadata (UTF-8 bytes keys and values; exactly these keys):
 ============== ============================================ ====================
 key            meaning                                      example
 ============== ============================================ ====================
-spikegrad.wire wire format version, ``WIRE_VERSION``        ``1``
+spikegrad.wire wire format version, ``WIRE_VERSION``        ``2``
 kind           one of ``KINDS`` (counts) or ``event``       ``forward``
 src            source chip index, >= -1 (-1 = the driver)   ``0``
 dst            destination chip index, >= -1                ``1``
@@ -25,12 +27,15 @@ micro          micro-batch id, >= 0                         ``3``
 shape          per-sample neuron shape, dims >= 1           ``15,12,12``
 samples        ``B``, samples in the micro-batch, >= 0      ``64``
 encoding       one of ``ENCODINGS``, or ``events``          ``sparse``
+order          one of ``ORDERS``: ``samples`` (B, N) or     ``units``
+               ``units`` (N, B); ``samples`` for events
 ============== ============================================ ====================
 
-Columns. ``dense``: ``value`` with ``B*N`` entries, row-major (sample, neuron).
-``sparse``: ``sample`` (narrowest of uint8/16/32 holding ``B-1``), ``neuron`` (narrowest
-unsigned holding ``N-1``), ``value``; one row per nonzero value, sorted by (sample, neuron),
-no duplicates. No nulls anywhere. The value dtype is not in the metadata: it is the type of
+Columns. ``dense``: ``value`` with ``B*N`` entries, row-major (sample, neuron), or with order
+``units`` row-major (neuron, sample). ``sparse``: ``sample`` (narrowest of uint8/16/32 holding
+``B-1``), ``neuron`` (narrowest unsigned holding ``N-1``), ``value``; one row per nonzero value,
+sorted by (sample, neuron), or with order ``units`` by (neuron, sample); no duplicates. Version 1
+(no ``order``; always ``samples``) is refused: messages live for one micro-batch, never on disk. No nulls anywhere. The value dtype is not in the metadata: it is the type of
 the ``value`` column. ``encoding=None`` picks the encoding with fewer column bytes (ties:
 dense), as reported by :func:`encoded_sizes`.
 """
@@ -46,14 +51,15 @@ import pyarrow as pa
 
 from cluster.errors import SpikeGradError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 KINDS = ("forward", "error")  # spike counts; address events are kind "event" (encode_events)
 ENCODINGS = ("dense", "sparse")
+ORDERS = ("samples", "units")  # (B, N) rows, or (N, B): a units-major map's own order
 EVENTS = "events"  # the encoding of kind "event": address events, see encode_events
 EVENT_COLUMNS = ["phase", "wave", "sample", "neuron", "sign"]
 MAX_VALUES = 1 << 28  # B * N cap, so a corrupt header cannot make decode allocate gigabytes
 
-_KEYS = ("spikegrad.wire", "kind", "src", "dst", "batch", "micro", "shape", "samples", "encoding")
+_KEYS = ("spikegrad.wire", "kind", "src", "dst", "batch", "micro", "shape", "samples", "encoding", "order")
 _TILE = 128  # transpose's tile side
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _INT64_MAX = (1 << 63) - 1
@@ -82,10 +88,16 @@ class Header:
     samples: int
     encoding: str
     dtype: str
+    order: str = "samples"
 
     @property
     def neurons(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def array_shape(self) -> tuple[int, int]:
+        """The values' 2-D shape in the message's order: (B, N), or (N, B) for order ``units``."""
+        return (self.neurons, self.samples) if self.order == "units" else (self.samples, self.neurons)
 
 
 def int_type(lo: int, hi: int) -> np.dtype:
@@ -131,7 +143,7 @@ def _check_shape(shape) -> tuple[int, ...]:
 
 
 def _wire_values(values) -> np.ndarray:
-    """The (B, N) values converted to their wire dtype (may share memory with the input)."""
+    """The 2-D values converted to their wire dtype (may share memory with the input)."""
     try:
         v = np.asarray(values)
     except (ValueError, TypeError) as e:
@@ -166,22 +178,30 @@ def _wire_values(values) -> np.ndarray:
     return f32 if np.array_equal(f32, v) else v
 
 
-def _sizes(v: np.ndarray) -> tuple[dict[str, int], np.dtype, np.dtype]:
-    b, n = v.shape
+def _check_order(order) -> str:
+    if order not in ORDERS:
+        raise WireError(f"wire: order expected one of {ORDERS}, got {order!r}")
+    return order
+
+
+def _sizes(v: np.ndarray, order: str = "samples") -> tuple[dict[str, int], np.dtype, np.dtype]:
+    b, n = v.shape[::-1] if order == "units" else v.shape
     st, nt = _unsigned_for(max(b - 1, 0)), _unsigned_for(n - 1 if n else 0)
     nnz = int(np.count_nonzero(v))
     sizes = {"dense": v.size * v.itemsize, "sparse": nnz * (st.itemsize + nt.itemsize + v.itemsize)}
     return sizes, st, nt
 
 
-def encoded_sizes(values: np.ndarray) -> dict[str, int]:
-    """Column bytes of each encoding of ``values`` (B, N), not counting schema or framing."""
-    return _sizes(_wire_values(values))[0]
+def encoded_sizes(values: np.ndarray, order: str = "samples") -> dict[str, int]:
+    """Column bytes of each encoding of ``values`` ((B, N), or (N, B) for order ``units``), not
+    counting schema or framing: the same for either order of the same values."""
+    return _sizes(_wire_values(values), _check_order(order))[0]
 
 
 def encode(values: np.ndarray, *, kind: str, src: int, dst: int, batch: int, micro: int,
-           shape: tuple[int, ...], encoding: str | None = None) -> pa.Buffer:
-    """One micro-batch of values (B, prod(shape)) as a self-contained Arrow IPC stream."""
+           shape: tuple[int, ...], encoding: str | None = None, order: str = "samples") -> pa.Buffer:
+    """One micro-batch of values (B, prod(shape)), or for order ``units`` (prod(shape), B), as a
+    self-contained Arrow IPC stream."""
     if kind not in KINDS:
         raise WireError(f"wire: kind expected one of {KINDS}, got {kind!r}")
     if encoding is not None and encoding not in ENCODINGS:
@@ -189,13 +209,14 @@ def encode(values: np.ndarray, *, kind: str, src: int, dst: int, batch: int, mic
     nums = {"src": _check_int("src", src, -1), "dst": _check_int("dst", dst, -1),
             "batch": _check_int("batch", batch, 0), "micro": _check_int("micro", micro, 0)}
     shape = _check_shape(shape)
+    order = _check_order(order)
     v = _wire_values(values)
-    b, n = v.shape
+    b, n = v.shape[::-1] if order == "units" else v.shape
     if n != math.prod(shape):
         raise WireError(f"wire: values expected {math.prod(shape)} neurons per sample for shape {shape}, got {n}")
     if b * n > MAX_VALUES:
         raise WireError(f"wire: message expected at most {MAX_VALUES} values, got {b} x {n}")
-    sizes, st, nt = _sizes(v)
+    sizes, st, nt = _sizes(v, order)
     if encoding is None:
         encoding = "sparse" if sizes["sparse"] < sizes["dense"] else "dense"
     flat = np.ascontiguousarray(v).reshape(-1)
@@ -203,17 +224,20 @@ def encode(values: np.ndarray, *, kind: str, src: int, dst: int, batch: int, mic
         names, arrays = ["value"], [pa.array(flat)]
     else:
         idx = np.flatnonzero(flat)
-        sample, neuron = np.divmod(idx, n)
+        if order == "units":
+            neuron, sample = np.divmod(idx, b)
+        else:
+            sample, neuron = np.divmod(idx, n)
         names = ["sample", "neuron", "value"]
         arrays = [pa.array(sample.astype(st)), pa.array(neuron.astype(nt)), pa.array(flat[idx])]
-    return _write(kind, nums, shape, b, encoding, names, arrays)
+    return _write(kind, nums, shape, b, encoding, names, arrays, order)
 
 
 def _write(kind: str, nums: dict[str, int], shape: tuple[int, ...], samples: int, encoding: str,
-           names: list[str], arrays: list[pa.Array]) -> pa.Buffer:
+           names: list[str], arrays: list[pa.Array], order: str = "samples") -> pa.Buffer:
     """One record batch with the wire's schema metadata, as a self-contained IPC stream."""
     meta = {"spikegrad.wire": str(WIRE_VERSION), "kind": kind, **{k: str(x) for k, x in nums.items()},
-            "shape": ",".join(map(str, shape)), "samples": str(samples), "encoding": encoding}
+            "shape": ",".join(map(str, shape)), "samples": str(samples), "encoding": encoding, "order": order}
     schema = pa.schema([pa.field(nm, a.type, nullable=False) for nm, a in zip(names, arrays)],
                        metadata={k.encode(): x.encode() for k, x in meta.items()})
     sink = pa.BufferOutputStream()
@@ -224,7 +248,8 @@ def _write(kind: str, nums: dict[str, int], shape: tuple[int, ...], samples: int
 
 def decode(buf, *, kind: str | None = None, dst: int | None = None, shape: tuple[int, ...] | None = None,
            batch: int | None = None, micro: int | None = None, copy: bool = True) -> tuple[Header, np.ndarray]:
-    """Check a message completely and return its header and a fresh (B, N) array; ``copy`` False:
+    """Check a message completely and return its header and a fresh array, (B, N), or (N, B) for
+    order ``units`` (``Header.array_shape``); ``copy`` False:
     a dense message's values as a read-only view of the message (for a reader that converts
     them anyway), a sparse one's still fresh."""
     try:
@@ -260,6 +285,11 @@ def _header(meta: dict[str, str], schema: pa.Schema) -> Header:
     if (meta["kind"] == "event") != (enc == EVENTS):
         raise WireError(f"wire: kind event expected with encoding {EVENTS} and only with it, got kind "
                         f"{meta['kind']!r}, encoding {enc!r}")
+    order = meta["order"]
+    if order not in ORDERS:
+        raise WireError(f"wire: order expected one of {ORDERS}, got {order[:40]!r}")
+    if enc == EVENTS and order != "samples":
+        raise WireError(f"wire: events expected in order 'samples', got {order!r}")
     expected = {"dense": ["value"], "sparse": ["sample", "neuron", "value"], EVENTS: EVENT_COLUMNS}[enc]
     if schema.names != expected:
         raise WireError(f"wire: {enc} columns expected {expected}, got {schema.names[:8]}")
@@ -272,7 +302,8 @@ def _header(meta: dict[str, str], schema: pa.Schema) -> Header:
         raise WireError(f"wire: value column expected one of {sorted(_VALUE_TYPES.values())}, got {rb_type}")
     return Header(kind=meta["kind"], src=_parse_int(meta, "src", -1), dst=_parse_int(meta, "dst", -1),
                   batch=_parse_int(meta, "batch", 0), micro=_parse_int(meta, "micro", 0), shape=shape,
-                  samples=_parse_int(meta, "samples", 0), encoding=meta["encoding"], dtype=_VALUE_TYPES[rb_type])
+                  samples=_parse_int(meta, "samples", 0), encoding=meta["encoding"], dtype=_VALUE_TYPES[rb_type],
+                  order=order)
 
 
 def _decode(buf, kind, dst, shape, batch, micro, copy) -> tuple[Header, np.ndarray]:
@@ -335,7 +366,7 @@ def _counts(h: Header, rb: pa.RecordBatch, copy: bool) -> np.ndarray:
         if len(vals) != b * n:
             raise WireError(f"wire: dense value column expected {b * n} values ({b} samples x {n} neurons), "
                             f"got {len(vals)}")
-        rows = vals.reshape(b, n)
+        rows = vals.reshape(h.array_shape)
         return rows.copy() if copy else rows
     for name in ("sample", "neuron"):
         if rb.schema.field(name).type not in _INDEX_TYPES:
@@ -344,19 +375,22 @@ def _counts(h: Header, rb: pa.RecordBatch, copy: bool) -> np.ndarray:
     for name, idx, bound in (("sample", s, b), ("neuron", j, n)):
         if len(idx) and int(idx.max()) >= bound:
             raise WireError(f"wire: sparse {name} index out of bounds: expected < {bound}, got {int(idx.max())}")
-    key = s.astype(np.int64) * n + j.astype(np.int64)
+    units = h.order == "units"
+    key = j.astype(np.int64) * b + s.astype(np.int64) if units else s.astype(np.int64) * n + j.astype(np.int64)
     step = np.diff(key)
     if (step <= 0).any():
         r = int(np.argmax(step <= 0)) + 1
         what = "duplicate" if step[r - 1] == 0 else "unsorted"
-        raise WireError(f"wire: sparse entries expected sorted by (sample, neuron) without duplicates, got {what} "
-                        f"({int(s[r])}, {int(j[r])}) after ({int(s[r - 1])}, {int(j[r - 1])}) at row {r}")
+        pair = "(neuron, sample)" if units else "(sample, neuron)"
+        at, before = ((j[r], s[r]), (j[r - 1], s[r - 1])) if units else ((s[r], j[r]), (s[r - 1], j[r - 1]))
+        raise WireError(f"wire: sparse entries expected sorted by {pair} without duplicates, got {what} "
+                        f"({int(at[0])}, {int(at[1])}) after ({int(before[0])}, {int(before[1])}) at row {r}")
     if len(vals) and not vals.all():
         r = int(np.argmin(vals != 0))
         raise WireError(f"wire: sparse value expected nonzero, got 0 at row {r}")
     out = np.zeros(b * n, dtype=vals.dtype)
     out[key] = vals
-    return out.reshape(b, n)
+    return out.reshape(h.array_shape)
 
 
 # -- address events ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A chip's way onto and off the wire (Chip._to_rows, _send, _layout; wire.transpose, decode's view):
+"""A chip's way onto and off the wire (Chip._outgoing, _send, _layout; wire.transpose, decode's view):
 the same bytes, traffic numbers and arrays as the plain reference for any map or rows, exactly."""
 
 from __future__ import annotations
@@ -44,19 +44,25 @@ def make_chip(gradient: str = "spike", backend: str = "numpy") -> Chip:
 
 
 def reference_send(A: np.ndarray, kind: str, shape: tuple[int, ...], counts: bool) -> tuple[bytes, list]:
-    """The message and link[0..3] of one send, the plain way (to_host, transpose, int32, encode)."""
-    rows = A.reshape(-1, A.shape[-1]).T if A.ndim == 4 else A
+    """The message and link[0..3] of one send, the plain way (to_host, int32, encode): a CHWB map
+    as its (N, B) values in order "units", rows (B, N) in order "samples"."""
+    order = "units" if A.ndim == 4 else "samples"
+    rows = A.reshape(-1, A.shape[-1]) if A.ndim == 4 else A
     if counts:
         with np.errstate(invalid="ignore"):  # NaN or beyond int32: whatever int32 conversion makes of them
             rows = rows.astype(np.int32, order="C")
-    buf = wire.encode(rows, kind=kind, src=0, dst=1, batch=4, micro=5, shape=shape)
-    return buf.to_pybytes(), [1, buf.size, float(np.abs(rows).sum()), min(wire.encoded_sizes(rows).values())]
+    buf = wire.encode(rows, kind=kind, src=0, dst=1, batch=4, micro=5, shape=shape, order=order)
+    return buf.to_pybytes(), [1, buf.size, float(np.abs(rows).sum()), min(wire.encoded_sizes(rows, order).values())]
 
 
 def reference_layout(buf: bytes, is_map: bool, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """The message's values in the chip's layout, the plain way (cast, then transpose)."""
-    v = wire.decode(buf)[1].astype(dtype)
-    return np.ascontiguousarray(v.T).reshape(*shape, v.shape[0]) if is_map else v
+    """The message's values in the chip's layout, the plain way (cast, then turn to (N, B) for a
+    map, (B, N) for rows, whichever order the message has)."""
+    h, v = wire.decode(buf)
+    v = v.astype(dtype)
+    if is_map != (h.order == "units"):
+        v = np.ascontiguousarray(v.T)
+    return v.reshape(*shape, h.samples) if is_map else v
 
 
 @st.composite
@@ -108,7 +114,8 @@ def test_send_and_receive_on_the_backend(B, backend):
             chip.traffic.clear()
             buf = chip._send(to_device(chip.backend, A), "error", 1, 4, 5, shape)
             assert buf.to_pybytes() == want and chip.traffic[1] == link
-            got = to_host(chip._layout(wire.decode(buf, copy=False)[1], l, shape))
+            h, view = wire.decode(buf, copy=False)
+            got = to_host(chip._layout(view, l, shape, order=h.order))
             np.testing.assert_array_equal(got, reference_layout(want, chip.topo.layers[l].is_map, shape, np.float32))
             assert got.dtype == np.float32 and got.flags.c_contiguous
 
@@ -125,8 +132,8 @@ def test_float_gradients_are_sent_and_laid_out_as_before():
         want, link = reference_send(A, "error", shape, counts=False)
         chip.traffic.clear()
         assert chip._send(A, "error", 1, 4, 5, shape).to_pybytes() == want and chip.traffic[1] == link
-        view = wire.decode(want, copy=False)[1]
-        got = chip._layout(view, l, shape)
+        h, view = wire.decode(want, copy=False)
+        got = chip._layout(view, l, shape, order=h.order)
         np.testing.assert_array_equal(got, reference_layout(want, layer.is_map, shape, np.float32))
         # the chip's own array, never the message's memory, even where no cast was needed
         assert got.flags.writeable and not np.shares_memory(got, view)
@@ -144,12 +151,15 @@ def test_receive_equals_the_plain_reference(A):
     with np.errstate(invalid="ignore"):
         rows = rows.astype(np.int32)
     for encoding in wire.ENCODINGS:
-        buf = wire.encode(rows, kind="forward", src=0, dst=0, batch=0, micro=0, shape=shape,
-                          encoding=encoding).to_pybytes()
-        view = wire.decode(buf, copy=False)[1]
-        got = chip._layout(view, MAP_LAYER if is_map else ROWS_LAYER, shape)
-        np.testing.assert_array_equal(got, reference_layout(buf, is_map, shape, np.float32))
-        assert got.dtype == np.float32 and got.flags.writeable and not np.shares_memory(got, view)
+        for order in wire.ORDERS:  # either order reaches the same array: turned where it differs
+            vals = np.ascontiguousarray(rows.T) if order == "units" else rows
+            buf = wire.encode(vals, kind="forward", src=0, dst=0, batch=0, micro=0, shape=shape,
+                              encoding=encoding, order=order).to_pybytes()
+            h, view = wire.decode(buf, copy=False)
+            assert h.order == order and view.shape == vals.shape
+            got = chip._layout(view, MAP_LAYER if is_map else ROWS_LAYER, shape, order=order)
+            np.testing.assert_array_equal(got, reference_layout(buf, is_map, shape, np.float32))
+            assert got.dtype == np.float32 and got.flags.writeable and not np.shares_memory(got, view)
 
 
 def test_decode_view_is_the_message_and_read_only():

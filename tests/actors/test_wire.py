@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.wire import ENCODINGS, KINDS, WIRE_VERSION, Header, WireError, decode, encode, encoded_sizes
+from actors.wire import ENCODINGS, KINDS, ORDERS, WIRE_VERSION, Header, WireError, decode, encode, encoded_sizes
 from cluster.errors import SpikeGradError
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=120)
@@ -57,12 +57,13 @@ def check_decoded(h: Header, out: np.ndarray) -> None:
     assert h.kind in KINDS and h.encoding in ENCODINGS and h.dtype in VALUE_NAMES
     assert h.src >= -1 and h.dst >= -1 and h.batch >= 0 and h.micro >= 0 and h.samples >= 0
     assert h.shape and all(d >= 1 for d in h.shape)
-    assert out.shape == (h.samples, h.neurons) and out.dtype == np.dtype(h.dtype)
+    assert h.order in ORDERS and out.shape == h.array_shape and out.dtype == np.dtype(h.dtype)
+    assert h.array_shape == ((h.neurons, h.samples) if h.order == "units" else (h.samples, h.neurons))
     assert out.flags.writeable
     if out.dtype.kind == "f":
         assert np.isfinite(out).all()
     h2, out2 = decode(encode(out, kind=h.kind, src=h.src, dst=h.dst, batch=h.batch, micro=h.micro,
-                             shape=h.shape, encoding=h.encoding))
+                             shape=h.shape, encoding=h.encoding, order=h.order))
     assert np.array_equal(out2, out) and h2.shape == h.shape and h2.samples == h.samples
 
 
@@ -119,6 +120,13 @@ def test_round_trip(case):
     assert h == Header(shape=shape, samples=v.shape[0], encoding=chosen, dtype=h.dtype, **header)
     assert h.neurons == math.prod(shape)
     check_decoded(h, out)
+    # the same values units-major (N, B), order "units": the same sizes, the same values back turned
+    t = np.ascontiguousarray(v.T)
+    assert encoded_sizes(t, "units") == sizes
+    hu, back = decode(encode(t, shape=shape, encoding=encoding, order="units", **header))
+    assert np.array_equal(back, t) and back.dtype == out.dtype
+    assert hu == Header(shape=shape, samples=v.shape[0], encoding=chosen, dtype=h.dtype, order="units", **header)
+    check_decoded(hu, back)
 
 
 @pytest.mark.parametrize("encoding", ["dense", "sparse"])
@@ -227,7 +235,7 @@ def test_decode_input_types_and_fresh_array():
 
 def test_wire_error_type():
     assert issubclass(WireError, SpikeGradError) and issubclass(WireError, ValueError)
-    assert WIRE_VERSION == 1
+    assert WIRE_VERSION == 2
 
 
 # ---------------------------------------------------------------- encoding choice and size
@@ -292,7 +300,9 @@ def _valid_messages():
     v = np.where(rng.random((3, 10)) < 0.3, rng.integers(-200, 200, (3, 10)), 0)
     g = np.where(rng.random((2, 6)) < 0.5, rng.standard_normal((2, 6)), 0).astype(np.float32)
     return [enc(v, shape=(2, 5), encoding="sparse").to_pybytes(), enc(v, shape=(2, 5), encoding="dense").to_pybytes(),
-            enc(g, kind="error", encoding="sparse").to_pybytes(), enc(g, kind="error", encoding="dense").to_pybytes()]
+            enc(g, kind="error", encoding="sparse").to_pybytes(), enc(g, kind="error", encoding="dense").to_pybytes(),
+            enc(v.T, shape=(2, 5), encoding="sparse", order="units").to_pybytes(),
+            enc(v.T, shape=(2, 5), encoding="dense", order="units").to_pybytes()]
 
 
 VALID = _valid_messages()
@@ -357,8 +367,9 @@ def test_not_a_buffer(data):
 
 
 def meta(**over):
-    m = dict(kind="forward", src="0", dst="1", batch="2", micro="3", shape="1,3", samples="2", encoding="sparse")
-    m["spikegrad.wire"] = "1"
+    m = dict(kind="forward", src="0", dst="1", batch="2", micro="3", shape="1,3", samples="2", encoding="sparse",
+             order="samples")
+    m["spikegrad.wire"] = "2"
     m.update(over)
     return {k: v for k, v in m.items() if v is not None}
 
@@ -393,7 +404,13 @@ def test_hand_made_streams_are_valid():
 
 BAD = [
     # (columns, metadata, decode kwargs, expected message regex)
-    (sparse(), meta(**{"spikegrad.wire": "7"}), {}, r"^wire: version expected 1, got 7$"),
+    (sparse(), meta(**{"spikegrad.wire": "7"}), {}, r"^wire: version expected 2, got 7$"),
+    (sparse(), meta(**{"spikegrad.wire": "1", "order": None}), {}, r"^wire: version expected 2, got 1$"),
+    (sparse(), meta(order=None), {}, r"missing \['order'\]"),
+    (sparse(), meta(order="columns"), {}, r"order expected one of \('samples', 'units'\), got 'columns'"),
+    (sparse(s=(0, 1), n=(2, 0)), meta(order="units"), {},
+     r"sorted by \(neuron, sample\) without duplicates, got unsorted \(0, 1\) after \(2, 0\) at row 1"),
+    (sparse(s=(1, 1), n=(0, 0)), meta(order="units"), {}, r"got duplicate \(0, 1\) after \(0, 1\) at row 1"),
     (sparse(), meta(**{"spikegrad.wire": None}), {}, r"expected key 'spikegrad.wire'"),
     (sparse(), None, {}, r"expected key 'spikegrad.wire', got keys \[\]"),
     (sparse(), meta(kind="bogus"), {}, r"kind expected one of \('forward', 'error', 'event'\), got 'bogus'"),
