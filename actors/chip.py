@@ -80,6 +80,7 @@ from cluster.topology import Topology, parse_topology
 
 from . import slices, wire
 from .allocator import resident_bytes
+from .transport import Transport
 
 __all__ = ["Chip", "ChipConfig", "ChipFailure", "Phase", "abs_total", "dispatch", "merge_reports", "parse_chips",
            "run_chips", "schedule"]
@@ -196,6 +197,7 @@ class Chip:
         self.slots: dict[tuple[int, int, bool], dict] = {}
         self.counter = SynopCounter(self.xp, self.view, spike_errors=(cfg.step.gradient == "spike"))
         self.size_audit = False
+        self.transport: Transport = Transport()  # its messages as the buffers themselves (actors.transport)
         self.reset_counters()
 
     def _own(self, a: np.ndarray) -> Any:
@@ -288,6 +290,7 @@ class Chip:
         with address events (``events``) also their phases of waves, float64 in that layout; else None)."""
         shape = tuple(self._layer_shape(l, lo, hi))
         t0 = time.perf_counter()
+        buf = self.transport.take(buf)  # the time it takes counts as decoding
         phases = None
         if events:
             h, raw = wire.decode_events(buf, dst=self.index, shape=shape, batch=batch, micro=micro)
@@ -344,10 +347,16 @@ class Chip:
     def _send_piece(self, A: Any, phases: list | None, a: int, b: int, kind: str, dst: int, batch: int,
                     micro: int, shape: tuple[int, ...], samples: int, count: bool = True) -> Any:
         """Units a..b-1 of a layer array (relative to its first unit) to chip dst: as counts, or
-        with events (``phases`` given) as the address events of those units."""
+        with events (``phases`` given) as the address events of those units; as its transport
+        carries it (the time it takes counts as encoding)."""
         if phases is None:
-            return self._send(slices.units(A, a, b), kind, dst, batch, micro, shape, count=count)
-        return self._send_events(slices.cut(phases, a, b), dst, batch, micro, shape, samples)
+            buf = self._send(slices.units(A, a, b), kind, dst, batch, micro, shape, count=count)
+        else:
+            buf = self._send_events(slices.cut(phases, a, b), dst, batch, micro, shape, samples)
+        t0 = time.perf_counter()
+        out = self.transport.send(buf, dst)
+        self.timing["encode"] += time.perf_counter() - t0
+        return out
 
     def _check_samples(self, n: int, kind: str, batch: int, micro: int) -> None:
         if n == 0:

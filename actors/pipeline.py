@@ -3,8 +3,9 @@
 Every layout, ``--chips`` groups and a capacity's mapping alike, is a :class:`cluster.mapping.Plan`,
 and every micro-batch is its :meth:`~cluster.mapping.Plan.steps`: consecutive calls of one chip
 fused into one actor call (:meth:`actors.chip.Chip.step`). The driver chains the steps by passing
-object references: a step's messages (Arrow IPC buffers) are the arguments of the steps that take
-them, so spike messages go chip to chip and the driver never relays a payload. Ray runs the calls
+object references: a step's messages (Arrow IPC buffers, or with the shared-memory transport the
+parcels that name them, :mod:`actors.transport`) are the arguments of the steps that take them, so
+spike messages go chip to chip and the driver never relays a payload. Ray runs the calls
 one caller submits to one actor in submission order, so every chip sees micro-batches in order and
 its increments are summed in the same order as on one process. At most ``in_flight`` micro-batches
 are unfinished at once (backpressure). After the last micro-batch of a batch, every chip applies
@@ -36,6 +37,7 @@ from cluster.topology import parse_topology
 from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, dispatch, merge_reports, schedule
 from .ray_chip import ChipActor
 from .slices import assemble_state, check_copies, results
+from .transport import TRANSPORTS, pipeline_prefix, remove_parcels, shm_usable
 
 START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
 MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIMEOUT overrides it)
@@ -67,9 +69,11 @@ class ChipPipeline:
     def __init__(self, cfg: ChipConfig, groups: list[tuple[int, int]] | None, params: dict,
                  replicas: int = 1, placement: Placement = "pack", micro_batch: int = 64,
                  in_flight: int = 4, cpus_per_chip: float = 1.0, gpus_per_chip: float = 0.0,
-                 layout: Layout | None = None) -> None:
+                 layout: Layout | None = None, transport: str = "auto") -> None:
         if placement not in PLACEMENTS:
             raise SpikeGradError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        if transport not in TRANSPORTS:
+            raise SpikeGradError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         if replicas < 1 or micro_batch < 1 or in_flight < 1:
             raise SpikeGradError(f"replicas, micro_batch and in_flight must be >= 1, got "
                                  f"{replicas}, {micro_batch}, {in_flight}")
@@ -95,7 +99,7 @@ class ChipPipeline:
             raise SpikeGradError(f"the Ray cluster could not place {n} chips of {bundle} each "
                                  f"({placement}) within 120 s; it has {ray.cluster_resources()}") from None
         self.chips: list[list[Any]] = []
-        tag = uuid.uuid4().hex[:8]  # names are unique in the cluster: this pipeline's chips, restarts apart
+        tag = self.tag = uuid.uuid4().hex[:8]  # names are unique in the cluster: this pipeline's chips, restarts apart
         for r in range(replicas):
             row: list[Any] = []
             for c, (lo, hi) in enumerate(groups):
@@ -114,6 +118,7 @@ class ChipPipeline:
         self.slowest = 0.0
         self._recent: collections.deque[float] = collections.deque(maxlen=10)  # the last batches' times
         self.where = self._get([a.ping.remote() for row in self.chips for a in row])
+        self.transports = self._wire_transport(transport)
         self._micro_refs: list[Any] = []  # the last call of each unfinished micro-batch
         self._batches: list[tuple[list, int, float]] = []  # submitted batches: (stats refs, samples, when)
         self._done: tuple[float, int, int] = (0.0, 0, 0)  # loss sum, correct, samples of collected batches
@@ -124,6 +129,33 @@ class ChipPipeline:
         self.copies_checked = 0  # weight-copy values compared with their owners' so far (sliced chips)
         # the driver's own time: submitting calls, and waiting (backpressure, results); micro-batches sent
         self.driver = {"submit": 0.0, "wait": 0.0, "micro_batches": 0, "calls": 0}
+
+    def _wire_transport(self, transport: str) -> list[str]:
+        """Tell each chip which chips of its replica share its node (``ping``'s node ids): with
+        ``auto`` or ``shm`` it sends them its messages through /dev/shm (actors.transport), the
+        others through Ray. The transport of each chip, in :attr:`where`'s order."""
+        if transport == "ray":
+            return ["ray"] * len(self.where)
+        n = len(self.groups)
+        calls = []
+        for r, row in enumerate(self.chips):
+            nodes = [self.where[r * n + c]["node"] for c in range(n)]
+            calls += [chip.use_shared_memory.remote(self.tag, [d for d in range(n) if d != c and nodes[d] == nodes[c]],
+                                                    r, transport == "shm") for c, chip in enumerate(row)]
+        try:
+            return self._get(calls)
+        except ray.exceptions.RayTaskError as e:
+            self.close()
+            raise SpikeGradError(str(e.cause) if e.cause is not None else str(e).splitlines()[0]) from None
+
+    def describe_transport(self) -> str:
+        """How the chips' messages travel, in words."""
+        shm = sum(t == "shm" for t in self.transports)
+        if not shm:
+            return "messages through Ray's object store"
+        return ("messages through shared memory (/dev/shm) between chips on one node, through Ray across nodes"
+                + (f" ({len(self.transports) - shm} chip(s) without /dev/shm: through Ray)"
+                   if shm < len(self.transports) else ""))
 
     # -- one batch ---------------------------------------------------------------------------
     def _micro_slices(self, n: int) -> list[list[tuple[int, int]]]:
@@ -322,8 +354,24 @@ class ChipPipeline:
         self._get([chip.audit_sizes.remote(on) for row in self.chips for chip in row])
 
     def close(self) -> None:
-        for row in self.chips:
-            for chip in row:
-                ray.kill(chip)
-        self.chips = []
-        remove_placement_group(self.pg)
+        """Kill the chips and remove what they leave: the placement group, and the shared-memory
+        files nobody took (each live chip its own, within a few seconds; then this node's, even
+        where Ray itself is gone)."""
+        try:
+            if self.chips and any(t == "shm" for t in getattr(self, "transports", ())):
+                try:
+                    drops = [chip.drop_parcels.remote() for row in self.chips for chip in row]
+                    ray.wait(drops, num_returns=len(drops), timeout=5.0)
+                except Exception:  # chips or Ray already gone: this node's files go below
+                    pass
+            for row in self.chips:
+                for chip in row:
+                    ray.kill(chip)
+            self.chips = []
+            remove_placement_group(self.pg)
+        finally:
+            self.drop_parcels()
+
+    def drop_parcels(self) -> int:
+        """Remove this pipeline's shared-memory messages on this node (nobody will take them); how many."""
+        return remove_parcels(pipeline_prefix(self.tag)) if shm_usable() else 0

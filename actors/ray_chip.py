@@ -16,6 +16,7 @@ import ray
 from .allocator import keep_freed_memory
 from .chip import Chip
 from .slices import returns
+from .transport import SharedMemory, shm_usable
 
 
 class _InProcess:
@@ -37,6 +38,26 @@ class _InProcess:
         chip: Any = self
         return {"chip": chip.index, "backend": chip.backend.name, "node": ctx.get_node_id(), "pid": os.getpid(),
                 "actor": ctx.get_actor_id()}
+
+    def use_shared_memory(self, tag: str, local: list[int], replica: int, required: bool) -> str:
+        """Send messages to the chips ``local`` (of this chip's replica, on this node, as the driver
+        found them) through /dev/shm (:class:`actors.transport.SharedMemory`); the name of the
+        transport now in use: ``ray`` where this node has no writable /dev/shm (an error if
+        ``required``)."""
+        import ray as _ray  # noqa: PLC0415  (Ray: loaded only where chips run)
+
+        chip: Any = self
+        if not shm_usable():
+            if required:
+                raise RuntimeError(f"chip {chip.index}: --transport shm, but this node has no writable /dev/shm")
+            return chip.transport.name
+        chip.transport = SharedMemory(tag, _ray.get_runtime_context().get_node_id(), set(local), replica, chip.index)
+        return chip.transport.name
+
+    def drop_parcels(self) -> int:
+        """Remove the files this chip wrote to shared memory that nobody took; how many."""
+        chip: Any = self
+        return chip.transport.close()
 
     def echo(self, n: int, size: int, top: bool, *msgs: Any) -> Any:
         """No work: ``n`` messages of ``size`` bytes (and [0.0, 0] where the step's output layer

@@ -25,7 +25,7 @@ from cluster.network import GRADIENT_MODES
 from cluster.topology import PRESETS
 
 from .data import DATASETS
-from .run.config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, WIRES
+from .run.config import BACKENDS, DTYPES, ENGINES, PLACEMENTS, SCHEDULES, TRANSPORTS, WIRES
 from .run.supervise import supervise, supervised, tell
 
 
@@ -117,6 +117,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wire", choices=WIRES,
                    help="chips exchange spike counts per micro-batch (default) or the spiking network's "
                         "address events, wave by wave")
+    _add_transport(p)
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local one)")
     p.add_argument("--allow-no-auth", action="store_true",
                    help="let the private Ray instance start with RAY_AUTH_MODE=disabled (no token gate: any "
@@ -183,6 +184,13 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                    help="simulate the forward pass alone: S and the spike counts n, n_min (no E, no ω)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_transport(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--transport", choices=TRANSPORTS, default=default,
+                   help="how chips pass messages: shm (through /dev/shm between chips on one node, through Ray "
+                        "across nodes), ray (Ray's object store only), auto (shm where a node has a writable "
+                        "/dev/shm; the default)")
 
 
 def _add_capacity(p: argparse.ArgumentParser) -> None:
@@ -412,6 +420,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--chips", help="layer groups per chip (default: one layer per chip)")
     _add_capacity(c)
     c.add_argument("--micro-batch", type=_positive_int)
+    _add_transport(c, "auto")
     c.add_argument("--replicas", type=_positive_int, default=1,
                    help="data-parallel copies of the chip pipeline (increments combined once per batch)")
     c.add_argument("--rounds", type=_positive_int, default=3,
@@ -548,7 +557,7 @@ def _train_config(a: argparse.Namespace, nir: dict[str, Any] | None = None) -> A
         gradient=a.gradient, seed=a.seed, limit_train=a.limit_train,
         limit_test=a.limit_test, engine=a.engine, backend=a.backend, dtype=a.dtype, out=a.out,
         download=a.download or None, chips=a.chips, replicas=a.replicas, placement=a.placement,
-        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire,
+        micro_batch=a.micro_batch, weight_frac_bits=a.weight_frac_bits, wire=a.wire, transport=a.transport,
         checkpoint_every=a.checkpoint_every, shift=a.shift, flip=a.flip, validation=a.validation,
         cuda_graph=a.cuda_graph, chip=a.chip, chip_neurons=a.chip_neurons, chip_synapses=a.chip_synapses,
         chip_cores=a.chip_cores)

@@ -131,3 +131,18 @@ def emulated_hosts():
             os.environ.pop(hosts.STATE_ROOT_ENV, None)
         else:
             os.environ[hosts.STATE_ROOT_ENV] = before
+
+
+def _parcels() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("spikegrad-*")} if shm.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def no_parcels_left():
+    """No test leaves chips' shared-memory messages behind (``actors/transport.py``): the files in
+    /dev/shm are listed before and after every test."""
+    before = _parcels()
+    yield
+    left = sorted(_parcels() - before)
+    assert not left, f"shared-memory messages left in /dev/shm: {left[:5]}"

@@ -78,7 +78,7 @@ class ChipEngine:
         self._watch: threading.Event | None = None
         self.started_ray, resources = start_ray(address)
         if self.started_ray and on_lost is not None and not (address or os.environ.get("RAY_ADDRESS")):
-            self._watch = watch_ray(on_lost)
+            self._watch = watch_ray(on_lost, before_exit=self._drop_parcels)
         gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 1.0))
         if cfg.backend == "cupy" and gpus == 0:
@@ -98,6 +98,7 @@ class ChipEngine:
                                                     own_core=(gpus >= n) if gpus else (cpus >= n))
         self._pipeline_args = dict(
             replicas=replicas, placement=cfg.placement, micro_batch=mb, in_flight=in_flight,
+            transport=cfg.transport,
             # One CPU (GPU) per chip where the cluster has enough; otherwise a token share, so
             # that a laptop can hold a whole network of chips (they then share the cores).
             cpus_per_chip=1.0 if cpus >= n else 0.01,
@@ -111,6 +112,11 @@ class ChipEngine:
             raise
         self.backend_name = "/".join(sorted({w["backend"] for w in self.pipeline.where}))
         self.last_reports: list[dict] = []
+
+    def _drop_parcels(self) -> None:
+        """Remove this node's shared-memory messages of the current pipeline (its chips are gone with Ray)."""
+        if self.pipeline is not None:
+            self.pipeline.drop_parcels()
 
     @_chip_calls
     def _new_pipeline(self) -> ChipPipeline:
@@ -127,7 +133,7 @@ class ChipEngine:
             chips = f"{len(self.groups)} chips ({', '.join(f'{a}-{b}' if a != b else str(a) for a, b in self.groups)})"
         return (f"{chips}"
                 f" x {self.replicas} replica(s) on {nodes} node(s), micro-batch {self.micro}, "
-                f"chip backend {self.backend_name}")
+                f"chip backend {self.backend_name}, {self.pipeline.describe_transport()}")
 
     def failure_text(self, exc: BaseException) -> str:
         """Which chip failed, and why, from a Ray error."""

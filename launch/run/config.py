@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from actors.chip import PLACEMENTS, WIRES, Placement, Wire, parse_chips
+from actors.transport import TRANSPORTS, TransportName
 from cluster.backend import BACKENDS, BackendName
 from cluster.errors import SpikeGradError
 from cluster.mapping import PROFILES, ChipSpec, Layout, Plan, map_network, resolve_spec
@@ -70,6 +71,7 @@ class TrainConfig:
     placement: Placement = "pack"
     micro_batch: int | None = None  # chips: samples per micro-batch (None: launch.run.chips.default_micro_batch)
     wire: Wire = "counts"           # chips: spike counts per micro-batch, or "events" (address events)
+    transport: TransportName = "auto"  # chips: how messages travel (actors.transport): auto, ray or shm
     checkpoint_every: int | None = None  # also checkpoint every N batches (None: at epoch ends only)
     shift: int = 0                  # augmentation: each training image moved by up to ±shift pixels (0: none)
     flip: bool = False              # augmentation: each training image mirrored left-right with probability 1/2
@@ -311,4 +313,5 @@ def config_from_json(text: str | bytes) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "make_config", "config_from_json", "check_machine", "check_address", "DATASET_DEFAULTS",
-           "PRESETS", "ENGINES", "DTYPES", "SCHEDULES", "BACKENDS", "WIRES", "PLACEMENTS", "GRADIENT_MODES"]
+           "PRESETS", "ENGINES", "DTYPES", "SCHEDULES", "BACKENDS", "WIRES", "TRANSPORTS", "PLACEMENTS",
+           "GRADIENT_MODES"]

@@ -146,9 +146,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def watch_ray(message: Callable[[str], str], period: float = 0.5) -> threading.Event:
+def watch_ray(message: Callable[[str], str], period: float = 0.5,
+              before_exit: Callable[[], None] | None = None) -> threading.Event:
     """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
-    print one ``spikegrad: error:`` line (``message(what died)``) and end the process with
+    print one ``spikegrad: error:`` line (``message(what died)``), run ``before_exit`` (what must not
+    outlive the process: the chips' shared-memory messages) and end the process with
     :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and then ends the process
     from C++ with its own log line; nothing the driver could still do is lost by ending first.
     Returns the event that stops the watch: set it before shutting Ray down."""
@@ -163,6 +165,11 @@ def watch_ray(message: Callable[[str], str], period: float = 0.5) -> threading.E
                 if not _alive(pid):
                     print(f"spikegrad: error: {message(f'the Ray instance lost its {name} (process {pid})')}",
                           file=sys.stderr, flush=True)
+                    if before_exit is not None:
+                        try:
+                            before_exit()
+                        except Exception:  # the exit and its line matter more
+                            pass
                     os._exit(RAY_LOST_EXIT)
 
     threading.Thread(target=loop, name="spikegrad-ray-watch", daemon=True).start()

@@ -35,7 +35,7 @@ from cluster.topology import parse_topology
 
 from ..data import load_dataset
 from ..run.config import TrainConfig
-from ..run.driver import initial_params
+from ..run.driver import initial_params, machine_busy_seconds
 from ..run.local import LocalEngine
 from ..run.ray_session import start_ray
 from ..run.runs import check_fit, load_run
@@ -206,19 +206,24 @@ def bench_chips(a: Any) -> int:
     base = dict(dataset="mnist", topology=topo.text, batch_size=B, theta_ff=0.25, lr=1e-5, epochs=1)
     replicas = getattr(a, "replicas", 1)
     rounds = getattr(a, "rounds", 1)
+    cores = os.cpu_count() or 1
     local_cfg = TrainConfig(engine="local", **base)
     chip_cfg = TrainConfig(engine="chips", chips=a.chips, micro_batch=a.micro_batch, replicas=replicas,
+                           transport=getattr(a, "transport", "auto"),
                            chip=getattr(a, "chip", None), chip_neurons=getattr(a, "chip_neurons", None),
                            chip_synapses=getattr(a, "chip_synapses", None), **base)
     host = initial_params(local_cfg, topo, np.random.default_rng(local_cfg.seed))
     local = LocalEngine(local_cfg, topo, host)
     chips = ChipEngine(chip_cfg, topo, host)
 
-    def timed(engine: Any) -> float:
-        t0 = time.perf_counter()
+    machine_cpu = {"local": 0.0, "chips": 0.0}  # the machine's busy CPU seconds in each engine's turns
+
+    def timed(engine: Any, name: str) -> float:
+        t0, c0 = time.perf_counter(), machine_busy_seconds()
         for x, y in batches:
             engine.submit(x, y, 1.0)
         engine.collect(wait=True)
+        machine_cpu[name] += machine_busy_seconds() - c0
         return time.perf_counter() - t0
 
     local_rates, chip_rates = [], []
@@ -236,8 +241,8 @@ def bench_chips(a: Any) -> int:
         assert pipe is not None
         pipe.driver = dict.fromkeys(pipe.driver, 0)
         for r in range(rounds):
-            local_rates.append(B * len(batches) / timed(local))
-            dt = timed(chips)
+            local_rates.append(B * len(batches) / timed(local, "local"))
+            dt = timed(chips, "chips")
             wall += dt
             chip_rates.append(B * len(batches) / dt)
             print(f"round {r + 1}/{rounds}: local {local_rates[-1]:8.1f} img/s   chips {chip_rates[-1]:8.1f} img/s"
@@ -247,7 +252,15 @@ def bench_chips(a: Any) -> int:
         driver = dict(pipe.driver)
         links = [l for r in reports for l in r["traffic"].values()]
         mean_bytes = int(sum(l["bytes"] for l in links) / max(1, sum(l["messages"] for l in links)))
-        empty = pipe.time_empty_calls(B, len(batches), mean_bytes) if getattr(a, "profile", False) else None
+        empty = small = None
+        if getattr(a, "profile", False):
+            c0 = machine_busy_seconds()
+            empty = pipe.time_empty_calls(B, len(batches), mean_bytes)
+            machine_cpu["ray"] = (machine_busy_seconds() - c0) / len(batches)
+            # the same calls with messages of SMALL_MESSAGE bytes: what the bytes themselves cost Ray
+            c0 = machine_busy_seconds()
+            small = pipe.time_empty_calls(B, len(batches), SMALL_MESSAGE) if mean_bytes else empty
+            machine_cpu["ray_small"] = (machine_busy_seconds() - c0) / len(batches) if mean_bytes else machine_cpu["ray"]
     finally:
         local.close()
         if chips.pipeline is not None:
@@ -290,15 +303,67 @@ def bench_chips(a: Any) -> int:
           file=sys.stderr)
     print(f"Ray alone (echo actors, same calls and message size, no compute): {B / floor:.1f} img/s",
           file=sys.stderr)
+    res["machine_cpu"] = machine_ceiling(machine_cpu, sum(r["timing"]["cpu"] for r in reports),
+                                         len(batches) * rounds, B / res["local_images_per_second"], cores)
     if empty is not None:
-        res["profile"] = chip_profile(reports, driver, wall, empty * len(batches) * rounds, replicas)
+        assert small is not None
+        res["profile"] = chip_profile(reports, driver, wall, empty * len(batches) * rounds, replicas,
+                                      small * len(batches) * rounds)
         print_profile(res["profile"])
+    print_ceiling(res["machine_cpu"])
     if a.json:
         print(json.dumps(res), flush=True)
     return 0
 
 
-def chip_profile(reports: list[dict], driver: dict, wall: float, empty: float, replicas: int) -> dict:
+# Bytes per message of the second run of empty calls in ``bench chips --profile``: small enough to
+# travel inline in Ray's calls (below its 100 KiB limit), so the difference from the first run is
+# what the messages' bytes cost Ray: the most any other way of moving them could save.
+SMALL_MESSAGE = 200
+
+
+def machine_ceiling(cpu: dict[str, float], chips_own: float, batches: int, local_wall: float,
+                    cores: int) -> dict:
+    """The machine's busy CPU per batch in each engine's turns (all processes: /proc/stat), and the
+    ratio to local that the chips could not exceed on this machine's ``cores`` with their work per
+    batch as measured: ``cores × local wall per batch / chips' CPU per batch``, the ratio of a
+    schedule that kept every core busy and added no work. It assumes the chips' CPU per batch would
+    not fall if their calls overlapped better (more micro-batches add calls, so it is optimistic).
+    ``chips_own``: CPU seconds inside the chips' calls (``timing["cpu"]``); the rest of the chips'
+    turn is Ray's (driver, workers, raylet) and the machine's background. With ``--profile``, ``cpu``
+    also holds the machine's CPU per batch of the empty calls (``ray``, messages of the measured
+    size; ``ray_small``, of :data:`SMALL_MESSAGE` bytes): their difference is the CPU that moving
+    the bytes costs Ray, and ``ceiling_ratio_free_bytes`` the ceiling without it (a data plane
+    whose own cost is taken as nothing: an upper bound on what it could give)."""
+    local, chips = cpu["local"] / batches, cpu["chips"] / batches
+    own = chips_own / batches
+    ceiling = cores * local_wall / chips if chips > 0 else float("nan")
+    out = {"cores": cores, "local_cpu_ms_per_batch": round(1e3 * local, 2),
+           "chips_cpu_ms_per_batch": round(1e3 * chips, 2), "chips_own_cpu_ms_per_batch": round(1e3 * own, 2),
+           "local_wall_ms_per_batch": round(1e3 * local_wall, 2), "ceiling_ratio": round(ceiling, 3)}
+    if "ray" in cpu:  # --profile: Ray alone, per batch, with the messages' size and with small ones
+        freed = max(0.0, cpu["ray"] - cpu["ray_small"])
+        out.update(ray_cpu_ms_per_batch=round(1e3 * cpu["ray"], 2),
+                   ray_small_cpu_ms_per_batch=round(1e3 * cpu["ray_small"], 2),
+                   ceiling_ratio_free_bytes=round(cores * local_wall / max(1e-9, chips - freed), 3))
+    return out
+
+
+def print_ceiling(m: dict) -> None:
+    print(f"machine CPU per batch (all processes, /proc/stat): local {m['local_cpu_ms_per_batch']:.1f} ms, chips "
+          f"{m['chips_cpu_ms_per_batch']:.1f} ms ({m['chips_own_cpu_ms_per_batch']:.1f} ms inside the chips' calls, "
+          f"the rest Ray, the driver and the background); with that work per batch no schedule on "
+          f"{m['cores']} cores gets the chips above {m['ceiling_ratio']:.2f}x local (cores x local's "
+          f"{m['local_wall_ms_per_batch']:.1f} ms per batch / the chips' CPU per batch)", file=sys.stderr)
+    if "ray_cpu_ms_per_batch" in m:
+        print(f"Ray alone, machine CPU per batch: {m['ray_cpu_ms_per_batch']:.1f} ms with messages of the measured "
+              f"size, {m['ray_small_cpu_ms_per_batch']:.1f} ms with {SMALL_MESSAGE}-byte ones; a way of moving "
+              f"the bytes that cost nothing would lift the ceiling to {m['ceiling_ratio_free_bytes']:.2f}x",
+              file=sys.stderr)
+
+
+def chip_profile(reports: list[dict], driver: dict, wall: float, empty: float, replicas: int,
+                 small: float | None = None) -> dict:
     """Where a micro-batch's wall time goes on the chips, in ms per micro-batch.
 
     Per chip (its replicas summed): ``compute`` (inside its calls, less the wire), ``encode`` and
@@ -306,8 +371,10 @@ def chip_profile(reports: list[dict], driver: dict, wall: float, empty: float, r
     the queue behind other chips, the bubble of the pipeline). In total: the wall time; the
     driver's own submission time (``.remote()`` calls, ``ray.put``, outside its waits); ``ray_calls``,
     the wall time Ray alone takes for the same calls on the same actors with messages of the same
-    mean size and no work (``ChipPipeline.time_empty_calls``); and the chips' sums. ``empty`` is the
-    seconds of those empty calls for as many batches as were timed."""
+    mean size and no work (``ChipPipeline.time_empty_calls``); ``ray_calls_small``, the same with
+    messages of :data:`SMALL_MESSAGE` bytes (their difference is what the bytes cost Ray); and the
+    chips' sums. ``empty`` and ``small`` are the seconds of those empty calls for as many batches as
+    were timed."""
     n = max(1, driver["micro_batches"])
 
     def ms(seconds: float) -> float:
@@ -321,13 +388,15 @@ def chip_profile(reports: list[dict], driver: dict, wall: float, empty: float, r
                       "waiting": ms(wall * replicas - t["busy"])})
     total = {k: round(sum(c[k] for c in chips), 3) for k in ("compute", "encode", "decode", "waiting")}
     return {"micro_batches": driver["micro_batches"], "wall": ms(wall), "driver_submit": ms(driver["submit"]),
-            "driver_wait": ms(driver["wait"]), "ray_calls": ms(empty), "chips": chips, "total": total}
+            "driver_wait": ms(driver["wait"]), "ray_calls": ms(empty),
+            "ray_calls_small": ms(empty if small is None else small), "chips": chips, "total": total}
 
 
 def print_profile(p: dict) -> None:
     print(f"profile, ms per micro-batch ({p['micro_batches']} micro-batches): wall {p['wall']:.2f}; driver "
           f"submission {p['driver_submit']:.2f} (waiting {p['driver_wait']:.2f}); Ray calls alone (empty calls, same "
-          f"chips, same message size) {p['ray_calls']:.2f}", file=sys.stderr)
+          f"chips, same message size) {p['ray_calls']:.2f}, with {SMALL_MESSAGE}-byte messages "
+          f"{p['ray_calls_small']:.2f}", file=sys.stderr)
     print(f"    {'chip':>4} {'layers':>14} {'compute':>9} {'encode':>9} {'decode':>9} {'waiting':>9}", file=sys.stderr)
     for c in p["chips"] + [dict(p["total"], chip="all", layers="")]:
         layers = ",".join(map(str, c["layers"])) if c["layers"] != "" else ""

@@ -21,7 +21,8 @@ def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
     kw = dict(epochs=2, limit_train=256, limit_test=64, batch_size=32)
     runs = {
         "local": dict(engine="local"),
-        "chips": dict(engine="chips", micro_batch=8),
+        "chips": dict(engine="chips", micro_batch=8),  # messages through /dev/shm (transport auto)
+        "chips-ray": dict(engine="chips", micro_batch=8, transport="ray"),  # through Ray's object store
         "replicas": dict(engine="chips", replicas=2, micro_batch=8),
         "grouped": dict(engine="chips", chips="0-1,2-3", micro_batch=16),
         # whole-network chips: one call per micro-batch, increments returned by the last one
@@ -35,7 +36,7 @@ def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
                   log=lambda s: None)
         got[name] = (s, weights(tmp_path / name))
     ref_summary, ref = got["local"]
-    for name in ("chips", "replicas", "grouped", "whole", "whole1"):
+    for name in ("chips", "chips-ray", "replicas", "grouped", "whole", "whole1"):
         summary, w = got[name]
         assert summary["engine"] == "chips"
         assert summary["test_accuracy"] == ref_summary["test_accuracy"], name
@@ -45,6 +46,14 @@ def test_chips_replicas_groups_equal_local(ray_session, tmp_path):
         assert abs(summary["train_loss"] - ref_summary["train_loss"]) < 1e-6 * ref_summary["train_loss"], name
         for k in ref:
             assert np.array_equal(ref[k], w[k]), f"{name}: {k} differs"
+    assert leftover_parcels() == []
+
+
+def leftover_parcels() -> list[str]:
+    """Shared-memory messages nobody took or removed (actors.transport): none once a run ends."""
+    import os
+
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith("spikegrad-")) if os.path.isdir("/dev/shm") else []
 
 
 def test_traffic_recorded_and_printed(ray_session, tmp_path, capsys):
@@ -115,7 +124,14 @@ def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
     # --profile: per chip and in total, ms per micro-batch (2 per batch, 2 batches, 3 rounds)
     prof = layers["profile"]
     assert prof["micro_batches"] == 2 * 2 * 3 and [c["chip"] for c in prof["chips"]] == [0, 1]
-    assert prof["ray_calls"] > 0 and 0 < prof["driver_submit"] < prof["wall"]
+    assert prof["ray_calls"] > 0 and prof["ray_calls_small"] > 0 and 0 < prof["driver_submit"] < prof["wall"]
+    # the machine's CPU in each engine's turns, and the ceiling it puts on the ratio
+    m = layers["machine_cpu"]
+    assert m["cores"] >= 1 and m["chips_cpu_ms_per_batch"] > m["chips_own_cpu_ms_per_batch"] > 0
+    assert m["local_cpu_ms_per_batch"] > 0 and m["ceiling_ratio"] == pytest.approx(
+        m["cores"] * m["local_wall_ms_per_batch"] / m["chips_cpu_ms_per_batch"], rel=1e-2)
+    assert m["ray_cpu_ms_per_batch"] > 0 and m["ray_small_cpu_ms_per_batch"] > 0
+    assert m["ceiling_ratio_free_bytes"] >= m["ceiling_ratio"] - 1e-3
     for c in prof["chips"]:
         assert c["compute"] > 0 and c["encode"] > 0 and c["decode"] > 0 and 0 <= c["waiting"] < prof["wall"]
     assert prof["total"]["compute"] == pytest.approx(sum(c["compute"] for c in prof["chips"]), abs=1e-2)

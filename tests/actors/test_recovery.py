@@ -11,6 +11,7 @@ import pytest
 
 from launch.run.config import make_config
 from launch.run.runs import train
+from .test_pipeline import leftover_parcels
 
 pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
@@ -74,6 +75,8 @@ def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
     for k in ref:
         assert np.array_equal(ref[k], got[k]), k
     assert summary["test_accuracy"] == ref_summary["test_accuracy"]
+    # the messages in flight when the chip died (shared memory): removed with the old chips
+    assert leftover_parcels() == []
 
 
 def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_path, monkeypatch):
