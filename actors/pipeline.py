@@ -37,7 +37,7 @@ from cluster.topology import parse_topology
 from .chip import PLACEMENTS, ChipConfig, ChipFailure, Placement, dispatch, merge_reports, schedule
 from .ray_chip import ChipActor
 from .slices import assemble_state, check_copies, results
-from .transport import TRANSPORTS, pipeline_prefix, remove_parcels, shm_usable
+from .transport import TRANSPORTS, pipeline_prefix, remove_parcels, remove_stale_parcels, shm_usable
 
 START_TIMEOUT_S = 600.0  # the first answers: actors start, import, compile
 MIN_CHIP_TIMEOUT_S = 60.0  # the floor of the hang timeout ($SPIKEGRAD_CHIP_TIMEOUT overrides it)
@@ -136,6 +136,8 @@ class ChipPipeline:
         others through Ray. The transport of each chip, in :attr:`where`'s order."""
         if transport == "ray":
             return ["ray"] * len(self.where)
+        if shm_usable():
+            remove_stale_parcels()  # files of runs whose chips are gone, on the driver's node
         n = len(self.groups)
         calls = []
         for r, row in enumerate(self.chips):

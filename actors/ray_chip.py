@@ -16,7 +16,7 @@ import ray
 from .allocator import keep_freed_memory
 from .chip import Chip
 from .slices import returns
-from .transport import SharedMemory, shm_usable
+from .transport import SharedMemory, remove_stale_parcels, shm_usable
 
 
 class _InProcess:
@@ -51,6 +51,7 @@ class _InProcess:
             if required:
                 raise RuntimeError(f"chip {chip.index}: --transport shm, but this node has no writable /dev/shm")
             return chip.transport.name
+        remove_stale_parcels()  # files of runs whose chips are gone, on this node
         chip.transport = SharedMemory(tag, _ray.get_runtime_context().get_node_id(), set(local), replica, chip.index)
         return chip.transport.name
 

@@ -24,8 +24,11 @@ names, and a parcel from another node is refused; each as one :class:`TransportE
 
 Files live between a sender's call and the taker's. A chip killed in between leaves the files it
 wrote and those written to it: the pipeline removes its own files when it closes or restarts
-(:func:`remove_parcels`, on the driver's node, and :meth:`SharedMemory.close` on each live chip);
-a driver killed outright leaves at most the messages then in flight (``ls /dev/shm/spikegrad-*``).
+(:func:`remove_parcels`, on the driver's node, and :meth:`SharedMemory.close` on each live chip).
+A driver killed outright leaves at most the messages then in flight, and chips that outlive it
+may still write theirs: every file name holds its writer's process id, and every new pipeline
+(on the driver's node) and every chip that starts sharing memory (on its node) first removes the
+files whose writer is gone (:func:`remove_stale_parcels`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ TransportName = Literal["auto", "ray", "shm"]
 TRANSPORTS: tuple[str, ...] = get_args(TransportName)
 _TAG_RE = re.compile(r"[0-9a-f]{8,32}")
 MAX_PARCEL = 1 << 31  # bytes: far above any message the wire accepts (MAX_VALUES values)
+_WRITER = r"r[0-9]{1,6}c[0-9]{1,6}-p([0-9]{1,10})-[0-9]{1,19}"  # after the stem: replica, chip, writer pid, n
+_STALE = re.compile(re.escape(PREFIX) + r"[0-9a-f]{8,32}-" + _WRITER)
 
 
 class TransportError(SpikeGradError):
@@ -100,8 +105,8 @@ class SharedMemory(Transport):
 
     def __init__(self, tag: str, node: str, local: set[int] | frozenset[int], replica: int, chip: int) -> None:
         self.stem = _stem(tag)
-        self.pattern = re.compile(re.escape(self.stem) + r"r[0-9]{1,6}c[0-9]{1,6}-[0-9]{1,19}")
-        self.mine = f"{self.stem}r{int(replica)}c{int(chip)}-"
+        self.pattern = re.compile(re.escape(self.stem) + _WRITER)
+        self.mine = f"{self.stem}r{int(replica)}c{int(chip)}-p{os.getpid()}-"
         self.node, self.local, self.sent = str(node), frozenset(int(c) for c in local), 0
 
     def send(self, buf: pa.Buffer, dst: int) -> Any:
@@ -127,7 +132,7 @@ class SharedMemory(Transport):
             return msg
         if not isinstance(msg.name, str) or not self.pattern.fullmatch(msg.name):
             raise TransportError(f"transport: parcel name expected one of this pipeline's "
-                                 f"({self.stem}r<replica>c<chip>-<n>), got {str(msg.name)[:60]!r}")
+                                 f"({self.stem}r<replica>c<chip>-p<pid>-<n>), got {str(msg.name)[:60]!r}")
         if msg.node != self.node:
             raise TransportError(f"transport: parcel expected from this node ({self.node[:12]}), got one from "
                                  f"node {str(msg.node)[:12]}")
@@ -175,6 +180,34 @@ def remove_parcels(prefix: str) -> int:
         except FileNotFoundError:  # taken meanwhile
             pass
     return n
+
+
+def remove_stale_parcels() -> int:
+    """Remove this node's parcels (of any pipeline) whose writer process is gone; how many. A file
+    whose writer's id now belongs to another process stays (never a live writer's file)."""
+    if not shm_usable():
+        return 0
+    n = 0
+    for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")):
+        m = _STALE.fullmatch(os.path.basename(path))
+        if m is None or os.path.islink(path) or _alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(path)
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def pipeline_prefix(tag: str) -> str:

@@ -17,6 +17,7 @@ from actors.transport import (
     TransportError,
     pipeline_prefix,
     remove_parcels,
+    remove_stale_parcels,
     shm_usable,
 )
 
@@ -73,6 +74,30 @@ def test_remove_parcels_refuses_other_prefixes(prefix):
         remove_parcels(prefix)
 
 
+def test_stale_parcels_of_gone_writers_are_removed_and_live_ones_kept(tag):
+    """A file whose writer process is gone (a chip that outlived its driver) is removed by the next
+    pipeline; a live writer's file, and files of other names, stay."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(gone.stdout)
+    stem = pipeline_prefix(tag)
+    live = SharedMemory(tag, "n", {1}, replica=0, chip=0).send(pa.py_buffer(b"live"), 1)
+    stale = os.path.join(SHM_DIR, f"{stem}r0c1-p{dead_pid}-7")
+    odd = os.path.join(SHM_DIR, f"{stem}unrelated")
+    for path in (stale, odd):
+        with open(path, "wb") as f:
+            f.write(b"x")
+    try:
+        assert remove_stale_parcels() >= 1
+        assert not os.path.exists(stale)
+        assert os.path.exists(os.path.join(SHM_DIR, live.name)) and os.path.exists(odd)
+    finally:
+        os.unlink(odd)
+
+
 def test_hostile_parcels_are_refused_with_one_error_each(tag, tmp_path):
     sender = SharedMemory(tag, "node-a", {1}, replica=0, chip=0)
     taker = SharedMemory(tag, "node-a", {0}, replica=0, chip=1)
@@ -80,20 +105,21 @@ def test_hostile_parcels_are_refused_with_one_error_each(tag, tmp_path):
     stem = pipeline_prefix(tag)
     outside = tmp_path / "secret"
     outside.write_bytes(b"not a message")
-    link = os.path.join(SHM_DIR, f"{stem}r0c9-1")
+    link = os.path.join(SHM_DIR, f"{stem}r0c9-p1-1")
     os.symlink(outside, link)
     try:
         cases = [
             (Parcel("../../etc/passwd", 10, "node-a"), "parcel name expected"),
-            (Parcel(f"{pipeline_prefix(uuid.uuid4().hex[:8])}r0c0-0", 10, "node-a"), "parcel name expected"),
-            (Parcel(f"{stem}r0c0-0/../x", 10, "node-a"), "parcel name expected"),
+            (Parcel(f"{pipeline_prefix(uuid.uuid4().hex[:8])}r0c0-p1-0", 10, "node-a"), "parcel name expected"),
+            (Parcel(f"{stem}r0c0-p1-0/../x", 10, "node-a"), "parcel name expected"),
+            (Parcel(f"{stem}r0c0-0", 10, "node-a"), "parcel name expected"),  # no writer
             (Parcel(123, 10, "node-a"), "parcel name expected"),  # type: ignore[arg-type]
             (Parcel(good.name, 10, "node-b"), "expected from this node"),
             (Parcel(good.name, -1, "node-a"), "size expected"),
             (Parcel(good.name, True, "node-a"), "size expected"),
             (Parcel(good.name, "10", "node-a"), "size expected"),  # type: ignore[arg-type]
-            (Parcel(f"{stem}r0c0-999", 10, "node-a"), "could not be opened"),  # never written
-            (Parcel(f"{stem}r0c9-1", 13, "node-a"), "could not be opened"),  # a link: never followed
+            (Parcel(f"{stem}r0c0-p{os.getpid()}-999", 10, "node-a"), "could not be opened"),  # never written
+            (Parcel(f"{stem}r0c9-p1-1", 13, "node-a"), "could not be opened"),  # a link: never followed
         ]
         for parcel, pattern in cases:
             with pytest.raises(TransportError, match=pattern) as info:
