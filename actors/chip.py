@@ -611,8 +611,9 @@ class Chip:
         """v ← μ v − η ω, w ← w + v, ω ← 0 (Algorithm 3, once per batch), for its rows and copies.
 
         increments: empty for one pipeline (this chip's own ω); with replicas, every replica's
-        :meth:`increments` in replica order, this chip's included, so that all replicas add
-        the same numbers in the same order and stay identical.
+        :meth:`increments` in replica order, this chip's included (None in its place: the ω it
+        holds, the same numbers), so that all replicas add the same numbers in the same order and
+        stay identical.
         """
         t0, c0 = time.perf_counter(), time.process_time()
         eta, mu = self.cfg.eta * lr_scale, self.cfg.momentum
@@ -625,10 +626,16 @@ class Chip:
                 return own
             out = None
             for inc in increments:
-                if key in inc:
+                if inc is None:  # its own ω, held here: the numbers its increments() sent the others
+                    if own is None:
+                        continue
+                    g = list(own)
+                elif key in inc:
                     g = [to_device(self.backend, a, self.dtype) for a in
                          (inc[key] if isinstance(inc[key], tuple) else (inc[key],))]
-                    out = [a.copy() for a in g] if out is None else [s + a for s, a in zip(out, g)]
+                else:
+                    continue
+                out = [a.copy() for a in g] if out is None else [s + a for s, a in zip(out, g)]
             return out
 
         for l, (W, b) in self.params.items():

@@ -196,7 +196,7 @@ class ChipPipeline:
                 applied.add(step.chip)
                 last = exchange and m == len(rows) - 1 and self._last_step[step.chip] == i
                 st, inc, ref = dispatch(step, send, mailboxes[m], batch, m, x_ref, y_ref, *rows[m],
-                                        apply=self._apply_args(step.chip) if first else (), increments=last)
+                                        apply=self._apply_args(step.chip, r) if first else (), increments=last)
                 if st is not None:
                     stats.append(st)
                 if last:
@@ -234,13 +234,17 @@ class ChipPipeline:
             if len(ready) < need:
                 raise self._hung(1)
 
-    def _apply_args(self, c: int) -> tuple:
-        """The pending APPLY's arguments for chip index ``c``'s first step of a batch: (lr scale, the
-        replicas' increments of chip c, in replica order), or () when none is pending."""
+    def _apply_args(self, c: int, r: int) -> tuple:
+        """The pending APPLY's arguments for chip index ``c`` of replica ``r``'s first step of a
+        batch: (lr scale, the replicas' increments of chip c, in replica order, None in place of
+        replica r's own: the chip adds its own ω, which it still holds, instead of reading it back
+        from the object store), or () when none is pending."""
         if self._deferred is None:
             return ()
         lr_scale, incs = self._deferred
-        return (lr_scale, *(incs[c] if incs is not None else ()))
+        if incs is None:
+            return (lr_scale,)
+        return (lr_scale, *(None if q == r else ref for q, ref in enumerate(incs[c])))
 
     @staticmethod
     def _sender(chips: list[Any], driver: dict) -> Any:
@@ -254,7 +258,8 @@ class ChipPipeline:
         """Send the pending APPLY to every chip as calls of their own; their references."""
         if self._deferred is None:
             return []
-        calls = [chip.apply.remote(*self._apply_args(c)) for row in self.chips for c, chip in enumerate(row)]
+        calls = [chip.apply.remote(*self._apply_args(c, r)) for r, row in enumerate(self.chips)
+                 for c, chip in enumerate(row)]
         self.driver["calls"] += len(calls)
         self._deferred = None
         return calls
