@@ -35,7 +35,8 @@ Columns. ``dense``: ``value`` with ``B*N`` entries, row-major (sample, neuron), 
 ``units`` row-major (neuron, sample). ``sparse``: ``sample`` (narrowest of uint8/16/32 holding
 ``B-1``), ``neuron`` (narrowest unsigned holding ``N-1``), ``value``; one row per nonzero value,
 sorted by (sample, neuron), or with order ``units`` by (neuron, sample); no duplicates. Version 1
-(no ``order``; always ``samples``) is refused: messages live for one micro-batch, never on disk. No nulls anywhere. The value dtype is not in the metadata: it is the type of
+(no ``order``; always ``samples``) is refused: messages live for one micro-batch, never on disk.
+No nulls anywhere. The value dtype is not in the metadata: it is the type of
 the ``value`` column. ``encoding=None`` picks the encoding with fewer column bytes (ties:
 dense), as reported by :func:`encoded_sizes`.
 """

@@ -258,9 +258,11 @@ def bench_chips(a: Any) -> int:
             empty = pipe.time_empty_calls(B, len(batches), mean_bytes)
             machine_cpu["ray"] = (machine_busy_seconds() - c0) / len(batches)
             # the same calls with messages of SMALL_MESSAGE bytes: what the bytes themselves cost Ray
-            c0 = machine_busy_seconds()
-            small = pipe.time_empty_calls(B, len(batches), SMALL_MESSAGE) if mean_bytes else empty
-            machine_cpu["ray_small"] = (machine_busy_seconds() - c0) / len(batches) if mean_bytes else machine_cpu["ray"]
+            small, machine_cpu["ray_small"] = empty, machine_cpu["ray"]
+            if mean_bytes:
+                c0 = machine_busy_seconds()
+                small = pipe.time_empty_calls(B, len(batches), SMALL_MESSAGE)
+                machine_cpu["ray_small"] = (machine_busy_seconds() - c0) / len(batches)
     finally:
         local.close()
         if chips.pipeline is not None:
