@@ -13,9 +13,9 @@ the wire (:mod:`actors.wire`) and the counters never see the difference. Two tra
   orders their calls (a taker's call starts after the sender's call that wrote the file has
   returned: the parcel is one of its arguments), reports their failures and restarts them; only
   the bytes go around it. Measured on the project's 2-core machine, moving 685 KB messages through
-  Ray cost 7 ms of the machine's CPU each (``spikegrad bench chips --profile``: Ray alone with
-  messages of the measured size and with 200-byte ones, docs/measurements). Messages to chips on
-  other nodes still travel through Ray.
+  Ray cost 4-6 ms of the machine's CPU each (``spikegrad bench chips --profile``: Ray alone with
+  messages of the measured size and with 200-byte ones, docs/measurements/bench-chips-2026-12-08.md).
+  Messages to chips on other nodes still travel through Ray.
 
 No listener is opened: the files are the chips' user's own (0600), in the node's memory. A parcel
 is input like any message: its name must be one this pipeline's senders make (a fixed pattern in
@@ -190,7 +190,7 @@ def remove_stale_parcels() -> int:
     n = 0
     for path in glob.glob(os.path.join(SHM_DIR, PREFIX + "*")):
         m = _STALE.fullmatch(os.path.basename(path))
-        if m is None or os.path.islink(path) or _alive(int(m.group(1))):
+        if m is None or os.path.islink(path) or process_alive(int(m.group(1))):
             continue
         try:
             os.unlink(path)
@@ -200,7 +200,16 @@ def remove_stale_parcels() -> int:
     return n
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine: Linux /proc (a zombie, ended but not yet
+    reaped, counts as gone), else a signal 0."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

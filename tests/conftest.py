@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from .procs import parcels
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
@@ -133,16 +135,11 @@ def emulated_hosts():
             os.environ[hosts.STATE_ROOT_ENV] = before
 
 
-def _parcels() -> set[str]:
-    shm = Path("/dev/shm")
-    return {p.name for p in shm.glob("spikegrad-*")} if shm.is_dir() else set()
-
-
 @pytest.fixture(autouse=True)
 def no_parcels_left():
     """No test leaves chips' shared-memory messages behind (``actors/transport.py``): the files in
     /dev/shm are listed before and after every test."""
-    before = _parcels()
+    before = parcels()
     yield
-    left = sorted(_parcels() - before)
+    left = sorted(parcels() - before)
     assert not left, f"shared-memory messages left in /dev/shm: {left[:5]}"

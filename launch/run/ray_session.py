@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from actors.transport import process_alive
 from cluster.errors import SpikeGradError
 
 from .config import check_address
@@ -138,14 +139,6 @@ def ray_daemons(parent: int | None = None) -> dict[str, int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def watch_ray(message: Callable[[str], str], period: float = 0.5,
               before_exit: Callable[[], None] | None = None) -> threading.Event:
     """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
@@ -162,7 +155,7 @@ def watch_ray(message: Callable[[str], str], period: float = 0.5,
     def loop() -> None:
         while not stop.wait(period):
             for name, pid in daemons.items():
-                if not _alive(pid):
+                if not process_alive(pid):
                     print(f"spikegrad: error: {message(f'the Ray instance lost its {name} (process {pid})')}",
                           file=sys.stderr, flush=True)
                     if before_exit is not None:

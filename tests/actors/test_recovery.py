@@ -9,12 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from actors.transport import remove_stale_parcels
+from actors.transport import process_alive, remove_stale_parcels
 from launch.run.config import make_config
 from launch.run.runs import train
 
-from ..procs import descendants
-from .test_pipeline import leftover_parcels
+from ..procs import descendants, parcels
 
 pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
@@ -78,8 +77,8 @@ def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
     for k in ref:
         assert np.array_equal(ref[k], got[k]), k
     assert summary["test_accuracy"] == ref_summary["test_accuracy"]
-    # the messages in flight when the chip died (shared memory): removed with the old chips
-    assert leftover_parcels() == []
+    # the messages in flight when the chip died (shared memory) go with the old chips: the autouse
+    # fixture no_parcels_left (tests/conftest.py) fails the test otherwise
 
 
 def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_path, monkeypatch):
@@ -150,11 +149,12 @@ def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_comma
     # Chips may outlive the driver by a few seconds and still write messages to /dev/shm; once the
     # raylet and their processes are gone, the next pipeline's sweep removes them (as here).
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (_alive(daemons["raylet"]) or any(_alive(p) for p in _writers())):
+    while time.monotonic() < deadline and (process_alive(daemons["raylet"])
+                                           or any(process_alive(p) for p in _writers())):
         time.sleep(0.2)
     remove_stale_parcels()
     for pid in ours:  # Ray's dashboard and runtime-env agents outlive a lost GCS: ended here
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
     assert proc.returncode == RAY_LOST_EXIT, err[-5:]
     assert err[-1] == (f"spikegrad: error: the Ray instance lost its gcs_server (process {gcs}); the last "
@@ -164,17 +164,9 @@ def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_comma
         assert int(z["epochs_done"]) >= 1
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _writers() -> list[int]:
     """Process ids of the writers of the shared-memory messages in /dev/shm (actors.transport)."""
-    return [int(n.split("-p")[-1].split("-")[0]) for n in leftover_parcels() if "-p" in n]
+    return [int(n.split("-p")[-1].split("-")[0]) for n in parcels() if "-p" in n]
 
 
 def test_a_chip_run_on_its_private_instance_ends_cleanly(tmp_path):
