@@ -139,11 +139,12 @@ class ChipPipeline:
         if shm_usable():
             remove_stale_parcels()  # files of runs whose chips are gone, on the driver's node
         n = len(self.groups)
+        driver = (ray.get_runtime_context().get_node_id(), os.getpid())
         calls = []
         for r, row in enumerate(self.chips):
             nodes = [self.where[r * n + c]["node"] for c in range(n)]
             calls += [chip.use_shared_memory.remote(self.tag, [d for d in range(n) if d != c and nodes[d] == nodes[c]],
-                                                    r, transport == "shm") for c, chip in enumerate(row)]
+                                                    r, transport == "shm", driver) for c, chip in enumerate(row)]
         try:
             return self._get(calls)
         except ray.exceptions.RayTaskError as e:

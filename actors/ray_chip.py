@@ -39,11 +39,13 @@ class _InProcess:
         return {"chip": chip.index, "backend": chip.backend.name, "node": ctx.get_node_id(), "pid": os.getpid(),
                 "actor": ctx.get_actor_id()}
 
-    def use_shared_memory(self, tag: str, local: list[int], replica: int, required: bool) -> str:
+    def use_shared_memory(self, tag: str, local: list[int], replica: int, required: bool,
+                          driver: tuple[str, int] | None = None) -> str:
         """Send messages to the chips ``local`` (of this chip's replica, on this node, as the driver
         found them) through /dev/shm (:class:`actors.transport.SharedMemory`); the name of the
         transport now in use: ``ray`` where this node has no writable /dev/shm (an error if
-        ``required``)."""
+        ``required``). ``driver``: its (node id, process id); on this node, files written once it
+        is gone are removed at once."""
         import ray as _ray  # noqa: PLC0415  (Ray: loaded only where chips run)
 
         chip: Any = self
@@ -52,7 +54,9 @@ class _InProcess:
                 raise RuntimeError(f"chip {chip.index}: --transport shm, but this node has no writable /dev/shm")
             return chip.transport.name
         remove_stale_parcels()  # files of runs whose chips are gone, on this node
-        chip.transport = SharedMemory(tag, _ray.get_runtime_context().get_node_id(), set(local), replica, chip.index)
+        node = _ray.get_runtime_context().get_node_id()
+        owner = driver[1] if driver is not None and driver[0] == node else None
+        chip.transport = SharedMemory(tag, node, set(local), replica, chip.index, owner=owner)
         return chip.transport.name
 
     def drop_parcels(self) -> int:

@@ -25,10 +25,18 @@ names, and a parcel from another node is refused; each as one :class:`TransportE
 Files live between a sender's call and the taker's. A chip killed in between leaves the files it
 wrote and those written to it: the pipeline removes its own files when it closes or restarts
 (:func:`remove_parcels`, on the driver's node, and :meth:`SharedMemory.close` on each live chip).
-A driver killed outright leaves at most the messages then in flight, and chips that outlive it
-may still write theirs: every file name holds its writer's process id, and every new pipeline
-(on the driver's node) and every chip that starts sharing memory (on its node) first removes the
-files whose writer is gone (:func:`remove_stale_parcels`).
+A driver killed outright (Ray ends a driver from C++ when its cluster loses the GCS) leaves the
+messages then in flight, and chips that outlive it may go on with the calls they hold:
+
+- the process that watches such a driver (:mod:`launch.run.supervise`) removes the files of the
+  pipelines its run told it of, once the driver is gone;
+- a chip on the driver's node checks, after writing each file, that the driver still runs, and
+  removes the file itself when it does not. Between the two nothing is left: a file written while
+  the driver still ran is there for the watcher to remove;
+- elsewhere (a driver on another node, a machine that lost power), every file name holds its
+  writer's process id, and every new pipeline (on the driver's node) and every chip that starts
+  sharing memory (on its node) first removes the files whose writer is gone
+  (:func:`remove_stale_parcels`).
 """
 
 from __future__ import annotations
@@ -98,16 +106,21 @@ class Transport:
 
 class SharedMemory(Transport):
     """Messages to the chips in ``local`` (chip indices of this chip's replica, on this node) as
-    files in /dev/shm; to others through Ray. ``tag``: the pipeline's (hex); ``who``: this chip's
-    replica and index, so that every file name is unique and its writer known."""
+    files in /dev/shm; to others through Ray. ``tag``: the pipeline's (hex); ``replica``, ``chip``:
+    this chip's, so that every file name is unique and its writer known. ``owner``: the process id
+    of the driver where it runs on this node (None elsewhere): a file written once it is gone is
+    removed at once (module docstring)."""
 
     name = "shm"
 
-    def __init__(self, tag: str, node: str, local: set[int] | frozenset[int], replica: int, chip: int) -> None:
+    def __init__(self, tag: str, node: str, local: set[int] | frozenset[int], replica: int, chip: int,
+                 owner: int | None = None) -> None:
         self.stem = _stem(tag)
         self.pattern = re.compile(re.escape(self.stem) + _WRITER)
         self.mine = f"{self.stem}r{int(replica)}c{int(chip)}-p{os.getpid()}-"
         self.node, self.local, self.sent = str(node), frozenset(int(c) for c in local), 0
+        self.owner = None if owner is None else int(owner)
+        self.orphaned = 0  # messages written after the owner was gone, and removed again
 
     def send(self, buf: pa.Buffer, dst: int) -> Any:
         if dst not in self.local:
@@ -125,6 +138,10 @@ class SharedMemory(Transport):
             os.unlink(path)
             raise
         os.close(fd)
+        if self.owner is not None and not process_alive(self.owner):  # checked after the write: no gap
+            os.unlink(path)  # nobody will take it, and the driver's watcher may have swept already
+            self.orphaned += 1
+            return buf
         return Parcel(name, buf.size, self.node)
 
     def take(self, msg: Any) -> Any:

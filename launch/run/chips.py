@@ -17,12 +17,14 @@ import numpy as np
 
 from actors.chip import ChipConfig, ChipFailure
 from actors.pipeline import ChipPipeline
+from actors.transport import pipeline_prefix
 from cluster.errors import SpikeGradError
 from cluster.topology import Topology
 
 from .config import TrainConfig
 from .engine import Counters, HostState
 from .ray_session import start_ray, watch_ray
+from .supervise import tell
 
 
 def default_micro_batch(batch_size: int, replicas: int, own_core: bool) -> int:
@@ -120,8 +122,10 @@ class ChipEngine:
 
     @_chip_calls
     def _new_pipeline(self) -> ChipPipeline:
-        return ChipPipeline(self.chip_cfg, self.groups, self.params, layout=self.layout,
-                            **self._pipeline_args)  # type: ignore[arg-type]
+        pipeline = ChipPipeline(self.chip_cfg, self.groups, self.params, layout=self.layout,
+                                **self._pipeline_args)  # type: ignore[arg-type]
+        tell("parcels", pipeline_prefix(pipeline.tag))  # a watching parent removes them if Ray ends this process
+        return pipeline
 
     def describe(self) -> str:
         assert self.pipeline is not None

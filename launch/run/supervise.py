@@ -8,9 +8,11 @@ the run in a child process, the same command line again, and waits:
 
 - the child tells the parent, over an inherited pipe, its run directory once it has one and its
   exit status when :func:`launch.cli.main` returns (it has then said everything itself);
-- a child that ends without that word ended the way Ray ends a driver: the parent prints one
-  ``spikegrad: error:`` line with the ``--resume`` command and exits :data:`RAY_LOST_EXIT`, as a
-  private instance's watch does (:func:`launch.run.ray_session.watch_ray`);
+- a child that ends without that word ended the way Ray ends a driver: the parent removes the
+  chips' shared-memory messages of the pipelines the child told it of (``parcels``: their file
+  prefix, :mod:`actors.transport`; nobody will take them), prints one ``spikegrad: error:`` line
+  with the ``--resume`` command and exits :data:`RAY_LOST_EXIT`, as a private instance's watch
+  does (:func:`launch.run.ray_session.watch_ray`);
 - SIGTERM sent to the parent is passed to the child once (a second one, or the same signal sent to
   the whole process group, is ignored by the child while it stops); Ctrl-C reaches the child from
   the terminal, and the parent ignores it.
@@ -63,8 +65,9 @@ def tell(key: str, value: object) -> None:
         pass
 
 
-def supervise(argv: Sequence[str]) -> int:
-    """Run ``spikegrad argv`` in a child process and wait (module docstring); returns the exit status."""
+def supervise(argv: Sequence[str], program: Sequence[str] | None = None) -> int:
+    """Run ``spikegrad argv`` in a child process and wait (module docstring); returns the exit status.
+    ``program``: the command line that runs spikegrad (default: this Python, ``-m launch.cli``)."""
     read, write = os.pipe()
     env = {**os.environ, SUPERVISED_FD: str(write)}
     relayed = False
@@ -78,7 +81,8 @@ def supervise(argv: Sequence[str]) -> int:
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         # Started before this process ignores Ctrl-C: an ignored signal stays ignored in a child.
-        child = subprocess.Popen([sys.executable, "-m", "launch.cli", *argv], env=env, pass_fds=(write,))
+        child = subprocess.Popen([*(program or (sys.executable, "-m", "launch.cli")), *argv], env=env,
+                                 pass_fds=(write,))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends Ctrl-C to the child as well
         os.close(write)
         signal.signal(signal.SIGTERM, on_sigterm)
@@ -88,9 +92,11 @@ def supervise(argv: Sequence[str]) -> int:
         for s, h in before.items():
             signal.signal(s, h)
         os.close(read)
-    said = dict(line.split(" ", 1) for line in heard.splitlines() if " " in line)
+    told = [line.split(" ", 1) for line in heard.splitlines() if " " in line]
+    said = dict(told)
     if "exit" in said:
         return status
+    _remove_parcels([value for key, value in told if key == "parcels"])
     how = f"signal {-status}" if status < 0 else f"exit status {status}"
     what = (f"the run's process ended without a word ({how}); Ray ends a driver so when its cluster "
             f"loses the GCS or this node's raylet")
@@ -98,6 +104,22 @@ def supervise(argv: Sequence[str]) -> int:
     print(f"spikegrad: error: {kept(run, what) if run else what + ', before the run had a directory'}",
           file=sys.stderr, flush=True)
     return RAY_LOST_EXIT
+
+
+def _remove_parcels(prefixes: list[str]) -> None:
+    """Remove this node's shared-memory messages of these pipelines (the child's word; a prefix
+    that is not one a pipeline makes is refused by :func:`actors.transport.remove_parcels`)."""
+    if not prefixes:
+        return
+    from actors.transport import TransportError, remove_parcels, shm_usable  # noqa: PLC0415  (pyarrow: only here)
+
+    if not shm_usable():
+        return
+    for prefix in dict.fromkeys(prefixes):
+        try:
+            remove_parcels(prefix)
+        except (TransportError, OSError):  # a garbled word, or a file system gone: the line matters more
+            pass
 
 
 def _read_ready(fd: int) -> str:

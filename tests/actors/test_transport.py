@@ -98,6 +98,23 @@ def test_stale_parcels_of_gone_writers_are_removed_and_live_ones_kept(tag):
         os.unlink(odd)
 
 
+def test_a_chip_whose_driver_is_gone_leaves_no_file(tag):
+    """A chip on its driver's node (``owner``) checks after each write that the driver still runs:
+    once it is gone, the message is removed again and goes back as the buffer (nobody takes it)."""
+    import subprocess
+    import sys
+
+    alive = SharedMemory(tag, "n", {1}, replica=0, chip=0, owner=os.getpid())
+    parcel = alive.send(pa.py_buffer(b"spikes"), 1)
+    assert isinstance(parcel, Parcel) and os.path.exists(os.path.join(SHM_DIR, parcel.name))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    orphan = SharedMemory(tag, "n", {1}, replica=0, chip=1, owner=int(gone.stdout))
+    buf = pa.py_buffer(b"late spikes")
+    assert orphan.send(buf, 1) is buf and orphan.orphaned == 1
+    assert not [n for n in os.listdir(SHM_DIR) if n.startswith(orphan.mine)]
+
+
 def test_hostile_parcels_are_refused_with_one_error_each(tag, tmp_path):
     sender = SharedMemory(tag, "node-a", {1}, replica=0, chip=0)
     taker = SharedMemory(tag, "node-a", {0}, replica=0, chip=1)

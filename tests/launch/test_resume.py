@@ -3,6 +3,7 @@ a real process) and resumed ends with exactly the weights of an uninterrupted ru
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from actors.transport import SHM_DIR, pipeline_prefix, remove_parcels, shm_usable
 from launch.cli import main
 
 from ..procs import ppid
@@ -189,3 +191,32 @@ def test_a_watched_run_killed_without_a_word_ends_with_the_resume_command(tmp_pa
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert bad.stderr.startswith("spikegrad: error:")
 
+
+
+@pytest.mark.skipif(not shm_usable(), reason="this machine has no writable /dev/shm")
+def test_a_watched_run_ended_without_a_word_leaves_no_shared_memory_messages(tmp_path):
+    """The parent of a run that Ray ends from C++ removes the chips' messages of every pipeline the
+    run told it of (actors/transport.py): here the child writes one as a chip would, tells its
+    prefix, and is killed; the parent's one line follows, and the file is gone."""
+    tag = secrets.token_hex(4)
+    child = ("import os, signal, pyarrow as pa\n"
+             "from actors.transport import SharedMemory, pipeline_prefix\n"
+             "from launch.run.supervise import tell\n"
+             f"p = SharedMemory({tag!r}, 'n', {{1}}, replica=0, chip=0).send(pa.py_buffer(b'x' * 4096), 1)\n"
+             "print(p.name, flush=True)\n"
+             f"tell('parcels', pipeline_prefix({tag!r}))\n"
+             "tell('parcels', 'spikegrad-../../etc')\n"  # a garbled word is refused, not followed
+             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = ("import sys; from launch.run.supervise import supervise; "
+            "sys.exit(supervise([], program=[sys.executable, '-c', sys.argv[1]]))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, child], capture_output=True, text=True, timeout=60)
+        name = out.stdout.strip()
+        assert name.startswith(pipeline_prefix(tag)), out.stderr
+        assert out.returncode == 3, out.stderr
+        assert out.stderr.strip() == ("spikegrad: error: the run's process ended without a word (signal 9); Ray "
+                                      "ends a driver so when its cluster loses the GCS or this node's raylet, "
+                                      "before the run had a directory")
+        assert not os.path.exists(os.path.join(SHM_DIR, name))
+    finally:
+        remove_parcels(pipeline_prefix(tag))
