@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .supervise import RAY_LOST_EXIT
 
 ALLOW_NO_AUTH = "SPIKEGRAD_ALLOW_NO_AUTH"
 CONNECT_TIMEOUT_S = 15.0
+REMEMBER_EVERY = 4  # watch_ray's polls between two looks at the instance's processes
 
 
 def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -118,52 +120,106 @@ def init_private(num_cpus: int, object_store_memory: int, logging_level: int) ->
             os.environ[_LOOPBACK_SWITCH] = before_env
 
 
-def ray_daemons(parent: int | None = None) -> dict[str, int]:
-    """{name: pid} of the private Ray instance's GCS server and raylet: the children of this
-    process (or ``parent``) with those names (Linux /proc; empty elsewhere or when joining a cluster)."""
-    me = str(parent or os.getpid())
-    found: dict[str, int] = {}
+def process_table() -> dict[int, tuple[str, int, int]]:
+    """{pid: (name, parent pid, start time in clock ticks)} of this machine's processes (Linux
+    /proc; empty elsewhere). The start time tells a process from a later one given the same id."""
+    table: dict[int, tuple[str, int, int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return found
+        return table
     for pid in filter(str.isdigit, entries):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
-        except OSError:
+            rest = stat[stat.rindex(")") + 2:].split()
+            table[int(pid)] = (stat[stat.index("(") + 1:stat.rindex(")")], int(rest[1]), int(rest[19]))
+        except (OSError, ValueError, IndexError):  # gone meanwhile
             continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if rest[1] == me and name in ("gcs_server", "raylet"):
-            found[name] = int(pid)
+    return table
+
+
+def descendants(root: int, table: dict[int, tuple[str, int, int]] | None = None) -> dict[int, tuple[str, int]]:
+    """{pid: (name, start time)} of every process below ``root`` (:func:`process_table`)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: dict[int, tuple[str, int]] = {}
+    frontier = [root]
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in found:
+                found[child] = (table[child][0], table[child][2])
+                frontier.append(child)
     return found
+
+
+def ray_daemons(parent: int | None = None) -> dict[str, int]:
+    """{name: pid} of the private Ray instance's GCS server and raylet: the children of this
+    process (or ``parent``) with those names (Linux /proc; empty elsewhere or when joining a cluster)."""
+    me = parent or os.getpid()
+    return {name: pid for pid, (name, pp, _) in process_table().items()
+            if pp == me and name in ("gcs_server", "raylet")}
+
+
+def end_processes(known: dict[int, tuple[str, int]], wait: float = 5.0) -> list[int]:
+    """SIGKILL the processes of ``known`` ({pid: (name, start time)}) that still run as themselves
+    (same id, same start time), and wait up to ``wait`` s until they are gone; the ids still alive
+    then (none, unless the kernel is slow to end one)."""
+    table = process_table()
+    ours = [pid for pid, (_, start) in known.items() if pid in table and table[pid][2] == start]
+    for pid in ours:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + wait
+    while (left := [pid for pid in ours if process_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def watch_ray(message: Callable[[str], str], period: float = 0.5,
               before_exit: Callable[[], None] | None = None) -> threading.Event:
     """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
-    print one ``spikegrad: error:`` line (``message(what died)``), run ``before_exit`` (what must not
-    outlive the process: the chips' shared-memory messages) and end the process with
-    :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and then ends the process
-    from C++ with its own log line; nothing the driver could still do is lost by ending first.
+    print one ``spikegrad: error:`` line (``message(what died)``), end the rest of the instance,
+    run ``before_exit`` (what must not outlive the process: the chips' shared-memory messages) and
+    end the process with :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and
+    then ends the process from C++ with its own log line; nothing the driver could still do is lost
+    by ending first.
+
+    The rest of the instance: every process below this one (the raylet, the chips, Ray's agents),
+    remembered every few seconds while the instance runs, since some of them (the dashboard and
+    runtime-env agents) outlive a lost GCS and leave this process's tree when their raylet ends.
     Returns the event that stops the watch: set it before shutting Ray down."""
     stop = threading.Event()
     daemons = ray_daemons()
     if not daemons:
         return stop
+    me = os.getpid()
+    known = descendants(me)
 
     def loop() -> None:
+        polls = 0
         while not stop.wait(period):
+            polls += 1
+            if polls % REMEMBER_EVERY == 0:
+                known.update(descendants(me))
             for name, pid in daemons.items():
                 if not process_alive(pid):
                     print(f"spikegrad: error: {message(f'the Ray instance lost its {name} (process {pid})')}",
                           file=sys.stderr, flush=True)
-                    if before_exit is not None:
-                        try:
+                    try:
+                        known.update(descendants(me))
+                        end_processes(known)  # first: chips still at work could write messages
+                        if before_exit is not None:
                             before_exit()
-                        except Exception:  # the exit and its line matter more
-                            pass
+                    except Exception:  # the exit and its line matter more
+                        pass
                     os._exit(RAY_LOST_EXIT)
 
     threading.Thread(target=loop, name="spikegrad-ray-watch", daemon=True).start()
     return stop
+
+
