@@ -798,8 +798,9 @@ def merge_reports(reports: list[dict], over_time: bool = False) -> list[dict]:
             ex[k] += v
         if "nodes" in rep:  # the Ray nodes the chip's replicas ran on (added by the chip engine)
             m["nodes"] = sorted(set(m.get("nodes", [])) | set(rep["nodes"]))
-        if "micro_batch" in rep:  # samples per micro-batch of the pipeline (added by the chip engine)
-            m["micro_batch"] = rep["micro_batch"]
+        for key in ("micro_batch", "transport"):  # the pipeline's, added by the chip engine
+            if key in rep:
+                m[key] = rep[key]
         for l, row in rep["synops"].items():
             acc = m["synops"].setdefault(int(l), dict.fromkeys(row, 0.0))
             for k, v in row.items():

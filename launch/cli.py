@@ -302,8 +302,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", choices=PLAN_PLACEMENTS, help="where Ray puts the chips (default: the run's "
                    "--placement; blocks: balanced contiguous blocks)")
     p.add_argument("--call-us", type=_nonnegative_float,
-                   help=f"µs of a core per call a chip receives, Ray's cost per actor call (default: measured in "
-                        f"the run where it can be, else {CALL_US:g}, measured here; range "
+                   help=f"µs of a core per call a chip receives: all that Ray's calls and object-store messages "
+                        f"cost outside the chips (default: split into per-call, per-object and per-sample parts "
+                        f"from the run where it measured its machine's CPU, else {CALL_US:g}, measured here; range "
                         f"{RANGES['call_us'][0]:g}-{RANGES['call_us'][1]:g}; 0: the chips' work alone, an optimistic "
                         f"bound)")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "

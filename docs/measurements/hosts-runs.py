@@ -1,7 +1,7 @@
 """Runs across emulated hosts (spikegrad hosts): bit-identity, wire vs counted bytes, cluster faults,
 and spikegrad plan's predictions against measured runs. Needs root; run from the repository root:
 
-    python docs/measurements/hosts-runs.py identity|faults|scaling|validate OUT_DIR [--mnist DIR]
+    python docs/measurements/hosts-runs.py identity|faults|scaling|validate|calls|validate3 OUT_DIR [--mnist DIR]
 
 Each part brings its hosts up (names hm1..hm3) and takes them down however it ends; it prints
 Markdown and writes OUT_DIR/<part>.json. The weights of every chip run are compared with
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from launch.run.driver import machine_busy_seconds  # noqa: E402
 from launch.run.rundir import RunDir  # noqa: E402
 from launch.tools import hosts as H  # noqa: E402
 from launch.tools.plan import plan  # noqa: E402
@@ -214,6 +215,11 @@ SCALE_FLAGS = ["--epochs", "2"]
 # fresh workloads for the model as revised after `scaling`, predicted before they run
 VALIDATE = {"groups": ["--epochs", "2", "--chips", "0-1,2-3"],
             "mnist-chain": ["--epochs", "2", "--limit-train", "1024", "--limit-test", "500"]}
+# fresh workloads for v3 (the per-call parts, the overlap, /dev/shm), predicted before they run
+VALIDATE3 = {"digits-mb8": ["--epochs", "2"],
+             "mnist-split": ["--epochs", "2", "--limit-train", "1024", "--limit-test", "500",
+                             "--chip-neurons", "2000", "--chip-synapses", "100000"]}
+TARGET_FLAGS = {"digits-mb8": ["--micro-batch", "8"]}
 
 
 def scaling(out: Path, workloads: dict[str, list[str]] | None = None, host_counts=(1, 2, 3),
@@ -223,6 +229,10 @@ def scaling(out: Path, workloads: dict[str, list[str]] | None = None, host_count
     workloads = workloads or {name: SCALE_FLAGS + flags for name, flags in LAYOUTS.items()}
     workloads = {k: (v + ["--dataset", "mnist", "--data-dir", mnist] if k.startswith("mnist") else v)
                  for k, v in workloads.items()}
+    # flags only the targets take (TARGET_FLAGS: another micro-batch than the calibration's)
+    target = {k: workloads[k] + TARGET_FLAGS.get(k, []) for k in workloads}
+    target_micro = {k: int(f[f.index("--micro-batch") + 1]) if "--micro-batch" in f else None
+                    for k, f in target.items()}
     rows = []
     cal = {}
     h = bring_up(1, 1000.0, "hm1")
@@ -236,7 +246,8 @@ def scaling(out: Path, workloads: dict[str, list[str]] | None = None, host_count
     for n in host_counts:
         for mbit in (10.0, 100.0, 1000.0):
             for name in workloads:
-                p = plan(Run(RunDir(cal[name])), nodes=n, link_gbps=mbit / 1000, shared_cores=os.cpu_count())
+                p = plan(Run(RunDir(cal[name])), nodes=n, link_gbps=mbit / 1000, shared_cores=os.cpu_count(),
+                         micro_batch=target_micro[name])
                 predictions[(n, mbit, name)] = p
     (out / "predictions.json").write_text(json.dumps({f"{k[0]}-{k[1]:g}-{k[2]}": dict(
         predicted=v["predicted_images_per_second"], range=[v["predicted_range"]["low"], v["predicted_range"]["high"]],
@@ -247,10 +258,10 @@ def scaling(out: Path, workloads: dict[str, list[str]] | None = None, host_count
         try:
             for mbit in (10.0, 100.0, 1000.0):
                 h.set_rate(mbit)
-                for name, flags in workloads.items():
+                for name in workloads:
                     run = out / f"{n}-{mbit:g}-{name}"
                     before = h.counters()
-                    chips(h, run, flags)
+                    chips(h, run, target[name])
                     after = h.counters()
                     m = table(run, "metrics")[-1]
                     p = predictions[(n, mbit, name)]
@@ -267,6 +278,61 @@ def scaling(out: Path, workloads: dict[str, list[str]] | None = None, host_count
     return {"rows": rows}
 
 
+# -- calls: what a call costs apart from the samples it carries (spikegrad plan's per-call parts) ----------
+
+CALL_WORKLOADS = {"chain": ["--epochs", "2"], "split": ["--epochs", "2", *LAYOUTS["split"]]}
+
+
+def idle_cores(n: int, seconds: float = 20.0) -> float:
+    """The cores the machine keeps busy with n idle hosts up (Ray's daemons on each), over ``seconds``."""
+    bring_up(n, 1000.0, f"hm{n}")
+    try:
+        time.sleep(5.0)  # the nodes' start-up settles
+        b0, t0 = machine_busy_seconds(), time.monotonic()
+        time.sleep(seconds)
+        return (machine_busy_seconds() - b0) / (time.monotonic() - t0)
+    finally:
+        H.down(f"hm{n}")
+
+
+def calls(out: Path) -> dict:
+    """Each workload at micro-batches 32 and 8 on one host, in turn, twice: the chips' CPU and the
+    machine's CPU outside the chips against the calls made; then the cores idle hosts keep busy
+    (0 hosts, 1 and 3)."""
+    rows = []
+    h = bring_up(1, 1000.0, "hm1")
+    try:
+        for rep in range(2):
+            for name, flags in CALL_WORKLOADS.items():
+                for micro in (32, 8):
+                    run = out / f"{name}-mb{micro}-{rep}"
+                    chips(h, run, [*flags, "--micro-batch", str(micro)])
+                    m = table(run, "metrics")[-1]
+                    cpu = sum(r["cpu_seconds"] for r in table(run, "chips") if r["epoch"] == m["epoch"])
+                    rows.append(dict(workload=name, micro_batch=micro, rep=rep, images=m["images"],
+                                     seconds=m["seconds"], calls=m["calls"], chips_cpu=cpu,
+                                     machine_cpu=m["machine_cpu_seconds"], rest=m["machine_cpu_seconds"] - cpu))
+                    print(json.dumps(rows[-1]), flush=True)
+    finally:
+        H.down("hm1")
+    fits = []
+    for name in CALL_WORKLOADS:
+        for rep in range(2):
+            a, b = (next(r for r in rows if r["workload"] == name and r["rep"] == rep and r["micro_batch"] == mb)
+                    for mb in (32, 8))
+            d = b["calls"] - a["calls"]
+            fits.append(dict(workload=name, rep=rep, chip_call_us=(b["chips_cpu"] - a["chips_cpu"]) / d * 1e6,
+                             rest_call_us=(b["rest"] - a["rest"]) / d * 1e6))
+            print(json.dumps(fits[-1]), flush=True)
+    b0, t0 = machine_busy_seconds(), time.monotonic()
+    time.sleep(20.0)
+    idle = {0: (machine_busy_seconds() - b0) / (time.monotonic() - t0)}
+    for n in (1, 3):
+        idle[n] = idle_cores(n)
+    print(json.dumps(dict(idle_cores=idle)), flush=True)
+    return {"rows": rows, "fits": fits, "idle_cores": idle}
+
+
 if __name__ == "__main__":
     part, out = sys.argv[1], Path(sys.argv[2])
     mnist = sys.argv[sys.argv.index("--mnist") + 1] if "--mnist" in sys.argv else None
@@ -274,5 +340,6 @@ if __name__ == "__main__":
     os.environ.setdefault(H.STATE_ROOT_ENV, "/tmp/sgm")
     result = {"identity": lambda: identity(out, mnist), "faults": lambda: faults(out),
               "scaling": lambda: scaling(out),
-              "validate": lambda: scaling(out, VALIDATE, (2, 3), mnist)}[part]()
+              "validate": lambda: scaling(out, VALIDATE, (2, 3), mnist), "calls": lambda: calls(out),
+              "validate3": lambda: scaling(out, VALIDATE3, (2, 3), mnist)}[part]()
     (out / f"{part}.json").write_text(json.dumps(result, indent=1, default=float))

@@ -184,9 +184,11 @@ class ChipEngine:
     def counters(self) -> Counters:
         chips = self._chips()
         reports = chips.reports()
-        for rep in reports:  # where each chip ran (its replicas' nodes), and the micro-batch, for the tables
+        for rep in reports:  # where each chip ran (its replicas' nodes), the micro-batch and transport, for the tables
             rep["nodes"] = sorted({w["node"] for w in chips.where if w["chip"] == rep["chip"]})
             rep["micro_batch"] = self.micro
+            rep["transport"] = ",".join(sorted({t for w, t in zip(chips.where, chips.transports)
+                                                if w["chip"] == rep["chip"]}))
         self.last_reports = reports
         return Counters.from_reports(reports, len(self.topo.layers))
 

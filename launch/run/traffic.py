@@ -12,7 +12,8 @@ from cluster.synops import COUNTERS
 
 def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict]]:
     """Parquet rows: (links: epoch, src, dst, kind, messages, bytes, spikes, cross_node), (chips: epoch,
-    chip, layers, node, ops, timing). ``kind`` "spikes": spike messages between chips; "increments":
+    chip, layers, node, micro_batch, transport (``shm``, ``ray`` or both, over its replicas:
+    :mod:`actors.transport`), ops, timing). ``kind`` "spikes": spike messages between chips; "increments":
     the replica exchange, src = dst = the chip index, each replica's ω sent to the others (float
     arrays, no spikes). A link crosses nodes when its two chips ran on different Ray nodes (with
     replicas: when the sets of their replicas' nodes differ; an exchange when its replicas span nodes)."""
@@ -32,6 +33,7 @@ def traffic_rows(epoch: int, reports: list[dict]) -> tuple[list[dict], list[dict
         checks = rep.get("event_checks", {"values": 0, "differ": 0})
         chips.append(dict(epoch=epoch, chip=rep["chip"], layers="-".join(map(str, rep["layers"])),
                           node=",".join(n[:8] for n in nodes[rep["chip"]]), micro_batch=rep.get("micro_batch", 0),
+                          transport=rep.get("transport", ""),
                           **ops, **{f"{k}_seconds": v for k, v in rep["timing"].items()},
                           event_values_checked=checks["values"], event_values_differ=checks["differ"]))
     return links, chips

@@ -2,33 +2,44 @@
 a process on a CPU core) would train a chip run's mapping on N CPU nodes, predicted from what the
 run measured. It is not a neuromorphic chip's time: ``spikegrad forecast`` gives that.
 
-The model (every assumption is printed, too):
+The model (v3; every assumption is printed, too):
 
-* **Compute.** Chip c needs t_c = (its CPU seconds) / (images) per training sample, as measured in
-  the run's epoch (``cpu_seconds`` of ``chips.parquet``: its forward, backward, APPLY, encoding and
-  decoding). On the target each node has ``cores`` cores (default: one per chip); a node's chips
-  share them, so the node needs Σ t_c / min(chips, cores) seconds per sample, and the pipeline can
-  go no faster than its slowest node (chips of one node work on different micro-batches at once).
+* **What a run's CPU is made of.** The run's chips used ``cpu_seconds`` (``chips.parquet``) and its
+  machine ``machine_cpu_seconds`` (``metrics.parquet``: all processes over the epoch). Each is split
+  into parts that follow the calls and a part that follows the samples: a chip's CPU is
+  CHIP_CALL_US per call it receives plus its work per sample; the machine's CPU outside the chips
+  is RAY_CALL_US per call (the driver, Ray's workers and daemons), OBJECT_US per message that goes
+  through Ray's object store, NODE_CORES of a core per node for Ray's daemons, and Ray's part per
+  sample (what is left). The per-call, object and daemon figures were measured on the project's
+  2-core machine (CALLS_SOURCE); the parts per sample are the run's own. At the run's micro-batch
+  on its own node the model gives back the run's rate; at another micro-batch the calls, and only
+  they, change in proportion.
+* **Compute.** On the target each node has ``cores`` cores (default: one per chip), less
+  NODE_CORES; a node's chips share them, so the node needs Σ (its chips' work and its share of the
+  calls' cost) / its cores seconds per sample, and the pipeline can go no faster than its slowest
+  node (chips of one node work on different micro-batches at once).
 * **Network.** A message that crosses nodes (see Ray's routes) carries its measured bytes per sample
   (the Arrow messages as sent) over the nodes' network interfaces: each node sends and receives at
-  ``G`` Gbit/s (full duplex), so it needs max(bits out, bits in) / G seconds per sample.
+  ``G`` Gbit/s (full duplex), so it needs max(bits out, bits in) / G seconds per sample. Message
+  sizes follow the micro-batch.
+* **Overlap.** A batch's weights change before the next batch starts, so no more micro-batches are
+  in flight than a batch holds (and no more than the chip engine's 4). Compute and transfers
+  overlap except for one micro-batch's share of the smaller: max(C, N) + min(C, N) / in_flight
+  seconds per sample (a chain with one micro-batch per batch works and sends in turn: C + N).
 * **Latency.** Each message that crosses nodes waits ``L`` µs. A micro-batch travels up the chips
-  and back down; with ``in_flight`` micro-batches at once (the chip engine's 4), the pipeline can
-  do no more than in_flight × micro-batch / (its round trip) samples per second, the round trip
-  being the chips' time for one micro-batch along its path (chips that hold the same layers work
-  side by side, the others in turn) plus L for each crossing message of one micro-batch (one per
-  link and layer, as the run sent them). The micro-batch is the one the chip engine picks on the
-  target (``--micro-batch`` to set it).
-* **Calls.** Each call a chip receives costs u seconds of a core: Ray's cost per actor call, which
-  the chips' CPU time does not show, half on the chip's node and half on the first node, where the
-  driver makes the calls. A run that recorded it (its metrics' ``calls`` and
-  ``machine_cpu_seconds``: the busy CPU of the driver's machine over the epoch, all processes) and
-  ran all its chips on that one node gives u itself: (machine CPU − the chips' CPU) / calls, so Ray's
-  daemons, the driver and everything else the run cost the machine are in it; older runs, or runs
-  spread over nodes, take the figure measured on the 2-core machine the runs here come from
-  (CALL_US). The calls per sample are the run's (``calls`` / images) where it recorded them.
+  and back down; the pipeline can do no more than in_flight × micro-batch / (its round trip)
+  samples per second, the round trip being the chips' time for one micro-batch along its path
+  (chips that hold the same layers work side by side, the others in turn), L for each crossing
+  message of one micro-batch (one per link and layer, as the run sent them) and its crossing bits
+  one after the other. On shared cores whose busy share is the run's (below), that share already
+  holds how long the chips waited for each other, and the path's work is left out here.
+* **Calls.** Each call a chip receives costs Ray u seconds of a core (RAY_CALL_US when the run
+  measured its machine's CPU on one node; else CALL_US, from the notes, or ``--call-us``, which is
+  then all Ray costs), half on the chip's node and half on the first node, where the driver makes
+  the calls. The calls per sample are the run's (``calls`` / images) where it recorded them.
 * **Shared cores.** ``--shared-cores S``: the nodes are emulated hosts on one machine of S cores
-  (``spikegrad hosts``): every node's work, the calls included, shares those S cores.
+  (``spikegrad hosts``): every node's work, the calls included, shares those S cores, as many of
+  them busy as the run kept busy at its micro-batch (all S at a smaller one).
 * **Placement.** As Ray places the run's chips (``--placement`` of the run): ``spread`` puts chip
   copy b (replica r, chip c: b = r·C + c) on node b mod N, ``pack`` all on node 0 (the chips ask
   for a token share of a CPU, so one node holds them all), ``blocks`` balanced contiguous blocks.
@@ -36,16 +47,19 @@ The model (every assumption is printed, too):
   (the run's ``increments`` traffic rows) go to the R − 1 other copies of that chip once per batch.
 * **Ray's routes.** A message (spike counts, increments) of at most 100 KiB is returned inline to
   its owner, the driver on node 0, and travels on from there; a larger one is pulled by its
-  consumer from the producer's node. So a small message between two chips of node 1 crosses twice.
-  Each crossing hop carries the payload times WIRE_FACTOR (TCP/IP/Ethernet headers), and each call
-  to a chip off node 0 CONTROL_BYTES each way (Ray's task specification and reply): both measured
-  on emulated hosts (CONTROL_SOURCE).
-* **Not modelled.** Memory; Ray's daemons where the call cost is not measured in the run.
+  consumer from the producer's node, through the object store. So a small message between two
+  chips of node 1 crosses twice. Chips whose messages went through /dev/shm in the run
+  (``chips.parquet``'s ``transport``, :mod:`actors.transport`) send those to chips of their own node
+  off the links and outside the object store. Each crossing hop carries the payload times
+  WIRE_FACTOR (TCP/IP/Ethernet headers), and each call to a chip off node 0 CONTROL_BYTES each way
+  (Ray's task specification and reply): both measured on emulated hosts (CONTROL_SOURCE).
+* **Not modelled.** Memory.
 
-Predicted samples per second = the smallest of the three bounds. The uncertain inputs left at their
-defaults (call cost, latency) are also taken at the low and high ends of their ranges (RANGES), which
-gives the predicted range; its slow end also takes compute and transfers as not overlapping at all
-(1 / (1/compute + 1/network)). CHECKS: what the model was checked against and how far off it was.
+The prediction is the overlap's rate, or the latency bound where it is smaller. The uncertain inputs
+left at their defaults (call cost, latency) are also taken at the low and high ends of their ranges
+(RANGES), which gives the predicted range; its fast end takes compute and transfers as overlapping
+wholly, its slow end as not overlapping at all. CHECKS and HOST_CHECKS: what the model was checked
+against and how far off it was.
 """
 
 from __future__ import annotations
@@ -73,6 +87,14 @@ RANGES = {
                    "low: a data-centre network's one-way latency (an assumption, not measured here); high: a remote "
                    "Ray call's 0.3-0.6 ms more than a local one (Ray issue #7550, ../shared/notes/ray.md)"),
 }
+# v3: what a call costs apart from the samples it carries, and what the nodes cost idle, measured on the
+# 2-core machine of the runs here with the current code (CALLS_SOURCE): a run's measured CPU is split
+# into these parts and a part per sample, and only the per-call parts follow the calls at another micro-batch
+CHIP_CALL_US = 1500.0  # the chips' CPU per call they receive (its fixed part: Ray's worker, headers, counters)
+RAY_CALL_US = 4000.0  # the machine's CPU outside the chips per call (the driver, Ray's workers and daemons)
+NODE_CORES = 0.09  # the cores Ray's daemons keep busy on each node, idle or not
+OBJECT_US = 10000.0  # the machine's CPU per message that goes through Ray's object store (over 100 KiB)
+CALLS_SOURCE = "docs/measurements/plan-calls-2026-12-08.md"
 # A call to a chip off the driver's node costs this many times a local one (Ray's remote path: the other
 # node's raylet, gRPC, object transfers), fitted to the busy CPU per call of the runs in REMOTE_SOURCE
 REMOTE_CALL = 1.6
@@ -129,25 +151,38 @@ def _hops(src: int, dst: int, size: float) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(path, path[1:]) if a != b]
 
 
-def _bounds(work: dict, calls: dict, node_of: dict, shared_cores: float | None, cores_per_node: int, call_s: float,
-            nic_time: dict[int, float], round_trip: float, micro: float) -> tuple[dict[str, float], dict[int, float]]:
-    """(bounds in samples/s, each node's core-seconds per sample per core); work, calls: per chip copy per
-    sample; shared_cores: the cores all nodes share, as many as the schedule keeps busy."""
+def _bounds(work: dict, cost: dict, node_of: dict, shared_cores: float | None, cores_per_node: int,
+            extra: dict[int, float], nic_time: dict[int, float], round_trip: float, micro: float,
+            in_flight: int) -> tuple[dict[str, float], dict[int, float]]:
+    """(bounds in samples/s, each node's core-seconds per sample per core); work, cost: per chip copy per
+    sample (its chip's CPU; Ray's CPU for its calls, half on its node and half on the driver's);
+    extra: Ray's further CPU per sample on each node (object-store messages); shared_cores: the
+    cores all nodes share, as many as the schedule keeps busy. Each node's daemons take NODE_CORES."""
     used = sorted(set(node_of.values()))
-    cost = {k: calls[k] * call_s * (REMOTE_CALL if node_of[k] != 0 else 1.0) for k in calls}
     if shared_cores:
-        node_time = {0: (sum(work.values()) + sum(cost.values())) / shared_cores}
+        free = max(0.1 * shared_cores, shared_cores - NODE_CORES * len(used))
+        node_time = {0: (sum(work.values()) + sum(cost.values()) + sum(extra.values())) / free}
     else:
-        node_time = {n: sum(work[k] + cost[k] / 2 for k in work if node_of[k] == n) for n in used}
+        node_time = {n: sum(work[k] + cost[k] / 2 for k in work if node_of[k] == n) + extra.get(n, 0.0)
+                     for n in used}
         node_time[0] = node_time.get(0, 0.0) + sum(cost.values()) / 2  # the driver makes every call
-        node_time = {n: v / min(cores_per_node, sum(node_of[k] == n for k in work) + (n == 0))
+        node_time = {n: v / max(0.1, min(cores_per_node, sum(node_of[k] == n for k in work) + (n == 0)) - NODE_CORES)
                      for n, v in node_time.items()}
     worst = max(node_time.values())
     compute = 1.0 / worst if worst > 0 else math.inf
     net = max(nic_time.values(), default=0.0)
     network = 1.0 / net if net > 0 else math.inf
-    latency = IN_FLIGHT * micro / round_trip if round_trip > 0 else math.inf
+    latency = in_flight * micro / round_trip if round_trip > 0 else math.inf
     return {"compute": compute, "network": network, "latency": latency}, node_time
+
+
+def _overlapped(bounds: dict[str, float], in_flight: int) -> float:
+    """Samples/s of compute and transfers that overlap except for one micro-batch's share of the
+    smaller: per sample max(C, N) + min(C, N) / in_flight (all of both with one micro-batch in
+    flight, a chain that works and sends in turn), and no more than the latency bound."""
+    c, n = (1.0 / bounds[k] if bounds[k] > 0 and math.isfinite(bounds[k]) else 0.0 for k in ("compute", "network"))
+    both = max(c, n) + min(c, n) / in_flight
+    return min(1.0 / both if both > 0 else math.inf, bounds["latency"])
 
 
 def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None, cores: int | None = None,
@@ -207,8 +242,8 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     # hosts offer `cores` CPUs each, 1 by default as `spikegrad hosts up`)
     own_core = nodes * (cores or 1) >= len(node_of) if shared_cores else cores_per_node >= per_node
     micro = float(micro_batch or default_micro_batch(run.cfg.batch_size, R, own_core=own_core))
-    # work and calls per chip copy and sample; the replicas share the samples
-    work = {k: cpu[k[1]] / images / R for k in node_of}
+    # micro-batches of one batch in flight: a batch's weights change before the next one starts
+    in_flight = max(1, min(IN_FLIGHT, math.ceil(run.cfg.batch_size / R / micro)))
     sliced = run.cfg.chip_layout()[1] is not None
     slices = {c: len(str(r["layers"]).split("-")) if sliced else 1 for c, r in zip(ids, chips)}
     formula = {k: 2 * slices[k[1]] / micro / R for k in node_of}  # a call per phase (and slice) per micro-batch
@@ -218,6 +253,15 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     scale = ((float(run_calls) / images) / (sum(formula.values()) * micro / float(micro_run))
              if calls_measured else 1.0)
     calls = {k: formula[k] * scale for k in node_of}
+    calls_run = {k: v * micro / float(micro_run) for k, v in calls.items()}  # per sample, in the run
+    # the chips' work per copy and sample: a part per sample, and CHIP_CALL_US per call they receive
+    chip_call = CHIP_CALL_US * 1e-6
+    measured_work = {k: cpu[k[1]] / images / R for k in node_of}
+    floored = [k for k in node_of if measured_work[k] - chip_call * calls_run[k] < 0.1 * measured_work[k]]
+    work = {k: max(0.1 * measured_work[k], measured_work[k] - chip_call * calls_run[k]) + chip_call * calls[k]
+            for k in node_of}
+    # how each chip's messages travelled in the run (chips.parquet's transport; runs before it: Ray)
+    shm = {int(r["chip"]): "shm" in str(r.get("transport") or "") for r in chips}
     # the busy CPU of the run's machine over the epoch (all processes), where the run recorded it
     busy = metric.get("machine_cpu_seconds")
     busy_known = (isinstance(busy, (int, float)) and not isinstance(busy, bool) and math.isfinite(busy)
@@ -225,32 +269,31 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     # the cores a run on shared cores keeps busy: as many as the run did (busy CPU over its seconds),
     # with the run's micro-batch; with smaller micro-batches the chips overlap more: all of them
     parallel: float | None = shared_cores
-    if shared_cores and micro >= float(micro_run) and busy_known:
+    parallel_measured = bool(shared_cores and micro >= float(micro_run) and busy_known)
+    if parallel_measured and shared_cores:
         parallel = min(float(shared_cores), float(busy) / float(metric["seconds"]))
-    # Ray's cost per call: measured in the run where it can be, else the figure from the notes
-    run_nodes = {n for r in chips for n in str(r.get("node", "")).split(",") if n}
-    call_source, call_given = CALL_SOURCE, call_us is not None
-    if call_us is None:
-        call_us = CALL_US
-        if calls_measured and busy_known and len(run_nodes) <= 1:
-            call_us = max(0.0, (float(busy) - sum(cpu.values())) / float(run_calls)) * 1e6
-            call_source = (f"measured in the run's epoch {epoch}: (its machine's busy CPU {float(busy):.3g} s − the "
-                           f"chips' {sum(cpu.values()):.3g} s) / {int(run_calls)} calls; Ray's daemons and the driver "
-                           f"included")
-    # the network: every message's hops, payload x WIRE_FACTOR, and CONTROL_BYTES each way per call off node 0
+    # the network: every message's hops at the target's message size, payload x WIRE_FACTOR, and
+    # CONTROL_BYTES each way per call off node 0; messages through Ray's object store cost OBJECT_US
     out_bits = dict.fromkeys(used, 0.0)
     in_bits = dict.fromkeys(used, 0.0)
+    objects = dict.fromkeys(used, 0.0)  # Ray's CPU per sample on each node for object-store messages
     crossing_messages = 0.0
+    path_bits = 0.0  # bits per sample that cross nodes on one replica's path (spikes)
+    run_objects = 0.0  # messages of the run's epoch that went through Ray's object store
     links = []
+    object_s = OBJECT_US * 1e-6
 
-    def carry(src: int, dst: int, bits: float, size: float, messages: float) -> bool:
+    def carry(src: int, dst: int, bits: float, size: float, messages: float, local: bool) -> int:
         nonlocal crossing_messages
-        hops = _hops(src, dst, size)
+        hops = [] if local and src == dst else _hops(src, dst, size)
         for a, b in hops:
             out_bits[a] += bits
             in_bits[b] += bits
         crossing_messages += messages * len(hops)
-        return bool(hops)
+        if size > INLINE_BYTES and not (local and src == dst):
+            objects[src] += messages * object_s / images / 2
+            objects[dst] += messages * object_s / images / 2
+        return len(hops)
 
     for r in run.traffic:
         kind = r.get("kind", "spikes")
@@ -261,17 +304,23 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
             raise SpikeGradError(f"plan: the traffic table names chip {src if src not in cpu else dst}, which the "
                                  f"chips table of epoch {epoch} does not hold")
         messages = float(r["messages"])
-        size = float(r["bytes"]) / messages if messages else 0.0
-        if kind == "spikes":  # each replica's copy of the link: 1/R of the bytes and messages
+        size_run = float(r["bytes"]) / messages if messages else 0.0
+        if size_run > INLINE_BYTES and not (shm[src] and not r.get("cross_node", False)):
+            run_objects += messages
+        if kind == "spikes":  # each replica's copy of the link: 1/R of the bytes; messages go with micro-batches
+            size = size_run * micro / float(micro_run)
+            messages_t = messages * float(micro_run) / micro
             bits = 8.0 * WIRE_FACTOR * float(r["bytes"]) / images / R
-            cross = [carry(node_of[(q, src)], node_of[(q, dst)], bits, size, messages / R) for q in range(R)]
-        else:  # copy (q, c)'s increments to each other copy (p, c)
+            hops = [carry(node_of[(q, src)], node_of[(q, dst)], bits, size, messages_t / R, shm[src])
+                    for q in range(R)]
+            path_bits += bits * hops[0]
+        else:  # copy (q, c)'s increments to each other copy (p, c), once per batch whatever the micro-batch
             pairs = [(q, p) for q in range(R) for p in range(R) if p != q]
             bits = 8.0 * WIRE_FACTOR * float(r["bytes"]) / images / max(1, len(pairs))
-            cross = [carry(node_of[(q, src)], node_of[(p, src)], bits, size, messages / max(1, len(pairs)))
-                     for q, p in pairs]
+            hops = [carry(node_of[(q, src)], node_of[(p, src)], bits, size_run, messages / max(1, len(pairs)),
+                          shm[src]) for q, p in pairs]
         links.append(dict(src=src, dst=dst, kind=kind, bits_per_sample=8.0 * float(r["bytes"]) / images,
-                          crosses=any(cross)))
+                          crosses=any(hops)))
     for k, n in node_of.items():
         if n != 0:
             control = 8.0 * CONTROL_BYTES * calls[k]
@@ -280,68 +329,107 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
             out_bits[n] += control
             in_bits[0] += control
     nic_time = {n: max(out_bits[n], in_bits[n]) / (link_gbps * 1e9) for n in used}
-    crossing_per_micro = crossing_messages / (images / float(micro_run))
-    # the path of one micro-batch: each chip's work (with its calls) in turn, and the latency of each crossing
-    path_s = sum(work[(0, c)] * R for c in ids) * micro
+    crossing_per_micro = crossing_messages / images * micro
+    # Ray's CPU per call (outside the chips), and what the run spent beyond its calls, objects and daemons
+    run_nodes = {n for r in chips for n in str(r.get("node", "")).split(",") if n}
+    call_source, call_given = CALL_SOURCE, call_us is not None
+    per_sample_s = 0.0  # Ray's and the driver's CPU per sample beyond the per-call parts (the run's)
+    short = ""  # said when the run spent less outside its chips than the per-call parts charge
+    if call_us is not None:  # --call-us: all Ray's calls and objects cost, per call (its daemons still count)
+        objects = dict.fromkeys(used, 0.0)
+    elif calls_measured and busy_known and len(run_nodes) <= 1:
+        call_us = RAY_CALL_US
+        rest = float(busy) - sum(cpu.values())
+        beyond = (rest - call_us * 1e-6 * float(run_calls) - object_s * run_objects
+                  - NODE_CORES * float(metric["seconds"]))
+        per_sample_s = max(0.0, beyond) / images
+        if beyond < 0:
+            short = (f"the run's measured CPU outside the chips ({rest:.3g} s) is less than its calls, objects and "
+                     f"daemons at these figures ({rest - beyond:.3g} s): the model charges more than the run spent")
+        call_source = (f"{RAY_CALL_US:g} µs per call and {OBJECT_US:g} per object-store message ({CALLS_SOURCE}); "
+                       f"the rest of the run's epoch {epoch} outside the chips (its machine's busy CPU "
+                       f"{float(busy):.3g} s − the chips' {sum(cpu.values()):.3g} s − {int(run_calls)} calls − "
+                       f"{int(run_objects)} object-store messages − Ray's daemons) is "
+                       f"{per_sample_s * 1e6:.3g} µs per sample")
+    else:
+        call_us = CALL_US
+    share = {k: calls[k] / sum(calls.values()) if sum(calls.values()) else 1.0 / len(calls) for k in calls}
+    # the path of one micro-batch: each chip's work (with its calls) in turn, the latency of each crossing,
+    # and its bits on the links one after the other. Where the cores busy are the run's, they already hold
+    # how much its chips waited for each other: the path's work is in the compute bound then
+    path_s = 0.0 if parallel_measured else sum(work[(0, c)] * R for c in ids) * micro
+    path_net = path_bits * R * micro / (link_gbps * 1e9)
 
     def at(call: float, latency: float) -> tuple[dict[str, float], dict[int, float]]:
         call_s = call * 1e-6
-        trip = path_s + sum(calls[(0, c)] * R * call_s for c in ids) * micro + crossing_per_micro * latency * 1e-6
-        return _bounds(work, calls, node_of, parallel, cores_per_node, call_s, nic_time, trip, micro)
+        cost = {k: calls[k] * call_s * (REMOTE_CALL if node_of[k] != 0 else 1.0) + per_sample_s * share[k]
+                for k in calls}
+        trip = (path_s + (0.0 if parallel_measured else sum(cost[(0, c)] * R for c in ids) * micro)
+                + crossing_per_micro * latency * 1e-6 + path_net)
+        return _bounds(work, cost, node_of, parallel, cores_per_node, objects, nic_time, trip, micro, in_flight)
 
     bounds, node_time = at(call_us, latency_us)
-    binding = min(bounds, key=lambda k: bounds[k])
-    predicted = bounds[binding]
-    # the range: the uncertain inputs left at their defaults at their ends, and compute and transfers
-    # not overlapping at all (the slow end) or wholly (the fast end)
+    predicted = _overlapped(bounds, in_flight)
+    binding = ("latency" if predicted >= bounds["latency"] else
+               "network" if bounds["network"] < bounds["compute"] else "compute")
+    # the range: the uncertain inputs left at their defaults at their ends; the fast end with compute and
+    # transfers overlapping wholly, the slow end not at all
     ends = {"call_us": (RANGES["call_us"][0], RANGES["call_us"][1]) if not call_given and call_source == CALL_SOURCE
             else (call_us, call_us),
             "latency_us": (RANGES["latency_us"][0], RANGES["latency_us"][1]) if not latency_given
             else (latency_us, latency_us)}
-    fast_b = at(ends["call_us"][0], ends["latency_us"][0])[0]
-    slow_b = at(ends["call_us"][1], ends["latency_us"][1])[0]
-    fast = min(fast_b.values())
-    slow = 1.0 / sum(1.0 / v for v in (slow_b["compute"], slow_b["network"]) if v > 0 and math.isfinite(v))
-    slow = min(slow, slow_b["latency"])
+    fast = min(at(ends["call_us"][0], ends["latency_us"][0])[0].values())
+    slow = _overlapped(at(ends["call_us"][1], ends["latency_us"][1])[0], 1)
     where = {f"{q}.{c}": node_of[(q, c)] for q, c in node_of}
     measured_nodes = {int(r["chip"]): str(r.get("node", "")) for r in chips}
     assumptions = [
         f"this emulator (Python processes under Ray, one per chip) on {nodes} CPU node(s), not a neuromorphic chip "
         f"(spikegrad forecast gives a chip's time)",
-        f"chip work: its {measure.replace('_', ' ')} per sample as measured in epoch {epoch} of the run, the same "
-        f"on the target's cores",
+        f"chip work: its {measure.replace('_', ' ')} as measured in epoch {epoch} of the run, split into "
+        f"{CHIP_CALL_US:g} µs per call it receives ({CALLS_SOURCE}) and a part per sample, the same on the target's "
+        f"cores" + (f" (chips {sorted({k[1] for k in floored})}: the part per sample floored at 10 % of the "
+                    f"measured)" if floored else ""),
         (f"all nodes share {shared_cores} core(s) (emulated hosts on one machine), {parallel:.3g} of them busy"
          + (" (as in the run, whose micro-batches the target keeps)" if parallel != shared_cores else "")
          if shared_cores else
          f"{cores_per_node} core(s) per node" + ("" if cores else " (one per chip of the fullest node)"))
+        + f"; Ray's daemons keep {NODE_CORES:g} core busy on each node ({CALLS_SOURCE})"
         + f"; chips placed as Ray's {placement} does; the driver on node 0",
         f"{R} replica(s); each chip copy's increments to the other copies once per batch (the run's increments rows)",
         f"links: {link_gbps:g} Gbit/s full duplex per node; messages up to {INLINE_BYTES // 1024} KiB go through the "
-        f"driver's node, larger ones straight; payload x {WIRE_FACTOR:g} on the wire and {CONTROL_BYTES:g} B each "
-        f"way per call off node 0 ({CONTROL_SOURCE})",
+        f"driver's node, larger ones straight through Ray's object store ({OBJECT_US:g} µs of CPU each); "
+        + ("messages between chips of one node through /dev/shm (as in the run), off the links; " if any(shm.values())
+           else "")
+        + f"payload x {WIRE_FACTOR:g} on the wire and {CONTROL_BYTES:g} B each way per call off node 0 "
+        f"({CONTROL_SOURCE}); message sizes in proportion to the micro-batch",
         f"{latency_us:g} µs per message crossing nodes"
         + (" (--latency-us)" if latency_given else f" (default; range {RANGES['latency_us'][2]})"),
         f"Ray: {call_us:.4g} µs of a core per call ("
-        + ("--call-us" if call_given else call_source)
+        + ("--call-us: all of Ray's cost" if call_given else call_source)
         + ("" if call_source != CALL_SOURCE or call_given else f"; range {RANGES['call_us'][2]}") + ")"
         + f"; a call to a chip off node 0 costs {REMOTE_CALL:g} times that ({REMOTE_SOURCE})"
-        + (f", {sum(calls.values()):.3g} calls per sample (the run's)" if calls_measured else ""),
-        f"{IN_FLIGHT} micro-batches of {micro:g} in flight; the range's slow end: compute and transfers one after "
-        f"the other; not modelled: memory (launch/tools/plan.py)",
+        + (f", {sum(calls.values()):.3g} calls per sample (the run's, at this micro-batch)" if calls_measured else "")
+        + (f"; {short}" if short else ""),
+        f"{in_flight} micro-batch(es) of {micro:g} in flight (at most {IN_FLIGHT}, and no more than a batch holds: a "
+        f"batch's weights change before the next starts); compute and transfers overlap but for one micro-batch's "
+        f"share of the smaller; the range's slow end: not at all; not modelled: memory (launch/tools/plan.py)",
     ]
     return dict(what="the emulator (Python/Ray) on CPU nodes; spikegrad forecast: a neuromorphic chip's time",
                 epoch=epoch, nodes=nodes, nodes_used=len(used), cores_per_node=cores_per_node,
                 shared_cores=shared_cores, busy_cores=parallel, placement=placement, replicas=R, link_gbps=link_gbps,
-                latency_us=latency_us, micro_batch=micro, measure=measure, call_us=call_us,
+                latency_us=latency_us, micro_batch=micro, in_flight=in_flight, measure=measure, call_us=call_us,
+                chip_call_us=CHIP_CALL_US, ray_per_sample_us=per_sample_s * 1e6,
                 calls_per_sample=sum(calls.values()),
                 measured_images_per_second=images / float(metric["seconds"]),
                 chips=[dict(chip=c, node=node_of[(0, c)], nodes=sorted({node_of[(q, c)] for q in range(R)}),
                             seconds_per_sample=sum(work[(q, c)] for q in range(R)),
                             measured_node=measured_nodes[c]) for c in ids],
                 copies=where, node_seconds_per_sample=node_time, node_bits_out=out_bits, node_bits_in=in_bits,
+                object_seconds_per_sample=objects,
                 links=links, crossing_messages_per_micro_batch=crossing_per_micro, bounds=bounds, binding=binding,
                 predicted_images_per_second=predicted,
-                predicted_range=dict(low=slow, high=fast, call_us=ends["call_us"], latency_us=ends["latency_us"]),
+                predicted_range=dict(low=min(slow, predicted), high=max(fast, predicted), call_us=ends["call_us"],
+                                     latency_us=ends["latency_us"]),
                 assumptions=assumptions,
                 checked_against=[dict(file=f, runs=what, note=note, measured_over_predicted=r)
                                  for f, what, note, r in CHECKS],
@@ -357,7 +445,8 @@ def format_plan(p: dict) -> str:
              + (f", all sharing {p['shared_cores']} core(s)" if p["shared_cores"] else
                 f", {p['cores_per_node']} core(s) per node")
              + f", placed as Ray's {p['placement']}, links {p['link_gbps']:g} Gbit/s, {p['latency_us']:g} µs "
-             f"per crossing message, {p['call_us']:.4g} µs per call, micro-batch {p['micro_batch']:g}",
+             f"per crossing message, {p['call_us']:.4g} µs per call, micro-batch {p['micro_batch']:g} "
+             f"({p['in_flight']} in flight)",
              f"{'chip':>4} {'node(s)':>8} {'µs/sample':>10}"]
     for c in p["chips"]:
         lines.append(f"{c['chip']:>4} {','.join(map(str, c['nodes'])):>8} {1e6 * c['seconds_per_sample']:>10.2f}")
@@ -369,6 +458,8 @@ def format_plan(p: dict) -> str:
     lines.append(f"bounds (samples/s): compute {b['compute']:.4g}, network {b['network']:.4g}, latency "
                  f"{b['latency']:.4g} ({p['crossing_messages_per_micro_batch']:.3g} crossing messages per "
                  f"micro-batch)")
+    if p["ray_per_sample_us"]:
+        lines.append(f"Ray and the driver beyond their calls (the run's): {p['ray_per_sample_us']:.4g} µs per sample")
     r = p["predicted_range"]
     spread = [f"{k.replace('_us', '')} {lo:g}-{hi:g} µs" for k, (lo, hi) in (("call_us", r["call_us"]),
                                                                              ("latency_us", r["latency_us"]))
