@@ -90,10 +90,10 @@ RANGES = {
 # v3: what a call costs apart from the samples it carries, and what the nodes cost idle, measured on the
 # 2-core machine of the runs here with the current code (CALLS_SOURCE): a run's measured CPU is split
 # into these parts and a part per sample, and only the per-call parts follow the calls at another micro-batch
-CHIP_CALL_US = 1500.0  # the chips' CPU per call they receive (its fixed part: Ray's worker, headers, counters)
-RAY_CALL_US = 4000.0  # the machine's CPU outside the chips per call (the driver, Ray's workers and daemons)
-NODE_CORES = 0.09  # the cores Ray's daemons keep busy on each node, idle or not
-OBJECT_US = 10000.0  # the machine's CPU per message that goes through Ray's object store (over 100 KiB)
+CHIP_CALL_US = 1200.0  # the chips' CPU per call they receive (its fixed part: Ray's worker, headers, counters)
+RAY_CALL_US = 2400.0  # the machine's CPU outside the chips per call (the driver, Ray's workers and daemons)
+NODE_CORES = 0.02  # the cores Ray's daemons keep busy on each node, idle (3 idle emulated hosts: 0.062)
+OBJECT_US = 5000.0  # the machine's CPU per message through Ray's object store (over 100 KiB; bench chips --profile)
 CALLS_SOURCE = "docs/measurements/plan-calls-2026-12-08.md"
 # A call to a chip off the driver's node costs this many times a local one (Ray's remote path: the other
 # node's raylet, gRPC, object transfers), fitted to the busy CPU per call of the runs in REMOTE_SOURCE
