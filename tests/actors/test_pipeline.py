@@ -61,6 +61,10 @@ def test_traffic_recorded_and_printed(ray_session, tmp_path, capsys):
     assert all(r["bytes"] > 0 and r["messages"] > 0 for r in links)
     chips = pq.read_table(run / "chips.parquet").to_pylist()
     assert [r["chip"] for r in chips] == [0, 1, 2, 3]
+    from actors.transport import shm_usable
+
+    # how each chip's messages travelled (spikegrad plan reads it): the default, auto, is /dev/shm on one node
+    assert {r["transport"] for r in chips} == ({"shm"} if shm_usable() else {"ray"})
     assert main(["traffic", str(run)]) == 0
     out = capsys.readouterr().out
     assert "chip-to-chip traffic" in out and "ACC fwd" in out
