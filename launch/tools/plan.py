@@ -347,7 +347,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
         if beyond < 0:
             short = (f"the run's measured CPU outside the chips ({rest:.3g} s) is less than its calls, objects and "
                      f"daemons at these figures ({rest - beyond:.3g} s): the model charges more than the run spent")
-        call_source = (f"{RAY_CALL_US:g} µs per call and {OBJECT_US:g} per object-store message ({CALLS_SOURCE}); "
+        call_source = (f"{CALLS_SOURCE}, with {OBJECT_US:g} µs per object-store message; "
                        f"the rest of the run's epoch {epoch} outside the chips (its machine's busy CPU "
                        f"{float(busy):.3g} s − the chips' {sum(cpu.values()):.3g} s − {int(run_calls)} calls − "
                        f"{int(run_objects)} object-store messages − Ray's daemons) is "
