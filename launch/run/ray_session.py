@@ -221,5 +221,3 @@ def watch_ray(message: Callable[[str], str], period: float = 0.5,
 
     threading.Thread(target=loop, name="spikegrad-ray-watch", daemon=True).start()
     return stop
-
-

@@ -306,20 +306,23 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
                                  f"chips table of epoch {epoch} does not hold")
         messages = float(r["messages"])
         size_run = float(r["bytes"]) / messages if messages else 0.0
-        if size_run > INLINE_BYTES and not (shm[src] and not r.get("cross_node", False)):
+        # the replicas' increments go through Ray whatever the transport; spikes between chips of one node
+        # through /dev/shm where the chip used it
+        local = kind == "spikes" and shm[src]
+        if size_run > INLINE_BYTES and not (local and not r.get("cross_node", False)):
             run_objects += messages
         if kind == "spikes":  # each replica's copy of the link: 1/R of the bytes; messages go with micro-batches
             size = size_run * micro / float(micro_run)
             messages_t = messages * float(micro_run) / micro
             bits = 8.0 * WIRE_FACTOR * float(r["bytes"]) / images / R
-            hops = [carry(node_of[(q, src)], node_of[(q, dst)], bits, size, messages_t / R, shm[src])
+            hops = [carry(node_of[(q, src)], node_of[(q, dst)], bits, size, messages_t / R, local)
                     for q in range(R)]
             path_bits += bits * hops[0]
         else:  # copy (q, c)'s increments to each other copy (p, c), once per batch whatever the micro-batch
             pairs = [(q, p) for q in range(R) for p in range(R) if p != q]
             bits = 8.0 * WIRE_FACTOR * float(r["bytes"]) / images / max(1, len(pairs))
             hops = [carry(node_of[(q, src)], node_of[(p, src)], bits, size_run, messages / max(1, len(pairs)),
-                          shm[src]) for q, p in pairs]
+                          local) for q, p in pairs]
         links.append(dict(src=src, dst=dst, kind=kind, bits_per_sample=8.0 * float(r["bytes"]) / images,
                           crosses=any(hops)))
     for k, n in node_of.items():
