@@ -141,6 +141,13 @@ def test_shared_memory_keeps_a_node_s_messages_off_the_links(tmp_path):
     small_shm = plan(chip_run(tmp_path / "ss", messages=100, transport="shm"), **kw)
     f = 8 * WIRE_FACTOR
     assert small_ray["node_bits_out"][1] - small_shm["node_bits_out"][1] == pytest.approx(f * (1000 + 2000))
+    # the replicas' increments go through Ray whatever the transport: chip 1's two copies, both on node 1 of
+    # 2 (spread: copies 1 and 5), still send theirs through the driver's node
+    spread = dict(nodes=2, link_gbps=1.0, micro_batch=10)
+    plain, inc = (plan(chip_run(tmp_path / name, replicas=2, messages=5, placement="spread", transport="shm",
+                                increments=rows), **spread)
+                  for name, rows in (("p", []), ("i", [(1, 4e5, 50)])))
+    assert inc["node_bits_out"][1] - plain["node_bits_out"][1] == pytest.approx(f * 4e5 / 1000 / 2 * 2)
 
 
 def test_small_messages_go_through_the_driver_node(tmp_path):
