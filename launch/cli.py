@@ -309,6 +309,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                         f"bound)")
     p.add_argument("--micro-batch", type=_positive_int, help="samples per micro-batch on the target (default: "
                    "the chip engine's choice there)")
+    p.add_argument("--calls-from", metavar="RUN_DIR", help="a second run of the same mapping at another "
+                   "--micro-batch, on one node: the chips' and Ray's cost per call are taken from the two runs' "
+                   "difference (default: the figures measured on the project's 2-core machine)")
     p.add_argument("--epoch", type=_positive_int, help="default: the last epoch")
     p.add_argument("--json", action="store_true")
 
@@ -713,7 +716,8 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     from .tools.report import Run  # noqa: PLC0415  (a command loads only what it runs: --help and the light commands stay quick)
 
     p = plan(Run(RunDir.fetch(a.run_dir)), a.nodes, a.link_gbps, a.latency_us, a.cores, a.epoch, a.micro_batch,
-             a.call_us, a.shared_cores, a.placement)
+             a.call_us, a.shared_cores, a.placement,
+             calls_from=Run(RunDir.fetch(a.calls_from)) if a.calls_from else None)
     print(json.dumps(_finite(p)) if a.json else format_plan(p), flush=True)
     return 0
 

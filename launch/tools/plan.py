@@ -186,16 +186,100 @@ def _overlapped(bounds: dict[str, float], in_flight: int) -> float:
     return min(1.0 / both if both > 0 else math.inf, bounds["latency"])
 
 
+def _number(x: Any) -> float | None:
+    """x as a finite float >= 0, or None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+        return None
+    return float(x)
+
+
+def _object_messages(rows: list[dict], epoch: int, shm: dict[int, bool]) -> float:
+    """The epoch's messages over Ray's inline limit that went through Ray's object store (all of the
+    replicas' increments; spikes unless their chip sent them through /dev/shm within its node)."""
+    n = 0.0
+    for r in rows:
+        kind = r.get("kind", "spikes")
+        if r.get("epoch") != epoch or kind not in ("spikes", "increments"):
+            continue
+        messages, nbytes = _number(r.get("messages")), _number(r.get("bytes"))
+        if not messages or nbytes is None or nbytes / messages <= INLINE_BYTES:
+            continue
+        local = kind == "spikes" and shm.get(int(r["src"]), False) and not r.get("cross_node", False)
+        n += 0.0 if local else messages
+    return n
+
+
+def _epoch_costs(run: Any, epoch: int | None = None) -> dict[str, Any]:
+    """What a chip run measured in one epoch (the last by default), for the per-call calibration:
+    images, seconds, calls, the chips' CPU, the machine's busy CPU, object-store messages, nodes,
+    and each chip's layers. Raises SpikeGradError where the run did not record them."""
+    chips_all = run.chips or []
+    epochs = sorted({r["epoch"] for r in chips_all})
+    if not epochs:
+        raise SpikeGradError(f"plan: {run.label_text} is not a chip run (it has no chips.parquet)")
+    epoch = epochs[-1] if epoch is None else epoch
+    metric = next((m for m in run.metrics if m["epoch"] == epoch), None)
+    chips = sorted((r for r in chips_all if r["epoch"] == epoch), key=lambda r: r["chip"])
+    got = dict(images=_number((metric or {}).get("images")), seconds=_number((metric or {}).get("seconds")),
+               calls=_number((metric or {}).get("calls")), busy=_number((metric or {}).get("machine_cpu_seconds")))
+    missing = [k for k, v in got.items() if not v]
+    if missing:
+        raise SpikeGradError(f"plan: {run.label_text} has no {', '.join(missing)} recorded for epoch {epoch} "
+                             f"(runs since 2026-12-07 record calls and the machine's CPU)")
+    cpu = [_number(r.get("cpu_seconds")) for r in chips]
+    if any(v is None for v in cpu):
+        raise SpikeGradError(f"plan: the chips table of {run.label_text} has a cpu_seconds that is not a number >= 0")
+    shm = {int(r["chip"]): "shm" in str(r.get("transport") or "") for r in chips}
+    return dict(got, epoch=epoch, chips_cpu=sum(v for v in cpu if v is not None),
+                objects=_object_messages(run.traffic or [], epoch, shm),
+                nodes={n for r in chips for n in str(r.get("node", "")).split(",") if n},
+                layers=[str(r["layers"]) for r in chips])
+
+
+def calls_calibration(run: Any, other: Any, epoch: int | None = None) -> dict[str, Any]:
+    """The per-call parts from two runs of one mapping at different micro-batches, each on one node:
+    the chips' CPU per call and the machine's CPU outside the chips per call, as the change per
+    sample of each over the change of the calls per sample (Ray's object-store messages and its
+    daemons taken out first, at OBJECT_US and NODE_CORES). Returns {chip_call_us, ray_call_us, text}."""
+    a, b = _epoch_costs(run, epoch), _epoch_costs(other)
+    if a["layers"] != b["layers"] or run.cfg.topology != other.cfg.topology or run.cfg.replicas != other.cfg.replicas:
+        raise SpikeGradError(f"plan: --calls-from expected a run of the same network on the same chips as "
+                             f"{run.label_text}; {other.label_text} differs (topology, chips' layers or replicas)")
+    if len(a["nodes"]) > 1 or len(b["nodes"]) > 1:
+        raise SpikeGradError("plan: --calls-from expected two runs whose chips each ran on one node (the machine's "
+                             "CPU holds all of them then)")
+    per = {k: {x: v[x] / v["images"] for x in ("calls", "chips_cpu")} for k, v in (("a", a), ("b", b))}
+    for k, v in (("a", a), ("b", b)):
+        per[k]["rest"] = (v["busy"] - v["chips_cpu"] - OBJECT_US * 1e-6 * v["objects"]
+                          - NODE_CORES * v["seconds"]) / v["images"]
+    d_calls = per["b"]["calls"] - per["a"]["calls"]
+    if abs(d_calls) < 0.2 * max(per["a"]["calls"], per["b"]["calls"]):
+        raise SpikeGradError(f"plan: --calls-from expected a run at another micro-batch: the two made "
+                             f"{per['a']['calls']:.3g} and {per['b']['calls']:.3g} calls per sample (at least 20 % "
+                             f"apart); run one of them again with --micro-batch")
+    chip_call = (per["b"]["chips_cpu"] - per["a"]["chips_cpu"]) / d_calls * 1e6
+    ray_call = (per["b"]["rest"] - per["a"]["rest"]) / d_calls * 1e6
+    if chip_call < 0 or ray_call < 0:
+        raise SpikeGradError(f"plan: --calls-from: the two runs give a negative cost per call (chips "
+                             f"{chip_call:.4g} µs, the rest {ray_call:.4g} µs): the runs' spread is larger than what "
+                             f"the calls cost; longer runs (more images) help")
+    text = (f"from {run.label_text} and {other.label_text} (--calls-from): {per['a']['calls']:.3g} and "
+            f"{per['b']['calls']:.3g} calls per sample")
+    return dict(chip_call_us=chip_call, ray_call_us=ray_call, text=text)
+
+
 def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None, cores: int | None = None,
          epoch: int | None = None, micro_batch: int | None = None, call_us: float | None = None,
-         shared_cores: int | None = None, placement: str | None = None) -> dict:
+         shared_cores: int | None = None, placement: str | None = None, calls_from: Any | None = None) -> dict:
     """The prediction for one epoch of a chip run (``run``: a :class:`launch.tools.report.Run`-like
     object with ``cfg``, ``metrics``, ``chips``, ``traffic``); see the module docstring.
     micro_batch: on the target (default: what the chip engine picks there, with or without a core per chip).
     latency_us, call_us: None for the defaults (LATENCY_US; the run's measured call cost, else
     CALL_US), which are then also taken at the ends of their RANGES; a value given is used as is.
     shared_cores: the nodes share that many cores (emulated hosts on one machine); placement: as
-    Ray places the chips (default: the run's)."""
+    Ray places the chips (default: the run's). calls_from: a second run of the same mapping at
+    another micro-batch, whose difference from ``run`` gives the per-call parts
+    (:func:`calls_calibration`) instead of CHIP_CALL_US and RAY_CALL_US."""
     from ..run.chips import default_micro_batch  # noqa: PLC0415  (chips.py imports Ray: only when a plan is made)
 
     for name, v in (("nodes", nodes), ("cores", cores if cores is not None else 1),
@@ -255,8 +339,12 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
              if calls_measured else 1.0)
     calls = {k: formula[k] * scale for k in node_of}
     calls_run = {k: v * micro / float(micro_run) for k, v in calls.items()}  # per sample, in the run
-    # the chips' work per copy and sample: a part per sample, and CHIP_CALL_US per call they receive
-    chip_call = CHIP_CALL_US * 1e-6
+    # the chips' work per copy and sample: a part per sample, and CHIP_CALL_US per call they receive (or
+    # what two runs at different micro-batches measured: --calls-from)
+    pair = calls_calibration(run, calls_from, epoch) if calls_from is not None else None
+    chip_call_us = pair["chip_call_us"] if pair else CHIP_CALL_US
+    calls_source = pair["text"] if pair else CALLS_SOURCE
+    chip_call = chip_call_us * 1e-6
     measured_work = {k: cpu[k[1]] / images / R for k in node_of}
     floored = [k for k in node_of if measured_work[k] - chip_call * calls_run[k] < 0.1 * measured_work[k]]
     work = {k: max(0.1 * measured_work[k], measured_work[k] - chip_call * calls_run[k]) + chip_call * calls[k]
@@ -280,7 +368,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     objects = dict.fromkeys(used, 0.0)  # Ray's CPU per sample on each node for object-store messages
     crossing_messages = 0.0
     path_bits = 0.0  # bits per sample that cross nodes on one replica's path (spikes)
-    run_objects = 0.0  # messages of the run's epoch that went through Ray's object store
+    run_objects = _object_messages(run.traffic, epoch, shm)  # the run's messages through Ray's object store
     links = []
     object_s = OBJECT_US * 1e-6
 
@@ -309,8 +397,6 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
         # the replicas' increments go through Ray whatever the transport; spikes between chips of one node
         # through /dev/shm where the chip used it
         local = kind == "spikes" and shm[src]
-        if size_run > INLINE_BYTES and not (local and not r.get("cross_node", False)):
-            run_objects += messages
         if kind == "spikes":  # each replica's copy of the link: 1/R of the bytes; messages go with micro-batches
             size = size_run * micro / float(micro_run)
             messages_t = messages * float(micro_run) / micro
@@ -342,7 +428,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     if call_us is not None:  # --call-us: all Ray's calls and objects cost, per call (its daemons still count)
         objects = dict.fromkeys(used, 0.0)
     elif calls_measured and busy_known and len(run_nodes) <= 1:
-        call_us = RAY_CALL_US
+        call_us = pair["ray_call_us"] if pair else RAY_CALL_US
         rest = float(busy) - sum(cpu.values())
         beyond = (rest - call_us * 1e-6 * float(run_calls) - object_s * run_objects
                   - NODE_CORES * float(metric["seconds"]))
@@ -350,7 +436,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
         if beyond < 0:
             short = (f"the run's measured CPU outside the chips ({rest:.3g} s) is less than its calls, objects and "
                      f"daemons at these figures ({rest - beyond:.3g} s): the model charges more than the run spent")
-        call_source = (f"{CALLS_SOURCE}, with {OBJECT_US:g} µs per object-store message; "
+        call_source = (f"{calls_source}, with {OBJECT_US:g} µs per object-store message ({CALLS_SOURCE}); "
                        f"the rest of the run's epoch {epoch} outside the chips (its machine's busy CPU "
                        f"{float(busy):.3g} s − the chips' {sum(cpu.values()):.3g} s − {int(run_calls)} calls − "
                        f"{int(run_objects)} object-store messages − Ray's daemons) is "
@@ -390,7 +476,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
         f"this emulator (Python processes under Ray, one per chip) on {nodes} CPU node(s), not a neuromorphic chip "
         f"(spikegrad forecast gives a chip's time)",
         f"chip work: its {measure.replace('_', ' ')} as measured in epoch {epoch} of the run, split into "
-        f"{CHIP_CALL_US:g} µs per call it receives ({CALLS_SOURCE}) and a part per sample, the same on the target's "
+        f"{chip_call_us:.4g} µs per call it receives ({calls_source}) and a part per sample, the same on the target's "
         f"cores" + (f" (chips {sorted({k[1] for k in floored})}: the part per sample floored at 10 % of the "
                     f"measured)" if floored else ""),
         (f"all nodes share {shared_cores} core(s) (emulated hosts on one machine), {parallel:.3g} of them busy"
@@ -422,7 +508,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
                 epoch=epoch, nodes=nodes, nodes_used=len(used), cores_per_node=cores_per_node,
                 shared_cores=shared_cores, busy_cores=parallel, placement=placement, replicas=R, link_gbps=link_gbps,
                 latency_us=latency_us, micro_batch=micro, in_flight=in_flight, measure=measure, call_us=call_us,
-                chip_call_us=CHIP_CALL_US, ray_per_sample_us=per_sample_s * 1e6,
+                chip_call_us=chip_call_us, ray_per_sample_us=per_sample_s * 1e6,
                 calls_per_sample=sum(calls.values()),
                 measured_images_per_second=images / float(metric["seconds"]),
                 chips=[dict(chip=c, node=node_of[(0, c)], nodes=sorted({node_of[(q, c)] for q in range(R)}),

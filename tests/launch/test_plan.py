@@ -122,6 +122,29 @@ def test_the_fixed_costs_follow_the_calls(tmp_path):
     assert half["bounds"]["compute"] == pytest.approx((2 - plan_module.NODE_CORES) / cpu)
 
 
+def test_two_runs_at_different_micro_batches_give_the_per_call_parts(tmp_path):
+    """--calls-from: the same mapping at micro-batch 5 made 200 more calls over the same 1,000 images; the
+    chips spent 0.2 s more (1,000 µs a call), the machine outside them 0.6 s more (3,000 µs a call)."""
+    g = plan_module.NODE_CORES * 2.0
+    a = chip_run(tmp_path / "a", cpu=(0.5, 0.7, 0.6, 0.6), metrics=dict(calls=200, machine_cpu_seconds=3.3 + g))
+    b = chip_run(tmp_path / "b", micro=5, cpu=(0.55, 0.75, 0.65, 0.65),
+                 metrics=dict(calls=400, machine_cpu_seconds=4.1 + g))
+    p = plan(a, nodes=1, link_gbps=1.0, shared_cores=2, micro_batch=5, calls_from=b)
+    assert p["chip_call_us"] == pytest.approx(1000.0) and p["call_us"] == pytest.approx(3000.0)
+    assert any("--calls-from" in x for x in p["assumptions"])
+    assert p["ray_per_sample_us"] == pytest.approx(300.0)  # 0.3 s over 1,000 images, the same in both runs
+    # refused, each in one line: the same micro-batch, another network, a difference smaller than the spread
+    same = chip_run(tmp_path / "same", metrics=dict(calls=200, machine_cpu_seconds=3.4))
+    other = chip_run(tmp_path / "other", cpu=(0.1, 0.2), metrics=dict(calls=400, machine_cpu_seconds=3.0))
+    noisy = chip_run(tmp_path / "noisy", micro=5, cpu=(0.4, 0.6, 0.5, 0.5),
+                     metrics=dict(calls=400, machine_cpu_seconds=4.0))
+    untimed = chip_run(tmp_path / "untimed", micro=5)
+    for second, message in [(same, "expected a run at another micro-batch"), (other, "same network on the same chips"),
+                            (noisy, "negative cost per call"), (untimed, "has no calls, busy recorded")]:
+        with pytest.raises(SpikeGradError, match=message):
+            plan(a, nodes=1, link_gbps=1.0, calls_from=second)
+
+
 def test_shared_memory_keeps_a_node_s_messages_off_the_links(tmp_path):
     """Chips whose messages went through /dev/shm in the run (chips.parquet's transport) send those between
     chips of one node off the links and outside Ray's object store; to other nodes through Ray as before."""
@@ -257,6 +280,8 @@ def test_plan_prints_and_refuses_in_one_line(tmp_path, capsys):
                           ([str(tmp_path / "r"), "--nodes", "0"], "expected an integer >= 1"),
                           ([str(tmp_path / "r"), "--nodes", "2", "--link-gbps", "0"], "expected a finite number > 0"),
                           ([str(tmp_path / "r"), "--nodes", "2", "--epoch", "3"], "epoch 3 expected one of"),
+                          ([str(tmp_path / "r"), "--nodes", "2", "--calls-from", str(tmp_path / "r")],
+                           "has no calls, busy recorded for epoch 1"),
                           ([str(tmp_path / "nope"), "--nodes", "2"], "config.json is missing")]:
         capsys.readouterr()
         assert main(["plan", *args]) == 2
