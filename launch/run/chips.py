@@ -80,7 +80,7 @@ class ChipEngine:
         self._watch: threading.Event | None = None
         self.started_ray, resources = start_ray(address)
         if self.started_ray and on_lost is not None and not (address or os.environ.get("RAY_ADDRESS")):
-            self._watch = watch_ray(on_lost, before_exit=self._drop_parcels)
+            self._watch = watch_ray(on_lost, parcels=self._parcel_prefix)
         gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 1.0))
         if cfg.backend == "cupy" and gpus == 0:
@@ -115,10 +115,10 @@ class ChipEngine:
         self.backend_name = "/".join(sorted({w["backend"] for w in self.pipeline.where}))
         self.last_reports: list[dict] = []
 
-    def _drop_parcels(self) -> None:
-        """Remove this node's shared-memory messages of the current pipeline (its chips are gone with Ray)."""
-        if self.pipeline is not None:
-            self.pipeline.drop_parcels()
+    def _parcel_prefix(self) -> str | None:
+        """The file prefix of the current pipeline's shared-memory messages (for the cleaner a lost Ray
+        instance leaves, :func:`launch.run.ray_session.watch_ray`)."""
+        return pipeline_prefix(self.pipeline.tag) if self.pipeline is not None else None
 
     @_chip_calls
     def _new_pipeline(self) -> ChipPipeline:

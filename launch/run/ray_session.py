@@ -180,14 +180,46 @@ def end_processes(known: dict[int, tuple[str, int]], wait: float = 5.0) -> list[
     return left
 
 
+def reap(argv: list[str] | None = None) -> None:
+    """The cleaner :func:`watch_ray` leaves behind (``python -c``): end the processes named in its
+    argument, ``{"known": {pid: [name, start time]}, "parcels": prefix or null}``, then remove the
+    chips' shared-memory messages of that prefix. It runs after the driver has gone: ending the
+    raylet or its agents from inside the driver would have Ray's C++ side end the driver first,
+    with its own exit status."""
+    import json  # noqa: PLC0415  (the cleaner only)
+
+    from actors.transport import TransportError, remove_parcels, shm_usable  # noqa: PLC0415  (the cleaner only)
+
+    job = json.loads((argv or sys.argv[1:])[0])
+    end_processes({int(pid): (str(name), int(start)) for pid, (name, start) in job["known"].items()})
+    if job.get("parcels") and shm_usable():
+        try:
+            remove_parcels(str(job["parcels"]))
+        except (TransportError, OSError):
+            pass
+
+
+def _leave_cleaner(known: dict[int, tuple[str, int]], parcels: str | None) -> None:
+    """Start :func:`reap` in a process of its own session (it outlives this one, and a signal to
+    this process group does not reach it), its output discarded."""
+    import json  # noqa: PLC0415  (only when the instance is lost)
+    import subprocess  # noqa: PLC0415  (only when the instance is lost)
+
+    job = json.dumps({"known": {str(pid): [name, start] for pid, (name, start) in known.items()},
+                      "parcels": parcels})
+    subprocess.Popen([sys.executable, "-c", "from launch.run.ray_session import reap; reap()", job],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
+
+
 def watch_ray(message: Callable[[str], str], period: float = 0.5,
-              before_exit: Callable[[], None] | None = None) -> threading.Event:
+              parcels: Callable[[], str | None] | None = None) -> threading.Event:
     """Watch the private Ray instance's GCS server and raylet from a daemon thread: when one dies,
-    print one ``spikegrad: error:`` line (``message(what died)``), end the rest of the instance,
-    run ``before_exit`` (what must not outlive the process: the chips' shared-memory messages) and
-    end the process with :data:`RAY_LOST_EXIT`. Without this, Ray's client retries for 60 s and
-    then ends the process from C++ with its own log line; nothing the driver could still do is lost
-    by ending first.
+    print one ``spikegrad: error:`` line (``message(what died)``), leave a cleaner for what must not
+    outlive the run (:func:`reap`: the rest of the instance, and the chips' shared-memory messages
+    of the prefix ``parcels()`` gives) and end the process with :data:`RAY_LOST_EXIT`. Without this,
+    Ray's client retries for 60 s and then ends the process from C++ with its own log line; nothing
+    the driver could still do is lost by ending first.
 
     The rest of the instance: every process below this one (the raylet, the chips, Ray's agents),
     remembered every few seconds while the instance runs, since some of them (the dashboard and
@@ -212,9 +244,7 @@ def watch_ray(message: Callable[[str], str], period: float = 0.5,
                           file=sys.stderr, flush=True)
                     try:
                         known.update(descendants(me))
-                        end_processes(known)  # first: chips still at work could write messages
-                        if before_exit is not None:
-                            before_exit()
+                        _leave_cleaner(known, parcels() if parcels is not None else None)
                     except Exception:  # the exit and its line matter more
                         pass
                     os._exit(RAY_LOST_EXIT)

@@ -13,7 +13,7 @@ from actors.transport import process_alive
 from launch.run.config import make_config
 from launch.run.runs import train
 
-from ..procs import descendants
+from ..procs import descendants, parcels
 
 pytestmark = pytest.mark.ray  # a Ray instance of its own, or the session's (conftest)
 
@@ -131,6 +131,7 @@ def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_comma
     from launch.run.ray_session import RAY_LOST_EXIT, ray_daemons
 
     run = tmp_path / "g"
+    files_before = parcels()
     proc = subprocess.Popen([sys.executable, "-m", "launch.cli", "train", "--epochs", "1000", "--quiet",
                              "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -146,13 +147,16 @@ def test_losing_the_private_ray_instance_ends_with_one_line_and_the_resume_comma
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # The driver ended the rest of its instance before it exited (Ray's dashboard and runtime-env
-    # agents would outlive a lost GCS), chips first, then removed their messages: nothing is left.
+    # The driver left a cleaner that ends the rest of its instance (Ray's dashboard and runtime-env
+    # agents would outlive a lost GCS), chips first, then removes their messages: within seconds,
+    # nothing is left (no file in /dev/shm either: the autouse fixture no_parcels_left checks).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (any(process_alive(p) for p in ours) or parcels() - files_before):
+        time.sleep(0.1)
     left = {pid: name for pid, name in ours.items() if process_alive(pid)}
     for pid in left:  # ended here, so that a failure leaves nothing either
         os.kill(pid, signal.SIGKILL)
     assert not left, f"processes of the run's Ray instance outlived it: {left}"
-    # no file in /dev/shm either: the autouse fixture no_parcels_left (tests/conftest.py) checks
     assert proc.returncode == RAY_LOST_EXIT, err[-5:]
     assert err[-1] == (f"spikegrad: error: the Ray instance lost its gcs_server (process {gcs}); the last "
                        f"checkpoint of {run} is kept: continue with spikegrad train --resume {run}")
