@@ -1,7 +1,9 @@
 """Runs across emulated hosts (spikegrad hosts): bit-identity, wire vs counted bytes, cluster faults,
 and spikegrad plan's predictions against measured runs. Needs root; run from the repository root:
 
-    python docs/measurements/hosts-runs.py identity|faults|scaling|validate|calls|validate3 OUT_DIR [--mnist DIR]
+    python docs/measurements/hosts-runs.py PART OUT_DIR [--mnist DIR]
+
+PART: identity, faults, scaling, validate, calls, validate3 or validate4.
 
 Each part brings its hosts up (names hm1..hm3) and takes them down however it ends; it prints
 Markdown and writes OUT_DIR/<part>.json. The weights of every chip run are compared with
@@ -219,7 +221,10 @@ VALIDATE = {"groups": ["--epochs", "2", "--chips", "0-1,2-3"],
 VALIDATE3 = {"digits-mb8": ["--epochs", "2"],
              "mnist-split": ["--epochs", "2", "--limit-train", "1024", "--limit-test", "500",
                              "--chip-neurons", "2000", "--chip-synapses", "100000"]}
-TARGET_FLAGS = {"digits-mb8": ["--micro-batch", "8"]}
+# and a second set after v3's first check: replicas (their increments through Ray) and chip groups
+VALIDATE4 = {"mnist-replicas": ["--epochs", "2", "--limit-train", "1024", "--limit-test", "500", "--replicas", "2"],
+             "groups-mb8": ["--epochs", "2", "--chips", "0-1,2-3"]}
+TARGET_FLAGS = {"digits-mb8": ["--micro-batch", "8"], "groups-mb8": ["--micro-batch", "8"]}
 
 
 def scaling(out: Path, workloads: dict[str, list[str]] | None = None, host_counts=(1, 2, 3),
@@ -341,5 +346,6 @@ if __name__ == "__main__":
     result = {"identity": lambda: identity(out, mnist), "faults": lambda: faults(out),
               "scaling": lambda: scaling(out),
               "validate": lambda: scaling(out, VALIDATE, (2, 3), mnist), "calls": lambda: calls(out),
-              "validate3": lambda: scaling(out, VALIDATE3, (2, 3), mnist)}[part]()
+              "validate3": lambda: scaling(out, VALIDATE3, (2, 3), mnist),
+              "validate4": lambda: scaling(out, VALIDATE4, (2, 3), mnist)}[part]()
     (out / f"{part}.json").write_text(json.dumps(result, indent=1, default=float))

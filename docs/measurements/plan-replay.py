@@ -21,7 +21,7 @@ from launch.run.rundir import RunDir  # noqa: E402
 from launch.tools.plan import plan  # noqa: E402
 from launch.tools.report import Run  # noqa: E402
 
-TARGET_MICRO = {"digits-mb8": 8}  # hosts-runs.py TARGET_FLAGS
+TARGET_MICRO = {"digits-mb8": 8, "groups-mb8": 8}  # hosts-runs.py TARGET_FLAGS
 
 
 def replay(root: Path, part: str) -> list[dict]:
