@@ -276,10 +276,12 @@ class Driver:
 
     # -- a whole run -----------------------------------------------------------------------
     def _epoch_surviving_chip_failures(self, run: RunDir, arrays: tuple, progress: bool,
-                                       log: Callable[[str], None]) -> EpochResult:
-        """One epoch; when a chip dies, the engine restarts from the last checkpoint and the batches
-        since are replayed in the same order (so the weights end as without the failure), at most
-        MAX_CHIP_RESTARTS times, then a clear error."""
+                                       log: Callable[[str], None],
+                                       finish: Callable[[], Any]) -> tuple[EpochResult, Any]:
+        """One epoch, then ``finish()`` (what the epoch's end asks of the chips: the validation
+        accuracy, the state to save); when a chip dies in either, the engine restarts from the last
+        checkpoint and the batches since are replayed in the same order (so the weights end as
+        without the failure), at most MAX_CHIP_RESTARTS times, then a clear error."""
         xtr, ytr, xte, yte = arrays
         restarts = 0
         while True:
@@ -289,8 +291,9 @@ class Driver:
                     self.load_state(run.read_checkpoint(), str(run.checkpoint_path))
                     log(f"spikegrad: chips restarted ({restarts} of {MAX_CHIP_RESTARTS}); replaying from epoch "
                         f"{self.epochs_done + 1}, batch {self.position}")
-                return self.run_epoch(xtr, ytr, xte, yte, progress=progress, checkpoint_every=self.cfg.checkpoint_every,
-                                      checkpoint=lambda: self.save(run))
+                res = self.run_epoch(xtr, ytr, xte, yte, progress=progress, checkpoint_every=self.cfg.checkpoint_every,
+                                     checkpoint=lambda: self.save(run))
+                return res, finish()
             except ChipFailure as exc:
                 if restarts == MAX_CHIP_RESTARTS:
                     raise SpikeGradError(f"{exc}; gave up after {MAX_CHIP_RESTARTS} restarts in epoch "
@@ -311,10 +314,14 @@ class Driver:
         tables = {t: [r for r in run.read_table(t) if r["epoch"] <= done] for t in RunDir.TABLES}
         train_seconds = sum(r["seconds"] for r in tables["metrics"])
         images = sum(r["images"] for r in tables["metrics"])
+        def finish() -> tuple[float, dict[str, np.ndarray]]:  # the epoch's end, from the chips
+            return (self.evaluate(xval, yval) if len(xval) else float("nan")), self.state_arrays()
+
         for _ in range(done, cfg.epochs):
-            res = self._epoch_surviving_chip_failures(run, (xtr, ytr, xte, yte), progress, log)
+            res, (val_accuracy, saved) = self._epoch_surviving_chip_failures(run, (xtr, ytr, xte, yte), progress,
+                                                                             log, finish)
             row, lrows = epoch_rows(res, topo, cfg)
-            row["val_accuracy"] = self.evaluate(xval, yval) if len(xval) else float("nan")
+            row["val_accuracy"] = val_accuracy
             row.update(rss_driver_mib=resident_bytes() / 2 ** 20, **self.engine.memory())
             tables["metrics"].append(row)
             tables["layers"].extend(lrows)
@@ -330,7 +337,6 @@ class Driver:
                 tables["traffic"] += links
                 tables["chips"] += chips
             tables["operations"] += operation_rows(res, topo)
-            saved = self.state_arrays()
             tables["spikes"] += spike_rows(res.epoch, topo, cfg, {l: (saved[f"W{t}"], saved[f"b{t}"])
                                                                   for t, l in enumerate(topo.trainable)}, xte)
             for name, rows in tables.items():

@@ -81,6 +81,42 @@ def test_killed_chip_is_restarted_and_the_weights_equal(ray_session, tmp_path):
     # fixture no_parcels_left (tests/conftest.py) fails the test otherwise
 
 
+def test_a_chip_lost_at_the_end_of_an_epoch_is_restarted_too(ray_session, tmp_path, monkeypatch):
+    """A chip killed just as the epoch ends, when the driver gathers the state to save (the window a
+    host lost right after an epoch's line hits): the chips restart and the epoch is replayed from the
+    last checkpoint; the weights equal an uninterrupted run's."""
+    from launch.run import chips as chip_engine
+    from launch.run import driver as driver_module
+
+    ref = train(make_config("digits", out=str(tmp_path / "ref"), **KW), progress=False, log=lambda s: None)
+    made, killed, logs = [], [], []
+    original_init, original_state = chip_engine.ChipEngine.__init__, driver_module.Driver.state_arrays
+
+    def record(self, *a, **k):
+        original_init(self, *a, **k)
+        made.append(self)
+
+    def state_arrays(self):  # the end of epoch 1 (not a mid-epoch checkpoint): chip 1's process killed first
+        if not killed and self.epochs_done == 1 and self.position == 0:
+            pid = next(w["pid"] for w in made[0].pipeline.where if w["chip"] == 1)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            deadline = time.monotonic() + 30
+            while process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return original_state(self)
+
+    monkeypatch.setattr(chip_engine.ChipEngine, "__init__", record)
+    monkeypatch.setattr(driver_module.Driver, "state_arrays", state_arrays)
+    summary = train(make_config("digits", out=str(tmp_path / "end"), **KW), progress=False, log=logs.append)
+    assert killed, "the chip was never killed"
+    assert any("chips restarted (1 of 3)" in line for line in logs), logs
+    a, b = weights(tmp_path / "ref"), weights(tmp_path / "end")
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert summary["test_accuracy"] == ref["test_accuracy"]
+
+
 def test_stopped_chip_is_a_failed_chip_and_the_weights_equal(ray_session, tmp_path, monkeypatch):
     """SIGSTOP: the chip's process lives but answers nothing. The driver's bounded waits call it
     failed (here after the 5 s floor), restart the chips from the last checkpoint, and the run
