@@ -109,6 +109,10 @@ HOST_CHECKS = [
      "fresh runs predicted by this model (v3) before they ran: digits chain at micro-batch 8 (calibrated at 32), "
      "MNIST (1,024 images) on the 12-chip 2,000/100,000 split mapping; 2-3 hosts at 10-1,000 Mbit/s",
      "11 of 12 within ±25 % (0.70-1.24); v2 on the same runs: 8 of 12 (0.65-1.56)"),
+    ("docs/measurements/plan-calls-2026-12-08.md §2b",
+     "a second fresh set, predicted before it ran: MNIST (1,024 images) with 2 replicas, digits on 2 chip groups "
+     "at micro-batch 8 (calibrated at 32); 2-3 hosts at 10-1,000 Mbit/s",
+     "10 of 12 within ±25 % (0.88-1.35; the misses: the groups at 10 Mbit/s, network over-charged); v2: 3 of 12"),
     ("docs/measurements/plan-calls-2026-12-08.md §3",
      "the runs of docs/measurements/hosts-2026-12-07.md §4 (the code of 2026-12-07), replayed",
      "digits chain, split, 2 replicas on 1-3 hosts: 20 of 27 (0.40-1.57; v2, fitted to them: 20); digits on 2 "
