@@ -314,6 +314,7 @@ class Driver:
         tables = {t: [r for r in run.read_table(t) if r["epoch"] <= done] for t in RunDir.TABLES}
         train_seconds = sum(r["seconds"] for r in tables["metrics"])
         images = sum(r["images"] for r in tables["metrics"])
+
         def finish() -> tuple[float, dict[str, np.ndarray]]:  # the epoch's end, from the chips
             return (self.evaluate(xval, yval) if len(xval) else float("nan")), self.state_arrays()
 

@@ -126,7 +126,8 @@ def test_bench_chips_takes_turns_and_reports_every_round(ray_session, capsys):
     assert m["cores"] >= 1 and m["chips_cpu_ms_per_batch"] > m["chips_own_cpu_ms_per_batch"] > 0
     assert m["local_cpu_ms_per_batch"] > 0 and m["ceiling_ratio"] == pytest.approx(
         m["cores"] * m["local_wall_ms_per_batch"] / m["chips_cpu_ms_per_batch"], rel=1e-2)
-    assert m["ray_cpu_ms_per_batch"] > 0 and m["ray_small_cpu_ms_per_batch"] > 0
+    # Ray's calls alone, measured in /proc/stat's clock ticks (10 ms): a few tiny calls may read 0
+    assert m["ray_cpu_ms_per_batch"] >= 0 and m["ray_small_cpu_ms_per_batch"] >= 0
     assert m["ceiling_ratio_free_bytes"] >= m["ceiling_ratio"] - 1e-3
     for c in prof["chips"]:
         assert c["compute"] > 0 and c["encode"] > 0 and c["decode"] > 0 and 0 <= c["waiting"] < prof["wall"]
