@@ -120,7 +120,6 @@ class SharedMemory(Transport):
         self.mine = f"{self.stem}r{int(replica)}c{int(chip)}-p{os.getpid()}-"
         self.node, self.local, self.sent = str(node), frozenset(int(c) for c in local), 0
         self.owner = None if owner is None else int(owner)
-        self.orphaned = 0  # messages written after the owner was gone, and removed again
 
     def send(self, buf: pa.Buffer, dst: int) -> Any:
         if dst not in self.local:
@@ -140,7 +139,6 @@ class SharedMemory(Transport):
         os.close(fd)
         if self.owner is not None and not process_alive(self.owner):  # checked after the write: no gap
             os.unlink(path)  # nobody will take it, and the driver's watcher may have swept already
-            self.orphaned += 1
             return buf
         return Parcel(name, buf.size, self.node)
 
@@ -197,6 +195,19 @@ def remove_parcels(prefix: str) -> int:
         except FileNotFoundError:  # taken meanwhile
             pass
     return n
+
+
+def drop_pipelines(prefixes: list[str]) -> None:
+    """Remove this node's files of these pipelines (:func:`remove_parcels`), for the processes that
+    clean up after a driver Ray ended: a prefix that is not one a pipeline makes, or a file system
+    gone, is passed over (the line they print matters more)."""
+    if not shm_usable():
+        return
+    for prefix in dict.fromkeys(prefixes):
+        try:
+            remove_parcels(prefix)
+        except (TransportError, OSError):
+            pass
 
 
 def remove_stale_parcels() -> int:

@@ -188,15 +188,11 @@ def reap(argv: list[str] | None = None) -> None:
     with its own exit status."""
     import json  # noqa: PLC0415  (the cleaner only)
 
-    from actors.transport import TransportError, remove_parcels, shm_usable  # noqa: PLC0415  (the cleaner only)
+    from actors.transport import drop_pipelines  # noqa: PLC0415  (the cleaner only)
 
     job = json.loads((argv or sys.argv[1:])[0])
     end_processes({int(pid): (str(name), int(start)) for pid, (name, start) in job["known"].items()})
-    if job.get("parcels") and shm_usable():
-        try:
-            remove_parcels(str(job["parcels"]))
-        except (TransportError, OSError):
-            pass
+    drop_pipelines([str(job["parcels"])] if job.get("parcels") else [])
 
 
 def _leave_cleaner(known: dict[int, tuple[str, int]], parcels: str | None) -> None:

@@ -96,7 +96,11 @@ def supervise(argv: Sequence[str], program: Sequence[str] | None = None) -> int:
     said = dict(told)
     if "exit" in said:
         return status
-    _remove_parcels([value for key, value in told if key == "parcels"])
+    parcels = [value for key, value in told if key == "parcels"]
+    if parcels:
+        from actors.transport import drop_pipelines  # noqa: PLC0415  (pyarrow: only here)
+
+        drop_pipelines(parcels)
     how = f"signal {-status}" if status < 0 else f"exit status {status}"
     what = (f"the run's process ended without a word ({how}); Ray ends a driver so when its cluster "
             f"loses the GCS or this node's raylet")
@@ -104,22 +108,6 @@ def supervise(argv: Sequence[str], program: Sequence[str] | None = None) -> int:
     print(f"spikegrad: error: {kept(run, what) if run else what + ', before the run had a directory'}",
           file=sys.stderr, flush=True)
     return RAY_LOST_EXIT
-
-
-def _remove_parcels(prefixes: list[str]) -> None:
-    """Remove this node's shared-memory messages of these pipelines (the child's word; a prefix
-    that is not one a pipeline makes is refused by :func:`actors.transport.remove_parcels`)."""
-    if not prefixes:
-        return
-    from actors.transport import TransportError, remove_parcels, shm_usable  # noqa: PLC0415  (pyarrow: only here)
-
-    if not shm_usable():
-        return
-    for prefix in dict.fromkeys(prefixes):
-        try:
-            remove_parcels(prefix)
-        except (TransportError, OSError):  # a garbled word, or a file system gone: the line matters more
-            pass
 
 
 def _read_ready(fd: int) -> str:

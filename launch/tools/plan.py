@@ -337,7 +337,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     slices = {c: len(str(r["layers"]).split("-")) if sliced else 1 for c, r in zip(ids, chips)}
     formula = {k: 2 * slices[k[1]] / micro / R for k in node_of}  # a call per phase (and slice) per micro-batch
     run_calls = metric.get("calls")
-    calls_measured = isinstance(run_calls, (int, float)) and not isinstance(run_calls, bool) and run_calls > 0
+    calls_measured = bool(_number(run_calls))
     # the run's calls per sample, at the target's micro-batch (calls go with micro-batches)
     scale = ((float(run_calls) / images) / (sum(formula.values()) * micro / float(micro_run))
              if calls_measured else 1.0)
@@ -357,8 +357,7 @@ def plan(run: Any, nodes: int, link_gbps: float, latency_us: float | None = None
     shm = {int(r["chip"]): "shm" in str(r.get("transport") or "") for r in chips}
     # the busy CPU of the run's machine over the epoch (all processes), where the run recorded it
     busy = metric.get("machine_cpu_seconds")
-    busy_known = (isinstance(busy, (int, float)) and not isinstance(busy, bool) and math.isfinite(busy)
-                  and busy > 0)
+    busy_known = bool(_number(busy))
     # the cores a run on shared cores keeps busy: as many as the run did (busy CPU over its seconds),
     # with the run's micro-batch; with smaller micro-batches the chips overlap more: all of them
     parallel: float | None = shared_cores
